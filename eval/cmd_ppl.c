@@ -1,0 +1,8 @@
+/* eval/cmd_ppl.c — placeholder, replaced by the real front end. */
+#include <stdio.h>
+int cmd_eval_ppl(int argc, char **argv);
+int cmd_eval_ppl(int argc, char **argv) {
+    (void)argc; (void)argv;
+    fprintf(stderr, "apex4: 'cmd_eval_ppl' is not implemented yet\n");
+    return 2;
+}

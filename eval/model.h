@@ -1,0 +1,73 @@
+/* model.h — LLaMA checkpoints in the Hugging Face layout (prefix ae_): config.json +
+ * model.safetensors (or model.safetensors.index.json shards), memory-mapped and validated.
+ * Source: HF transformers LlamaConfig / LlamaForCausalLM; safetensors format spec
+ * (https://github.com/huggingface/safetensors, "Format"). Owners in pairs: ae_model_load / ae_model_free. */
+#ifndef APEX4_AE_MODEL_H
+#define APEX4_AE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "aq.h"
+
+typedef struct {
+    int   dim;            /* hidden_size                                                  */
+    int   hidden_dim;     /* intermediate_size (SwiGLU)                                    */
+    int   n_layers;       /* num_hidden_layers                                            */
+    int   n_heads;        /* num_attention_heads                                          */
+    int   n_kv_heads;     /* num_key_value_heads (defaults to n_heads)                    */
+    int   head_dim;       /* head_dim if present, else dim / n_heads                      */
+    int   vocab_size;
+    int   max_pos;        /* max_position_embeddings                                      */
+    float rms_eps;        /* rms_norm_eps                                                 */
+    float rope_theta;     /* rope_theta (default 10000)                                   */
+    int   rope_llama3;    /* rope_scaling.rope_type == "llama3"                           */
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int   rope_orig_max_pos; /* rope_scaling.original_max_position_embeddings             */
+    int   tie_embeddings; /* tie_word_embeddings (HF default: true for Llama configs that omit it? no: false) */
+    int   bos_id, eos_id; /* -1 when absent                                               */
+} ae_config;
+
+typedef struct {
+    float *attn_norm;   /* (dim)                          input_layernorm.weight               */
+    float *wq;          /* (n_heads*head_dim, dim)        self_attn.q_proj.weight              */
+    float *wk;          /* (n_kv_heads*head_dim, dim)     self_attn.k_proj.weight              */
+    float *wv;          /* (n_kv_heads*head_dim, dim)     self_attn.v_proj.weight              */
+    float *wo;          /* (dim, n_heads*head_dim)        self_attn.o_proj.weight              */
+    float *ffn_norm;    /* (dim)                          post_attention_layernorm.weight      */
+    float *w_gate;      /* (hidden_dim, dim)              mlp.gate_proj.weight                 */
+    float *w_up;        /* (hidden_dim, dim)              mlp.up_proj.weight                   */
+    float *w_down;      /* (dim, hidden_dim)              mlp.down_proj.weight                 */
+} ae_layer;
+
+/* All weights widened to fp32 (exact from F16/BF16/F32), owned by the model. lm_head aliases
+ * tok_emb when the embeddings are tied. */
+typedef struct {
+    float    *tok_emb;    /* (vocab_size, dim)   model.embed_tokens.weight                       */
+    ae_layer *layers;     /* (n_layers)                                                          */
+    float    *final_norm; /* (dim)               model.norm.weight                               */
+    float    *lm_head;    /* (vocab_size, dim)   lm_head.weight or tok_emb                       */
+} ae_weights;
+
+typedef struct {
+    ae_config  cfg;
+    ae_weights w;
+    char       dir[1024];      /* the checkpoint folder                                       */
+    char       dtype[8];       /* dtype of the checkpoint's tensors: "F32", "F16" or "BF16"   */
+    void      *priv;           /* loader-owned storage                                        */
+} ae_model;
+
+/* Parse and validate config.json (path). Errors name the file and the field. */
+int ae_config_load(const char *path, ae_config *cfg, char *err);
+/* Load a checkpoint folder: config.json, then model.safetensors or model.safetensors.index.json.
+ * Every tensor's dtype, shape and data_offsets are checked against the header, the file size and the
+ * config; errors name the file and tensor. On success *out is owned by the caller (ae_model_free). */
+int ae_model_load(const char *dir, ae_model **out, char *err);
+void ae_model_free(ae_model *m);
+
+/* Write a random-weight checkpoint for config.json `config_path` into out_dir (created if needed):
+ * config.json copy, F16 tensors (or the config's torch_dtype), N(0, 0.02) weights, norms = 1,
+ * seeded; shards > 1 writes model-0000i-of-0000N.safetensors + model.safetensors.index.json.
+ * Files are written atomically. */
+int ae_make_model(const char *config_path, uint64_t seed, const char *out_dir, int shards, char *err);
+
+#endif

@@ -1,0 +1,128 @@
+/* aq.h — apex4 CPU reference of the W4A4 numerics contract (NUMERICS.md, copied in quant/NUMERICS.md).
+ *
+ * Prefix aq_ (apex4 quant). Everything here is plain C11 and bit-exact by construction: it is the
+ * reference every CUDA kernel (kernels/) is compared against byte for byte.
+ *
+ * Conventions
+ *  - Errors: functions returning int return 0 on success and non-zero on error; they then write a
+ *    message into `err` (a caller buffer of AX_ERR_LEN bytes, may be NULL) naming the tensor/argument.
+ *  - fp16 values travel as uint16_t bit patterns (IEEE binary16).
+ *  - Shapes are written next to every pointer: X [M,K], W [N,K], Y [M,N] row-major.
+ */
+#ifndef APEX4_AQ_H
+#define APEX4_AQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AX_ERR_LEN 512
+#define APEX4_VERSION "0.1.0"
+
+/* ---- fp16 ------------------------------------------------------------------------------------ */
+/* fp32 -> fp16 bits, round to nearest even; overflow gives ±inf, NaN stays NaN (payload quieted).
+ * Source: IEEE 754-2008 binary16; NUMERICS.md "Shapes and layouts". */
+uint16_t aq_f32_to_f16(float f);
+/* fp16 bits -> fp32 (exact). */
+float aq_f16_to_f32(uint16_t h);
+/* bf16 bits -> fp32 (exact). */
+float aq_bf16_to_f32(uint16_t h);
+/* Round n fp32 values to fp16 (RNE). Returns 0, or -1 if a value is NaN/inf or overflows fp16 (|v| >
+ * 65504 after rounding), with err naming `what` and the flat index. src [n] fp32, dst [n] fp16 bits. */
+int aq_f32_to_f16_checked(const float *src, uint16_t *dst, size_t n, const char *what, char *err);
+
+/* ---- modes (one table of descriptors; STYLE.md "types and modes as data") -------------------- */
+typedef enum {
+    AQ_KIND_FP16 = 0,   /* no quantization (fp32 compute on the CPU path)                        */
+    AQ_KIND_WONLY,      /* weight-only (w4a16-gN): fake-quant W, X stays float                    */
+    AQ_KIND_GROUP,      /* symmetric W and X with the same group size (g = 0 means per-channel)   */
+    AQ_KIND_MIXED,      /* per-token X, per-channel W scale with 4-bit integer sub-scales (g)     */
+    AQ_KIND_ATOM        /* Atom-style: permuted channels, W4A4 g-groups + o INT8 outlier channels */
+} aq_kind;
+
+typedef struct {
+    char    name[32];   /* canonical name, e.g. "w4a4-g128", "atom-g128-o128"                     */
+    aq_kind kind;
+    int     wbits;      /* 4 or 8 (16 for fp16)                                                   */
+    int     xbits;      /* 4 or 8 (16 for fp16 and weight-only)                                   */
+    int     group;      /* group size along K; 0 = per-channel / per-token (g = K)                */
+    float   alpha_w;    /* clip ratio for weights (1 = no clipping)                               */
+    float   alpha_x;    /* clip ratio for activations                                             */
+    int     outliers;   /* ATOM: number of INT8 outlier channels o (0 otherwise)                  */
+} aq_mode;
+
+/* The standard mode names, NULL-terminated: fp16, w4a16-g128, w8a8, w4a4-pc, w4a4-g32, w4a4-g64,
+ * w4a4-g128, w4a4-g256, w4a4-mixed-g128, atom-g128-o128. */
+extern const char *const aq_standard_modes[];
+
+/* Parse a mode name. Accepts the standard names and the parametric forms w4a16-gN, w4a4-gN,
+ * w4a4-mixed-gN, atom-gN-oO (N >= 2 even, O >= 0). Unknown -> -1 with err listing the valid forms. */
+int aq_mode_parse(const char *s, aq_mode *out, char *err);
+/* 1 if the mode has an integer GEMM (GROUP, MIXED, ATOM), 0 for float paths (FP16, WONLY). */
+int aq_mode_is_integer(const aq_mode *m);
+
+/* ---- symmetric quantizer on one group (NUMERICS.md "Symmetric quantizer") -------------------- */
+/* v [L] fp32 values (already fp16-representable in the contract's use), bits 4 or 8, clip alpha.
+ * Writes codes q [L] as int8 values in [qmin,qmax] and returns the fp16 scale bits. */
+uint16_t aq_quant_group(const float *v, int L, int bits, float alpha, int8_t *q);
+
+/* ---- quantized matrices ---------------------------------------------------------------------- */
+/* One quantized operand [rows, cols]. codes: bits==4 -> packed int4 [rows, (cols+1)/2] (two's
+ * complement nibbles, even k in the low nibble); bits==8 -> int8 [rows, cols].
+ * scales: fp16 [rows, ngroups]. sub: MIXED weights only, u [rows, ngroups] in 1..15, else NULL. */
+typedef struct {
+    int       rows, cols;   /* rows = M (X) or N (W); cols = number of K channels in this part   */
+    int       bits;         /* 4 or 8                                                            */
+    int       group;        /* group size along cols (== cols for per-row)                       */
+    int       ngroups;      /* ceil(cols / group)                                                */
+    uint8_t  *codes;        /* see above                                                         */
+    uint16_t *scales;       /* (rows, ngroups) fp16                                              */
+    uint8_t  *sub;          /* (rows, ngroups) MIXED weights only, else NULL                     */
+} aq_qmat;
+
+/* A quantized X or W for a mode. For ATOM, `main` holds the K-o permuted non-outlier channels
+ * (4-bit, group g) and `outl` the o outlier channels (8-bit, one scale per row); otherwise `outl`
+ * has rows == 0 and NULL pointers. */
+typedef struct {
+    aq_mode  mode;
+    int      rows, K;
+    aq_qmat  main;
+    aq_qmat  outl;
+} aq_qtensor;
+
+/* Quantize activations X [M,K] fp16 (mode's xbits, group, alpha_x). perm [K] (ATOM only, required
+ * there, NULL otherwise): new channel order, original indices; its last `outliers` are the outliers.
+ * MIXED: X is per-token. Errors: non-integer mode, bad shape, perm missing/not a permutation,
+ * ATOM with K - o not >= 1. Output is owned by the caller: aq_qtensor_free. */
+int aq_quantize_x(const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
+                  aq_qtensor *out, char *err);
+/* Quantize weights W [N,K] fp16 (wbits, group, alpha_w; MIXED: sub-scales). Same perm rules. */
+int aq_quantize_w(const aq_mode *m, const uint16_t *w, int N, int K, const int32_t *perm,
+                  aq_qtensor *out, char *err);
+void aq_qtensor_free(aq_qtensor *t);
+
+/* Integer GEMM Y [M,N] fp16 = X·Wᵀ with the contract's epilogue and accumulation order
+ * (NUMERICS.md "Integer GEMM with group scales", "Mixed granularity", "Atom-style").
+ * k_splits >= 1: split s covers main groups [s·c, min((s+1)·c, G)) with c = ceil(G / k_splits);
+ * per-split fp32 accumulators are combined ((acc_0 + acc_1) + acc_2)…; for ATOM the outlier group
+ * belongs to the last split. nthreads >= 1 (rows split across threads; result independent of it).
+ * Errors: qx/qw modes or K differ, non-integer mode, k_splits < 1. */
+int aq_gemm(const aq_qtensor *qx, const aq_qtensor *qw, int k_splits, uint16_t *y, int nthreads,
+            char *err);
+
+/* Dequantize a quantized tensor back to fp32 [rows, K] in the ORIGINAL channel order
+ * (float(q)·float(s); MIXED weights: float(q)·(float(S)·u) as the contract's fp32 product). */
+int aq_dequantize(const aq_qtensor *t, float *out, char *err);
+
+/* Fake-quant (quantize -> dequantize in fp32) for simulation, used by the evaluator:
+ * src [rows, K] fp32 is first rounded to fp16 (RNE; non-finite or overflow -> error naming `what`),
+ * then quantized as X (is_weight = 0) or W (is_weight = 1) for mode m, then dequantized into
+ * dst [rows, K] fp32 (original channel order). FP16 mode: copy. WONLY: W quantized (wbits, group,
+ * alpha_w), X copied. perm as above (ATOM only). */
+int aq_fakequant(const aq_mode *m, int is_weight, const float *src, int rows, int K,
+                 const int32_t *perm, float *dst, const char *what, char *err);
+
+/* ---- KV cache 4-bit asymmetric (NUMERICS.md "KV-cache 4-bit") -------------------------------- */
+/* In place on x [n] fp32 (one (token, head) vector of head_dim values): quantize and dequantize. */
+void aq_kv4_fakequant(float *x, int n);
+
+#endif
