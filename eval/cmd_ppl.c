@@ -1,8 +1,87 @@
-/* eval/cmd_ppl.c — placeholder, replaced by the real front end. */
+/* eval/cmd_ppl.c — `apex4 eval ppl`: argument parsing and printing only; the work is
+ * ae_ppl_run_job (eval/ppl.c). */
+#include <cblas.h>
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ppl.h"
+
 int cmd_eval_ppl(int argc, char **argv);
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: apex4 eval ppl --model DIR [--dataset wikitext2] [--modes M1,M2,...|standard]\n"
+            "                      [--seqlen N] [--max-windows N] [--out results.json] [--gemm fake|exact]\n"
+            "                      [--kv4] [--threads N] [--tokenizer tokenizer.json] [--calib-windows N]\n"
+            "                      [--no-progress]\n"
+            "WikiText-2 test perplexity (GPTQ/Atom/QuaRot protocol: rows joined with \"\\n\\n\", numel // seqlen\n"
+            "windows, positions 1..seqlen-1 scored), KL divergence from FP16 and top-1 agreement per mode\n"
+            "(llama.cpp --kl-divergence). Defaults: all standard modes, seqlen 2048 (capped by the model's\n"
+            "max_position_embeddings), fake-quant + sgemm. Atom calibration is cached next to --out.\n");
+}
+
+static int parse_int(const char *opt, const char *s, int lo, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > INT_MAX) {
+        fprintf(stderr, "apex4 eval ppl: %s expects an integer >= %d, got '%s'\n", opt, lo, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 int cmd_eval_ppl(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "apex4: 'cmd_eval_ppl' is not implemented yet\n");
-    return 2;
+    ae_ppl_job job;
+    memset(&job, 0, sizeof job);
+    job.dataset = "wikitext2";
+    job.progress = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = !strcmp(a, "--model") || !strcmp(a, "--dataset") || !strcmp(a, "--modes") ||
+                    !strcmp(a, "--seqlen") || !strcmp(a, "--max-windows") || !strcmp(a, "--out") ||
+                    !strcmp(a, "--gemm") || !strcmp(a, "--threads") || !strcmp(a, "--tokenizer") ||
+                    !strcmp(a, "--calib-windows");
+        if (takes && !v) { fprintf(stderr, "apex4 eval ppl: %s needs a value\n", a); return 2; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--model")) job.model_dir = v;
+        else if (!strcmp(a, "--dataset")) job.dataset = v;
+        else if (!strcmp(a, "--modes")) job.modes = v;
+        else if (!strcmp(a, "--out")) job.out = v;
+        else if (!strcmp(a, "--tokenizer")) job.tokenizer = v;
+        else if (!strcmp(a, "--seqlen")) { if (parse_int(a, v, 2, &job.seqlen)) return 2; }
+        else if (!strcmp(a, "--max-windows")) { if (parse_int(a, v, 1, &job.max_windows)) return 2; }
+        else if (!strcmp(a, "--calib-windows")) { if (parse_int(a, v, 1, &job.calib_windows)) return 2; }
+        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, &job.nthreads)) return 2; }
+        else if (!strcmp(a, "--gemm")) {
+            if (!strcmp(v, "fake")) job.gemm = AE_GEMM_FAKE;
+            else if (!strcmp(v, "exact")) job.gemm = AE_GEMM_EXACT;
+            else { fprintf(stderr, "apex4 eval ppl: --gemm expects fake or exact, got '%s'\n", v); return 2; }
+        }
+        else if (!strcmp(a, "--kv4")) { job.kv4 = 1; continue; }
+        else if (!strcmp(a, "--no-progress")) { job.progress = 0; continue; }
+        else {
+            fprintf(stderr, "apex4 eval ppl: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    if (!job.model_dir) {
+        fprintf(stderr, "apex4 eval ppl: --model DIR is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (job.nthreads > 0) openblas_set_num_threads(job.nthreads);
+    char err[AX_ERR_LEN] = "";
+    if (ae_ppl_run_job(&job, stdout, stderr, err)) {
+        fprintf(stderr, "apex4 eval ppl: %s\n", err);
+        return 2;
+    }
+    return 0;
 }

@@ -23,7 +23,7 @@ typedef struct {
     int   rope_llama3;    /* rope_scaling.rope_type == "llama3"                           */
     float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int   rope_orig_max_pos; /* rope_scaling.original_max_position_embeddings             */
-    int   tie_embeddings; /* tie_word_embeddings (HF default: true for Llama configs that omit it? no: false) */
+    int   tie_embeddings; /* tie_word_embeddings (HF LlamaConfig default when absent: false)  */
     int   bos_id, eos_id; /* -1 when absent                                               */
 } ae_config;
 
@@ -52,15 +52,26 @@ typedef struct {
     ae_config  cfg;
     ae_weights w;
     char       dir[1024];      /* the checkpoint folder                                       */
-    char       dtype[8];       /* dtype of the checkpoint's tensors: "F32", "F16" or "BF16"   */
+    char       dtype[8];       /* dtype of model.embed_tokens.weight: "F32", "F16" or "BF16"  */
     void      *priv;           /* loader-owned storage                                        */
 } ae_model;
 
-/* Parse and validate config.json (path). Errors name the file and the field. */
+/* Parse and validate config.json (path). Errors name the file and the field. Defaults as HF
+ * LlamaConfig: num_key_value_heads = num_attention_heads, head_dim = hidden_size /
+ * num_attention_heads, rms_norm_eps = 1e-6, rope_theta = 10000, max_position_embeddings = 2048,
+ * tie_word_embeddings = false. Accepts the classic form (top-level rope_theta, rope_scaling) and the
+ * newer rope_parameters {rope_theta, rope_type}; rope types other than default/llama3, model_type
+ * other than "llama", hidden_act other than "silu" and attention_bias/mlp_bias = true are errors.
+ * bos/eos: an id or the first of a list; -1 when absent. */
 int ae_config_load(const char *path, ae_config *cfg, char *err);
-/* Load a checkpoint folder: config.json, then model.safetensors or model.safetensors.index.json.
- * Every tensor's dtype, shape and data_offsets are checked against the header, the file size and the
- * config; errors name the file and tensor. On success *out is owned by the caller (ae_model_free). */
+/* Load a checkpoint folder: config.json, then model.safetensors or (if absent, as transformers'
+ * from_pretrained) model.safetensors.index.json and its shards. Every tensor's dtype, shape and
+ * data_offsets are checked against the header, the file size and the config (safetensors.h lists
+ * the checks); a missing tensor, a tensor the config does not imply (biases, extra layers; only
+ * *.rotary_emb.inv_freq buffers are tolerated) and a NaN/inf weight are errors naming the file and
+ * tensor. lm_head.weight: with tie_word_embeddings it is ignored if present (HF ties it to
+ * embed_tokens); without, its absence is an error. On success *out is owned by the caller
+ * (ae_model_free). */
 int ae_model_load(const char *dir, ae_model **out, char *err);
 void ae_model_free(ae_model *m);
 
@@ -69,5 +80,12 @@ void ae_model_free(ae_model *m);
  * seeded; shards > 1 writes model-0000i-of-0000N.safetensors + model.safetensors.index.json.
  * Files are written atomically. */
 int ae_make_model(const char *config_path, uint64_t seed, const char *out_dir, int shards, char *err);
+/* The same with an explicit dtype: "f16", "bf16", "f32" (or "float16", "bfloat16", "float32");
+ * NULL = the config's torch_dtype (or dtype), else F16. The written config.json gets torch_dtype set
+ * to the dtype written. Values come from splitmix64 + Box–Muller, one stream per tensor seeded by
+ * seed ^ FNV-1a(name), so they do not depend on `shards`. Errors: bad config, shards < 1 or more than
+ * the number of tensors, unknown dtype, I/O (naming the path). */
+int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir, int shards,
+                     const char *dtype, char *err);
 
 #endif

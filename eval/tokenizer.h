@@ -10,7 +10,9 @@
 
 typedef struct ae_tokenizer ae_tokenizer;
 
-/* Load tokenizer.json (path). Errors name the file and what is unsupported or malformed. */
+/* Load tokenizer.json (path; a folder means <folder>/tokenizer.json). Errors name the file and what
+ * is unsupported or malformed (pre-tokenizers such as ByteLevel/Metaspace, other normalizers or
+ * decoders, non-BPE models, merges naming pieces outside the vocab, …). */
 int ae_tokenizer_load(const char *path, ae_tokenizer **out, char *err);
 void ae_tokenizer_free(ae_tokenizer *t);
 
@@ -19,7 +21,12 @@ int ae_tokenizer_bos(const ae_tokenizer *t);   /* -1 if none */
 int ae_tokenizer_eos(const ae_tokenizer *t);   /* -1 if none */
 
 /* Encode text [len bytes, UTF-8] as HF `tokenizer.encode(text, add_special_tokens=add_bos)` would
- * for a LLaMA tokenizer (add_bos: prepend BOS). *ids is malloc'd (caller frees), *n its length. */
+ * for a LLaMA tokenizer (add_bos: prepend BOS). *ids is malloc'd (caller frees), *n its length.
+ * Added/special tokens written in the text ("<s>") are NOT split out: the text is taken literally
+ * (HF would map them to their ids). Errors: text not valid UTF-8 (names the byte offset), add_bos
+ * without a BOS token, a character with no piece, no byte fallback and no unk token.
+ * Cost: O(n log n) in the text length (one heap-driven BPE pass over the whole normalized text, as
+ * HF does with no pre-tokenizer); WikiText-2 test (1.3 MB) takes about 0.7 s with LLaMA-2's vocab. */
 int ae_tokenize(const ae_tokenizer *t, const char *text, size_t len, int add_bos, int **ids,
                 size_t *n, char *err);
 

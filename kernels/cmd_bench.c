@@ -1,8 +1,235 @@
-/* kernels/cmd_bench.c — placeholder, replaced by the real front end. */
+/* kernels/cmd_bench.c — apex4 bench gemm: the apex4 GEMM kernels against cuBLAS FP16 (fp32
+ * accumulate) and cuBLAS INT8 in the same run, per LLaMA-2 layer shape and M, plus the activation
+ * quantizer against a measured device-to-device copy. Thin front end over ak_bench_* (kernels/ak.h):
+ * argument parsing, ratios, JSON (reports/ax_util.h envelope) and a table. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "aq.h"
+#include "ak.h"
+#include "ax_util.h"
+
 int cmd_bench_gemm(int argc, char **argv);
+
+typedef struct { const char *model, *layer; int N, K; } lshape;
+
+static const lshape all_shapes[] = {
+    {"llama2-7b", "q_proj/k_proj/v_proj/o_proj", 4096, 4096},
+    {"llama2-7b", "gate_proj/up_proj", 11008, 4096},
+    {"llama2-7b", "down_proj", 4096, 11008},
+    {"llama2-70b", "q_proj/o_proj", 8192, 8192},
+    {"llama2-70b", "k_proj/v_proj", 1024, 8192},
+    {"llama2-70b", "gate_proj/up_proj", 28672, 8192},
+    {"llama2-70b", "down_proj", 8192, 28672},
+};
+#define NSHAPES (int)(sizeof all_shapes / sizeof all_shapes[0])
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: apex4 bench gemm [--shapes llama2-7b,llama2-70b] [--m 1,16,128,512,2048,4096]\n"
+            "                        [--modes LIST] [--paths int8[,int4]] [--runs 25] [--warmup 5]\n"
+            "                        [--no-quant] [--out bench.json]\n"
+            "  Times cuBLAS FP16, cuBLAS INT8 and the apex4 kernels per layer shape (N, K) and M: CUDA events,\n"
+            "  warm-up, median of --runs (>= 20), inputs rotated past the L2, never zeros. TOPS = 2*M*N*K / t;\n"
+            "  ratios are t(cuBLAS) / t(kernel). Also the activation quantizer in GB/s against a D2D copy.\n"
+            "  --modes default: w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8\n");
+}
+
+static int parse_ints(char *s, int *out, int max) {
+    int n = 0;
+    for (char *t = strtok(s, ","); t && n < max; t = strtok(NULL, ",")) {
+        char *e;
+        long v = strtol(t, &e, 10);
+        if (*e || v < 1 || v > 1000000) return -1;
+        out[n++] = (int)v;
+    }
+    return n;
+}
+
+static int split_list(char *s, char **out, int max) {
+    int n = 0;
+    for (char *t = strtok(s, ","); t && n < max; t = strtok(NULL, ",")) out[n++] = t;
+    return n;
+}
+
+static cJSON *row_json(const lshape *s, int M, const char *impl, const char *mode, const char *path, double med,
+                       double mn, double mx, double t16, double t8) {
+    cJSON *o = cJSON_CreateObject();
+    double ops = 2.0 * M * (double)s->N * (double)s->K;
+    cJSON_AddStringToObject(o, "model", s->model);
+    cJSON_AddStringToObject(o, "layer", s->layer);
+    cJSON_AddNumberToObject(o, "M", M);
+    cJSON_AddNumberToObject(o, "N", s->N);
+    cJSON_AddNumberToObject(o, "K", s->K);
+    cJSON_AddStringToObject(o, "impl", impl);
+    if (mode) cJSON_AddStringToObject(o, "mode", mode);
+    if (path) cJSON_AddStringToObject(o, "path", path);
+    cJSON_AddNumberToObject(o, "ms_median", med);
+    cJSON_AddNumberToObject(o, "ms_min", mn);
+    cJSON_AddNumberToObject(o, "ms_max", mx);
+    cJSON_AddNumberToObject(o, "tops", ops / (med * 1e-3) / 1e12);
+    if (t16 > 0) cJSON_AddNumberToObject(o, "vs_cublas_fp16", t16 / med);
+    if (t8 > 0) cJSON_AddNumberToObject(o, "vs_cublas_int8", t8 / med);
+    return o;
+}
+
 int cmd_bench_gemm(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "apex4: 'cmd_bench_gemm' is not implemented yet\n");
-    return 2;
+    char shapes_buf[128] = "llama2-7b,llama2-70b", m_buf[128] = "1,16,128,512,2048,4096";
+    char modes_buf[512] = "w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8";
+    char paths_buf[32] = "int8";
+    const char *out = NULL;
+    int runs = 25, warmup = 5, do_quant = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--no-quant")) do_quant = 0;
+        else if (v && !strcmp(a, "--shapes")) { snprintf(shapes_buf, sizeof shapes_buf, "%s", v); i++; }
+        else if (v && !strcmp(a, "--m")) { snprintf(m_buf, sizeof m_buf, "%s", v); i++; }
+        else if (v && !strcmp(a, "--modes")) { snprintf(modes_buf, sizeof modes_buf, "%s", v); i++; }
+        else if (v && !strcmp(a, "--paths")) { snprintf(paths_buf, sizeof paths_buf, "%s", v); i++; }
+        else if (v && !strcmp(a, "--runs")) { runs = atoi(v); i++; }
+        else if (v && !strcmp(a, "--warmup")) { warmup = atoi(v); i++; }
+        else if (v && !strcmp(a, "--out")) { out = v; i++; }
+        else { fprintf(stderr, "apex4 bench gemm: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+    }
+    if (runs < 20 || runs > 10000 || warmup < 1 || warmup > 1000) {
+        fprintf(stderr, "apex4 bench gemm: --runs must be 20..10000 and --warmup 1..1000\n");
+        return 2;
+    }
+    int ms[16], nmv = parse_ints(m_buf, ms, 16);
+    if (nmv <= 0) { fprintf(stderr, "apex4 bench gemm: --m must be a comma list of positive integers\n"); return 2; }
+    char *snames[8], *mnames[32], *pnames[4];
+    int ns = split_list(shapes_buf, snames, 8), nm = split_list(modes_buf, mnames, 32), np = split_list(paths_buf, pnames, 4);
+    int use_shape[NSHAPES] = {0};
+    for (int i = 0; i < ns; i++) {
+        int hit = 0;
+        for (int s = 0; s < NSHAPES; s++)
+            if (!strcmp(snames[i], all_shapes[s].model)) { use_shape[s] = 1; hit = 1; }
+        if (!hit) { fprintf(stderr, "apex4 bench gemm: unknown shape set '%s' (llama2-7b, llama2-70b)\n", snames[i]); return 2; }
+    }
+    char err[AX_ERR_LEN];
+    aq_mode modes[32];
+    for (int i = 0; i < nm; i++)
+        if (aq_mode_parse(mnames[i], &modes[i], err) || !aq_mode_is_integer(&modes[i])) {
+            fprintf(stderr, "apex4 bench gemm: %s\n", aq_mode_is_integer(&modes[i]) ? err : "--modes: only integer modes have kernels");
+            return 2;
+        }
+    ak_path paths[2];
+    for (int i = 0; i < np; i++) {
+        if (!strcmp(pnames[i], "int8")) paths[i] = AK_PATH_INT8;
+        else if (!strcmp(pnames[i], "int4")) paths[i] = AK_PATH_INT4;
+        else { fprintf(stderr, "apex4 bench gemm: unknown path '%s' (int8, int4)\n", pnames[i]); return 2; }
+    }
+    if (np < 1 || np > 2) { fprintf(stderr, "apex4 bench gemm: --paths needs int8 and/or int4\n"); return 2; }
+
+    ak_devinfo di;
+    ak_bench *b = NULL;
+    if (ak_device_info(&di, err) || ak_bench_new(&b, err)) { fprintf(stderr, "apex4 bench gemm: %s\n", err); return 2; }
+    double copy_gbs = 0;
+    if (ak_bench_copy(b, (size_t)1 << 30, runs, &copy_gbs, err)) {
+        fprintf(stderr, "apex4 bench gemm: %s\n", err);
+        ak_bench_free(b);
+        return 1;
+    }
+    printf("# %s: %d SMs, sm_%d%d, SM clock %d MHz, memory clock %d MHz, L2 %ld MiB, driver %d, runtime %d\n",
+           di.name, di.sms, di.cc_major, di.cc_minor, di.sm_clock_mhz, di.mem_clock_mhz, di.l2_bytes >> 20, di.driver,
+           di.runtime);
+    printf("# device-to-device copy: %.0f GB/s (read + write)\n", copy_gbs);
+    cJSON *doc = ax_envelope_new("bench gemm");
+    cJSON *dev = cJSON_AddObjectToObject(doc, "device");
+    cJSON_AddStringToObject(dev, "name", di.name);
+    cJSON_AddNumberToObject(dev, "sms", di.sms);
+    char cc[16];
+    snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
+    cJSON_AddStringToObject(dev, "compute_capability", cc);
+    cJSON_AddNumberToObject(dev, "sm_clock_mhz_max", di.sm_clock_mhz);
+    cJSON_AddNumberToObject(dev, "mem_clock_mhz", di.mem_clock_mhz);
+    cJSON_AddNumberToObject(dev, "mem_bus_bits", di.mem_bus_bits);
+    cJSON_AddNumberToObject(dev, "l2_bytes", (double)di.l2_bytes);
+    cJSON_AddNumberToObject(dev, "mem_gib", di.mem_gib);
+    cJSON_AddNumberToObject(dev, "cuda_driver", di.driver);
+    cJSON_AddNumberToObject(dev, "cuda_runtime", di.runtime);
+    cJSON *meth = cJSON_AddObjectToObject(doc, "method");
+    cJSON_AddNumberToObject(meth, "runs", runs);
+    cJSON_AddNumberToObject(meth, "warmup", warmup);
+    cJSON_AddStringToObject(meth, "timing", "CUDA events around each run, median; inputs rotated over copies totalling >= 3x L2; random non-zero codes/scales");
+    cJSON_AddStringToObject(meth, "tops", "2*M*N*K / median time");
+    cJSON_AddNumberToObject(doc, "copy_gbs", copy_gbs);
+    cJSON *rows = cJSON_AddArrayToObject(doc, "gemm");
+    int fails = 0;
+
+    printf("%-10s %-28s %5s %6s %6s  %-22s %9s %8s %7s %7s\n", "model", "layer", "M", "N", "K", "impl", "ms", "TOPS",
+           "xFP16", "xINT8");
+    for (int s = 0; s < NSHAPES; s++) {
+        if (!use_shape[s]) continue;
+        const lshape *L = &all_shapes[s];
+        for (int mi = 0; mi < nmv; mi++) {
+            int M = ms[mi];
+            double t16 = 0, t8 = 0, med, mn, mx;
+            double ops = 2.0 * M * (double)L->N * (double)L->K;
+            if (!ak_bench_gemm(b, AK_IMPL_CUBLAS_FP16, NULL, AK_PATH_INT8, M, L->N, L->K, warmup, runs, &med, &mn, &mx, err)) {
+                t16 = med;
+                cJSON_AddItemToArray(rows, row_json(L, M, "cublas-fp16", NULL, NULL, med, mn, mx, t16, 0));
+                printf("%-10s %-28s %5d %6d %6d  %-22s %9.4f %8.1f %7.2f %7s\n", L->model, L->layer, M, L->N, L->K,
+                       "cublas-fp16", med, ops / med / 1e9, 1.0, "");
+            } else { printf("# cublas-fp16 M=%d N=%d K=%d: %s\n", M, L->N, L->K, err); fails++; }
+            if (!ak_bench_gemm(b, AK_IMPL_CUBLAS_INT8, NULL, AK_PATH_INT8, M, L->N, L->K, warmup, runs, &med, &mn, &mx, err)) {
+                t8 = med;
+                cJSON_AddItemToArray(rows, row_json(L, M, "cublas-int8", NULL, NULL, med, mn, mx, t16, t8));
+                printf("%-10s %-28s %5d %6d %6d  %-22s %9.4f %8.1f %7.2f %7.2f\n", L->model, L->layer, M, L->N, L->K,
+                       "cublas-int8", med, ops / med / 1e9, t16 > 0 ? t16 / med : 0, 1.0);
+            } else printf("# cublas-int8 M=%d N=%d K=%d: %s\n", M, L->N, L->K, err);
+            fflush(stdout);
+            for (int k = 0; k < nm; k++)
+                for (int p = 0; p < np; p++) {
+                    const char *pn = paths[p] == AK_PATH_INT4 ? "int4" : "int8";
+                    if (ak_bench_gemm(b, AK_IMPL_APEX4, &modes[k], paths[p], M, L->N, L->K, warmup, runs, &med, &mn, &mx, err)) {
+                        printf("# %s/%s M=%d N=%d K=%d: %s\n", modes[k].name, pn, M, L->N, L->K, err);
+                        fails++;
+                        continue;
+                    }
+                    char impl[80];
+                    snprintf(impl, sizeof impl, "%.31s/%.8s", modes[k].name, pn);
+                    cJSON_AddItemToArray(rows, row_json(L, M, "apex4", modes[k].name, pn, med, mn, mx, t16, t8));
+                    printf("%-10s %-28s %5d %6d %6d  %-22s %9.4f %8.1f %7.2f %7.2f\n", L->model, L->layer, M, L->N, L->K,
+                           impl, med, ops / med / 1e9, t16 > 0 ? t16 / med : 0, t8 > 0 ? t8 / med : 0);
+                    fflush(stdout);
+                }
+        }
+    }
+    if (do_quant) {
+        cJSON *qa = cJSON_AddArrayToObject(doc, "quant");
+        static const int qK[] = {4096, 8192, 11008, 28672};
+        printf("\n%-16s %5s %6s %9s %8s %8s\n", "quantize-x mode", "M", "K", "ms", "GB/s", "of copy");
+        for (int k = 0; k < nm; k++)
+            for (int qi = 0; qi < 4; qi++)
+                for (int mi = 0; mi < nmv; mi++) {
+                    int M = ms[mi], K = qK[qi];
+                    double med, bytes;
+                    if (ak_bench_quant(b, &modes[k], M, K, warmup, runs, &med, &bytes, err)) {
+                        printf("# quantize %s M=%d K=%d: %s\n", modes[k].name, M, K, err);
+                        continue;
+                    }
+                    double gbs = bytes / (med * 1e-3) / 1e9;
+                    cJSON *o = cJSON_CreateObject();
+                    cJSON_AddStringToObject(o, "mode", modes[k].name);
+                    cJSON_AddNumberToObject(o, "M", M);
+                    cJSON_AddNumberToObject(o, "K", K);
+                    cJSON_AddNumberToObject(o, "ms_median", med);
+                    cJSON_AddNumberToObject(o, "bytes", bytes);
+                    cJSON_AddNumberToObject(o, "gbs", gbs);
+                    cJSON_AddNumberToObject(o, "fraction_of_copy", gbs / copy_gbs);
+                    cJSON_AddItemToArray(qa, o);
+                    printf("%-16s %5d %6d %9.4f %8.0f %7.0f%%\n", modes[k].name, M, K, med, gbs, 100.0 * gbs / copy_gbs);
+                }
+    }
+    ak_bench_free(b);
+    int rc = fails ? 1 : 0;
+    if (out && ax_write_json(out, doc, err)) { fprintf(stderr, "apex4 bench gemm: %s\n", err); rc = 1; }
+    else if (out) printf("# wrote %s\n", out);
+    cJSON_Delete(doc);
+    return rc;
 }

@@ -65,28 +65,41 @@ int aq_mode_is_integer(const aq_mode *m);
  * Writes codes q [L] as int8 values in [qmin,qmax] and returns the fp16 scale bits. */
 uint16_t aq_quant_group(const float *v, int L, int bits, float alpha, int8_t *q);
 
+/* ---- int4 packing (NUMERICS.md "Packed int4") ------------------------------------------------- */
+/* Pack n codes q [n] int8 in -8..7 into dst [(n+1)/2] bytes: two's complement nibbles, even index in
+ * the low nibble; an odd n leaves the last high nibble 0. Values outside -8..7 are an error (-1). */
+int aq_pack_int4(const int8_t *q, size_t n, uint8_t *dst);
+/* Unpack n codes from src [(n+1)/2] bytes into q [n] int8 (sign-extended nibbles). */
+void aq_unpack_int4(const uint8_t *src, size_t n, int8_t *q);
+
 /* ---- quantized matrices ---------------------------------------------------------------------- */
 /* One quantized operand [rows, cols]. codes: bits==4 -> packed int4 [rows, (cols+1)/2] (two's
  * complement nibbles, even k in the low nibble); bits==8 -> int8 [rows, cols].
- * scales: fp16 [rows, ngroups]. sub: MIXED weights only, u [rows, ngroups] in 1..15, else NULL. */
+ * scales: fp16 [rows, ngroups]; EXCEPT MIXED weights: scales fp16 [rows] (the per-channel S, one
+ * per row) and sub uint8 [rows, ngroups] with u in 1..15 (sub is NULL for every other operand).
+ * group is the group length along cols (== cols for per-row); the last group may be short. */
 typedef struct {
     int       rows, cols;   /* rows = M (X) or N (W); cols = number of K channels in this part   */
     int       bits;         /* 4 or 8                                                            */
     int       group;        /* group size along cols (== cols for per-row)                       */
     int       ngroups;      /* ceil(cols / group)                                                */
     uint8_t  *codes;        /* see above                                                         */
-    uint16_t *scales;       /* (rows, ngroups) fp16                                              */
-    uint8_t  *sub;          /* (rows, ngroups) MIXED weights only, else NULL                     */
+    uint16_t *scales;       /* (rows, ngroups) fp16; MIXED weights: (rows) fp16 S               */
+    uint8_t  *sub;          /* (rows, ngroups) u8 in 1..15, MIXED weights only, else NULL        */
 } aq_qmat;
 
 /* A quantized X or W for a mode. For ATOM, `main` holds the K-o permuted non-outlier channels
- * (4-bit, group g) and `outl` the o outlier channels (8-bit, one scale per row); otherwise `outl`
- * has rows == 0 and NULL pointers. */
+ * (4-bit, group g) and `outl` the o outlier channels (8-bit, one scale per row, group = o); otherwise
+ * (and for ATOM with o = 0, which has no outlier group at all) `outl` has rows == 0 and NULL pointers.
+ * Permuted channel i is original channel perm[i]: main column c = perm[c], outlier column c =
+ * perm[K - o + c]. GROUP with g = 0 (w8a8, w4a4-pc) and MIXED activations: main.group = K. */
 typedef struct {
     aq_mode  mode;
     int      rows, K;
     aq_qmat  main;
     aq_qmat  outl;
+    int32_t *perm;          /* ATOM: [K] int32 owned copy of the channel order (freed by
+                               aq_qtensor_free); NULL for other modes. Only aq_dequantize reads it. */
 } aq_qtensor;
 
 /* Quantize activations X [M,K] fp16 (mode's xbits, group, alpha_x). perm [K] (ATOM only, required
@@ -104,13 +117,16 @@ void aq_qtensor_free(aq_qtensor *t);
  * (NUMERICS.md "Integer GEMM with group scales", "Mixed granularity", "Atom-style").
  * k_splits >= 1: split s covers main groups [s·c, min((s+1)·c, G)) with c = ceil(G / k_splits);
  * per-split fp32 accumulators are combined ((acc_0 + acc_1) + acc_2)…; for ATOM the outlier group
- * belongs to the last split. nthreads >= 1 (rows split across threads; result independent of it).
- * Errors: qx/qw modes or K differ, non-integer mode, k_splits < 1. */
+ * belongs to the last split (even when it has no main groups); empty splits add nothing. MIXED: the
+ * integer P is exact, so k_splits has no effect. nthreads >= 1 (tiles of rows spread across threads;
+ * the result is independent of it). Errors: qx/qw modes, K or layouts differ, non-integer mode,
+ * k_splits not in 1..65536, a group too long for an exact int32 dot product (8-bit: > 131071). */
 int aq_gemm(const aq_qtensor *qx, const aq_qtensor *qw, int k_splits, uint16_t *y, int nthreads,
             char *err);
 
 /* Dequantize a quantized tensor back to fp32 [rows, K] in the ORIGINAL channel order
- * (float(q)·float(s); MIXED weights: float(q)·(float(S)·u) as the contract's fp32 product). */
+ * (float(q)·float(s); MIXED weights: float(q)·(float(S)·u) as the contract's fp32 product).
+ * ATOM: uses t->perm (error if it is missing or not a permutation). */
 int aq_dequantize(const aq_qtensor *t, float *out, char *err);
 
 /* Fake-quant (quantize -> dequantize in fp32) for simulation, used by the evaluator:
@@ -122,7 +138,10 @@ int aq_fakequant(const aq_mode *m, int is_weight, const float *src, int rows, in
                  const int32_t *perm, float *dst, const char *what, char *err);
 
 /* ---- KV cache 4-bit asymmetric (NUMERICS.md "KV-cache 4-bit") -------------------------------- */
-/* In place on x [n] fp32 (one (token, head) vector of head_dim values): quantize and dequantize. */
+/* In place on x [n] fp32 (one (token, head) vector of head_dim values): quantize and dequantize.
+ * Each x is first rounded to fp16 (the cache's storage type). s == 0 (max == min, or a range that
+ * underflows fp16) -> x̂ = the fp16-rounded x (= min when max == min). A non-finite x (or one that
+ * overflows fp16) leaves the vector unchanged. quant/NUMERICS.md "apex4 clarifications". */
 void aq_kv4_fakequant(float *x, int n);
 
 #endif

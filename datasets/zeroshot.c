@@ -1,0 +1,692 @@
+/* zeroshot.c — zero-shot task table, loaders and lm-eval request building (see zeroshot.h). */
+#include "zeroshot.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+
+#include "aq.h"
+#include "ax_util.h"
+
+static void seterr(char *err, const char *fmt, ...) {
+    if (!err) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, AX_ERR_LEN, fmt, ap);
+    va_end(ap);
+}
+
+static char *xstrdup(const char *s) {
+    size_t n = strlen(s);
+    char *d = malloc(n + 1);
+    if (d) memcpy(d, s, n + 1);
+    return d;
+}
+
+/* s = a + b (malloc'd) */
+static char *cat2(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    char *d = malloc(na + nb + 1);
+    if (!d) return NULL;
+    memcpy(d, a, na);
+    memcpy(d + na, b, nb + 1);
+    return d;
+}
+
+size_t ad_utf8_len(const char *text) {
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        if ((*p & 0xC0) != 0x80) n++;   /* count every byte that is not a continuation byte */
+    return n;
+}
+
+char *ad_py_capitalize(const char *text) {
+    char *d = xstrdup(text);
+    if (!d) return NULL;
+    for (size_t i = 0; d[i]; i++) {
+        unsigned char c = (unsigned char)d[i];
+        if (c >= 0x80) continue;   /* non-ASCII left as is (Python would case-map it) */
+        d[i] = (char)(i == 0 ? toupper(c) : tolower(c));
+    }
+    return d;
+}
+
+static int py_isspace(unsigned char c) {   /* ASCII part of Python's str.isspace() */
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' ||
+           (c >= 0x1c && c <= 0x1f);
+}
+
+/* Python str.strip() (ASCII whitespace) into a new string. */
+static char *py_strip(const char *s) {
+    size_t a = 0, b = strlen(s);
+    while (a < b && py_isspace((unsigned char)s[a])) a++;
+    while (b > a && py_isspace((unsigned char)s[b - 1])) b--;
+    char *d = malloc(b - a + 1);
+    if (!d) return NULL;
+    memcpy(d, s + a, b - a);
+    d[b - a] = 0;
+    return d;
+}
+
+/* Python s.replace(old, new): all non-overlapping occurrences, left to right. */
+static char *py_replace(const char *s, const char *old, const char *new_) {
+    size_t no = strlen(old), nn = strlen(new_), cnt = 0;
+    for (const char *p = strstr(s, old); p; p = strstr(p + no, old)) cnt++;
+    size_t len = nn < no ? strlen(s) - cnt * (no - nn) : strlen(s) + cnt * (nn - no);
+    char *d = malloc(len + 1), *o = d;
+    if (!d) return NULL;
+    const char *p = s, *q;
+    while ((q = strstr(p, old))) {
+        memcpy(o, p, (size_t)(q - p)); o += q - p;
+        memcpy(o, new_, nn); o += nn;
+        p = q + no;
+    }
+    strcpy(o, p);
+    return d;
+}
+
+char *ad_hellaswag_preprocess(const char *text) {
+    /* lm_eval/tasks/hellaswag/utils.py preprocess():
+     *   text = text.strip(); text = text.replace(" [title]", ". ");
+     *   text = re.sub("\\[.*?\\]", "", text); text = text.replace("  ", " ") */
+    char *a = py_strip(text);
+    if (!a) return NULL;
+    char *b = py_replace(a, " [title]", ". ");
+    free(a);
+    if (!b) return NULL;
+    /* re.sub(r"\[.*?\]", ""): from each '[' the shortest run up to the next ']' with no '\n'
+     * in between ('.' does not match a newline); an unmatched '[' stays. */
+    size_t n = strlen(b), o = 0;
+    char *c = malloc(n + 1);
+    if (!c) { free(b); return NULL; }
+    for (size_t i = 0; i < n;) {
+        if (b[i] == '[') {
+            size_t j = i + 1;
+            while (j < n && b[j] != ']' && b[j] != '\n') j++;
+            if (j < n && b[j] == ']') { i = j + 1; continue; }
+        }
+        c[o++] = b[i++];
+    }
+    c[o] = 0;
+    free(b);
+    char *d = py_replace(c, "  ", " ");
+    free(c);
+    return d;
+}
+
+/* ---- the set under construction ---------------------------------------------------------------- */
+static ad_zs_doc *new_doc(ad_zs_set *s, int n_req, char *err) {
+    if (s->n_docs % 256 == 0) {
+        ad_zs_doc *d = realloc(s->docs, (size_t)(s->n_docs + 256) * sizeof *d);
+        if (!d) { seterr(err, "out of memory"); return NULL; }
+        s->docs = d;
+    }
+    ad_zs_doc *doc = &s->docs[s->n_docs];
+    memset(doc, 0, sizeof *doc);
+    doc->req = calloc((size_t)n_req, sizeof *doc->req);
+    doc->choice_len = calloc((size_t)n_req, sizeof *doc->choice_len);
+    if (!doc->req || !doc->choice_len) {
+        free(doc->req); free(doc->choice_len);
+        seterr(err, "out of memory");
+        return NULL;
+    }
+    doc->n_req = n_req;
+    s->n_docs++;
+    s->n_requests += n_req;
+    return doc;
+}
+
+static int doc_strings_ok(ad_zs_doc *doc, char *err) {
+    for (int i = 0; i < doc->n_req; i++)
+        if (!doc->req[i].context || !doc->req[i].continuation) {
+            seterr(err, "out of memory");
+            return -1;
+        }
+    return 0;
+}
+
+int ad_zs_add_mc(ad_zs_set *s, const char *context, const char *const *choices, int n, int gold,
+                 char *err) {
+    if (n < 1 || gold < 0 || gold >= n) {
+        seterr(err, "gold index %d outside the %d choices", gold, n);
+        return -1;
+    }
+    ad_zs_doc *doc = new_doc(s, n, err);
+    if (!doc) return -1;
+    doc->gold = gold;
+    for (int i = 0; i < n; i++) {
+        /* construct_requests: (ctx, f"{target_delimiter}{cont}") with target_delimiter " " */
+        doc->req[i].context = xstrdup(context);
+        doc->req[i].continuation = cat2(" ", choices[i]);
+        doc->choice_len[i] = (double)ad_utf8_len(choices[i]);
+    }
+    return doc_strings_ok(doc, err);
+}
+
+int ad_zs_add_winogrande(ad_zs_set *s, const char *sentence, const char *option1,
+                         const char *option2, int gold, char *err) {
+    const char *us = strchr(sentence, '_');
+    if (!us) { seterr(err, "sentence has no '_' blank"); return -1; }
+    if (gold < 0 || gold > 1) { seterr(err, "answer index %d is not 0 or 1", gold); return -1; }
+    ad_zs_doc *doc = new_doc(s, 2, err);
+    if (!doc) return -1;
+    doc->gold = gold;
+    size_t idx = (size_t)(us - sentence);
+    char *target = py_strip(us + 1);           /* sentence[idx+1:].strip() */
+    const char *opt[2] = {option1, option2};
+    for (int i = 0; i < 2; i++) {
+        char *ctx = malloc(idx + strlen(opt[i]) + 1);
+        if (ctx) {
+            memcpy(ctx, sentence, idx);
+            strcpy(ctx + idx, opt[i]);          /* sentence[:idx] + option */
+            doc->choice_len[i] = (double)ad_utf8_len(ctx);
+        }
+        doc->req[i].context = ctx;
+        doc->req[i].continuation = target ? cat2(" ", target) : NULL;
+    }
+    free(target);
+    return doc_strings_ok(doc, err);
+}
+
+int ad_zs_add_lambada(ad_zs_set *s, const char *text, char *err) {
+    ad_zs_doc *doc = new_doc(s, 1, err);
+    if (!doc) return -1;
+    const char *sp = strrchr(text, ' ');
+    size_t cut = sp ? (size_t)(sp - text) : 0;
+    const char *last = sp ? sp + 1 : text;
+    char *ctx = malloc(cut + 1);
+    if (ctx) { memcpy(ctx, text, cut); ctx[cut] = 0; }
+    doc->req[0].context = ctx;
+    doc->req[0].continuation = cat2(" ", last);
+    doc->choice_len[0] = (double)ad_utf8_len(last) + 1;
+    doc->gold = 0;
+    return doc_strings_ok(doc, err);
+}
+
+/* ---- file helpers -------------------------------------------------------------------------------- */
+typedef struct {          /* line iterator over a mutable buffer */
+    char  *p, *end;
+    long   lineno;
+} line_iter;
+
+/* Next line (NUL-terminated in place, "\r\n" handled); NULL at the end. */
+static char *next_line(line_iter *it) {
+    if (it->p >= it->end) return NULL;
+    char *s = it->p, *nl = memchr(s, '\n', (size_t)(it->end - s));
+    if (nl) { *nl = 0; it->p = nl + 1; } else it->p = it->end;
+    size_t n = strlen(s);
+    if (n && s[n - 1] == '\r') s[n - 1] = 0;
+    it->lineno++;
+    return s;
+}
+
+static int blank(const char *s) {
+    for (; *s; s++) if (!isspace((unsigned char)*s)) return 0;
+    return 1;
+}
+
+/* Read a labels file (one integer per non-blank line) into *lab (malloc'd), *n. */
+static int read_labels(const char *path, int **lab, int *n, char *err) {
+    char *buf; size_t len;
+    if (ax_read_file(path, &buf, &len, err)) return -1;
+    if (memchr(buf, 0, len)) { seterr(err, "%s: contains a NUL byte (not a text labels file)", path); free(buf); return -1; }
+    line_iter it = {buf, buf + len, 0};
+    int cap = 0, cnt = 0, *a = NULL;
+    char *ln;
+    while ((ln = next_line(&it))) {
+        if (blank(ln)) continue;
+        char *e;
+        errno = 0;
+        long v = strtol(ln, &e, 10);
+        while (*e && isspace((unsigned char)*e)) e++;
+        if (errno || e == ln || *e || v < -1000000 || v > 1000000) {
+            seterr(err, "%s:%ld: label '%.40s' is not an integer", path, it.lineno, ln);
+            free(a); free(buf);
+            return -1;
+        }
+        if (cnt == cap) {
+            cap = cap ? 2 * cap : 1024;
+            int *b = realloc(a, (size_t)cap * sizeof *b);
+            if (!b) { seterr(err, "out of memory"); free(a); free(buf); return -1; }
+            a = b;
+        }
+        a[cnt++] = (int)v;
+    }
+    free(buf);
+    *lab = a; *n = cnt;
+    return 0;
+}
+
+static const char *jstr(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* JSON-lines driver: calls rec() for each non-blank line with the parsed object. */
+typedef int (*rec_fn)(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int rec_idx,
+                      const int *labels, char *err);
+
+static int read_jsonl(ad_zs_set *s, const char *path, const char *labels_path, rec_fn rec,
+                      char *err) {
+    int *labels = NULL, n_labels = 0;
+    if (labels_path && read_labels(labels_path, &labels, &n_labels, err)) return -1;
+    char *buf; size_t len;
+    if (ax_read_file(path, &buf, &len, err)) { free(labels); return -1; }
+    line_iter it = {buf, buf + len, 0};
+    char *ln;
+    int rc = 0, idx = 0;
+    while ((ln = next_line(&it))) {
+        if (blank(ln)) continue;
+        cJSON *o = cJSON_Parse(ln);
+        if (!cJSON_IsObject(o)) {
+            seterr(err, "%s:%ld: not a JSON object (malformed JSON line)", path, it.lineno);
+            cJSON_Delete(o);
+            rc = -1;
+            break;
+        }
+        if (labels && idx >= n_labels) {
+            seterr(err, "%s has %d labels but %s has more records (record %d at line %ld)",
+                   labels_path, n_labels, path, idx + 1, it.lineno);
+            cJSON_Delete(o);
+            rc = -1;
+            break;
+        }
+        rc = rec(s, o, path, it.lineno, idx, labels, err);
+        cJSON_Delete(o);
+        if (rc) break;
+        idx++;
+    }
+    if (!rc && labels && idx != n_labels) {
+        seterr(err, "%s has %d labels but %s has %d records", labels_path, n_labels, path, idx);
+        rc = -1;
+    }
+    if (!rc && idx == 0) { seterr(err, "%s: no records", path); rc = -1; }
+    free(buf);
+    free(labels);
+    return rc;
+}
+
+#define NEED_STR(var, obj, key)                                                                    \
+    const char *var = jstr(obj, key);                                                              \
+    if (!var) {                                                                                    \
+        seterr(err, "%s:%ld: field '%s' missing or not a string", path, lineno, key);              \
+        return -1;                                                                                 \
+    }
+
+/* Prefix an error from a builder with file:line. */
+static int at_line(int rc, const char *path, long lineno, char *err) {
+    if (rc && err) {
+        char tmp[AX_ERR_LEN];
+        snprintf(tmp, sizeof tmp, "%s", err);
+        seterr(err, "%s:%ld: %s", path, lineno, tmp);
+    }
+    return rc;
+}
+
+/* ---- piqa ---------------------------------------------------------------------------------------- */
+static int rec_piqa(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
+                    const int *labels, char *err) {
+    NEED_STR(goal, o, "goal");
+    NEED_STR(sol1, o, "sol1");
+    NEED_STR(sol2, o, "sol2");
+    if (labels[idx] != 0 && labels[idx] != 1) {
+        seterr(err, "%s: label %d of record %d (line %ld of %s) is not 0 or 1", s->task->labels,
+               labels[idx], idx + 1, lineno, path);
+        return -1;
+    }
+    char *ctx = malloc(strlen(goal) + 32);   /* piqa.yaml: "Question: {{goal}}\nAnswer:" */
+    if (!ctx) { seterr(err, "out of memory"); return -1; }
+    sprintf(ctx, "Question: %s\nAnswer:", goal);
+    const char *ch[2] = {sol1, sol2};
+    int rc = ad_zs_add_mc(s, ctx, ch, 2, labels[idx], err);
+    free(ctx);
+    return at_line(rc, path, lineno, err);
+}
+
+static int load_piqa(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,
+                     char *err) {
+    (void)t;
+    return read_jsonl(s, path, labels, rec_piqa, err);
+}
+
+/* ---- arc ----------------------------------------------------------------------------------------- */
+/* Original ARC schema {"question": {"stem", "choices": [{"text", "label"}]}, "answerKey"}; the HF
+ * schema {"question": str, "choices": {"text": [], "label": []}, "answerKey"} is accepted too. */
+static int rec_arc(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
+                   const int *labels, char *err) {
+    (void)idx; (void)labels;
+    NEED_STR(key, o, "answerKey");
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "question");
+    const char *stem = NULL;
+    const char *texts[16], *labs[16];
+    int n = 0;
+    if (cJSON_IsObject(q)) {
+        stem = jstr(q, "stem");
+        const cJSON *ch = cJSON_GetObjectItemCaseSensitive(q, "choices"), *c;
+        if (!cJSON_IsArray(ch)) {
+            seterr(err, "%s:%ld: field 'question.choices' missing or not an array", path, lineno);
+            return -1;
+        }
+        cJSON_ArrayForEach(c, ch) {
+            if (n == 16) break;
+            texts[n] = jstr(c, "text");
+            labs[n] = jstr(c, "label");
+            if (!texts[n] || !labs[n]) {
+                seterr(err, "%s:%ld: choice %d lacks a string 'text' or 'label'", path, lineno, n + 1);
+                return -1;
+            }
+            n++;
+        }
+    } else if (cJSON_IsString(q)) {
+        stem = q->valuestring;
+        const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
+        const cJSON *tx = cJSON_GetObjectItemCaseSensitive(ch, "text");
+        const cJSON *lb = cJSON_GetObjectItemCaseSensitive(ch, "label");
+        if (!cJSON_IsArray(tx) || !cJSON_IsArray(lb) || cJSON_GetArraySize(tx) != cJSON_GetArraySize(lb)) {
+            seterr(err, "%s:%ld: field 'choices' must hold equal-length 'text' and 'label' arrays", path, lineno);
+            return -1;
+        }
+        for (int i = 0; i < cJSON_GetArraySize(tx) && n < 16; i++, n++) {
+            const cJSON *a = cJSON_GetArrayItem(tx, i), *b = cJSON_GetArrayItem(lb, i);
+            if (!cJSON_IsString(a) || !cJSON_IsString(b)) {
+                seterr(err, "%s:%ld: choice %d is not a string", path, lineno, i + 1);
+                return -1;
+            }
+            texts[n] = a->valuestring;
+            labs[n] = b->valuestring;
+        }
+    }
+    if (!stem) {
+        seterr(err, "%s:%ld: field 'question' (or 'question.stem') missing or not a string", path, lineno);
+        return -1;
+    }
+    if (n < 1) { seterr(err, "%s:%ld: no answer choices", path, lineno); return -1; }
+    int gold = -1;   /* arc_easy.yaml: doc_to_target "{{choices.label.index(answerKey)}}" */
+    for (int i = 0; i < n; i++)
+        if (!strcmp(labs[i], key)) { gold = i; break; }
+    if (gold < 0) {
+        seterr(err, "%s:%ld: answerKey '%s' is not one of the choice labels", path, lineno, key);
+        return -1;
+    }
+    char *ctx = malloc(strlen(stem) + 32);   /* "Question: {{question}}\nAnswer:" */
+    if (!ctx) { seterr(err, "out of memory"); return -1; }
+    sprintf(ctx, "Question: %s\nAnswer:", stem);
+    int rc = ad_zs_add_mc(s, ctx, texts, n, gold, err);
+    free(ctx);
+    return at_line(rc, path, lineno, err);
+}
+
+static int load_arc(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,
+                    char *err) {
+    (void)t; (void)labels;
+    return read_jsonl(s, path, NULL, rec_arc, err);
+}
+
+/* ---- boolq --------------------------------------------------------------------------------------- */
+/* Original BoolQ dev.jsonl: question, passage, answer (bool); SuperGLUE's label (0/1) accepted. */
+static int rec_boolq(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
+                     const int *labels, char *err) {
+    (void)idx; (void)labels;
+    NEED_STR(question, o, "question");
+    NEED_STR(passage, o, "passage");
+    const cJSON *ans = cJSON_GetObjectItemCaseSensitive(o, "answer");
+    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
+    int gold;
+    if (cJSON_IsBool(ans)) gold = cJSON_IsTrue(ans) ? 1 : 0;
+    else if (cJSON_IsNumber(lab) && (lab->valueint == 0 || lab->valueint == 1)) gold = lab->valueint;
+    else {
+        seterr(err, "%s:%ld: field 'answer' missing or not true/false", path, lineno);
+        return -1;
+    }
+    /* boolq/default.yaml: "{{passage}}\nQuestion: {{question}}?\nAnswer:", choices ["no", "yes"] */
+    char *ctx = malloc(strlen(passage) + strlen(question) + 32);
+    if (!ctx) { seterr(err, "out of memory"); return -1; }
+    sprintf(ctx, "%s\nQuestion: %s?\nAnswer:", passage, question);
+    const char *ch[2] = {"no", "yes"};
+    int rc = ad_zs_add_mc(s, ctx, ch, 2, gold, err);
+    free(ctx);
+    return at_line(rc, path, lineno, err);
+}
+
+static int load_boolq(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,
+                      char *err) {
+    (void)t; (void)labels;
+    return read_jsonl(s, path, NULL, rec_boolq, err);
+}
+
+/* ---- hellaswag ----------------------------------------------------------------------------------- */
+/* Original hellaswag_val.jsonl (rowanz/hellaswag): activity_label, ctx_a, ctx_b, endings[4], label.
+ * utils.py process_docs: query = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize()),
+ * choices = [preprocess(e) for e in endings], gold = int(label). */
+static int rec_hellaswag(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
+                         const int *labels, char *err) {
+    (void)idx; (void)labels;
+    NEED_STR(act, o, "activity_label");
+    NEED_STR(ctx_a, o, "ctx_a");
+    NEED_STR(ctx_b, o, "ctx_b");
+    const cJSON *end = cJSON_GetObjectItemCaseSensitive(o, "endings");
+    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
+    int gold = -1;
+    if (cJSON_IsNumber(lab)) gold = lab->valueint;
+    else if (cJSON_IsString(lab) && lab->valuestring[0] >= '0' && lab->valuestring[0] <= '9' && !lab->valuestring[1])
+        gold = lab->valuestring[0] - '0';
+    int n = cJSON_IsArray(end) ? cJSON_GetArraySize(end) : 0;
+    if (n < 1 || n > 16) { seterr(err, "%s:%ld: field 'endings' missing or not a list of 1..16 strings", path, lineno); return -1; }
+    if (gold < 0 || gold >= n) { seterr(err, "%s:%ld: field 'label' missing or not an ending index", path, lineno); return -1; }
+    char *cap = ad_py_capitalize(ctx_b);
+    char *raw = cap ? malloc(strlen(act) + strlen(ctx_a) + strlen(cap) + 4) : NULL;
+    if (!raw) { free(cap); seterr(err, "out of memory"); return -1; }
+    sprintf(raw, "%s: %s %s", act, ctx_a, cap);
+    free(cap);
+    char *query = ad_hellaswag_preprocess(raw);
+    free(raw);
+    char *ch[16] = {0};
+    int rc = query ? 0 : -1;
+    for (int i = 0; i < n && !rc; i++) {
+        const cJSON *e = cJSON_GetArrayItem(end, i);
+        if (!cJSON_IsString(e)) { seterr(err, "%s:%ld: ending %d is not a string", path, lineno, i + 1); rc = -2; break; }
+        if (!(ch[i] = ad_hellaswag_preprocess(e->valuestring))) rc = -1;
+    }
+    if (rc == -1) seterr(err, "out of memory");
+    if (!rc) rc = at_line(ad_zs_add_mc(s, query, (const char *const *)ch, n, gold, err), path, lineno, err);
+    for (int i = 0; i < n; i++) free(ch[i]);
+    free(query);
+    return rc ? -1 : 0;
+}
+
+/* llama.cpp text format (hellaswag_val_full.txt): 6 lines per task: preprocessed
+ * "activity_label: ctx", gold label 0..3, four preprocessed endings. */
+static int load_hellaswag_txt(ad_zs_set *s, const char *path, char *err) {
+    char *buf; size_t len;
+    if (ax_read_file(path, &buf, &len, err)) return -1;
+    line_iter it = {buf, buf + len, 0};
+    char *ln[6];
+    int rc = 0, got;
+    for (;;) {
+        for (got = 0; got < 6; got++)
+            if (!(ln[got] = next_line(&it))) break;
+        if (got == 0 || (got == 1 && ln[0][0] == 0 && it.p >= it.end)) break;
+        long first = it.lineno - got + 1;
+        if (got < 6) {
+            seterr(err, "%s:%ld: truncated task (%d of 6 lines: context, label, 4 endings)", path, first, got);
+            rc = -1;
+            break;
+        }
+        if (!(ln[1][0] >= '0' && ln[1][0] <= '3' && ln[1][1] == 0)) {
+            seterr(err, "%s:%ld: label '%.20s' is not 0..3 (llama.cpp hellaswag format: 6 lines per task)",
+                   path, first + 1, ln[1]);
+            rc = -1;
+            break;
+        }
+        const char *ch[4] = {ln[2], ln[3], ln[4], ln[5]};
+        if ((rc = at_line(ad_zs_add_mc(s, ln[0], ch, 4, ln[1][0] - '0', err), path, first, err)))
+            break;
+    }
+    if (!rc && s->n_docs == 0) { seterr(err, "%s: no tasks", path); rc = -1; }
+    free(buf);
+    return rc;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+static int load_hellaswag(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,
+                          char *err) {
+    (void)t; (void)labels;
+    if (ends_with(path, ".jsonl")) {
+        snprintf(s->variant, sizeof s->variant,
+                 "lm-eval preprocessing of the original hellaswag_val.jsonl (utils.py process_docs)");
+        return read_jsonl(s, path, NULL, rec_hellaswag, err);
+    }
+    snprintf(s->variant, sizeof s->variant,
+             "llama.cpp text format hellaswag_val_full.txt (derived; ctx_b not capitalised, may "
+             "differ slightly from lm-eval)");
+    return load_hellaswag_txt(s, path, err);
+}
+
+/* ---- winogrande ---------------------------------------------------------------------------------- */
+static int rec_winogrande(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
+                          const int *labels, char *err) {
+    NEED_STR(sentence, o, "sentence");
+    NEED_STR(o1, o, "option1");
+    NEED_STR(o2, o, "option2");
+    /* gold_alias / doc_to_text: {"1": 0, "2": 1}; the labels file is authoritative. */
+    int lab = labels[idx];
+    if (lab != 1 && lab != 2) {
+        seterr(err, "%s: label %d of record %d (line %ld of %s) is not 1 or 2", s->task->labels, lab,
+               idx + 1, lineno, path);
+        return -1;
+    }
+    return at_line(ad_zs_add_winogrande(s, sentence, o1, o2, lab - 1, err), path, lineno, err);
+}
+
+static int load_winogrande(const ad_zs_task *t, const char *path, const char *labels,
+                           ad_zs_set *s, char *err) {
+    (void)t;
+    return read_jsonl(s, path, labels, rec_winogrande, err);
+}
+
+/* ---- lambada ------------------------------------------------------------------------------------- */
+static int rec_lambada(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
+                       const int *labels, char *err) {
+    (void)idx; (void)labels;
+    NEED_STR(text, o, "text");
+    return at_line(ad_zs_add_lambada(s, text, err), path, lineno, err);
+}
+
+static int load_lambada(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,
+                        char *err) {
+    (void)t; (void)labels;
+    return read_jsonl(s, path, NULL, rec_lambada, err);
+}
+
+/* ---- the table ----------------------------------------------------------------------------------- */
+const ad_zs_task ad_zs_tasks[] = {
+    {"piqa", AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM, "data/piqa/valid.jsonl",
+     "data/piqa/valid-labels.lst", NULL, load_piqa, "lm_eval/tasks/piqa/piqa.yaml",
+     "PIQA validation: https://yonatanbisk.com/piqa/data/ (valid.jsonl, valid-labels.lst)"},
+    {"arc_easy", AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM,
+     "data/arc_easy/ARC-Easy-Test.jsonl", NULL, NULL, load_arc, "lm_eval/tasks/arc/arc_easy.yaml",
+     "ARC-Easy test: ARC-V1-Feb2018.zip from https://allenai.org/data/arc"},
+    {"arc_challenge", AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM,
+     "data/arc_challenge/ARC-Challenge-Test.jsonl", NULL, NULL, load_arc,
+     "lm_eval/tasks/arc/arc_challenge.yaml",
+     "ARC-Challenge test: ARC-V1-Feb2018.zip from https://allenai.org/data/arc"},
+    {"boolq", AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC, "data/boolq/dev.jsonl", NULL, NULL, load_boolq,
+     "lm_eval/tasks/super_glue/boolq/default.yaml",
+     "BoolQ dev: https://storage.googleapis.com/boolq/dev.jsonl"},
+    {"hellaswag", AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM,
+     "data/hellaswag/hellaswag_val_full.txt", NULL, "data/hellaswag/hellaswag_val.jsonl",
+     load_hellaswag, "lm_eval/tasks/hellaswag/hellaswag.yaml + utils.py",
+     "HellaSwag validation: https://raw.githubusercontent.com/rowanz/hellaswag/master/data/"
+     "hellaswag_val.jsonl (or llama.cpp's hellaswag_val_full.txt, scripts/get-hellaswag.sh)"},
+    {"winogrande", AD_ZS_MULTIPLE_INPUT, AD_ZS_ACC, "data/winogrande/dev.jsonl",
+     "data/winogrande/dev-labels.lst", NULL, load_winogrande,
+     "lm_eval/tasks/winogrande/default.yaml + preprocess_winogrande.py",
+     "WinoGrande 1.1 dev: winogrande_1.1.zip from https://winogrande.allenai.org/"},
+    {"lambada_openai", AD_ZS_LOGLIKELIHOOD, AD_ZS_ACC | AD_ZS_PPL,
+     "data/lambada_openai/lambada_test.jsonl", NULL, NULL, load_lambada,
+     "lm_eval/tasks/lambada/lambada_openai.yaml",
+     "LAMBADA (OpenAI): https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl"},
+    {NULL, AD_ZS_MULTIPLE_CHOICE, 0, NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+const ad_zs_task *ad_zs_task_find(const char *name) {
+    for (int i = 0; ad_zs_tasks[i].name; i++)
+        if (!strcmp(ad_zs_tasks[i].name, name)) return &ad_zs_tasks[i];
+    return NULL;
+}
+
+void ad_zs_set_free(ad_zs_set *s) {
+    if (!s) return;
+    for (int i = 0; i < s->n_docs; i++) {
+        for (int j = 0; j < s->docs[i].n_req; j++) {
+            free(s->docs[i].req[j].context);
+            free(s->docs[i].req[j].continuation);
+        }
+        free(s->docs[i].req);
+        free(s->docs[i].choice_len);
+    }
+    free(s->docs);
+    free(s);
+}
+
+static int file_exists(const char *p) { return access(p, R_OK) == 0; }
+
+int ad_zs_load(const ad_zs_task *t, const char *data_root, long limit, ad_zs_set **out, char *err) {
+    *out = NULL;
+    if (!t || !t->load) { seterr(err, "unknown task"); return -1; }
+    if (limit < 0) { seterr(err, "--limit must be >= 0 (got %ld)", limit); return -1; }
+    ad_zs_set *s = calloc(1, sizeof *s);
+    if (!s) { seterr(err, "out of memory"); return -1; }
+    s->task = t;
+    char labels[4096] = "";
+    if (t->alt_file) snprintf(s->path, sizeof s->path, "%s/%s", data_root, t->alt_file);
+    if (!t->alt_file || !file_exists(s->path)) {
+        snprintf(s->path, sizeof s->path, "%s/%s", data_root, t->file);
+        if (!file_exists(s->path)) {
+            if (t->alt_file)
+                seterr(err, "task %s: data file %s/%s (or %s/%s) not found: %s; get it from %s",
+                       t->name, data_root, t->file, data_root, t->alt_file, strerror(errno), t->howto);
+            else
+                seterr(err, "task %s: data file %s not found: %s; get it from %s", t->name, s->path,
+                       strerror(errno), t->howto);
+            free(s);
+            return -1;
+        }
+    }
+    if (t->labels) {
+        snprintf(labels, sizeof labels, "%s/%s", data_root, t->labels);
+        if (!file_exists(labels)) {
+            seterr(err, "task %s: labels file %s not found: %s; get it from %s", t->name, labels,
+                   strerror(errno), t->howto);
+            free(s);
+            return -1;
+        }
+    }
+    if (t->load(t, s->path, t->labels ? labels : NULL, s, err)) { ad_zs_set_free(s); return -1; }
+    if (ax_sha256_file(s->path, s->sha256, err)) { ad_zs_set_free(s); return -1; }
+    if (!s->variant[0]) snprintf(s->variant, sizeof s->variant, "%s", t->source);
+    s->n_total = s->n_docs;
+    if (limit > 0 && limit < s->n_docs) {   /* lm-eval --limit N: the first N documents */
+        for (int i = (int)limit; i < s->n_docs; i++) {
+            for (int j = 0; j < s->docs[i].n_req; j++) {
+                free(s->docs[i].req[j].context);
+                free(s->docs[i].req[j].continuation);
+            }
+            s->n_requests -= s->docs[i].n_req;
+            free(s->docs[i].req);
+            free(s->docs[i].choice_len);
+        }
+        s->n_docs = (int)limit;
+    }
+    *out = s;
+    return 0;
+}

@@ -1,0 +1,479 @@
+/* ppl.c — perplexity, KL divergence and top-1 agreement per mode (see ppl.h). */
+#include "ppl.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ax_util.h"
+#include "tokenizer.h"
+#include "wikitext.h"
+
+__attribute__((format(printf, 2, 3)))
+static void seterr(char *err, const char *fmt, ...) {
+    if (!err) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, AX_ERR_LEN, fmt, ap);
+    va_end(ap);
+}
+#define SETERR(...) seterr(err, __VA_ARGS__)
+
+#define PPL_PROTOCOL                                                                               \
+    "GPTQ/Atom/QuaRot: test rows joined with \"\\n\\n\", tokenized once with BOS at the start; "   \
+    "numel // seqlen non-overlapping windows, each from position 0; positions 1..seqlen-1 scored " \
+    "(seqlen-1 predictions per window); ppl = exp(mean NLL). KLD/top-1 as llama.cpp "             \
+    "--kl-divergence: KL(P_fp16 || Q_mode) per token over the full vocabulary, mean and standard " \
+    "error; top-1 = share of tokens whose argmax equals FP16's"
+
+/* ---- scoring primitives --------------------------------------------------------------------- */
+
+double ae_logsumexp(const float *l, int V) {
+    float mx = l[0];
+    for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
+    double s = 0;
+    for (int i = 0; i < V; i++) s += (double)expf(l[i] - mx);
+    return (double)mx + log(s);
+}
+
+static int argmax_row(const float *l, int V) {
+    int b = 0;
+    for (int i = 1; i < V; i++) if (l[i] > l[b]) b = i;
+    return b;
+}
+
+void ae_score_row(const float *ref_logits, double ref_lse, const float *ref_p, int ref_argmax,
+                  const float *logits, int V, int target, double *nll, double *kld, int *same) {
+    double lse = ae_logsumexp(logits, V);
+    *nll = lse - (double)logits[target];
+    double k = 0;
+    for (int i = 0; i < V; i++) {
+        float lp = (float)((double)ref_logits[i] - ref_lse);
+        float lq = (float)((double)logits[i] - lse);
+        k += (double)ref_p[i] * ((double)lp - (double)lq);
+    }
+    *kld = k;
+    *same = argmax_row(logits, V) == ref_argmax;
+}
+
+/* ---- the evaluation -------------------------------------------------------------------------- */
+
+typedef struct {
+    int V;
+    const float *logits;  /* (T, V) reference logits                                  */
+    double *lse;          /* (T-1)                                                    */
+    float *p;             /* (T-1, V)                                                 */
+    int *amax;            /* (T-1)                                                    */
+} ref_ctx;
+
+static void ref_rows(void *vc, long a, long b, int tid) {
+    (void)tid;
+    ref_ctx *c = vc;
+    for (long t = a; t < b; t++) {
+        const float *l = c->logits + (size_t)t * c->V;
+        float *p = c->p + (size_t)t * c->V;
+        double lse = ae_logsumexp(l, c->V);
+        c->lse[t] = lse;
+        for (int i = 0; i < c->V; i++) p[i] = expf((float)((double)l[i] - lse));
+        c->amax[t] = argmax_row(l, c->V);
+    }
+}
+
+typedef struct {
+    int V;
+    const ref_ctx *ref;
+    const float *logits;  /* (T, V) mode logits                                        */
+    const int *tokens;    /* (T) window                                                */
+    double *nll, *kld;    /* (T-1)                                                     */
+    int *same;            /* (T-1)                                                     */
+} score_ctx;
+
+static void score_rows(void *vc, long a, long b, int tid) {
+    (void)tid;
+    score_ctx *c = vc;
+    for (long t = a; t < b; t++)
+        ae_score_row(c->ref->logits + (size_t)t * c->V, c->ref->lse[t], c->ref->p + (size_t)t * c->V,
+                     c->ref->amax[t], c->logits + (size_t)t * c->V, c->V, c->tokens[t + 1],
+                     &c->nll[t], &c->kld[t], &c->same[t]);
+}
+
+typedef struct {
+    double s_nll, s_nll2, s_kld, s_kld2, kld_max;
+    long n, n_same;
+} acc_t;
+
+void ae_ppl_result_free(ae_ppl_result *res) {
+    if (!res) return;
+    free(res->modes);
+    res->modes = NULL;
+    res->n_modes = 0;
+}
+
+static int all_finite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_ppl_opts *o,
+                ae_ppl_result *res, char *err) {
+    memset(res, 0, sizeof *res);
+    const ae_config *cfg = &m->cfg;
+    int T = o->seqlen, V = cfg->vocab_size;
+    double t_start = ax_now();
+    if (T < 2 || T > cfg->max_pos) {
+        SETERR("seqlen %d outside [2, %d] (max_position_embeddings of %s)", T, cfg->max_pos, m->dir);
+        return -1;
+    }
+    long nw = (long)(n_tokens / (size_t)T);
+    if (o->max_windows > 0 && nw > o->max_windows) nw = o->max_windows;
+    if (nw < 1) {
+        SETERR("the token stream has %zu tokens, fewer than one window of %d", n_tokens, T);
+        return -1;
+    }
+    if (o->n_modes < 1) { SETERR("no modes to evaluate"); return -1; }
+    for (size_t i = 0; i < (size_t)nw * T; i++)
+        if (tokens[i] < 0 || tokens[i] >= V) {
+            SETERR("token %d at index %zu is outside the vocabulary [0, %d) of %s", tokens[i], i, V, m->dir);
+            return -1;
+        }
+    res->seqlen = T;
+    res->windows = (int)nw;
+    res->stream_tokens = (long)n_tokens;
+    res->scored = nw * (T - 1);
+    res->n_modes = o->n_modes;
+    res->modes = calloc((size_t)o->n_modes, sizeof *res->modes);
+    ae_runner **run = calloc((size_t)o->n_modes, sizeof *run);
+    int *reuse = calloc((size_t)o->n_modes, sizeof *reuse);
+    acc_t *acc = calloc((size_t)o->n_modes, sizeof *acc);
+    size_t TV = (size_t)T * V;
+    float *ref_logits = malloc(TV * sizeof(float)), *ref_p = malloc(TV * sizeof(float));
+    float *logits = malloc(TV * sizeof(float));
+    double *ref_lse = malloc((size_t)T * sizeof(double)), *nll = malloc((size_t)T * sizeof(double));
+    double *kld = malloc((size_t)T * sizeof(double));
+    int *amax = malloc((size_t)T * sizeof(int)), *same = malloc((size_t)T * sizeof(int));
+    ae_runner *ref = NULL;
+    int rc = -1;
+    double ref_s_nll = 0;
+    if (!res->modes || !run || !reuse || !acc || !ref_logits || !ref_p || !logits || !ref_lse || !nll ||
+        !kld || !amax || !same) {
+        SETERR("out of memory (seqlen %d x vocab %d logits buffers)", T, V);
+        goto done;
+    }
+    ae_run_opts ro;
+    memset(&ro, 0, sizeof ro);
+    if (aq_mode_parse("fp16", &ro.mode, err)) goto done;
+    ro.gemm = AE_GEMM_FAKE;
+    ro.nthreads = o->nthreads;
+    ro.max_seq = T;
+    if (ae_runner_build(m, &ro, NULL, &ref, err)) goto done;
+    for (int k = 0; k < o->n_modes; k++) {
+        ae_ppl_mode_result *r = &res->modes[k];
+        r->mode = o->modes[k];
+        if (ae_mode_check(m, &o->modes[k], r->note)) { r->applicable = 0; continue; }
+        r->applicable = 1;
+        /* fp16 without kv4 is the reference itself: score its logits (KLD exactly 0 by construction
+         * of ae_score_row, which recomputes both log-distributions the same way) */
+        if (o->modes[k].kind == AQ_KIND_FP16 && !o->kv4) { reuse[k] = 1; continue; }
+        ae_run_opts mo = ro;
+        mo.mode = o->modes[k];
+        mo.gemm = o->gemm;
+        mo.kv4 = o->kv4;
+        char e2[AX_ERR_LEN];
+        if (ae_runner_build(m, &mo, o->calib, &run[k], e2)) {
+            SETERR("mode %s: %s", o->modes[k].name, e2);
+            goto done;
+        }
+    }
+    int n_forward = 1;
+    for (int k = 0; k < o->n_modes; k++) n_forward += run[k] != NULL;
+    ax_progress pg;
+    if (o->progress) ax_progress_start(&pg, "ppl", nw * n_forward * (long)T, "tok");
+    ref_ctx rctx = {V, ref_logits, ref_lse, ref_p, amax};
+    for (long w = 0; w < nw; w++) {
+        const int *tw = tokens + (size_t)w * T;
+        double t0 = ax_now();
+        ae_runner_truncate(ref, 0);
+        if (ae_forward(ref, tw, T, 0, 0, ref_logits, err)) goto done;
+        if (!all_finite(ref_logits, (size_t)(T - 1) * V)) {
+            SETERR("fp16 reference: non-finite logits in window %ld", w);
+            goto done;
+        }
+        ae_parallel_for(o->nthreads, T - 1, 4, ref_rows, &rctx);
+        for (int t = 0; t < T - 1; t++) ref_s_nll += ref_lse[t] - (double)ref_logits[(size_t)t * V + tw[t + 1]];
+        res->ref_seconds += ax_now() - t0;
+        if (o->progress) ax_progress_update(&pg, (w * n_forward + 1) * (long)T);
+        int done_fw = 1;
+        for (int k = 0; k < o->n_modes; k++) {
+            if (!res->modes[k].applicable) continue;
+            double t1 = ax_now();
+            const float *lg = ref_logits;
+            if (!reuse[k]) {
+                ae_runner_truncate(run[k], 0);
+                char e2[AX_ERR_LEN];
+                if (ae_forward(run[k], tw, T, 0, 0, logits, e2)) {
+                    SETERR("mode %s, window %ld: %s", o->modes[k].name, w, e2);
+                    goto done;
+                }
+                if (!all_finite(logits, (size_t)(T - 1) * V)) {
+                    SETERR("mode %s: non-finite logits in window %ld", o->modes[k].name, w);
+                    goto done;
+                }
+                lg = logits;
+            }
+            score_ctx sc = {V, &rctx, lg, tw, nll, kld, same};
+            ae_parallel_for(o->nthreads, T - 1, 4, score_rows, &sc);
+            acc_t *a = &acc[k];
+            for (int t = 0; t < T - 1; t++) {  /* in order: independent of the thread split */
+                a->s_nll += nll[t];
+                a->s_nll2 += nll[t] * nll[t];
+                a->s_kld += kld[t];
+                a->s_kld2 += kld[t] * kld[t];
+                if (kld[t] > a->kld_max) a->kld_max = kld[t];
+                a->n_same += same[t];
+                a->n++;
+            }
+            res->modes[k].seconds += ax_now() - t1;
+            if (!reuse[k]) done_fw++;
+            if (o->progress) ax_progress_update(&pg, (w * n_forward + done_fw) * (long)T);
+        }
+    }
+    if (o->progress) ax_progress_end(&pg, nw * n_forward * (long)T);
+    res->forward_tokens = nw * n_forward * (long)T;
+    res->ref_nll = ref_s_nll / (double)res->scored;
+    for (int k = 0; k < o->n_modes; k++) {
+        ae_ppl_mode_result *r = &res->modes[k];
+        if (!r->applicable) continue;
+        acc_t *a = &acc[k];
+        double n = (double)a->n;
+        if (reuse[k]) r->seconds += res->ref_seconds;
+        r->n = a->n;
+        r->nll = a->s_nll / n;
+        r->ppl = exp(r->nll);
+        r->nll_stderr = n > 1 ? sqrt(fmax(a->s_nll2 / n - r->nll * r->nll, 0) / (n - 1)) : 0;
+        r->kld = a->s_kld / n;
+        r->kld_stderr = n > 1 ? sqrt(fmax(a->s_kld2 / n - r->kld * r->kld, 0) / (n - 1)) : 0;
+        r->kld_max = a->kld_max;
+        r->top1 = (double)a->n_same / n;
+        r->top1_stderr = n > 1 ? sqrt(r->top1 * (1 - r->top1) / (n - 1)) : 0;
+    }
+    rc = 0;
+done:
+    if (run)
+        for (int k = 0; k < o->n_modes; k++) ae_runner_free(run[k]);
+    ae_runner_free(ref);
+    free(run); free(reuse); free(acc);
+    free(ref_logits); free(ref_p); free(logits); free(ref_lse); free(nll); free(kld); free(amax); free(same);
+    res->seconds = ax_now() - t_start;
+    if (rc) ae_ppl_result_free(res);
+    return rc;
+}
+
+/* ---- table and JSON ------------------------------------------------------------------------ */
+
+void ae_ppl_print_table(FILE *f, const ae_ppl_result *res) {
+    fprintf(f, "%-18s %10s %9s %8s %20s %17s %8s\n", "mode", "ppl", "dppl", "NLL", "KLD (+- se)",
+            "top-1 % (+- se)", "s");
+    double ref_ppl = exp(res->ref_nll);
+    for (int k = 0; k < res->n_modes; k++) {
+        const ae_ppl_mode_result *r = &res->modes[k];
+        if (!r->applicable) {
+            fprintf(f, "%-18s %10s   n/a: %s\n", r->mode.name, "-", r->note);
+            continue;
+        }
+        fprintf(f, "%-18s %10.4f %+9.4f %8.5f %11.6f +- %.6f %8.3f +- %.3f %8.1f\n", r->mode.name, r->ppl,
+                r->ppl - ref_ppl, r->nll, r->kld, r->kld_stderr, 100 * r->top1, 100 * r->top1_stderr,
+                r->seconds);
+    }
+}
+
+static cJSON *result_json(const ae_ppl_result *res) {
+    cJSON *arr = cJSON_CreateArray();
+    for (int k = 0; k < res->n_modes; k++) {
+        const ae_ppl_mode_result *r = &res->modes[k];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "mode", r->mode.name);
+        cJSON_AddBoolToObject(o, "applicable", r->applicable);
+        if (!r->applicable) {
+            cJSON_AddStringToObject(o, "reason", r->note);
+        } else {
+            cJSON_AddNumberToObject(o, "ppl", r->ppl);
+            cJSON_AddNumberToObject(o, "nll", r->nll);
+            cJSON_AddNumberToObject(o, "nll_stderr", r->nll_stderr);
+            cJSON_AddNumberToObject(o, "kld", r->kld);
+            cJSON_AddNumberToObject(o, "kld_stderr", r->kld_stderr);
+            cJSON_AddNumberToObject(o, "kld_max", r->kld_max);
+            cJSON_AddNumberToObject(o, "top1_agreement", r->top1);
+            cJSON_AddNumberToObject(o, "top1_agreement_stderr", r->top1_stderr);
+            cJSON_AddNumberToObject(o, "predictions", (double)r->n);
+            cJSON_AddNumberToObject(o, "seconds", r->seconds);
+        }
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+/* ---- the job -------------------------------------------------------------------------------- */
+
+static int parse_modes(const char *list, aq_mode **out, int *n, char *err) {
+    *out = NULL;
+    *n = 0;
+    if (!list || !*list || !strcmp(list, "standard") || !strcmp(list, "all")) {
+        int c = 0;
+        while (aq_standard_modes[c]) c++;
+        *out = calloc((size_t)c, sizeof **out);
+        if (!*out) { SETERR("out of memory"); return -1; }
+        for (int i = 0; i < c; i++)
+            if (aq_mode_parse(aq_standard_modes[i], &(*out)[i], err)) { free(*out); *out = NULL; return -1; }
+        *n = c;
+        return 0;
+    }
+    int cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',';
+    aq_mode *ms = calloc((size_t)cap, sizeof *ms);
+    if (!ms) { SETERR("out of memory"); return -1; }
+    const char *p = list;
+    int c = 0;
+    while (1) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char name[64];
+        if (len == 0 || len >= sizeof name) {
+            SETERR("--modes: empty or overlong mode name in '%s'", list);
+            free(ms);
+            return -1;
+        }
+        memcpy(name, p, len);
+        name[len] = 0;
+        char e2[AX_ERR_LEN];
+        if (aq_mode_parse(name, &ms[c], e2)) { SETERR("--modes: %s", e2); free(ms); return -1; }
+        for (int j = 0; j < c; j++)
+            if (!strcmp(ms[j].name, ms[c].name)) { SETERR("--modes: '%s' listed twice", name); free(ms); return -1; }
+        c++;
+        if (!e) break;
+        p = e + 1;
+    }
+    *out = ms;
+    *n = c;
+    return 0;
+}
+
+static void dir_of(const char *path, char *dir, size_t len) {
+    const char *s = path ? strrchr(path, '/') : NULL;
+    if (!s) { snprintf(dir, len, "."); return; }
+    size_t n = (size_t)(s - path);
+    if (n == 0) n = 1; /* "/x" */
+    if (n >= len) n = len - 1;
+    memcpy(dir, path, n);
+    dir[n] = 0;
+}
+
+int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
+    int rc = -1;
+    aq_mode *modes = NULL;
+    int n_modes = 0;
+    ae_model *m = NULL;
+    ae_tokenizer *tok = NULL;
+    ad_text txt = {0};
+    int *ids = NULL;
+    size_t n_ids = 0;
+    ae_calib *calib = NULL;
+    ae_ppl_result res = {0};
+    cJSON *doc = NULL;
+    char calib_path[AX_PATH_LEN] = "";
+    double t0 = ax_now();
+
+    const char *dataset = job->dataset ? job->dataset : "wikitext2";
+    if (strcmp(dataset, "wikitext2")) { SETERR("--dataset: unknown dataset '%s' (known: wikitext2)", dataset); return -1; }
+    if (!job->model_dir) { SETERR("--model DIR is required"); return -1; }
+    if (parse_modes(job->modes, &modes, &n_modes, err)) return -1;
+    if (ad_wikitext_load("test", &txt, err)) goto done; /* before the model: fail fast */
+    if (ae_model_load(job->model_dir, &m, err)) goto done;
+    char tokpath[AX_PATH_LEN];
+    if (job->tokenizer) snprintf(tokpath, sizeof tokpath, "%s", job->tokenizer);
+    else snprintf(tokpath, sizeof tokpath, "%.4000s/tokenizer.json", job->model_dir);
+    if (ae_tokenizer_load(tokpath, &tok, err)) goto done;
+    if (ae_tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
+        SETERR("%s has %d tokens, more than the model's vocab_size %d", tokpath, ae_tokenizer_vocab_size(tok),
+               m->cfg.vocab_size);
+        goto done;
+    }
+    int seqlen = job->seqlen > 0 ? job->seqlen : 2048;
+    if (seqlen > m->cfg.max_pos) {
+        if (log) fprintf(log, "notice: seqlen %d capped to max_position_embeddings %d of %s\n", seqlen,
+                         m->cfg.max_pos, job->model_dir);
+        seqlen = m->cfg.max_pos;
+    }
+    double tt = ax_now();
+    if (ae_tokenize(tok, txt.text, txt.len, 1, &ids, &n_ids, err)) goto done;
+    if (log) fprintf(log, "wikitext2 test: %s (sha256 %.16s...), %ld rows, %zu bytes -> %zu tokens (with BOS) in %.1f s; "
+                          "%zu windows of %d\n", txt.path, txt.sha256, txt.rows, txt.len, n_ids, ax_now() - tt,
+                     n_ids / (size_t)seqlen, seqlen);
+    int need_calib = 0;
+    for (int k = 0; k < n_modes; k++)
+        if (modes[k].kind == AQ_KIND_ATOM && ae_mode_check(m, &modes[k], NULL) == 0) need_calib = 1;
+    int cw = job->calib_windows > 0 ? job->calib_windows : 128;
+    if (need_calib) {
+        char cdir[AX_PATH_LEN];
+        dir_of(job->out, cdir, sizeof cdir);
+        if (ae_calib_obtain(m, tok, seqlen, cw, cdir, job->nthreads, log, &calib, calib_path, err)) goto done;
+    }
+    ae_ppl_opts o = {modes, n_modes, seqlen, job->max_windows, job->gemm, job->kv4, job->nthreads, calib,
+                     job->progress};
+    if (ae_eval_ppl(m, ids, n_ids, &o, &res, err)) goto done;
+    double wall = ax_now() - t0;
+    if (table) {
+        fprintf(table, "%s  wikitext2 test  seqlen %d  windows %d  predictions %ld  gemm %s%s\n", job->model_dir,
+                res.seqlen, res.windows, res.scored, job->gemm == AE_GEMM_EXACT ? "exact" : "fake-quant+sgemm",
+                job->kv4 ? "  kv4" : "");
+        ae_ppl_print_table(table, &res);
+        fprintf(table, "FP16 reference ppl %.4f; evaluation %.1f s (%.0f tok/s over %ld forward tokens), total %.1f s\n",
+                exp(res.ref_nll), res.seconds, (double)res.forward_tokens / (res.seconds > 0 ? res.seconds : 1),
+                res.forward_tokens, wall);
+    }
+    if (job->out) {
+        doc = ax_envelope_new("eval ppl");
+        const char *mname = strrchr(m->dir, '/');
+        cJSON_AddStringToObject(doc, "model", mname && mname[1] ? mname + 1 : m->dir);
+        cJSON_AddStringToObject(doc, "model_dir", m->dir);
+        cJSON_AddStringToObject(doc, "model_dtype", m->dtype);
+        cJSON_AddStringToObject(doc, "tokenizer", tokpath);
+        cJSON_AddStringToObject(doc, "dataset", "wikitext2");
+        cJSON_AddStringToObject(doc, "split", "test");
+        cJSON_AddStringToObject(doc, "dataset_file", txt.path);
+        cJSON_AddStringToObject(doc, "dataset_sha256", txt.sha256);
+        cJSON_AddStringToObject(doc, "protocol", PPL_PROTOCOL);
+        cJSON_AddNumberToObject(doc, "seqlen", res.seqlen);
+        cJSON_AddNumberToObject(doc, "windows", res.windows);
+        cJSON_AddNumberToObject(doc, "tokens", (double)res.scored);
+        cJSON_AddNumberToObject(doc, "stream_tokens", (double)res.stream_tokens);
+        cJSON_AddStringToObject(doc, "gemm", job->gemm == AE_GEMM_EXACT ? "exact" : "fake");
+        cJSON_AddBoolToObject(doc, "kv4", job->kv4);
+        cJSON_AddStringToObject(doc, "reference", "fp16: the checkpoint's values in fp32, fp32 compute, no KV quantization");
+        cJSON_AddNumberToObject(doc, "reference_ppl", exp(res.ref_nll));
+        cJSON_AddNumberToObject(doc, "reference_seconds", res.ref_seconds);
+        if (calib) {
+            cJSON *c = cJSON_AddObjectToObject(doc, "calibration");
+            cJSON_AddStringToObject(c, "data", "WikiText-2 validation split (train split not available)");
+            cJSON_AddNumberToObject(c, "windows", (double)(calib->tokens / seqlen));
+            cJSON_AddNumberToObject(c, "seqlen", seqlen);
+            cJSON_AddNumberToObject(c, "tokens", (double)calib->tokens);
+            cJSON_AddStringToObject(c, "cache", calib_path);
+        }
+        cJSON_AddItemToObject(doc, "modes", result_json(&res));
+        cJSON_AddNumberToObject(doc, "seconds", wall);
+        if (ax_write_json(job->out, doc, err)) goto done;
+        if (log) fprintf(log, "wrote %s\n", job->out);
+    }
+    rc = 0;
+done:
+    cJSON_Delete(doc);
+    ae_ppl_result_free(&res);
+    ae_calib_free(calib);
+    free(ids);
+    ad_text_free(&txt);
+    ae_tokenizer_free(tok);
+    ae_model_free(m);
+    free(modes);
+    return rc;
+}

@@ -1,0 +1,98 @@
+/* ppl.h — perplexity, KL divergence from FP16 and top-1 agreement per quantization mode (prefix ae_).
+ *
+ * Protocol (GPTQ datautils.py/llama_eval, Atom and QuaRot eval_ppl): the token stream (WikiText-2
+ * test rows joined with "\n\n", tokenized once with BOS at the very start) is cut into
+ * numel // seqlen non-overlapping windows [i*seqlen, (i+1)*seqlen); each window is run from
+ * position 0 and positions 1..seqlen-1 are scored given the previous ones (seqlen-1 predictions per
+ * window, GPTQ's shifted loss); ppl = exp(mean NLL) over all predictions.
+ * KL divergence and top-1 agreement as llama.cpp tools/perplexity --kl-divergence: per token
+ * KL(P_fp16 || Q_mode) = Σ_v p_v (log p_v − log q_v) with full softmax over the vocabulary, its mean
+ * and the standard error of the mean, and "same top p" (% of tokens whose argmax agrees). The FP16
+ * distribution comes from a reference runner on the same window in the same run (nothing stored to
+ * disk). */
+#ifndef APEX4_AE_PPL_H
+#define APEX4_AE_PPL_H
+
+#include <stdio.h>
+#include <cjson/cJSON.h>
+#include "forward.h"
+
+typedef struct {
+    const aq_mode *modes;     /* (n_modes) modes to evaluate                                     */
+    int  n_modes;
+    int  seqlen;              /* window length in tokens, 2 .. model max_position_embeddings      */
+    int  max_windows;         /* 0 = all numel // seqlen windows                                  */
+    ae_gemm_kind gemm;        /* projections: fake-quant + sgemm, or the integer reference        */
+    int  kv4;                 /* 4-bit KV cache in the evaluated modes (never in the reference)   */
+    int  nthreads;            /* 0 = all cores                                                    */
+    const ae_calib *calib;    /* required when an applicable ATOM mode is listed                  */
+    int  progress;            /* 1: progress bar on stderr (windows, tokens/s, ETA)               */
+} ae_ppl_opts;
+
+typedef struct {
+    aq_mode mode;
+    int    applicable;        /* 0: mode does not fit the model's shapes (see note), no numbers    */
+    char   note[AX_ERR_LEN];  /* why not applicable                                              */
+    long   n;                 /* scored predictions                                              */
+    double nll, nll_stderr;   /* mean NLL in nats/token and its standard error                   */
+    double ppl;               /* exp(nll)                                                         */
+    double kld, kld_stderr;   /* mean KL(P_fp16 || Q_mode) in nats/token, standard error          */
+    double kld_max;           /* largest per-token KL divergence                                 */
+    double top1, top1_stderr; /* fraction of predictions whose argmax equals FP16's, its error    */
+    double seconds;           /* forward + scoring time of this mode                             */
+} ae_ppl_mode_result;
+
+typedef struct {
+    int    seqlen, windows;
+    long   stream_tokens;     /* tokens in the stream                                            */
+    long   scored;            /* windows * (seqlen - 1)                                          */
+    double ref_nll;           /* FP16 reference mean NLL (= the fp16 row when listed without kv4) */
+    double ref_seconds;       /* reference forward + preparation time                             */
+    double seconds;           /* wall time of ae_eval_ppl                                         */
+    long   forward_tokens;    /* tokens through all forward passes (reference + modes)            */
+    int    n_modes;
+    ae_ppl_mode_result *modes;/* (n_modes), in the order given                                   */
+} ae_ppl_result;
+
+/* Evaluate tokens [n_tokens] (ids < vocab_size) for every mode in o. Modes that do not fit the
+ * model (ae_mode_check) are reported with applicable = 0 and do not stop the run; every other
+ * problem is an error (-1, err): fewer than one window, seqlen outside [2, max_pos], a missing
+ * calibration, non-finite logits (naming the mode and window). res is owned by the caller
+ * (ae_ppl_result_free). */
+int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_ppl_opts *o,
+                ae_ppl_result *res, char *err);
+void ae_ppl_result_free(ae_ppl_result *res);
+
+/* Scoring primitives (exposed for tests).
+ * ae_logsumexp: log Σ exp(l_v) over l [V], max-shifted, sum in double.
+ * ae_score_row: one prediction. ref_logits [V] and ref_p [V] (ref_p_v = expf((float)(l_v − ref_lse)))
+ * describe P, logits [V] describe Q; writes nll = lse(Q) − logits[target], kld = Σ p_v (lp_v − lq_v)
+ * with lp_v = (float)(ref_l_v − ref_lse), lq_v = (float)(l_v − lse(Q)) (so identical logits give
+ * exactly 0), *same = (argmax Q == ref_argmax), argmax ties to the lowest id. */
+double ae_logsumexp(const float *l, int V);
+void ae_score_row(const float *ref_logits, double ref_lse, const float *ref_p, int ref_argmax,
+                  const float *logits, int V, int target, double *nll, double *kld, int *same);
+
+/* The evaluation as `apex4 eval ppl` runs it. */
+typedef struct {
+    const char *model_dir;    /* checkpoint folder                                               */
+    const char *tokenizer;    /* tokenizer.json path, NULL = <model_dir>/tokenizer.json           */
+    const char *dataset;      /* "wikitext2"                                                      */
+    const char *modes;        /* comma-separated mode names, "standard" = aq_standard_modes       */
+    const char *out;          /* results JSON path, NULL = none                                   */
+    int seqlen;               /* 0 = 2048; capped by max_position_embeddings with a notice        */
+    int max_windows;          /* 0 = all                                                          */
+    int calib_windows;        /* Atom calibration windows (0 = 128)                              */
+    int kv4, nthreads, progress;
+    ae_gemm_kind gemm;
+} ae_ppl_job;
+
+/* Load the model, tokenizer and dataset, calibrate (cached next to `out`, or in "." without one)
+ * when an Atom mode is listed, evaluate, print notices to `log` and the table to `table`, and
+ * write the results JSON atomically. Errors: -1 with err (bad mode list, missing files, ...). */
+int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err);
+
+/* Table (one row per mode: ppl, Δppl vs FP16, NLL, KLD ± se, top-1 ± se, seconds). */
+void ae_ppl_print_table(FILE *f, const ae_ppl_result *res);
+
+#endif

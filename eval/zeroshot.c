@@ -1,0 +1,600 @@
+/* zeroshot.c — lm-eval style zero-shot scoring, runner loop and results (see zeroshot.h). */
+#include "zeroshot.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ax_util.h"
+#include "model.h"
+
+static void seterr(char *err, const char *fmt, ...) {
+    if (!err) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, AX_ERR_LEN, fmt, ap);
+    va_end(ap);
+}
+
+/* Prefix err with "what: ". */
+static void prefix_err(char *err, const char *fmt, ...) {
+    if (!err) return;
+    char head[AX_ERR_LEN], tail[AX_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(head, sizeof head, fmt, ap);
+    va_end(ap);
+    snprintf(tail, sizeof tail, "%s", err);
+    snprintf(err, AX_ERR_LEN, "%.200s: %.300s", head, tail);
+}
+
+/* ---- scoring ------------------------------------------------------------------------------------- */
+int ae_zs_score_rows(const float *rows, int n, int vocab, const int *cont, double *ll, int *greedy,
+                     char *err) {
+    double sum_ll = 0.0;
+    int all_greedy = 1;
+    for (int i = 0; i < n; i++) {
+        const float *x = rows + (size_t)i * (size_t)vocab;
+        int t = cont[i];
+        if (t < 0 || t >= vocab) {
+            seterr(err, "continuation token %d (position %d) outside the vocabulary [0, %d)", t, i, vocab);
+            return -1;
+        }
+        /* log_softmax(x)[t] = x[t] - max - log Σ exp(x - max), accumulated in double */
+        float m = x[0];
+        int am = 0;
+        for (int v = 1; v < vocab; v++)
+            if (x[v] > m) { m = x[v]; am = v; }   /* strict: the first maximum wins, as argmax */
+        double s = 0.0;
+        for (int v = 0; v < vocab; v++) s += (double)expf(x[v] - m);
+        if (!isfinite(m) || !isfinite(s)) {
+            seterr(err, "non-finite logits at continuation position %d", i);
+            return -1;
+        }
+        sum_ll += ((double)x[t] - (double)m) - log(s);
+        if (am != t) all_greedy = 0;
+    }
+    *ll = sum_ll;
+    *greedy = all_greedy;
+    return 0;
+}
+
+void ae_zs_decide(const double *lls, const double *len, int n, int *pred, int *pred_norm) {
+    int p = 0, q = 0;
+    for (int i = 1; i < n; i++) {
+        if (lls[i] > lls[p]) p = i;
+        if (lls[i] / len[i] > lls[q] / len[q]) q = i;
+    }
+    *pred = p;
+    *pred_norm = q;
+}
+
+void ae_zs_mean_stderr(const double *x, long n, double *mean, double *stderr_) {
+    double s = 0.0;
+    for (long i = 0; i < n; i++) s += x[i];
+    double mu = n > 0 ? s / (double)n : NAN;
+    double ss = 0.0;
+    for (long i = 0; i < n; i++) ss += (x[i] - mu) * (x[i] - mu);
+    *mean = mu;
+    *stderr_ = n > 1 ? sqrt(ss / (double)(n - 1)) / sqrt((double)n) : NAN;
+}
+
+/* ---- encoding ------------------------------------------------------------------------------------ */
+static int py_isspace(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' ||
+           (c >= 0x1c && c <= 0x1f);
+}
+
+static int prefix_token(const ae_tokenizer *tok) {
+    int b = ae_tokenizer_bos(tok);
+    return b >= 0 ? b : ae_tokenizer_eos(tok);
+}
+
+int ae_zs_encode_pair(const ae_tokenizer *tok, const char *context, const char *continuation,
+                      int add_bos, ae_zs_ids *out, char *err) {
+    memset(out, 0, sizeof *out);
+    size_t lc = strlen(context), lk = strlen(continuation);
+    int *whole = NULL, *ctx = NULL;
+    size_t nw = 0, nc = 0;
+    if (lc == 0) {
+        /* TemplateLM.loglikelihood: context "" -> ([prefix_token_id], tok_encode(continuation)) */
+        if (ae_tokenize(tok, continuation, lk, 0, &whole, &nw, err)) return -1;
+    } else {
+        size_t keep = lc;   /* n_spaces = len(context) - len(context.rstrip()) */
+        while (keep > 0 && py_isspace((unsigned char)context[keep - 1])) keep--;
+        char *joined = malloc(lc + lk + 1);
+        if (!joined) { seterr(err, "out of memory"); return -1; }
+        memcpy(joined, context, lc);
+        memcpy(joined + lc, continuation, lk + 1);
+        /* whole = enc(context + continuation) (the moved spaces sit between them either way) */
+        int rc = ae_tokenize(tok, joined, lc + lk, add_bos, &whole, &nw, err);
+        free(joined);
+        if (rc) return -1;
+        if (keep > 0 || add_bos) {
+            if (ae_tokenize(tok, context, keep, add_bos, &ctx, &nc, err)) { free(whole); return -1; }
+        }
+        if (nc > nw) nc = nw;   /* continuation = whole[len(ctx):] is then empty: reported below */
+        /* continuation tokens: whole[len(ctx):]; the context fed to the model is ctx itself */
+        memmove(whole, whole + nc, (nw - nc) * sizeof *whole);
+        nw -= nc;
+    }
+    if (nw == 0) {
+        seterr(err, "continuation '%.60s' encodes to no tokens after the context", continuation);
+        free(whole); free(ctx);
+        return -1;
+    }
+    if (nc == 0) {   /* empty context: [prefix_token_id] as lm-eval does */
+        free(ctx);
+        ctx = malloc(sizeof *ctx);
+        if (!ctx) { free(whole); seterr(err, "out of memory"); return -1; }
+        ctx[0] = prefix_token(tok);
+        nc = 1;
+        if (ctx[0] < 0) { free(ctx); free(whole); seterr(err, "empty context and the tokenizer has neither BOS nor EOS"); return -1; }
+    }
+    out->ctx = ctx;   out->n_ctx = (int)nc;
+    out->cont = whole; out->n_cont = (int)nw;
+    return 0;
+}
+
+void ae_zs_encoded_free(ae_zs_encoded *e) {
+    if (!e) return;
+    if (e->req)
+        for (long i = 0; i < e->set->n_requests; i++) { free(e->req[i].ctx); free(e->req[i].cont); }
+    free(e->req);
+    free(e->first);
+    free(e);
+}
+
+int ae_zs_encode_set(const ae_tokenizer *tok, const ad_zs_set *set, int add_bos,
+                     ae_zs_encoded **out, char *err) {
+    *out = NULL;
+    ae_zs_encoded *e = calloc(1, sizeof *e);
+    if (!e) { seterr(err, "out of memory"); return -1; }
+    e->set = set;
+    e->req = calloc((size_t)(set->n_requests > 0 ? set->n_requests : 1), sizeof *e->req);
+    e->first = calloc((size_t)set->n_docs + 1, sizeof *e->first);
+    if (!e->req || !e->first) { ae_zs_encoded_free(e); seterr(err, "out of memory"); return -1; }
+    long r = 0;
+    for (int d = 0; d < set->n_docs; d++) {
+        e->first[d] = (int)r;
+        for (int j = 0; j < set->docs[d].n_req; j++, r++) {
+            const ad_zs_request *q = &set->docs[d].req[j];
+            if (ae_zs_encode_pair(tok, q->context, q->continuation, add_bos, &e->req[r], err)) {
+                prefix_err(err, "task %s, document %d, choice %d", set->task->name, d + 1, j + 1);
+                ae_zs_encoded_free(e);
+                return -1;
+            }
+            e->n_tokens += e->req[r].n_ctx + e->req[r].n_cont;
+        }
+    }
+    e->first[set->n_docs] = (int)r;
+    *out = e;
+    return 0;
+}
+
+/* ---- the LM over an ae_runner -------------------------------------------------------------------- */
+static int runner_forward(void *ctx, const int *tokens, int T, int pos, int logits_from,
+                          float *logits, char *err) {
+    return ae_forward((ae_runner *)ctx, tokens, T, pos, logits_from, logits, err);
+}
+static void runner_truncate(void *ctx, int pos) { ae_runner_truncate((ae_runner *)ctx, pos); }
+
+ae_zs_lm ae_zs_lm_from_runner(ae_runner *r, int max_seq) {
+    ae_zs_lm lm;
+    lm.ctx = r;
+    lm.vocab = ae_runner_model(r)->cfg.vocab_size;
+    lm.max_len = max_seq;
+    lm.forward = runner_forward;
+    lm.truncate = runner_truncate;
+    return lm;
+}
+
+/* ---- the request loop ---------------------------------------------------------------------------- */
+int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result *res,
+                       ae_zs_progress_fn progress, void *progress_ctx, long progress_base,
+                       char *err) {
+    const ad_zs_set *set = e->set;
+    const char *tname = set->task->name;
+    double t0 = ax_now();
+    memset(res, 0, sizeof *res);
+    res->acc = res->acc_stderr = res->acc_norm = res->acc_norm_stderr = NAN;
+    res->ppl = res->ppl_stderr = res->mean_ll = NAN;
+    int V = lm->vocab, maxlen = lm->max_len;
+    int max_cont = 1, max_choices = 1, max_seq = 1;
+    for (long r = 0; r < set->n_requests; r++) {
+        const ae_zs_ids *q = &e->req[r];
+        if (q->n_cont > maxlen) continue;   /* its document is skipped below */
+        if (q->n_cont > max_cont) max_cont = q->n_cont;
+        int L = q->n_ctx + q->n_cont - 1;
+        if (L > max_seq) max_seq = L;
+    }
+    if (max_seq > maxlen) max_seq = maxlen;
+    for (int d = 0; d < set->n_docs; d++)
+        if (set->docs[d].n_req > max_choices) max_choices = set->docs[d].n_req;
+    float *rows = malloc((size_t)max_cont * (size_t)V * sizeof *rows);
+    float *saved = malloc((size_t)V * sizeof *saved);
+    int *cached = malloc((size_t)max_seq * sizeof *cached);
+    int *seq = malloc((size_t)max_seq * sizeof *seq);
+    double *lls = malloc((size_t)max_choices * sizeof *lls);
+    int *greedy = malloc((size_t)max_choices * sizeof *greedy);
+    double *x_acc = malloc((size_t)(set->n_docs + 1) * sizeof *x_acc);
+    double *x_norm = malloc((size_t)(set->n_docs + 1) * sizeof *x_norm);
+    double *x_ll = malloc((size_t)(set->n_docs + 1) * sizeof *x_ll);
+    int rc = 0;
+    if (!rows || !saved || !cached || !seq || !lls || !greedy || !x_acc || !x_norm || !x_ll) {
+        seterr(err, "out of memory (logits for %d positions of a %d-token vocabulary)", max_cont, V);
+        rc = -1;
+        goto done;
+    }
+    int ncached = 0, row_len = 0;   /* tokens held by the LM; context length of `saved` (0: none) */
+    lm->truncate(lm->ctx, 0);
+    long done_req = 0, nd = 0;   /* nd: documents scored */
+    for (int d = 0; d < set->n_docs && !rc; d++) {
+        const ad_zs_doc *doc = &set->docs[d];
+        int too_long = 0;
+        for (int j = 0; j < doc->n_req; j++) too_long |= e->req[e->first[d] + j].n_cont > maxlen;
+        if (too_long) {
+            res->skipped++;
+            done_req += doc->n_req;
+            if (progress) progress(progress_ctx, progress_base + done_req);
+            continue;
+        }
+        for (int j = 0; j < doc->n_req; j++) {
+            const ae_zs_ids *q = &e->req[e->first[d] + j];
+            int nc = q->n_ctx, nn = q->n_cont;
+            /* HFLM._loglikelihood_tokens: inp = (ctx + cont)[-(max_length+1):][:-1] */
+            int total = nc + nn - 1, drop = total > maxlen ? total - maxlen : 0;
+            int Lc = nc - drop, L = total - drop;     /* Lc >= 1 since nn <= maxlen */
+            memcpy(seq, q->ctx + drop, (size_t)Lc * sizeof *seq);
+            memcpy(seq + Lc, q->cont, (size_t)(nn - 1) * sizeof *seq);
+            if (row_len == Lc && ncached >= Lc && !memcmp(cached, seq, (size_t)Lc * sizeof *seq)) {
+                /* same context as before: its last-position logits are kept, only the
+                 * continuation is run */
+                lm->truncate(lm->ctx, Lc);
+                memcpy(rows, saved, (size_t)V * sizeof *rows);
+                if (nn > 1 &&
+                    (rc = lm->forward(lm->ctx, seq + Lc, nn - 1, Lc, 0, rows + V, err))) break;
+            } else {
+                int p = 0;   /* longest common prefix with the cached tokens, < Lc */
+                while (p < ncached && p < Lc - 1 && cached[p] == seq[p]) p++;
+                lm->truncate(lm->ctx, p);
+                if ((rc = lm->forward(lm->ctx, seq + p, L - p, p, Lc - 1 - p, rows, err))) break;
+                memcpy(saved, rows, (size_t)V * sizeof *saved);
+                row_len = Lc;
+            }
+            memcpy(cached, seq, (size_t)L * sizeof *seq);
+            ncached = L;
+            if ((rc = ae_zs_score_rows(rows, nn, V, q->cont, &lls[j], &greedy[j], err))) break;
+            res->tokens += L;
+            done_req++;
+            if (progress) progress(progress_ctx, progress_base + done_req);
+        }
+        if (rc) {
+            prefix_err(err, "task %s, document %d", tname, d + 1);
+            break;
+        }
+        if (set->task->kind == AD_ZS_LOGLIKELIHOOD) {
+            x_acc[nd] = greedy[0] ? 1.0 : 0.0;    /* lambada acc: is_greedy */
+            x_ll[nd] = lls[0];
+            x_norm[nd] = 0.0;
+        } else {
+            int pred, pred_norm;
+            ae_zs_decide(lls, doc->choice_len, doc->n_req, &pred, &pred_norm);
+            x_acc[nd] = pred == doc->gold ? 1.0 : 0.0;
+            x_norm[nd] = pred_norm == doc->gold ? 1.0 : 0.0;
+            x_ll[nd] = lls[doc->gold];
+        }
+        nd++;
+    }
+    if (!rc && nd == 0) {
+        seterr(err, "task %s: all %d documents have a continuation longer than the model's %d positions",
+               tname, set->n_docs, maxlen);
+        rc = -1;
+    }
+    if (!rc) {
+        unsigned m = set->task->metrics;
+        res->n = nd;
+        res->requests = done_req;
+        if (m & AD_ZS_ACC) ae_zs_mean_stderr(x_acc, nd, &res->acc, &res->acc_stderr);
+        if (m & AD_ZS_ACC_NORM)
+            ae_zs_mean_stderr(x_norm, nd, &res->acc_norm, &res->acc_norm_stderr);
+        double se_ll;
+        ae_zs_mean_stderr(x_ll, nd, &res->mean_ll, &se_ll);
+        if (m & AD_ZS_PPL) {
+            res->ppl = exp(-res->mean_ll);       /* metrics.py perplexity: exp(-mean(items)) */
+            res->ppl_stderr = res->ppl * se_ll;  /* delta method (lm-eval bootstraps instead) */
+        }
+    }
+done:
+    free(rows); free(saved); free(cached); free(seq); free(lls); free(greedy);
+    free(x_acc); free(x_norm); free(x_ll);
+    res->seconds = ax_now() - t0;
+    return rc;
+}
+
+/* ---- the whole evaluation ------------------------------------------------------------------------ */
+static void put_num(cJSON *o, const char *key, double v) {
+    if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+    else cJSON_AddNullToObject(o, key);
+}
+
+typedef struct { ax_progress bar; } zs_progress;
+static void progress_cb(void *ctx, long done) { ax_progress_update(&((zs_progress *)ctx)->bar, done); }
+
+static const char *base_name(const char *dir, char *buf, size_t len) {
+    snprintf(buf, len, "%s", dir);
+    size_t n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
+    const char *s = strrchr(buf, '/');
+    return s ? s + 1 : buf;
+}
+
+/* The Atom/QuaRot average: acc_norm where the task defines it, else acc. */
+static double task_headline(const ad_zs_task *t, const ae_zs_result *r) {
+    return (t->metrics & AD_ZS_ACC_NORM) ? r->acc_norm : r->acc;
+}
+
+int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
+    *doc_out = NULL;
+    char root[AX_PATH_LEN], tokpath[AX_PATH_LEN], name[1024];
+    if (o->n_tasks < 1 || o->n_modes < 1) { seterr(err, "no tasks or no modes given"); return -1; }
+    if (o->data_root) snprintf(root, sizeof root, "%s", o->data_root);
+    else if (ax_data_root(root, sizeof root, err)) return -1;
+    /* validate names before any heavy work */
+    aq_mode *modes = calloc((size_t)o->n_modes, sizeof *modes);
+    const ad_zs_task **tasks = calloc((size_t)o->n_tasks, sizeof *tasks);
+    ad_zs_set **sets = calloc((size_t)o->n_tasks, sizeof *sets);
+    ae_zs_encoded **enc = calloc((size_t)o->n_tasks, sizeof *enc);
+    ae_zs_result *res = calloc((size_t)o->n_tasks, sizeof *res);
+    ae_model *m = NULL;
+    ae_tokenizer *tok = NULL;
+    ae_calib *calib = NULL;
+    ae_runner *runner = NULL;
+    cJSON *doc = NULL;
+    int rc = -1;
+    if (!modes || !tasks || !sets || !enc || !res) { seterr(err, "out of memory"); goto out; }
+    for (int i = 0; i < o->n_modes; i++)
+        if (aq_mode_parse(o->modes[i], &modes[i], err)) { prefix_err(err, "--modes"); goto out; }
+    for (int i = 0; i < o->n_tasks; i++) {
+        if (!(tasks[i] = ad_zs_task_find(o->tasks[i]))) {
+            char list[256] = "";
+            for (int k = 0; ad_zs_tasks[k].name; k++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "", ad_zs_tasks[k].name);
+            seterr(err, "unknown task '%s' (known: %s)", o->tasks[i], list);
+            goto out;
+        }
+        for (int k = 0; k < i; k++)
+            if (tasks[k] == tasks[i]) { seterr(err, "task '%s' given twice", o->tasks[i]); goto out; }
+    }
+    if (o->tokenizer) snprintf(tokpath, sizeof tokpath, "%s", o->tokenizer);
+    else snprintf(tokpath, sizeof tokpath, "%.4000s/tokenizer.json", o->model_dir);
+    if (ae_model_load(o->model_dir, &m, err)) goto out;
+    if (ae_tokenizer_load(tokpath, &tok, err)) goto out;
+    if (ae_tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
+        seterr(err, "%s: %d tokens but the model %s has a vocabulary of %d", tokpath,
+               ae_tokenizer_vocab_size(tok), o->model_dir, m->cfg.vocab_size);
+        goto out;
+    }
+    long total_req = 0;
+    int max_seq = 1;
+    for (int i = 0; i < o->n_tasks; i++) {
+        if (ad_zs_load(tasks[i], root, o->limit, &sets[i], err)) goto out;
+        if (o->log && tasks[i]->alt_file)
+            fprintf(o->log, "%s: %s (%s)\n", tasks[i]->name, sets[i]->variant, sets[i]->path);
+        if (ae_zs_encode_set(tok, sets[i], o->bos, &enc[i], err)) goto out;
+        total_req += sets[i]->n_requests;
+        for (long r = 0; r < sets[i]->n_requests; r++) {
+            int L = enc[i]->req[r].n_ctx + enc[i]->req[r].n_cont - 1;
+            if (L > max_seq) max_seq = L;
+        }
+    }
+    if (max_seq > m->cfg.max_pos) max_seq = m->cfg.max_pos;
+
+    doc = ax_envelope_new("eval zeroshot");
+    cJSON *jm = cJSON_AddObjectToObject(doc, "model");
+    cJSON_AddStringToObject(jm, "name", base_name(o->model_dir, name, sizeof name));
+    cJSON_AddStringToObject(jm, "dir", o->model_dir);
+    cJSON_AddStringToObject(jm, "dtype", m->dtype);
+    cJSON_AddStringToObject(jm, "tokenizer", tokpath);
+    cJSON_AddNumberToObject(jm, "max_position_embeddings", m->cfg.max_pos);
+    cJSON *jp = cJSON_AddObjectToObject(doc, "protocol");
+    cJSON_AddStringToObject(jp, "scoring",
+        "lm-evaluation-harness: sum of continuation log-probs; _encode_pair split; acc, acc_norm "
+        "(ll / len(choice) in characters); stderr = sample std / sqrt(n); num_fewshot 0");
+    cJSON_AddStringToObject(jp, "target_delimiter", " ");
+    cJSON_AddBoolToObject(jp, "bos", o->bos != 0);
+    cJSON_AddStringToObject(jp, "bos_note", o->bos ?
+        "BOS prepended (lm-eval add_bos_token=True; lm-eval >= PR #3347 for LLaMA tokenizers)" :
+        "no BOS (lm-eval HFLM add_bos_token=False default up to v0.4.9, as in Atom/QuaRot)");
+    if (o->limit > 0) cJSON_AddNumberToObject(jp, "limit", (double)o->limit);
+    else cJSON_AddNullToObject(jp, "limit");
+    cJSON_AddNumberToObject(jp, "max_length", max_seq);
+    cJSON_AddStringToObject(jp, "gemm", o->gemm == AE_GEMM_EXACT ? "exact" : "fake");
+    cJSON_AddBoolToObject(jp, "kv4", o->kv4 != 0);
+    cJSON_AddStringToObject(jp, "average", "mean over tasks of acc_norm where defined, else acc (Atom/QuaRot)");
+    cJSON_AddStringToObject(jp, "perplexity_stderr", "delta method: ppl * stderr(mean ll) (lm-eval bootstraps)");
+    cJSON_AddStringToObject(doc, "data_root", root);
+    cJSON *jt = cJSON_AddArrayToObject(doc, "tasks");
+    for (int i = 0; i < o->n_tasks; i++) {
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "name", tasks[i]->name);
+        cJSON_AddStringToObject(t, "file", sets[i]->path);
+        cJSON_AddStringToObject(t, "sha256", sets[i]->sha256);
+        cJSON_AddStringToObject(t, "prompts", sets[i]->variant);
+        cJSON_AddStringToObject(t, "source", tasks[i]->source);
+        cJSON_AddNumberToObject(t, "docs", sets[i]->n_docs);
+        cJSON_AddNumberToObject(t, "docs_in_file", sets[i]->n_total);
+        cJSON_AddNumberToObject(t, "requests", (double)sets[i]->n_requests);
+        cJSON_AddNumberToObject(t, "tokens", (double)enc[i]->n_tokens);
+        cJSON *mt = cJSON_AddArrayToObject(t, "metrics");
+        if (tasks[i]->metrics & AD_ZS_ACC) cJSON_AddItemToArray(mt, cJSON_CreateString("acc"));
+        if (tasks[i]->metrics & AD_ZS_ACC_NORM) cJSON_AddItemToArray(mt, cJSON_CreateString("acc_norm"));
+        if (tasks[i]->metrics & AD_ZS_PPL) cJSON_AddItemToArray(mt, cJSON_CreateString("perplexity"));
+        cJSON_AddItemToArray(jt, t);
+    }
+    cJSON *jr = cJSON_AddArrayToObject(doc, "results");
+    int first_applicable = -1;
+    for (int mi = 0; mi < o->n_modes; mi++) {
+        cJSON *jmode = cJSON_CreateObject();
+        cJSON_AddItemToArray(jr, jmode);
+        cJSON_AddStringToObject(jmode, "mode", modes[mi].name);
+        char merr[AX_ERR_LEN];
+        if (ae_mode_check(m, &modes[mi], merr)) {
+            cJSON_AddBoolToObject(jmode, "applicable", 0);
+            cJSON_AddStringToObject(jmode, "reason", merr);
+            if (o->log) fprintf(o->log, "%s: not applicable: %s\n", modes[mi].name, merr);
+            continue;
+        }
+        cJSON_AddBoolToObject(jmode, "applicable", 1);
+        if (first_applicable < 0) first_applicable = mi;
+        if (modes[mi].kind == AQ_KIND_ATOM && !calib) {
+            int seqlen = m->cfg.max_pos < 2048 ? m->cfg.max_pos : 2048;
+            char cpath[AX_PATH_LEN];
+            if (ae_calib_obtain(m, tok, seqlen, 128, o->calib_dir ? o->calib_dir : ".", o->nthreads,
+                                o->log, &calib, cpath, err)) {
+                prefix_err(err, "mode %s", modes[mi].name);
+                goto out;
+            }
+        }
+        if (modes[mi].kind == AQ_KIND_ATOM)
+            cJSON_AddStringToObject(jmode, "calibration", "WikiText-2 validation split (train split not available)");
+        ae_run_opts ro = {modes[mi], o->gemm, o->kv4, o->nthreads, max_seq};
+        double t0 = ax_now();
+        if (ae_runner_build(m, &ro, modes[mi].kind == AQ_KIND_ATOM ? calib : NULL, &runner, err)) {
+            prefix_err(err, "mode %s", modes[mi].name);
+            goto out;
+        }
+        ae_zs_lm lm = ae_zs_lm_from_runner(runner, max_seq);
+        zs_progress pg;
+        ax_progress_start(&pg.bar, modes[mi].name, total_req, "req");
+        long base = 0;
+        for (int i = 0; i < o->n_tasks; i++) {
+            if (ae_zs_eval_encoded(&lm, enc[i], &res[i], progress_cb, &pg, base, err)) {
+                ax_progress_end(&pg.bar, base);
+                prefix_err(err, "mode %s", modes[mi].name);
+                goto out;
+            }
+            base += sets[i]->n_requests;
+        }
+        ax_progress_end(&pg.bar, base);
+        ae_runner_free(runner);
+        runner = NULL;
+        double secs = ax_now() - t0, avg = 0.0;
+        cJSON *jts = cJSON_AddObjectToObject(jmode, "tasks");
+        for (int i = 0; i < o->n_tasks; i++) {
+            cJSON *t = cJSON_AddObjectToObject(jts, tasks[i]->name);
+            unsigned mt = tasks[i]->metrics;
+            if (mt & AD_ZS_ACC) { put_num(t, "acc", res[i].acc); put_num(t, "acc_stderr", res[i].acc_stderr); }
+            if (mt & AD_ZS_ACC_NORM) {
+                put_num(t, "acc_norm", res[i].acc_norm);
+                put_num(t, "acc_norm_stderr", res[i].acc_norm_stderr);
+            }
+            if (mt & AD_ZS_PPL) {
+                put_num(t, "perplexity", res[i].ppl);
+                put_num(t, "perplexity_stderr", res[i].ppl_stderr);
+            }
+            put_num(t, "mean_ll_gold", res[i].mean_ll);
+            cJSON_AddNumberToObject(t, "n", (double)res[i].n);
+            cJSON_AddNumberToObject(t, "skipped", (double)res[i].skipped);
+            if (res[i].skipped && o->log && mi == first_applicable)
+                fprintf(o->log, "%s: %ld of %d documents left out: a continuation is longer than the "
+                                "model's %d positions\n", tasks[i]->name, res[i].skipped,
+                        sets[i]->n_docs, max_seq);
+            cJSON_AddNumberToObject(t, "requests", (double)res[i].requests);
+            cJSON_AddNumberToObject(t, "tokens_forwarded", (double)res[i].tokens);
+            cJSON_AddNumberToObject(t, "seconds", res[i].seconds);
+            avg += task_headline(tasks[i], &res[i]);
+        }
+        put_num(jmode, "average", avg / o->n_tasks);
+        cJSON_AddNumberToObject(jmode, "seconds", secs);
+        cJSON_AddNumberToObject(jmode, "requests", (double)total_req);
+        put_num(jmode, "requests_per_s", secs > 0 ? (double)total_req / secs : NAN);
+    }
+    *doc_out = doc;
+    doc = NULL;
+    rc = 0;
+out:
+    ae_runner_free(runner);
+    ae_calib_free(calib);
+    for (int i = 0; i < o->n_tasks && enc; i++) ae_zs_encoded_free(enc[i]);
+    for (int i = 0; i < o->n_tasks && sets; i++) ad_zs_set_free(sets[i]);
+    ae_tokenizer_free(tok);
+    ae_model_free(m);
+    cJSON_Delete(doc);
+    free(modes); free(tasks); free(sets); free(enc); free(res);
+    return rc;
+}
+
+/* ---- the table ----------------------------------------------------------------------------------- */
+static double jnum(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static void cell(char *buf, size_t len, double v, double se, int ppl) {
+    if (!isfinite(v)) snprintf(buf, len, "-");
+    else if (ppl && v >= 1000) snprintf(buf, len, isfinite(se) ? "%.4g±%.3g" : "%.4g", v, se);
+    else if (ppl) snprintf(buf, len, isfinite(se) ? "%.2f±%.2f" : "%.2f", v, se);
+    else snprintf(buf, len, isfinite(se) ? "%.4f±%.4f" : "%.4f", v, se);
+}
+
+void ae_zs_print_table(FILE *f, const cJSON *doc) {
+    const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(doc, "tasks");
+    const cJSON *results = cJSON_GetObjectItemCaseSensitive(doc, "results");
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(doc, "model");
+    const cJSON *proto = cJSON_GetObjectItemCaseSensitive(doc, "protocol");
+    const cJSON *t, *r;
+    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(model, "name");
+    const cJSON *lim = cJSON_GetObjectItemCaseSensitive(proto, "limit");
+    fprintf(f, "zero-shot (lm-eval scoring), model %s, %s, %s\n", cJSON_IsString(mn) ? mn->valuestring : "?",
+            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(proto, "bos")) ? "BOS" : "no BOS",
+            cJSON_IsNumber(lim) ? "limited (--limit)" : "full sets");
+    fprintf(f, "%-15s %-9s %6s", "task", "metric", "n");
+    cJSON_ArrayForEach(r, results) {
+        const cJSON *mode = cJSON_GetObjectItemCaseSensitive(r, "mode");
+        fprintf(f, " %18s", cJSON_IsString(mode) ? mode->valuestring : "?");
+    }
+    fputc('\n', f);
+    static const char *const metric[3] = {"acc", "acc_norm", "perplexity"};
+    static const char *const shown[3] = {"acc", "acc_norm", "ppl"};
+    cJSON_ArrayForEach(t, tasks) {
+        const char *tn = cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring;
+        const cJSON *ms = cJSON_GetObjectItemCaseSensitive(t, "metrics"), *mm;
+        cJSON_ArrayForEach(mm, ms) {
+            int k = !strcmp(mm->valuestring, "acc") ? 0 : !strcmp(mm->valuestring, "acc_norm") ? 1 : 2;
+            double n = jnum(t, "docs");   /* documents scored: from the first applicable mode */
+            cJSON_ArrayForEach(r, results)
+                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "applicable"))) {
+                    n = jnum(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "tasks"), tn), "n");
+                    break;
+                }
+            fprintf(f, "%-15s %-9s %6.0f", tn, shown[k], n);
+            cJSON_ArrayForEach(r, results) {
+                char c[64], se_key[64];
+                const cJSON *tr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r, "tasks"), tn);
+                snprintf(se_key, sizeof se_key, "%s_stderr", metric[k]);
+                if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "applicable"))) snprintf(c, sizeof c, "n/a");
+                else cell(c, sizeof c, jnum(tr, metric[k]), jnum(tr, se_key), k == 2);
+                fprintf(f, " %18s", c);
+            }
+            fputc('\n', f);
+        }
+    }
+    fprintf(f, "%-15s %-9s %6s", "average", "norm|acc", "");
+    cJSON_ArrayForEach(r, results) {
+        char c[64];
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "applicable"))) snprintf(c, sizeof c, "n/a");
+        else cell(c, sizeof c, jnum(r, "average"), NAN, 0);
+        fprintf(f, " %18s", c);
+    }
+    fputc('\n', f);
+    fprintf(f, "%-15s %-9s %6s", "time", "s (req/s)", "");
+    cJSON_ArrayForEach(r, results) {
+        char c[64];
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "applicable"))) snprintf(c, sizeof c, "-");
+        else snprintf(c, sizeof c, "%.0f (%.1f)", jnum(r, "seconds"), jnum(r, "requests_per_s"));
+        fprintf(f, " %18s", c);
+    }
+    fputc('\n', f);
+}

@@ -1,0 +1,327 @@
+// ak_bench.cu — benchmark primitives for apex4 bench gemm (kernels/ak.h): cuBLAS FP16 and INT8
+// baselines, the apex4 GEMM kernels, the activation quantizer and a device-to-device copy, all timed
+// with CUDA events around each run after a warm-up; medians are taken by the caller's numbers here.
+// Inputs come from a counter hash on the device (never zeros) and rotate over enough copies that
+// their total is >= 3x the L2, so each run reads its operands from HBM (METHOD.md "Time properly").
+#include "ak_internal.cuh"
+
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+struct ak_bench {
+    cublasHandle_t h;
+    cudaStream_t st;
+    long l2;
+    size_t free_mem;
+};
+
+namespace {
+
+__device__ __forceinline__ uint32_t hash32(uint64_t i, uint32_t seed) {
+    uint32_t x = (uint32_t)i * 0x9E3779B1u ^ (uint32_t)(i >> 32) * 0x85EBCA77u ^ seed * 0xC2B2AE3Du;
+    x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; x ^= x >> 16;
+    return x;
+}
+
+// Random bytes; a zero byte is replaced by 0x11 so that no code pair is all zero.
+__global__ void fill_bytes(uint8_t *p, size_t n, uint32_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint8_t b = (uint8_t)hash32(i, seed);
+        p[i] = b ? b : 0x11;
+    }
+}
+// Uniform fp16 in [lo, hi).
+__global__ void fill_half(__half *p, size_t n, uint32_t seed, float lo, float hi) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float u = (hash32(i, seed) >> 8) * (1.0f / 16777216.0f);
+        p[i] = __float2half_rn(lo + (hi - lo) * u);
+    }
+}
+// Sub-scales u in 1..15.
+__global__ void fill_sub(uint8_t *p, size_t n, uint32_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        p[i] = (uint8_t)(1 + hash32(i, seed) % 15);
+}
+
+struct pool {   // device allocations of one benchmark case
+    std::vector<void *> p;
+    ~pool() { for (void *q : p) cudaFree(q); }
+    template <class T> T *get(size_t bytes, char *err, const char *what) {
+        void *q = nullptr;
+        if (cudaMalloc(&q, bytes ? bytes : 16) != cudaSuccess) {
+            cudaGetLastError();
+            if (err) snprintf(err, AX_ERR_LEN, "bench: cudaMalloc of %zu bytes for %s failed", bytes, what);
+            return nullptr;
+        }
+        p.push_back(q);
+        return static_cast<T *>(q);
+    }
+};
+
+int copies_for(const ak_bench *b, size_t set_bytes) {
+    size_t want = 3 * (size_t)b->l2;
+    int r = (int)((want + set_bytes - 1) / set_bytes);
+    return std::max(1, std::min(r, 256));
+}
+
+double median(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Time fn(i) for warmup + runs calls (i = call index, for rotation), each between two events.
+template <class F>
+int time_runs(ak_bench *b, int warmup, int runs, F fn, double *med, double *mn, double *mx, char *err) {
+    std::vector<cudaEvent_t> ev(2 * (size_t)runs);
+    int rc = -1;
+    int made = 0;
+    for (auto &e : ev) {
+        if (cudaEventCreate(&e) != cudaSuccess) { if (err) snprintf(err, AX_ERR_LEN, "bench: cudaEventCreate failed"); goto done; }
+        made++;
+    }
+    for (int i = 0; i < warmup; i++)
+        if (fn(i)) goto done;
+    for (int i = 0; i < runs; i++) {
+        cudaEventRecord(ev[2 * i], b->st);
+        if (fn(warmup + i)) goto done;
+        cudaEventRecord(ev[2 * i + 1], b->st);
+    }
+    {
+        cudaError_t e = cudaStreamSynchronize(b->st);
+        if (e != cudaSuccess) { if (err) snprintf(err, AX_ERR_LEN, "bench: run failed: %s", cudaGetErrorString(e)); goto done; }
+        std::vector<float> t(runs);
+        for (int i = 0; i < runs; i++) cudaEventElapsedTime(&t[i], ev[2 * i], ev[2 * i + 1]);
+        *med = median(t);
+        if (mn) *mn = *std::min_element(t.begin(), t.end());
+        if (mx) *mx = *std::max_element(t.begin(), t.end());
+        rc = 0;
+    }
+done:
+    for (int i = 0; i < made; i++) cudaEventDestroy(ev[i]);
+    return rc;
+}
+
+void fillb(ak_bench *b, uint8_t *p, size_t n, uint32_t seed) { fill_bytes<<<1024, 256, 0, b->st>>>(p, n, seed); }
+void fillh(ak_bench *b, __half *p, size_t n, uint32_t seed, float lo, float hi) {
+    fill_half<<<1024, 256, 0, b->st>>>(p, n, seed, lo, hi);
+}
+
+
+}  // namespace
+
+extern "C" int ak_device_info(ak_devinfo *d, char *err) {
+    memset(d, 0, sizeof *d);
+    cudaDeviceProp p;
+    cudaError_t e = cudaGetDeviceProperties(&p, 0);
+    if (e != cudaSuccess) { if (err) snprintf(err, AX_ERR_LEN, "no CUDA device: %s", cudaGetErrorString(e)); return -1; }
+    snprintf(d->name, sizeof d->name, "%.127s", p.name);
+    d->sms = p.multiProcessorCount; d->cc_major = p.major; d->cc_minor = p.minor;
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrClockRate, 0) == cudaSuccess) d->sm_clock_mhz = v / 1000;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMemoryClockRate, 0) == cudaSuccess) d->mem_clock_mhz = v / 1000;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrGlobalMemoryBusWidth, 0) == cudaSuccess) d->mem_bus_bits = v;
+    d->l2_bytes = p.l2CacheSize;
+    d->mem_gib = (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0);
+    cudaDriverGetVersion(&d->driver);
+    cudaRuntimeGetVersion(&d->runtime);
+    cudaGetLastError();
+    return 0;
+}
+
+extern "C" int ak_bench_new(ak_bench **out, char *err) {
+    *out = nullptr;
+    if (ak_device_count() < 1) { if (err) snprintf(err, AX_ERR_LEN, "no CUDA device"); return -1; }
+    ak_bench *b = (ak_bench *)calloc(1, sizeof *b);
+    if (!b) { if (err) snprintf(err, AX_ERR_LEN, "bench: out of memory"); return -1; }
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess || cudaStreamCreate(&b->st) != cudaSuccess) {
+        if (err) snprintf(err, AX_ERR_LEN, "bench: cannot set up device 0");
+        free(b);
+        return -1;
+    }
+    b->l2 = p.l2CacheSize;
+    if (cublasCreate(&b->h) != CUBLAS_STATUS_SUCCESS) {
+        if (err) snprintf(err, AX_ERR_LEN, "bench: cublasCreate failed");
+        cudaStreamDestroy(b->st);
+        free(b);
+        return -1;
+    }
+    cublasSetStream(b->h, b->st);
+    *out = b;
+    return 0;
+}
+
+extern "C" void ak_bench_free(ak_bench *b) {
+    if (!b) return;
+    cublasDestroy(b->h);
+    cudaStreamDestroy(b->st);
+    free(b);
+}
+
+extern "C" int ak_bench_copy(ak_bench *b, size_t bytes, int runs, double *gbs, char *err) {
+    pool P;
+    uint8_t *s = P.get<uint8_t>(bytes, err, "copy source"), *d = P.get<uint8_t>(bytes, err, "copy destination");
+    if (!s || !d) return -1;
+    fillb(b, s, bytes, 7);
+    double med = 0;
+    auto fn = [&](int) { return cudaMemcpyAsync(d, s, bytes, cudaMemcpyDeviceToDevice, b->st) == cudaSuccess ? 0 : -1; };
+    if (time_runs(b, 3, runs, fn, &med, nullptr, nullptr, err)) return -1;
+    *gbs = 2.0 * (double)bytes / (med * 1e-3) / 1e9;
+    return 0;
+}
+
+extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_path path, int M, int N, int K,
+                             int warmup, int runs, double *ms_median, double *ms_min, double *ms_max, char *err) {
+    if (M < 1 || N < 1 || K < 1 || runs < 1 || warmup < 0) {
+        if (err) snprintf(err, AX_ERR_LEN, "bench: bad shape M=%d N=%d K=%d or runs=%d", M, N, K, runs);
+        return -1;
+    }
+    pool P;
+    const size_t MK = (size_t)M * K, NK = (size_t)N * K, MN = (size_t)M * N;
+    if (impl == AK_IMPL_CUBLAS_FP16 || impl == AK_IMPL_CUBLAS_INT8) {
+        const bool i8 = impl == AK_IMPL_CUBLAS_INT8;
+        if (i8 && (K % 4 || N % 4)) {
+            if (err) snprintf(err, AX_ERR_LEN, "cuBLAS INT8 needs K and N multiples of 4 (N=%d, K=%d)", N, K);
+            return -1;
+        }
+        const size_t esz = i8 ? 1 : 2, set = (MK + NK) * esz;
+        const int R = copies_for(b, set);
+        std::vector<void *> X(R), W(R);
+        for (int r = 0; r < R; r++) {
+            X[r] = P.get<uint8_t>(MK * esz, err, "X");
+            W[r] = P.get<uint8_t>(NK * esz, err, "W");
+            if (!X[r] || !W[r]) return -1;
+            if (i8) { fillb(b, (uint8_t *)X[r], MK, 100 + r); fillb(b, (uint8_t *)W[r], NK, 200 + r); }
+            else { fillh(b, (__half *)X[r], MK, 100 + r, -1.f, 1.f); fillh(b, (__half *)W[r], NK, 200 + r, -1.f, 1.f); }
+        }
+        void *Y = P.get<uint8_t>(MN * (i8 ? 4 : 2), err, "Y");
+        if (!Y) return -1;
+        // Row-major Y [M,N] = X [M,K] W^T is column-major Y^T [N,M] = W^T(op T of col-major [K,N]) X.
+        auto fn = [&](int i) {
+            int r = i % R;
+            cublasStatus_t s;
+            if (i8) {
+                const int32_t al = 1, be = 0;
+                s = cublasGemmEx(b->h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &al, W[r], CUDA_R_8I, K, X[r], CUDA_R_8I, K,
+                                 &be, Y, CUDA_R_32I, N, CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
+            } else {
+                const float al = 1.f, be = 0.f;
+                s = cublasGemmEx(b->h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &al, W[r], CUDA_R_16F, K, X[r], CUDA_R_16F, K,
+                                 &be, Y, CUDA_R_16F, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+            }
+            if (s != CUBLAS_STATUS_SUCCESS) {
+                if (err) snprintf(err, AX_ERR_LEN, "cublasGemmEx (%s) failed with status %d", i8 ? "int8" : "fp16", (int)s);
+                return -1;
+            }
+            return 0;
+        };
+        return time_runs(b, warmup, runs, fn, ms_median, ms_min, ms_max, err);
+    }
+
+    if (ak_supports(mode, K, err)) return -1;
+    const bool mixed = mode->kind == AQ_KIND_MIXED;
+    const int o = mode->kind == AQ_KIND_ATOM ? mode->outliers : 0;
+    ak_gemm_args base;
+    memset(&base, 0, sizeof base);
+    base.M = M; base.N = N;
+    base.epi = mixed ? AK_EPI_MIXED : AK_EPI_GROUP;
+    base.nparts = o > 0 ? 2 : 1;
+    size_t szA[2], szB[2], szsa[2], szsb[2], szu[2] = {0, 0}, set = 0;
+    for (int i = 0; i < base.nparts; i++) {
+        const int cols = i ? o : K - o, bits = i ? 8 : mode->xbits;
+        int g = i ? o : (mode->group ? mode->group : K);
+        if (g > cols) g = cols;
+        ak_gpart &Q = base.p[i];
+        Q.bits = bits;
+        Q.kb = bits == 4 ? cols / 2 : cols;
+        Q.gch = (bits == 4 ? g / 2 : g) / 16;
+        Q.G = (cols + g - 1) / g;
+        Q.ntiles = (Q.kb + 63) / 64;
+        szA[i] = (size_t)M * Q.kb; szB[i] = (size_t)N * Q.kb;
+        szsa[i] = (size_t)M * (mixed ? 1 : Q.G) * 2;
+        szsb[i] = (size_t)N * (mixed ? 1 : Q.G) * 2;
+        if (mixed) szu[i] = (size_t)N * Q.G;
+        set += szA[i] + szB[i] + szsa[i] + szsb[i] + szu[i];
+    }
+    const int R = copies_for(b, set);
+    std::vector<ak_gemm_args> sets(R, base);
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < base.nparts; i++) {
+            ak_gpart &Q = sets[r].p[i];
+            uint8_t *A = P.get<uint8_t>(szA[i], err, "X codes"), *B = P.get<uint8_t>(szB[i], err, "W codes");
+            __half *sa = P.get<__half>(szsa[i], err, "X scales"), *sb = P.get<__half>(szsb[i], err, "W scales");
+            if (!A || !B || !sa || !sb) return -1;
+            uint32_t sd = 1000u * (uint32_t)r + 10u * (uint32_t)i;
+            fillb(b, A, szA[i], sd + 1); fillb(b, B, szB[i], sd + 2);
+            fillh(b, sa, szsa[i] / 2, sd + 3, 0.004f, 0.06f);
+            fillh(b, sb, szsb[i] / 2, sd + 4, 0.004f, 0.06f);
+            if (mixed) {
+                uint8_t *u = P.get<uint8_t>(szu[i], err, "W sub-scales");
+                if (!u) return -1;
+                fill_sub<<<1024, 256, 0, b->st>>>(u, szu[i], sd + 5);
+                Q.u = u;
+            }
+            Q.A = A; Q.B = B; Q.sa = sa; Q.sb = sb;
+        }
+    __half *Y = P.get<__half>(MN * 2, err, "Y");
+    if (!Y) return -1;
+    for (auto &s : sets) s.Y = Y;
+    auto fn = [&](int i) { return ak_launch_gemm(sets[i % R], path, b->st, err); };
+    return time_runs(b, warmup, runs, fn, ms_median, ms_min, ms_max, err);
+}
+
+extern "C" int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, int warmup, int runs,
+                              double *ms_median, double *bytes, char *err) {
+    if (ak_supports(mode, K, err)) return -1;
+    pool P;
+    const int o = mode->kind == AQ_KIND_ATOM ? mode->outliers : 0, Km = K - o;
+    int g = mode->kind == AQ_KIND_MIXED ? K : (mode->group ? mode->group : K);
+    if (g > Km) g = Km;
+    ak_quant_args base;
+    memset(&base, 0, sizeof base);
+    base.M = M; base.K = K;
+    base.nparts = o > 0 ? 2 : 1;
+    base.p[0] = ak_qpart{0, Km, mode->xbits, g, (Km + g - 1) / g, mode->alpha_x, nullptr, mode->xbits == 4 ? Km / 2 : Km, nullptr};
+    if (o > 0) base.p[1] = ak_qpart{Km, o, 8, o, 1, 1.0f, nullptr, o, nullptr};
+    size_t set = (size_t)M * K * 2;
+    for (int i = 0; i < base.nparts; i++) set += (size_t)M * base.p[i].rb + (size_t)M * base.p[i].G * 2;
+    *bytes = (double)set;
+    const int R = copies_for(b, set);
+    int32_t *perm = nullptr;
+    unsigned long long *bad = P.get<unsigned long long>(8, err, "flag");
+    if (!bad) return -1;
+    if (o > 0 || mode->kind == AQ_KIND_ATOM) {   // a random permutation (Fisher-Yates on the host)
+        std::vector<int32_t> h(K);
+        for (int k = 0; k < K; k++) h[k] = k;
+        uint32_t s = 12345u;
+        for (int k = K - 1; k > 0; k--) {
+            s = s * 1664525u + 1013904223u;
+            std::swap(h[k], h[(int)((s >> 8) % (uint32_t)(k + 1))]);
+        }
+        perm = P.get<int32_t>((size_t)K * 4, err, "perm");
+        if (!perm || cudaMemcpy(perm, h.data(), (size_t)K * 4, cudaMemcpyHostToDevice) != cudaSuccess) {
+            if (err && perm) snprintf(err, AX_ERR_LEN, "bench: upload of perm failed");
+            return -1;
+        }
+    }
+    std::vector<ak_quant_args> sets(R, base);
+    for (int r = 0; r < R; r++) {
+        __half *x = P.get<__half>((size_t)M * K * 2, err, "X");
+        if (!x) return -1;
+        fillh(b, x, (size_t)M * K, 300 + r, -4.f, 4.f);
+        sets[r].x = x; sets[r].perm = perm; sets[r].bad = bad;
+        for (int i = 0; i < base.nparts; i++) {
+            sets[r].p[i].codes = P.get<uint8_t>((size_t)M * base.p[i].rb, err, "codes");
+            sets[r].p[i].scales = P.get<__half>((size_t)M * base.p[i].G * 2, err, "scales");
+            if (!sets[r].p[i].codes || !sets[r].p[i].scales) return -1;
+        }
+    }
+    auto fn = [&](int i) { return ak_launch_quant(sets[i % R], b->st, err); };
+    return time_runs(b, warmup, runs, fn, ms_median, nullptr, nullptr, err);
+}

@@ -1,0 +1,123 @@
+/* ak_check.c — one bit-exact check case of the CUDA kernels against the CPU reference (quant/aq.h):
+ * the expected values all come from aq_quantize_x / aq_quantize_w / aq_gemm; this file only
+ * generates inputs, calls both sides and compares bytes (CUTLASS-style testbed, STYLE.md). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "aq.h"
+#include "ak.h"
+#include "ak_inputs.h"
+
+const char *ak_input_name(ak_input k) { return (int)k >= 0 && (int)k < 3 ? akin_names[k] : "?"; }
+
+int ak_input_parse(const char *s) {
+    for (int i = 0; i < 3; i++)
+        if (s && !strcmp(s, akin_names[i])) return i;
+    return -1;
+}
+
+void ak_fill_input(ak_input k, unsigned seed, int rows, int K, uint16_t *x) { akin_fill(k, seed, rows, K, x); }
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* First differing byte of two buffers, or -1. */
+static long first_diff(const void *a, const void *b, size_t n) {
+    const unsigned char *p = a, *q = b;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != q[i]) return (long)i;
+    return -1;
+}
+
+static size_t qrow_bytes(const aq_qmat *q) { return q->bits == 4 ? (size_t)(q->cols + 1) / 2 : (size_t)q->cols; }
+
+/* Compare one quantized part (codes then scales); 0 if equal, else 1 with msg. */
+static int cmp_qmat(const char *what, const aq_qmat *g, const aq_qmat *r, long *bytes, char *msg) {
+    if (g->rows != r->rows || g->cols != r->cols || g->bits != r->bits || g->ngroups != r->ngroups) {
+        snprintf(msg, 256, "%s: layout differs (gpu %dx%d b%d G%d, ref %dx%d b%d G%d)", what, g->rows, g->cols,
+                 g->bits, g->ngroups, r->rows, r->cols, r->bits, r->ngroups);
+        return 1;
+    }
+    size_t rb = qrow_bytes(r), nc = (size_t)r->rows * rb, ns = (size_t)r->rows * (size_t)r->ngroups;
+    long d = first_diff(g->codes, r->codes, nc);
+    if (d >= 0) {
+        snprintf(msg, 256, "%s codes differ at row %ld byte %ld: gpu 0x%02x ref 0x%02x", what, d / (long)rb,
+                 d % (long)rb, g->codes[d], r->codes[d]);
+        return 1;
+    }
+    d = first_diff(g->scales, r->scales, ns * 2);
+    if (d >= 0) {
+        long e = d / 2;
+        snprintf(msg, 256, "%s scales differ at [%ld, %ld]: gpu 0x%04x ref 0x%04x", what, e / r->ngroups,
+                 e % r->ngroups, g->scales[e], r->scales[e]);
+        return 1;
+    }
+    *bytes += (long)(nc + ns * 2);
+    return 0;
+}
+
+int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigned seed, int paths_mask,
+                  int ref_threads, ak_check_result *r, char *err) {
+    memset(r, 0, sizeof *r);
+    if (!m || M < 1 || N < 1 || K < 1 || (paths_mask & ~3) || ref_threads < 1) {
+        if (err) snprintf(err, AX_ERR_LEN, "check: bad case M=%d N=%d K=%d paths=%d", M, N, K, paths_mask);
+        return -1;
+    }
+    if (ak_supports(m, K, err)) return -1;
+    int rc = -1;
+    uint16_t *x = malloc((size_t)M * (size_t)K * 2), *w = malloc((size_t)N * (size_t)K * 2);
+    uint16_t *yr = malloc((size_t)M * (size_t)N * 2), *yg = malloc((size_t)M * (size_t)N * 2);
+    int32_t *perm = NULL;
+    aq_qtensor qxr, qwr, qxg;
+    memset(&qxr, 0, sizeof qxr); memset(&qwr, 0, sizeof qwr); memset(&qxg, 0, sizeof qxg);
+    if (!x || !w || !yr || !yg) { if (err) snprintf(err, AX_ERR_LEN, "check: out of memory for M=%d N=%d K=%d", M, N, K); goto done; }
+    ak_fill_input(input, seed, M, K, x);
+    ak_fill_input(input, seed + 1, N, K, w);
+    if (m->kind == AQ_KIND_ATOM) {
+        perm = malloc((size_t)K * sizeof *perm);
+        if (!perm) { if (err) snprintf(err, AX_ERR_LEN, "check: out of memory"); goto done; }
+        uint64_t s = 0xABCDull + seed;
+        for (int k = 0; k < K; k++) perm[k] = k;
+        for (int k = K - 1; k > 0; k--) {
+            int j = (int)(akin_next(&s) % (uint64_t)(k + 1));
+            int32_t t = perm[k]; perm[k] = perm[j]; perm[j] = t;
+        }
+    }
+    double t0 = now_s();
+    if (aq_quantize_x(m, x, M, K, perm, &qxr, err) || aq_quantize_w(m, w, N, K, perm, &qwr, err) ||
+        aq_gemm(&qxr, &qwr, 1, yr, ref_threads, err))
+        goto done;
+    double t1 = now_s();
+    if (ak_quantize_x(m, x, M, K, perm, &qxg, err)) goto done;
+    r->ok = 1;
+    snprintf(r->msg, sizeof r->msg, "ok");
+    if (cmp_qmat("X main", &qxg.main, &qxr.main, &r->quant_bytes, r->msg) ||
+        (qxr.outl.rows > 0 && cmp_qmat("X outliers", &qxg.outl, &qxr.outl, &r->quant_bytes, r->msg)) ||
+        (qxr.outl.rows == 0 && qxg.outl.rows != 0 && (snprintf(r->msg, sizeof r->msg, "X outliers: unexpected part"), 1)))
+        r->ok = 0;
+    for (int p = 0; p < 2 && r->ok; p++) {
+        if (!(paths_mask & (1 << p))) continue;
+        memset(yg, 0xFF, (size_t)M * (size_t)N * 2);   /* poison: every element must be written */
+        if (ak_gemm(&qxr, &qwr, p ? AK_PATH_INT4 : AK_PATH_INT8, yg, err)) goto done;
+        long d = first_diff(yg, yr, (size_t)M * (size_t)N * 2);
+        if (d >= 0) {
+            long e = d / 2;
+            snprintf(r->msg, sizeof r->msg, "Y (%s path) differs at [%ld, %ld]: gpu 0x%04x ref 0x%04x",
+                     p ? "int4" : "int8", e / N, e % N, yg[e], yr[e]);
+            r->ok = 0;
+        }
+        r->y_elems = (long)M * N;
+    }
+    r->ref_s = t1 - t0;
+    r->gpu_s = now_s() - t1;
+    rc = 0;
+done:
+    aq_qtensor_free(&qxr); aq_qtensor_free(&qwr); aq_qtensor_free(&qxg);
+    free(x); free(w); free(yr); free(yg); free(perm);
+    return rc;
+}

@@ -1,0 +1,335 @@
+// ak_gemm.cu — W4A4 / W8A8 integer GEMM with the contract's group epilogue (NUMERICS.md "Integer GEMM
+// with group scales", "Mixed granularity", "Atom-style W4Ax"), bit-exact against quant/aq_gemm.c.
+//
+// Structure (CUTLASS-style multistage mainloop, Ampere/Hopper mma.sync):
+//   - block tile BM x BN, k-tile of 64 BYTES per row (128 int4 codes or 64 int8 codes);
+//   - global -> shared with cp.async.cg 16 B (zero-filled outside M, N, K), STAGES deep;
+//   - shared rows of 64 B, 16-byte chunks XOR-swizzled (chunk ^ ((row >> 1) & 3)) so that every
+//     ldmatrix phase of 8 rows hits 8 distinct bank groups;
+//   - shared -> registers with ldmatrix.x4 (b16 view: one 32-bit register = 8 int4 or 4 int8 codes);
+//   - INT8 path (AK_PATH_INT8, all GPUs, the one used on Hopper): each 32-bit register of 8 nibbles
+//     is widened to two int8 registers WITHOUT sign-extension arithmetic: lo = (w << 4) & 0xF0F0F0F0
+//     holds the even nibbles and hi = w & 0xF0F0F0F0 the odd ones, each as int8 = 16 * code (exact).
+//     Both operands get the same treatment, so mma.m16n8k32.s8 accumulates 256 * p exactly, and the
+//     K order inside an mma (lo -> k-slots 0..15, hi -> 16..31) is a permutation shared by A and B,
+//     which an exact integer sum ignores. p = acc >> 8 is exact (|256 p| < 2^31 for K <= 32768).
+//   - INT4 path (AK_PATH_INT4): the same ldmatrix registers are exactly the A/B fragments of
+//     mma.m16n8k64.s4 (native on sm_80/86/89; on sm_90 the PTX still runs, emulated). g = 32 spans
+//     half an mma: two mmas with the other half of A zeroed.
+//   - 8-bit parts (w8a8, ATOM outliers) use mma.m16n8k32.s8 directly on both paths.
+// Epilogue per group j (in ascending K): GROUP: acc = fmaf(float(p), float(sx)*float(sw), acc) with
+// __fmaf_rn / __fmul_rn (one rounding each, as the reference); MIXED: P += u * p in int32, then
+// y = fp16(float(P) * (float(sx) * float(S))). float(p) for 4-bit codes uses the exact magic-number
+// conversion (|p| <= 2^22): bits(p + 0x4B400000) - 1.5 * 2^23, two full-rate ops instead of I2F.
+#include "ak_internal.cuh"
+
+#include <cstdio>
+
+namespace {
+
+#define DEVI __device__ __forceinline__
+
+constexpr int BKB = 64;   // k-tile bytes per row
+
+DEVI uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+DEVI void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+DEVI void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> DEVI void cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+DEVI void ldsm_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+DEVI void mma_s8(int *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                 "{%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+DEVI void mma_s4(int *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k64.row.col.s32.s4.s4.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                 "{%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Exact int -> float for |p| <= 2^22 (4-bit groups up to 65536 codes).
+DEVI float i2f_small(int p) { return __fsub_rn(__int_as_float(p + 0x4B400000), 12582912.0f); }
+
+template <int BM, int BN, int WM, int WN, int STAGES, int EPI, bool INT4>
+__global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a) {
+    constexpr int NT = WM * WN * 32;
+    constexpr int WTM = BM / WM, WTN = BN / WN, MI = WTM / 16, NI = WTN / 8;
+    static_assert(MI >= 1 && NI >= 2 && NI % 2 == 0, "warp tile");
+    extern __shared__ __align__(128) uint8_t smem[];
+    uint8_t *sA = smem;                         // [STAGES][BM][64]
+    uint8_t *sB = smem + STAGES * BM * BKB;     // [STAGES][BN][64]
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp / WN, wn = warp % WN;
+    const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+    const int M = a.M, N = a.N;
+    const int T0 = a.p[0].ntiles;
+    const int T = T0 + (a.nparts > 1 ? a.p[1].ntiles : 0);
+
+    int acc[MI][NI][4];
+    float accf[MI][NI][4];
+    int accP[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; i++)
+#pragma unroll
+        for (int j = 0; j < NI; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) { acc[i][j][e] = 0; accf[i][j][e] = 0.0f; accP[i][j][e] = 0; }
+
+    auto load_tile = [&](int t, int stage) {
+        const bool p1 = t >= T0;
+        const uint8_t *A = p1 ? a.p[1].A : a.p[0].A;
+        const uint8_t *B = p1 ? a.p[1].B : a.p[0].B;
+        const int kb = p1 ? a.p[1].kb : a.p[0].kb;
+        const int kb0 = (p1 ? t - T0 : t) * BKB;
+        uint8_t *dA = sA + stage * BM * BKB, *dB = sB + stage * BN * BKB;
+#pragma unroll
+        for (int i = tid; i < BM * 4; i += NT) {
+            int r = i >> 2, c = i & 3, gr = m0 + r, kbyte = kb0 + c * 16;
+            bool ok = gr < M && kbyte < kb;
+            const uint8_t *src = ok ? A + (size_t)gr * kb + kbyte : A;
+            cp_async16(smem_u32(dA + r * BKB + ((c ^ ((r >> 1) & 3)) << 4)), src, ok ? 16 : 0);
+        }
+#pragma unroll
+        for (int i = tid; i < BN * 4; i += NT) {
+            int r = i >> 2, c = i & 3, gr = n0 + r, kbyte = kb0 + c * 16;
+            bool ok = gr < N && kbyte < kb;
+            const uint8_t *src = ok ? B + (size_t)gr * kb + kbyte : B;
+            cp_async16(smem_u32(dB + r * BKB + ((c ^ ((r >> 1) & 3)) << 4)), src, ok ? 16 : 0);
+        }
+    };
+
+    const int rbase = m0 + wm * WTM + (lane >> 2);      // + mi*16 (+8)
+    const int cbase = n0 + wn * WTN + (lane & 3) * 2;   // + ni*8 (+1)
+
+    // Group epilogue of group j of part P (p = acc, scaled by 256 on the widened INT8 path).
+    auto group_end = [&](const ak_gpart &P, int j) {
+        const bool wide = P.bits == 4 && !INT4;
+        if (EPI == AK_EPI_GROUP) {
+            float sx[MI][2], sw[NI][2];
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int r = rbase + mi * 16 + h * 8;
+                    sx[mi][h] = r < M ? __half2float(P.sa[(size_t)r * P.G + j]) : 0.0f;
+                }
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int c = cbase + ni * 8 + h;
+                    sw[ni][h] = c < N ? __half2float(P.sb[(size_t)c * P.G + j]) : 0.0f;
+                }
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int p = acc[mi][ni][e];
+                        float pf;
+                        if (P.bits == 4) pf = i2f_small(wide ? (p >> 8) : p);
+                        else pf = __int2float_rn(p);
+                        float sig = __fmul_rn(sx[mi][e >> 1], sw[ni][e & 1]);
+                        accf[mi][ni][e] = __fmaf_rn(pf, sig, accf[mi][ni][e]);
+                        acc[mi][ni][e] = 0;
+                    }
+        } else {
+            int u[NI][2];
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int c = cbase + ni * 8 + h;
+                    u[ni][h] = c < N ? (int)P.u[(size_t)c * P.G + j] : 0;
+                }
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int p = acc[mi][ni][e];
+                        if (wide) p >>= 8;
+                        accP[mi][ni][e] += u[ni][e & 1] * p;
+                        acc[mi][ni][e] = 0;
+                    }
+        }
+    };
+
+    auto compute_tile = [&](int t, int stage) {
+        const bool p1 = t >= T0;
+        const ak_gpart &P = p1 ? a.p[1] : a.p[0];
+        const int tl = p1 ? t - T0 : t;
+        const int nch = P.kb >> 4;
+        const uint8_t *bA = sA + stage * BM * BKB, *bB = sB + stage * BN * BKB;
+#pragma unroll
+        for (int ks = 0; ks < 2; ks++) {
+            const int c0 = tl * 4 + ks * 2;     // first 16-byte chunk of this k-step
+            if (c0 >= nch) break;               // uniform: padding beyond K
+            uint32_t ra[MI][4], rb[NI / 2][4];
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++) {
+                int row = wm * WTM + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                int ch = ks * 2 + (lane >> 4);
+                ldsm_x4(smem_u32(bA + row * BKB + ((ch ^ ((row >> 1) & 3)) << 4)), ra[mi][0], ra[mi][1],
+                        ra[mi][2], ra[mi][3]);
+            }
+#pragma unroll
+            for (int np = 0; np < NI / 2; np++) {
+                int row = wn * WTN + np * 16 + (lane & 7) + (lane >> 4) * 8;
+                int ch = ks * 2 + ((lane >> 3) & 1);
+                ldsm_x4(smem_u32(bB + row * BKB + ((ch ^ ((row >> 1) & 3)) << 4)), rb[np][0], rb[np][1],
+                        rb[np][2], rb[np][3]);
+            }
+            if (P.bits == 8) {
+#pragma unroll
+                for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                    for (int ni = 0; ni < NI; ni++)
+                        mma_s8(acc[mi][ni], ra[mi][0], ra[mi][1], ra[mi][2], ra[mi][3], rb[ni >> 1][(ni & 1) * 2],
+                               rb[ni >> 1][(ni & 1) * 2 + 1]);
+                const int c1 = c0 + 1;          // 8-bit: gch and nch are even
+                if ((c1 + 1) % P.gch == 0 || c1 + 1 == nch) group_end(P, c1 / P.gch);
+            } else if (INT4) {
+                if (P.gch == 1) {               // g = 32: each half of the k64 mma is one group
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        if (c0 + h >= nch) break;
+#pragma unroll
+                        for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                            for (int ni = 0; ni < NI; ni++)
+                                mma_s4(acc[mi][ni], h ? 0u : ra[mi][0], h ? 0u : ra[mi][1], h ? ra[mi][2] : 0u,
+                                       h ? ra[mi][3] : 0u, rb[ni >> 1][(ni & 1) * 2], rb[ni >> 1][(ni & 1) * 2 + 1]);
+                        group_end(P, c0 + h);
+                    }
+                } else {
+#pragma unroll
+                    for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                        for (int ni = 0; ni < NI; ni++)
+                            mma_s4(acc[mi][ni], ra[mi][0], ra[mi][1], ra[mi][2], ra[mi][3], rb[ni >> 1][(ni & 1) * 2],
+                                   rb[ni >> 1][(ni & 1) * 2 + 1]);
+                    // gch even: a group can only end after the second chunk (or at the last chunk)
+                    const int c1 = c0 + 1 < nch ? c0 + 1 : nch - 1;
+                    if ((c1 + 1) % P.gch == 0 || c1 + 1 == nch) group_end(P, c1 / P.gch);
+                }
+            } else {
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int c = c0 + h;
+                    if (c >= nch) break;
+#pragma unroll
+                    for (int mi = 0; mi < MI; mi++) {
+                        uint32_t w0 = ra[mi][2 * h], w1 = ra[mi][2 * h + 1];   // rows g, g+8
+                        uint32_t a0 = (w0 << 4) & 0xF0F0F0F0u, a2 = w0 & 0xF0F0F0F0u;
+                        uint32_t a1 = (w1 << 4) & 0xF0F0F0F0u, a3 = w1 & 0xF0F0F0F0u;
+#pragma unroll
+                        for (int ni = 0; ni < NI; ni++) {
+                            uint32_t wb = rb[ni >> 1][(ni & 1) * 2 + h];
+                            mma_s8(acc[mi][ni], a0, a1, a2, a3, (wb << 4) & 0xF0F0F0F0u, wb & 0xF0F0F0F0u);
+                        }
+                    }
+                    if ((c + 1) % P.gch == 0 || c + 1 == nch) group_end(P, c / P.gch);
+                }
+            }
+        }
+    };
+
+    // Multistage pipeline.
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; s++) {
+        if (s < T) load_tile(s, s);
+        cp_commit();
+    }
+    for (int t = 0; t < T; t++) {
+        cp_wait<STAGES - 2>();
+        __syncthreads();
+        int tn = t + STAGES - 1;
+        if (tn < T) load_tile(tn, tn % STAGES);
+        cp_commit();
+        compute_tile(t, t % STAGES);
+    }
+    cp_wait<0>();
+
+    // Store Y.
+    const ak_gpart &P0 = a.p[0];
+#pragma unroll
+    for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int r = rbase + mi * 16 + h * 8;
+            if (r >= M) continue;
+            float sxm = 0.0f;
+            if (EPI == AK_EPI_MIXED) sxm = __half2float(P0.sa[r]);
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                for (int q = 0; q < 2; q++) {
+                    int c = cbase + ni * 8 + q;
+                    if (c >= N) continue;
+                    float v;
+                    if (EPI == AK_EPI_MIXED)
+                        v = __fmul_rn(__int2float_rn(accP[mi][ni][h * 2 + q]), __fmul_rn(sxm, __half2float(P0.sb[c])));
+                    else
+                        v = accf[mi][ni][h * 2 + q];
+                    a.Y[(size_t)r * N + c] = __float2half_rn(v);
+                }
+        }
+}
+
+template <int BM, int BN, int WM, int WN, int STAGES, int EPI, bool INT4>
+int launch_cfg(const ak_gemm_args &a, cudaStream_t st, char *err) {
+    auto kern = gemm_kernel<BM, BN, WM, WN, STAGES, EPI, INT4>;
+    const int smem = STAGES * (BM + BN) * BKB;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess) {
+        dim3 grid((a.N + BN - 1) / BN, (a.M + BM - 1) / BM);
+        if (grid.y > 65535) {
+            if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: M = %d needs more than 65535 row tiles", a.M);
+            return -1;
+        }
+        kern<<<grid, WM * WN * 32, smem, st>>>(a);
+        e = cudaGetLastError();
+    }
+    if (e != cudaSuccess) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: kernel launch failed: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+template <int EPI, bool INT4>
+int launch_epi(const ak_gemm_args &a, cudaStream_t st, char *err) {
+    const long long big_tiles = (long long)((a.M + 127) / 128) * ((a.N + 127) / 128);
+    if (a.M <= 16) return launch_cfg<16, 64, 1, 4, 8, EPI, INT4>(a, st, err);
+    if (big_tiles < 264) return launch_cfg<64, 128, 2, 4, 4, EPI, INT4>(a, st, err);
+    return launch_cfg<128, 128, 2, 4, 4, EPI, INT4>(a, st, err);
+}
+
+}  // namespace
+
+int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err) {
+    if (a.M < 1 || a.N < 1) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: empty shape M = %d, N = %d", a.M, a.N);
+        return -1;
+    }
+    const bool int4 = path == AK_PATH_INT4;
+    if (a.epi == AK_EPI_MIXED)
+        return int4 ? launch_epi<AK_EPI_MIXED, true>(a, st, err) : launch_epi<AK_EPI_MIXED, false>(a, st, err);
+    return int4 ? launch_epi<AK_EPI_GROUP, true>(a, st, err) : launch_epi<AK_EPI_GROUP, false>(a, st, err);
+}

@@ -1,0 +1,79 @@
+// ak_internal.cuh — device-side descriptors shared by the kernels/*.cu files (C++ only, not a public
+// contract). The public C API is kernels/ak.h.
+//
+// Device layout (documented in kernels/NOTES.md "Layouts"): the GPU works directly on the CPU
+// reference's layout (quant/aq.h aq_qmat), uploaded once with cudaMemcpy:
+//   codes   [rows, kb] bytes, kb = cols/2 (packed int4, even k in the low nibble) or cols (int8)
+//   scales  [rows, G]  fp16 (MIXED weights: [rows] per-channel S, and sub [rows, G] u8)
+// The kernels need kb % 16 == 0 (K % 32 == 0), so every row starts 16-byte aligned (cp.async).
+#ifndef APEX4_AK_INTERNAL_CUH
+#define APEX4_AK_INTERNAL_CUH
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+extern "C" {
+#include "ak.h"
+}
+
+// One K-part of the integer GEMM (ATOM has two: the 4-bit main part, then the 8-bit outliers).
+struct ak_gpart {
+    const uint8_t *A;      // X codes [M, kb]
+    const uint8_t *B;      // W codes [N, kb]
+    const __half  *sa;     // GROUP: sx [M, G]; MIXED: sx [M]
+    const __half  *sb;     // GROUP: sw [N, G]; MIXED: S [N]
+    const uint8_t *u;      // MIXED: sub-scales u [N, G]; else nullptr
+    int kb;                // bytes per row of codes (multiple of 16)
+    int bits;              // 4 or 8 (both operands)
+    int gch;               // group length in 16-byte chunks (8-bit: even)
+    int G;                 // number of groups (last may be short)
+    int ntiles;            // ceil(kb / 64): 64-byte k-tiles
+};
+
+enum { AK_EPI_GROUP = 0, AK_EPI_MIXED = 1 };
+
+struct ak_gemm_args {
+    int M, N;
+    int nparts;            // 1, or 2 for ATOM with outliers
+    int epi;               // AK_EPI_GROUP or AK_EPI_MIXED
+    ak_gpart p[2];
+    __half *Y;             // [M, N] fp16
+};
+
+// Launch the GEMM (tile configuration picked from M and N). Returns 0 or -1 with err.
+int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err);
+
+// One column range of the activation quantizer (ATOM: main then outliers; others: one part).
+struct ak_qpart {
+    int col0, cols;        // permuted columns [col0, col0 + cols); cols % 32 == 0
+    int bits;              // 4 or 8
+    int g;                 // group length in elements (multiple of 8 and, here, of 32 or == cols)
+    int G;                 // ceil(cols / g)
+    float alpha;           // clip ratio
+    uint8_t *codes;        // [M, rb] out
+    int rb;                // bytes per row: cols/2 or cols
+    __half *scales;        // [M, G] out
+};
+
+struct ak_quant_args {
+    const __half *x;       // [M, K] fp16
+    int M, K;
+    const int32_t *perm;   // [K] (ATOM) or nullptr
+    int nparts;
+    ak_qpart p[2];
+    unsigned long long *bad;   // device: min flat index of a non-finite x (init ~0ull)
+};
+
+int ak_launch_quant(const ak_quant_args &a, cudaStream_t st, char *err);
+
+#define AK_CUDA_TRY(call, what)                                                                  \
+    do {                                                                                         \
+        cudaError_t e_ = (call);                                                                 \
+        if (e_ != cudaSuccess) {                                                                 \
+            if (err) snprintf(err, AX_ERR_LEN, "%s: %s (%s)", what, cudaGetErrorString(e_),      \
+                              #call);                                                            \
+            goto fail;                                                                           \
+        }                                                                                        \
+    } while (0)
+
+#endif

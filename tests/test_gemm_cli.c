@@ -1,0 +1,316 @@
+/* test_gemm_cli.c — `apex4 gemm` end to end: HDF5 round trip, a hand-derived case written here with
+ * the HDF5 C API, --compare, --threads/--k-splits, --device without CUDA, and every input error path
+ * (exit 2, message naming the file and dataset, no output file left behind).
+ * Runs the CLI binary named by $APEX4_BIN (set by `make test`). */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "aq.h"
+#include "ak.h"
+#include "testutil.h"
+
+static char dir[64];
+static char out[16384];
+
+static void setup(void) {
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+static void teardown(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (dir[0]) cr_assert_eq(system(cmd), 0);
+}
+
+/* Run `apex4 gemm <args>` in dir, capture stdout+stderr into `out`; return the exit code. */
+static int gemm(const char *args) {
+    const char *bin = getenv("APEX4_BIN");
+    if (!bin) cr_skip_test("skipped: APEX4_BIN is not set (run through `make test`)");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' gemm %s 2>&1", dir, bin, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p != NULL);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int exists(const char *name) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *f = fopen(p, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* Only the listed files may be in dir (no output or temporary left behind). */
+static void only_files(const char *const *allowed, int n) {
+    DIR *d = opendir(dir);
+    cr_assert(d != NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        int ok = 0;
+        for (int i = 0; i < n; i++) ok |= !strcmp(e->d_name, allowed[i]);
+        cr_assert(ok, "unexpected file left behind: %s", e->d_name);
+    }
+    closedir(d);
+}
+
+/* fp16 as HDF5 documents a custom float (H5Tset_fields), written independently of quant/aq_case.c. */
+static hid_t f16_type(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(t, 15, 10, 5, 0, 10);
+    H5Tset_precision(t, 16);
+    H5Tset_size(t, 2);
+    H5Tset_ebias(t, 15);
+    return t;
+}
+
+static void put(hid_t f, const char *name, hid_t type, int rank, hsize_t d0, hsize_t d1, const void *data) {
+    hsize_t dims[2] = {d0, d1};
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t ds = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(ds >= 0);
+    cr_assert(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
+    H5Dclose(ds);
+    H5Sclose(sp);
+}
+
+static hid_t create(const char *name) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    hid_t f = H5Fcreate(p, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert(f >= 0);
+    return f;
+}
+
+/* Read a whole dataset as raw bytes of `type`; returns element count. */
+static size_t get(const char *file, const char *name, hid_t type, void *buf, size_t cap, hsize_t *dims) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, file);
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    cr_assert(f >= 0, "%s", p);
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    cr_assert(ds >= 0, "%s: dataset %s", p, name);
+    hid_t sp = H5Dget_space(ds);
+    int r = H5Sget_simple_extent_ndims(sp);
+    hsize_t d[2] = {1, 1};
+    H5Sget_simple_extent_dims(sp, d, NULL);
+    size_t n = (size_t)d[0] * (r == 2 ? d[1] : 1);
+    cr_assert(n * H5Tget_size(type) <= cap);
+    cr_assert(H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    if (dims) { dims[0] = d[0]; dims[1] = r == 2 ? d[1] : 0; }
+    H5Sclose(sp); H5Dclose(ds); H5Fclose(f);
+    return n;
+}
+
+static void hand_case(const char *name) {
+    /* X = {7, 3, 0.7, -0.7} [1,4], W = {1, -1, 14, 2} [1,4] as fp16 bit patterns:
+     * 7 = 0x4700, 3 = 0x4200, 0.7 -> 0x399a (0.7001953125), 1 = 0x3c00, 14 = 0x4b00, 2 = 0x4000. */
+    uint16_t x[4] = {0x4700, 0x4200, 0x399a, 0xb99a}, w[4] = {0x3c00, 0xbc00, 0x4b00, 0x4000};
+    hid_t f = create(name), t = f16_type();
+    put(f, "X", t, 2, 1, 4, x);
+    put(f, "W", t, 2, 1, 4, w);
+    H5Tclose(t);
+    H5Fclose(f);
+}
+
+TestSuite(gemm_cli, .init = setup, .fini = teardown);
+
+Test(gemm_cli, hand_case_gives_the_hand_result) {
+    /* w4a4-g2 on the hand case of test_gemm_ref.c (derivation there): Y = 0x4a33 (12.3984375);
+     * codes: X {7, 3 | 7, -7} -> packed bytes 0x37, 0x97; W {7, -7 | 7, 1} -> 0x97, 0x17;
+     * scales X {1 (0x3c00), 0.10003662109375 (0x2e67)}, W {0.142822265625 (0x3092), 2 (0x4000)}. */
+    hand_case("case.h5");
+    cr_assert_eq(gemm("--mode w4a4-g2 --in case.h5 --out res.h5"), 0, "%s", out);
+    uint16_t y[1], sx[2], sw[2];
+    uint8_t cx[2], cw[2];
+    hsize_t d[2];
+    hid_t t = f16_type();
+    get("res.h5", "Y", t, y, sizeof y, d);
+    cr_assert(d[0] == 1 && d[1] == 1);
+    cr_assert_eq(y[0], 0x4a33, "%04x", y[0]);
+    get("res.h5", "qx_scales", t, sx, sizeof sx, d);
+    get("res.h5", "qw_scales", t, sw, sizeof sw, d);
+    H5Tclose(t);
+    cr_assert(sx[0] == 0x3c00 && sx[1] == 0x2e67 && sw[0] == 0x3092 && sw[1] == 0x4000,
+              "%04x %04x %04x %04x", sx[0], sx[1], sw[0], sw[1]);
+    get("res.h5", "qx_codes", H5T_NATIVE_UINT8, cx, sizeof cx, d);
+    get("res.h5", "qw_codes", H5T_NATIVE_UINT8, cw, sizeof cw, d);
+    cr_assert(cx[0] == 0x37 && cx[1] == 0x97 && cw[0] == 0x97 && cw[1] == 0x17, "%02x %02x %02x %02x",
+              cx[0], cx[1], cw[0], cw[1]);
+    const char *keep[] = {"case.h5", "res.h5"};
+    only_files(keep, 2);
+}
+
+Test(gemm_cli, random_round_trip_and_compare) {
+    /* The written inputs, read back through --in, reproduce every byte; a flipped byte of Y is found. */
+    cr_assert_eq(gemm("--mode atom-g32-o8 --random 19,37,101 --seed 9 --dist heavy --perm random --out a.h5"), 0, "%s", out);
+    cr_assert_eq(gemm("--mode atom-g32-o8 --in a.h5 --out b.h5 --compare a.h5 --threads 3"), 0, "%s", out);
+    cr_assert(strstr(out, "identical"), "%s", out);
+    hsize_t d[2];
+    int32_t perm[101];
+    cr_assert_eq(get("a.h5", "perm", H5T_NATIVE_INT32, perm, sizeof perm, d), 101);
+    int8_t oc[19 * 8];
+    get("a.h5", "qx_outl_codes", H5T_NATIVE_INT8, oc, sizeof oc, d);
+    cr_assert(d[0] == 19 && d[1] == 8);
+    uint8_t codes[19 * 47];
+    get("a.h5", "qx_codes", H5T_NATIVE_UINT8, codes, sizeof codes, d);
+    cr_assert(d[0] == 19 && d[1] == 47, "main part K - o = 93 channels -> 47 bytes per row");
+    uint16_t s[19 * 3];
+    hid_t t = f16_type();
+    get("a.h5", "qx_scales", t, s, sizeof s, d);
+    cr_assert(d[1] == 3, "ceil(93 / 32) = 3 groups");
+    /* flip one byte of Y in a copy */
+    uint16_t x[19 * 101], w[37 * 101], y[19 * 37];
+    get("a.h5", "X", t, x, sizeof x, d);
+    get("a.h5", "W", t, w, sizeof w, d);
+    get("a.h5", "Y", t, y, sizeof y, d);
+    y[5] ^= 0x0001;
+    hid_t f = create("c.h5");
+    put(f, "X", t, 2, 19, 101, x);
+    put(f, "W", t, 2, 37, 101, w);
+    put(f, "perm", H5T_NATIVE_INT32, 1, 101, 0, perm);
+    put(f, "Y", t, 2, 19, 37, y);
+    H5Fclose(f);
+    H5Tclose(t);
+    cr_assert_eq(gemm("--mode atom-g32-o8 --in a.h5 --compare c.h5"), 1, "%s", out);
+    cr_assert(strstr(out, "Y               1 of 1406 bytes differ"), "%s", out);
+    cr_assert(strstr(out, "qx_codes") && strstr(out, "missing"), "%s", out);
+}
+
+Test(gemm_cli, k_splits_and_threads) {
+    cr_assert_eq(gemm("--mode w4a4-g32 --random 40,50,300 --seed 2 --out a.h5 --k-splits 4 --threads 1"), 0, "%s", out);
+    cr_assert_eq(gemm("--mode w4a4-g32 --in a.h5 --compare a.h5 --k-splits 4 --threads 3"), 0, "%s", out);
+    cr_assert_eq(gemm("--mode w4a4-mixed-g32 --random 40,50,300 --out m.h5"), 0, "%s", out);
+    hsize_t d[2];
+    uint16_t s[50];
+    hid_t t = f16_type();
+    get("m.h5", "qw_scales", t, s, sizeof s, d);
+    H5Tclose(t);
+    cr_assert(d[0] == 50 && d[1] == 1, "mixed W: one per-channel scale per row");
+    uint8_t u[50 * 10];
+    get("m.h5", "qw_sub", H5T_NATIVE_UINT8, u, sizeof u, d);
+    cr_assert(d[0] == 50 && d[1] == 10);
+    for (int i = 0; i < 500; i++) cr_assert(u[i] >= 1 && u[i] <= 15);
+}
+
+Test(gemm_cli, device_without_cuda_exits_3) {
+    if (ak_device_count() > 0) {
+        /* a GPU is present: the kernels must match the reference byte for byte */
+        cr_assert_eq(gemm("--mode w4a4-g128 --random 77,130,520 --device cuda"), 0, "%s", out);
+        cr_assert(strstr(out, "bit-exact"), "%s", out);
+        return;
+    }
+    cr_assert_eq(gemm("--mode w4a4-g128 --random 7,13,52 --device cuda --out d.h5"), 3, "%s", out);
+    cr_assert(strstr(out, "skipped: no CUDA device"), "%s", out);
+    only_files(NULL, 0);
+}
+
+/* ---- error paths ----------------------------------------------------------------------------- */
+
+static void expect_error(const char *args, const char *must1, const char *must2) {
+    cr_assert_eq(gemm(args), 2, "%s -> %s", args, out);
+    cr_assert(strstr(out, "apex4 gemm: "), "%s", out);
+    if (must1) cr_assert(strstr(out, must1), "'%s' not in: %s", must1, out);
+    if (must2) cr_assert(strstr(out, must2), "'%s' not in: %s", must2, out);
+    cr_assert(!exists("out.h5"), "no output may be left behind: %s", args);
+}
+
+Test(gemm_cli, missing_file) {
+    expect_error("--mode w4a4-g32 --in nothere.h5 --out out.h5", "nothere.h5", NULL);
+    only_files(NULL, 0);
+}
+
+Test(gemm_cli, not_hdf5_or_truncated) {
+    hand_case("case.h5");
+    char p[256];
+    snprintf(p, sizeof p, "%s/junk.h5", dir);
+    FILE *f = fopen(p, "wb");
+    fputs("this is not HDF5\n", f);
+    fclose(f);
+    expect_error("--mode w4a4-g32 --in junk.h5 --out out.h5", "junk.h5", NULL);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "head -c 1000 '%s/case.h5' > '%s/trunc.h5'", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    expect_error("--mode w4a4-g32 --in trunc.h5 --out out.h5", "trunc.h5", NULL);
+    const char *keep[] = {"case.h5", "junk.h5", "trunc.h5"};
+    only_files(keep, 3);
+}
+
+Test(gemm_cli, missing_dataset) {
+    uint16_t x[4] = {0x3c00, 0, 0, 0};
+    hid_t f = create("nw.h5"), t = f16_type();
+    put(f, "X", t, 2, 1, 4, x);
+    H5Fclose(f);
+    H5Tclose(t);
+    expect_error("--mode w4a4-g2 --in nw.h5 --out out.h5", "nw.h5", "'W'");
+}
+
+Test(gemm_cli, wrong_dtype_and_rank) {
+    float xf[4] = {1, 2, 3, 4};
+    uint16_t w[4] = {0x3c00, 0, 0, 0};
+    hid_t f = create("f32.h5"), t = f16_type();
+    put(f, "X", H5T_NATIVE_FLOAT, 2, 1, 4, xf);
+    put(f, "W", t, 2, 1, 4, w);
+    H5Fclose(f);
+    expect_error("--mode w4a4-g2 --in f32.h5 --out out.h5", "f32.h5", "'X' has dtype float32");
+    f = create("rank.h5");
+    put(f, "X", t, 1, 4, 0, w);
+    put(f, "W", t, 2, 1, 4, w);
+    H5Fclose(f);
+    expect_error("--mode w4a4-g2 --in rank.h5 --out out.h5", "rank.h5", "'X' has rank 1");
+    H5Tclose(t);
+}
+
+Test(gemm_cli, k_mismatch) {
+    uint16_t a[6] = {0x3c00, 0, 0, 0, 0, 0};
+    hid_t f = create("km.h5"), t = f16_type();
+    put(f, "X", t, 2, 1, 6, a);
+    put(f, "W", t, 2, 1, 4, a);
+    H5Fclose(f);
+    H5Tclose(t);
+    expect_error("--mode w4a4-g2 --in km.h5 --out out.h5", "km.h5", "K mismatch");
+}
+
+Test(gemm_cli, bad_perm_and_nan) {
+    uint16_t a[4] = {0x3c00, 0x4000, 0, 0};
+    int32_t perm[4] = {0, 1, 1, 3};
+    hid_t f = create("p.h5"), t = f16_type();
+    put(f, "X", t, 2, 1, 4, a);
+    put(f, "W", t, 2, 1, 4, a);
+    put(f, "perm", H5T_NATIVE_INT32, 1, 4, 0, perm);
+    H5Fclose(f);
+    expect_error("--mode atom-g2-o2 --in p.h5 --out out.h5", "p.h5", "perm");
+    a[2] = 0x7e00;   /* NaN */
+    f = create("nan.h5");
+    put(f, "X", t, 2, 1, 4, a);
+    put(f, "W", t, 2, 1, 4, a);
+    H5Fclose(f);
+    H5Tclose(t);
+    expect_error("--mode w4a4-g2 --in nan.h5 --out out.h5", "nan.h5", "'X' has a non-finite value");
+}
+
+Test(gemm_cli, usage_errors) {
+    hand_case("case.h5");
+    expect_error("--mode w4a4-g7 --in case.h5 --out out.h5", "w4a4-g7", "atom-gN-oO");
+    expect_error("--mode fp16 --in case.h5 --out out.h5", "fp16", "integer");
+    expect_error("--in case.h5 --out out.h5", "--mode", NULL);
+    expect_error("--mode w4a4-g2 --out out.h5", "--in", NULL);
+    expect_error("--mode w4a4-g2 --in case.h5 --random 1,2,3 --out out.h5", "--random", NULL);
+    expect_error("--mode w4a4-g2 --random 1,2 --out out.h5", "--random", NULL);
+    expect_error("--mode w4a4-g2 --random 1,2,3 --dist cauchy --out out.h5", "cauchy", NULL);
+    expect_error("--mode w4a4-g2 --in case.h5 --k-splits 0 --out out.h5", "--k-splits", NULL);
+    expect_error("--mode w4a4-g2 --in case.h5 --frobnicate 1", "--frobnicate", NULL);
+    expect_error("--mode w4a4-g2 --in case.h5 --out nodir/out.h5", "nodir/out.h5", NULL);
+    expect_error("--mode w4a4-g2 --in case.h5 --compare nothere.h5", "nothere.h5", NULL);
+    const char *keep[] = {"case.h5"};
+    only_files(keep, 1);
+}

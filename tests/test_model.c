@@ -1,0 +1,538 @@
+/* test_model.c — eval/model.c, eval/safetensors.c, eval/make_model.c: config.json parsing,
+ * safetensors validation (every malformed-file case names the file and tensor), checkpoint loading
+ * of the shared models, make-model round trips (sharded, f16/bf16/f32).
+ *
+ * Independent expectations: weight values of the shared checkpoints were read with python3's
+ * struct module straight from the files (offset arithmetic by hand, see each comment); model
+ * dimensions come from shared/models/MANIFEST.md; random weights are checked by their statistics
+ * and by rounding relations between dtypes, not against values the code produced. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "aq.h"
+#include "ax_util.h"
+#include "model.h"
+#include "safetensors.h"
+#include "testutil.h"
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static void rm_tree(const char *dir) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "%s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A safetensors file by hand: u64 LE header length, the header text, then dlen data bytes (value
+ * 0x3C, i.e. F16 1.0 pairs / small finite F32 values). */
+static void write_st(const char *path, const char *header, size_t dlen) {
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f, "%s", path);
+    uint64_t n = strlen(header);
+    for (int i = 0; i < 8; i++) fputc((int)((n >> (8 * i)) & 0xFF), f);
+    fputs(header, f);
+    for (size_t i = 0; i < dlen; i++) fputc(0x3C, f);
+    fclose(f);
+}
+
+/* ae_st_open must fail with an error that contains every needle. */
+static void expect_st_error(const char *path, const char *n1, const char *n2) {
+    ae_st_file *f = NULL;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_neq(ae_st_open(path, &f, err), 0, "expected an error mentioning '%s'", n1);
+    cr_assert_null(f);
+    cr_assert_not_null(strstr(err, path), "error '%s' should name the file", err);
+    cr_assert_not_null(strstr(err, n1), "error '%s' should mention '%s'", err, n1);
+    if (n2) cr_assert_not_null(strstr(err, n2), "error '%s' should mention '%s'", err, n2);
+}
+
+static void expect_load_error(const char *dir, const char *n1, const char *n2) {
+    ae_model *m = NULL;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_neq(ae_model_load(dir, &m, err), 0, "expected an error mentioning '%s'", n1);
+    cr_assert_null(m);
+    cr_assert_not_null(strstr(err, n1), "error '%s' should mention '%s'", err, n1);
+    if (n2) cr_assert_not_null(strstr(err, n2), "error '%s' should mention '%s'", err, n2);
+}
+
+/* A small LLaMA config (GQA 4 heads over 2 KV heads, K = 256 and 512 multiples of 128). */
+static void write_config(const char *path, int dim, int hidden, int layers, int vocab, int tie, const char *extra) {
+    char buf[2048];
+    snprintf(buf, sizeof buf,
+             "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":%d,"
+             "\"intermediate_size\":%d,\"num_hidden_layers\":%d,\"num_attention_heads\":4,"
+             "\"num_key_value_heads\":2,\"vocab_size\":%d,\"max_position_embeddings\":256,"
+             "\"rms_norm_eps\":1e-05,\"rope_theta\":10000.0,\"tie_word_embeddings\":%s,"
+             "\"torch_dtype\":\"float16\",\"bos_token_id\":1,\"eos_token_id\":2%s}\n",
+             dim, hidden, layers, vocab, tie ? "true" : "false", extra ? extra : "");
+    write_text(path, buf);
+}
+
+/* make-model into <dir>/<name>; returns the path in out. */
+static void make(const char *dir, const char *cfg, uint64_t seed, const char *name, int shards, const char *dtype,
+                 char *out, size_t len) {
+    snprintf(out, len, "%s/%s", dir, name);
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_make_model_ex(cfg, seed, out, shards, dtype, err), 0, "make_model: %s", err);
+}
+
+static ae_model *load_ok(const char *dir) {
+    ae_model *m = NULL;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_model_load(dir, &m, err), 0, "%s", err);
+    return m;
+}
+
+static int shared_model(const char *name, char *path, size_t len) {
+    char rel[128], err[AX_ERR_LEN];
+    snprintf(rel, sizeof rel, "models/%s/config.json", name);
+    if (ax_data_file(rel, NULL, path, len, err)) {
+        cr_skip_test("skipped: no data root with %s (%s)", rel, err);
+        return -1;
+    }
+    *strrchr(path, '/') = 0;
+    return 0;
+}
+
+/* ---- the shared checkpoints ------------------------------------------------------------------ */
+
+Test(model_shared, stories260K_loads_with_manifest_shapes_and_file_values) {
+    char dir[AX_PATH_LEN];
+    if (shared_model("stories260K", dir, sizeof dir)) return;
+    ae_model *m = load_ok(dir);
+    const ae_config *c = &m->cfg;
+    /* MANIFEST.md table: dim 64, hidden 172, 5 layers, 8 heads, 4 KV heads, head_dim 8, vocab 512,
+     * max positions 512, theta 10000, eps 1e-5, tied, bos 1, eos 2, float32 */
+    cr_assert_eq(c->dim, 64); cr_assert_eq(c->hidden_dim, 172); cr_assert_eq(c->n_layers, 5);
+    cr_assert_eq(c->n_heads, 8); cr_assert_eq(c->n_kv_heads, 4); cr_assert_eq(c->head_dim, 8);
+    cr_assert_eq(c->vocab_size, 512); cr_assert_eq(c->max_pos, 512);
+    cr_assert_eq(c->rope_theta, 10000.0f); cr_assert_eq(c->rms_eps, 1e-5f);
+    cr_assert_eq(c->tie_embeddings, 1); cr_assert_eq(c->rope_llama3, 0);
+    cr_assert_eq(c->bos_id, 1); cr_assert_eq(c->eos_id, 2);
+    cr_assert_str_eq(m->dtype, "F32");
+    cr_assert_eq(m->w.lm_head, m->w.tok_emb, "tied: lm_head aliases the embeddings");
+    /* values read with python3 struct.unpack('<f', …) at header-given offsets:
+     * embed_tokens[0..2], layers.0.q_proj[0], layers.4.down_proj[last], norm[0] */
+    cr_assert_eq(m->w.tok_emb[0], -0.29474878311157227f);
+    cr_assert_eq(m->w.tok_emb[1], 0.5618956089019775f);
+    cr_assert_eq(m->w.tok_emb[2], 0.1754225343465805f);
+    cr_assert_eq(m->w.layers[0].wq[0], 0.04439278692007065f);
+    cr_assert_eq(m->w.layers[4].w_down[64 * 172 - 1], -0.0035068716388195753f);
+    cr_assert_eq(m->w.final_norm[0], 2.4583089351654053f);
+    ae_model_free(m);
+}
+
+Test(model_shared, wiki_gutenberg_13M_loads_f16_exactly) {
+    char dir[AX_PATH_LEN];
+    if (shared_model("wiki-gutenberg-13M", dir, sizeof dir)) return;
+    ae_model *m = load_ok(dir);
+    const ae_config *c = &m->cfg;
+    /* MANIFEST.md: hidden 256, intermediate 768, 6 layers, 4 heads of 64, 2 KV heads, vocab 32000,
+     * tied, 2048 positions */
+    cr_assert_eq(c->dim, 256); cr_assert_eq(c->hidden_dim, 768); cr_assert_eq(c->n_layers, 6);
+    cr_assert_eq(c->n_heads, 4); cr_assert_eq(c->head_dim, 64); cr_assert_eq(c->n_kv_heads, 2);
+    cr_assert_eq(c->vocab_size, 32000); cr_assert_eq(c->max_pos, 2048); cr_assert_eq(c->tie_embeddings, 1);
+    cr_assert_str_eq(m->dtype, "F16");
+    /* python3 struct.unpack('<e', …): fp16 values widen exactly */
+    cr_assert_eq(m->w.tok_emb[0], 0.1109619140625f);
+    cr_assert_eq(m->w.tok_emb[1], -0.04083251953125f);
+    cr_assert_eq(m->w.tok_emb[2], 0.125732421875f);
+    cr_assert_eq(m->w.layers[0].wq[0], -0.027435302734375f);
+    cr_assert_eq(m->w.layers[5].w_down[256 * 768 - 1], -0.07708740234375f);
+    cr_assert_eq(m->w.final_norm[0], 2.0703125f);
+    ae_model_free(m);
+}
+
+/* ---- make-model round trips ------------------------------------------------------------------- */
+
+static double mean_of(const float *x, size_t n) { double s = 0; for (size_t i = 0; i < n; i++) s += x[i]; return s / (double)n; }
+static double std_of(const float *x, size_t n) {
+    double mu = mean_of(x, n), s = 0;
+    for (size_t i = 0; i < n; i++) s += (x[i] - mu) * (x[i] - mu);
+    return sqrt(s / (double)n);
+}
+
+Test(make_model, random_checkpoint_has_config_shapes_and_init_statistics) {
+    char dir[64], cfg[128], out[256];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    write_config(cfg, 256, 512, 2, 384, 0, NULL);
+    make(dir, cfg, 42, "m", 1, NULL, out, sizeof out);
+    ae_model *m = load_ok(out);
+    cr_assert_str_eq(m->dtype, "F16", "torch_dtype float16 in the config");
+    cr_assert_eq(m->cfg.n_kv_heads, 2);
+    cr_assert_neq(m->w.lm_head, m->w.tok_emb, "untied: its own lm_head");
+    /* N(0, 0.02²): over n = 384*256 = 98,304 samples the sample std has a standard error of
+     * 0.02/sqrt(2n) = 4.5e-5 and the mean 0.02/sqrt(n) = 6.4e-5: 5e-4 and 5e-4 tolerances are ~10 sigma */
+    float *mats[] = {m->w.tok_emb, m->w.lm_head, m->w.layers[1].w_down};
+    size_t ns[] = {384 * 256, 384 * 256, 256 * 512};
+    for (int i = 0; i < 3; i++) {
+        cr_assert(fabs(mean_of(mats[i], ns[i])) < 5e-4, "mean %g", mean_of(mats[i], ns[i]));
+        cr_assert(fabs(std_of(mats[i], ns[i]) - 0.02) < 5e-4, "std %g", std_of(mats[i], ns[i]));
+    }
+    for (int l = 0; l < 2; l++)
+        for (int k = 0; k < 256; k++) {
+            cr_assert_eq(m->w.layers[l].attn_norm[k], 1.0f);
+            cr_assert_eq(m->w.layers[l].ffn_norm[k], 1.0f);
+        }
+    /* distinct tensors draw distinct streams */
+    cr_assert_neq(m->w.layers[0].wq[0], m->w.layers[1].wq[0]);
+    ae_model_free(m);
+    rm_tree(dir);
+}
+
+Test(make_model, sharding_and_dtype_keep_values_and_same_seed_same_bytes) {
+    char dir[64], cfg[128], a[256], b[256], c[256], d[256], e[256], err[AX_ERR_LEN];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    write_config(cfg, 128, 256, 2, 256, 1, NULL);
+    make(dir, cfg, 7, "f32", 1, "f32", a, sizeof a);
+    make(dir, cfg, 7, "f16x3", 3, "f16", b, sizeof b);
+    make(dir, cfg, 7, "bf16", 1, "bf16", c, sizeof c);
+    make(dir, cfg, 7, "f32again", 1, "f32", d, sizeof d);
+    make(dir, cfg, 8, "seed8", 1, "f32", e, sizeof e);
+    char p[512];
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", b);
+    cr_assert_eq(access(p, R_OK), 0, "sharded output has an index");
+    snprintf(p, sizeof p, "%s/model-00003-of-00003.safetensors", b);
+    cr_assert_eq(access(p, R_OK), 0, "third shard exists");
+    ae_model *m32 = load_ok(a), *m16 = load_ok(b), *mbf = load_ok(c), *ms = load_ok(e);
+    cr_assert_str_eq(m16->dtype, "F16");
+    cr_assert_str_eq(mbf->dtype, "BF16");
+    /* f16 = RNE(f32) (aq_f32_to_f16 is the contract's rounding); bf16 = RNE to the top 16 bits,
+     * computed here independently: add 0x7FFF + lsb and truncate */
+    size_t n = 256 * 128;
+    for (size_t i = 0; i < n; i++) {
+        float v = m32->w.tok_emb[i];
+        cr_assert_eq(m16->w.tok_emb[i], aq_f16_to_f32(aq_f32_to_f16(v)), "i=%zu", i);
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        uint32_t r = ((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16) << 16;
+        float vb;
+        memcpy(&vb, &r, 4);
+        cr_assert_eq(mbf->w.tok_emb[i], vb, "i=%zu", i);
+    }
+    cr_assert_eq(m16->w.layers[1].w_down[5], aq_f16_to_f32(aq_f32_to_f16(m32->w.layers[1].w_down[5])));
+    cr_assert_neq(ms->w.tok_emb[0], m32->w.tok_emb[0], "another seed, other values");
+    /* same seed twice: byte-identical files */
+    char ha[65], hd[65], pa[512], pd[512];
+    snprintf(pa, sizeof pa, "%s/model.safetensors", a);
+    snprintf(pd, sizeof pd, "%s/model.safetensors", d);
+    cr_assert_eq(ax_sha256_file(pa, ha, err), 0, "%s", err);
+    cr_assert_eq(ax_sha256_file(pd, hd, err), 0, "%s", err);
+    cr_assert_str_eq(ha, hd);
+    ae_model_free(m32); ae_model_free(m16); ae_model_free(mbf); ae_model_free(ms);
+    /* the written config says what was written */
+    ae_config cc;
+    snprintf(p, sizeof p, "%s/config.json", c);
+    char *txt = NULL;
+    size_t len = 0;
+    cr_assert_eq(ax_read_file(p, &txt, &len, err), 0, "%s", err);
+    cr_assert_not_null(strstr(txt, "\"bfloat16\""), "%s", txt);
+    free(txt);
+    cr_assert_eq(ae_config_load(p, &cc, err), 0, "%s", err);
+    rm_tree(dir);
+}
+
+Test(make_model, rejects_bad_arguments) {
+    char dir[64], cfg[128], out[256], err[AX_ERR_LEN] = "";
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(out, sizeof out, "%s/m", dir);
+    write_config(cfg, 128, 256, 1, 64, 1, NULL);
+    cr_assert_neq(ae_make_model_ex(cfg, 1, out, 1, "f8", err), 0);
+    cr_assert_not_null(strstr(err, "f8"), "%s", err);
+    cr_assert_neq(ae_make_model(cfg, 1, out, 0, err), 0);
+    /* tied, 1 layer: 1 + 9 + 1 = 11 tensors, so 12 shards cannot all be non-empty */
+    cr_assert_neq(ae_make_model(cfg, 1, out, 12, err), 0);
+    cr_assert_not_null(strstr(err, "shards"), "%s", err);
+    cr_assert_eq(ae_make_model(cfg, 1, out, 11, err), 0, "%s", err);
+    ae_model *m = load_ok(out);
+    ae_model_free(m);
+    char nocfg[160];
+    snprintf(nocfg, sizeof nocfg, "%s/none.json", dir);
+    cr_assert_neq(ae_make_model(nocfg, 1, out, 1, err), 0);
+    cr_assert_not_null(strstr(err, nocfg), "%s", err);
+    rm_tree(dir);
+}
+
+/* ---- config.json ------------------------------------------------------------------------------ */
+
+static void expect_config_error(const char *json, const char *needle) {
+    char dir[64], p[128], err[AX_ERR_LEN] = "";
+    ae_config c;
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    write_text(p, json);
+    cr_assert_neq(ae_config_load(p, &c, err), 0, "expected an error mentioning '%s'", needle);
+    cr_assert_not_null(strstr(err, needle), "error '%s' should mention '%s'", err, needle);
+    cr_assert_not_null(strstr(err, "config.json"), "error '%s' should name the file", err);
+    rm_tree(dir);
+}
+
+#define BASE "\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":1,\"num_attention_heads\":4,\"vocab_size\":32"
+
+Test(model_config, defaults_follow_hf_llama_config) {
+    char dir[64], p[128], err[AX_ERR_LEN] = "";
+    ae_config c;
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    write_text(p, "{" BASE "}");
+    cr_assert_eq(ae_config_load(p, &c, err), 0, "%s", err);
+    /* HF LlamaConfig defaults: kv heads = heads, head_dim = 64/4, eps 1e-6, theta 10000, 2048
+     * positions, untied, no bos/eos */
+    cr_assert_eq(c.n_kv_heads, 4); cr_assert_eq(c.head_dim, 16); cr_assert_eq(c.rms_eps, 1e-6f);
+    cr_assert_eq(c.rope_theta, 10000.0f); cr_assert_eq(c.max_pos, 2048); cr_assert_eq(c.tie_embeddings, 0);
+    cr_assert_eq(c.bos_id, -1); cr_assert_eq(c.eos_id, -1);
+    /* Llama-3 style: rope_scaling llama3, eos list (first used), explicit head_dim */
+    write_text(p, "{" BASE ",\"head_dim\":32,\"rope_theta\":500000.0,\"eos_token_id\":[128001,128008],"
+                  "\"rope_scaling\":{\"factor\":8.0,\"low_freq_factor\":1.0,\"high_freq_factor\":4.0,"
+                  "\"original_max_position_embeddings\":8192,\"rope_type\":\"llama3\"}}");
+    cr_assert_eq(ae_config_load(p, &c, err), 0, "%s", err);
+    cr_assert_eq(c.head_dim, 32); cr_assert_eq(c.rope_theta, 500000.0f); cr_assert_eq(c.eos_id, 128001);
+    cr_assert_eq(c.rope_llama3, 1); cr_assert_eq(c.rope_factor, 8.0f); cr_assert_eq(c.rope_low_freq_factor, 1.0f);
+    cr_assert_eq(c.rope_high_freq_factor, 4.0f); cr_assert_eq(c.rope_orig_max_pos, 8192);
+    /* newer transformers: rope_parameters {rope_theta, rope_type} */
+    write_text(p, "{" BASE ",\"rope_parameters\":{\"rope_theta\":250000.0,\"rope_type\":\"default\"}}");
+    cr_assert_eq(ae_config_load(p, &c, err), 0, "%s", err);
+    cr_assert_eq(c.rope_theta, 250000.0f); cr_assert_eq(c.rope_llama3, 0);
+    rm_tree(dir);
+}
+
+Test(model_config, errors_name_the_field) {
+    expect_config_error("{\"hidden_size\": 64,", "not valid JSON");
+    expect_config_error("{\"intermediate_size\":128,\"num_hidden_layers\":1,\"num_attention_heads\":4,\"vocab_size\":32}",
+                        "hidden_size");
+    expect_config_error("{" BASE ",\"num_key_value_heads\":3}", "num_key_value_heads");
+    expect_config_error("{" BASE ",\"rope_scaling\":{\"type\":\"yarn\",\"factor\":4.0}}", "yarn");
+    expect_config_error("{" BASE ",\"model_type\":\"mistral\"}", "mistral");
+    expect_config_error("{" BASE ",\"attention_bias\":true}", "attention_bias");
+    expect_config_error("{\"hidden_size\":-3,\"intermediate_size\":128,\"num_hidden_layers\":1,"
+                        "\"num_attention_heads\":4,\"vocab_size\":32}", "hidden_size");
+    expect_config_error("{" BASE ",\"rms_norm_eps\":\"small\"}", "rms_norm_eps");
+    expect_config_error("{\"hidden_size\":65,\"intermediate_size\":128,\"num_hidden_layers\":1,"
+                        "\"num_attention_heads\":4,\"vocab_size\":32}", "not a multiple");
+}
+
+/* ---- safetensors validation ------------------------------------------------------------------- */
+
+Test(safetensors, hand_made_file_parses) {
+    char dir[64], p[128], err[AX_ERR_LEN] = "";
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(p, sizeof p, "%s/x.safetensors", dir);
+    /* two F16 tensors: a [2,3] at [0,12), b [4] at [12,20); data bytes 0x3C 0x3C = fp16 0x3C3C =
+     * 2^(15-15) * (1 + 0x03C/1024) = 1.05859375 */
+    write_st(p, "{\"__metadata__\":{\"format\":\"pt\"},\"b\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[12,20]},"
+                "\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,12]}}   ", 20);
+    ae_st_file *f = NULL;
+    cr_assert_eq(ae_st_open(p, &f, err), 0, "%s", err);
+    cr_assert_eq(f->n, 2);
+    const ae_st_tensor *a = ae_st_find(f, "a");
+    cr_assert_not_null(a);
+    cr_assert_eq(a->ndim, 2); cr_assert_eq(a->shape[0], 2); cr_assert_eq(a->shape[1], 3); cr_assert_eq(a->numel, 6);
+    float v[6];
+    cr_assert_eq(ae_st_read_f32(f, a, v, err), 0, "%s", err);
+    for (int i = 0; i < 6; i++) cr_assert_eq(v[i], 1.05859375f);
+    cr_assert_null(ae_st_find(f, "c"));
+    ae_st_close(f);
+    rm_tree(dir);
+}
+
+Test(safetensors, malformed_files_are_rejected_with_named_errors) {
+    char dir[64], p[128];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(p, sizeof p, "%s/x.safetensors", dir);
+    const char *okt = "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}";
+    char h[512];
+
+    write_text(p, "abc");                                   /* shorter than the length prefix */
+    expect_st_error(p, "too short", NULL);
+
+    FILE *f = fopen(p, "wb");                               /* header length past the end */
+    const unsigned char big[8] = {0x00, 0x10, 0, 0, 0, 0, 0, 0};   /* 4096 */
+    fwrite(big, 1, 8, f);
+    fputs("{}", f);
+    fclose(f);
+    expect_st_error(p, "exceeds the file size", NULL);
+
+    write_st(p, "{\"a\":{\"dtype\":\"F32\",", 8);           /* truncated JSON */
+    expect_st_error(p, "not valid JSON", NULL);
+    write_st(p, "[1,2]", 0);
+    expect_st_error(p, "does not start with '{'", NULL);
+
+    snprintf(h, sizeof h, "{%s}", okt);                     /* truncated data section */
+    write_st(p, h, 7);
+    expect_st_error(p, "'a'", "exceed the data section");
+
+    write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,80]}}", 8);   /* offset past end */
+    expect_st_error(p, "'a'", "exceed");
+
+    write_st(p, "{\"a\":{\"dtype\":\"Q4_K\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);   /* unknown dtype */
+    expect_st_error(p, "'a'", "unknown dtype 'Q4_K'");
+    write_st(p, "{\"a\":{\"dtype\":\"I8\",\"shape\":[8],\"data_offsets\":[0,8]}}", 8);    /* real, unsupported */
+    expect_st_error(p, "'a'", "I8 is not supported");
+
+    write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8);   /* 3*4 != 8 */
+    expect_st_error(p, "'a'", "12 bytes");
+    write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8);
+    expect_st_error(p, "'a'", "shape[0]");
+    write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8);
+    expect_st_error(p, "'a'", "end < begin");
+
+    /* overlap: b [0,8) and a [4,12) */
+    write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]},"
+                "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 12);
+    expect_st_error(p, "overlap", "'a'");
+    /* gap: [0,8) then [12,20) */
+    write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}", 20);
+    expect_st_error(p, "belong to no tensor", "'b'");
+    /* trailing bytes after the last tensor */
+    snprintf(h, sizeof h, "{%s}", okt);
+    write_st(p, h, 9);
+    expect_st_error(p, "trailing", NULL);
+    /* the same name twice */
+    write_st(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16);
+    expect_st_error(p, "'a'", "twice");
+    rm_tree(dir);
+}
+
+/* ---- checkpoint validation against the config -------------------------------------------------- */
+
+/* A tiny f32 checkpoint (dim 8, hidden 16, 1 layer, 4 heads / 2 KV heads of 2, vocab 16). */
+static void tiny(const char *dir, int tie, char *out, size_t len) {
+    char cfg[256];
+    snprintf(cfg, sizeof cfg, "%s/tiny-config.json", dir);
+    write_config(cfg, 8, 16, 1, 16, tie, NULL);
+    make(dir, cfg, 3, tie ? "tied" : "untied", 1, "f32", out, len);
+}
+
+Test(model_load, nan_in_a_weight_is_named) {
+    char dir[64], m[256], p[512], err[AX_ERR_LEN];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    tiny(dir, 1, m, sizeof m);
+    snprintf(p, sizeof p, "%s/model.safetensors", m);
+    ae_st_file *f = NULL;
+    cr_assert_eq(ae_st_open(p, &f, err), 0, "%s", err);
+    const ae_st_tensor *t = ae_st_find(f, "model.layers.0.mlp.up_proj.weight");
+    cr_assert_not_null(t);
+    long off = (long)(f->data_off + t->begin + 4 * 5);   /* flat index 5 */
+    ae_st_close(f);
+    FILE *fp = fopen(p, "r+b");
+    cr_assert_not_null(fp);
+    fseek(fp, off, SEEK_SET);
+    const unsigned char nan[4] = {0x00, 0x00, 0xC0, 0x7F};   /* 0x7FC00000 = quiet NaN */
+    fwrite(nan, 1, 4, fp);
+    fclose(fp);
+    expect_load_error(m, "model.layers.0.mlp.up_proj.weight", "NaN");
+    expect_load_error(m, "flat index 5", NULL);
+    rm_tree(dir);
+}
+
+Test(model_load, config_and_checkpoint_must_agree) {
+    char dir[64], m[256], p[512], err[AX_ERR_LEN];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    tiny(dir, 1, m, sizeof m);
+    snprintf(p, sizeof p, "%s/config.json", m);
+    /* more layers in the config than in the file: the first absent tensor is named */
+    write_config(p, 8, 16, 2, 16, 1, NULL);
+    expect_load_error(m, "missing tensor 'model.layers.1.input_layernorm.weight'", NULL);
+    /* fewer: the file's extra tensors are reported */
+    tiny(dir, 1, m, sizeof m);
+    char two[300];
+    snprintf(p, sizeof p, "%s/tiny-config.json", dir);
+    write_config(p, 8, 16, 2, 16, 1, NULL);
+    make(dir, p, 3, "two", 1, "f32", two, sizeof two);
+    snprintf(p, sizeof p, "%s/config.json", two);
+    write_config(p, 8, 16, 1, 16, 1, NULL);
+    expect_load_error(two, "unexpected tensor 'model.layers.1.", NULL);
+    /* a different intermediate_size: the first tensor with that dimension is named, with both shapes */
+    write_config(p, 8, 24, 2, 16, 1, NULL);
+    expect_load_error(two, "model.layers.0.mlp.gate_proj.weight", "[16, 8], config.json implies [24, 8]");
+    /* tie_word_embeddings false without lm_head.weight */
+    write_config(p, 8, 16, 2, 16, 0, NULL);
+    expect_load_error(two, "lm_head.weight", "tie_word_embeddings");
+    /* a tied config ignores a stored lm_head (HF ties it); the untied one loads its own */
+    char un[300];
+    snprintf(p, sizeof p, "%s/tiny-config.json", dir);
+    write_config(p, 8, 16, 1, 16, 0, NULL);
+    make(dir, p, 3, "un", 1, "f32", un, sizeof un);
+    ae_model *mm = load_ok(un);
+    cr_assert_neq(mm->w.lm_head, mm->w.tok_emb);
+    ae_model_free(mm);
+    snprintf(p, sizeof p, "%s/config.json", un);
+    write_config(p, 8, 16, 1, 16, 1, NULL);
+    mm = load_ok(un);
+    cr_assert_eq(mm->w.lm_head, mm->w.tok_emb);
+    ae_model_free(mm);
+    /* no weights at all */
+    snprintf(p, sizeof p, "%s/model.safetensors", un);
+    cr_assert_eq(unlink(p), 0);
+    expect_load_error(un, "neither model.safetensors nor model.safetensors.index.json", NULL);
+    /* no config */
+    snprintf(p, sizeof p, "%s/config.json", m);
+    cr_assert_eq(unlink(p), 0);
+    expect_load_error(m, "config.json", NULL);
+    (void)err;
+    rm_tree(dir);
+}
+
+Test(model_load, sharded_index_errors_name_the_shard) {
+    char dir[64], cfg[128], m[256], p[512];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(cfg, sizeof cfg, "%s/c.json", dir);
+    write_config(cfg, 8, 16, 2, 16, 1, NULL);
+    make(dir, cfg, 5, "sh", 3, "f16", m, sizeof m);
+    ae_model *mm = load_ok(m);
+    ae_model_free(mm);
+    snprintf(p, sizeof p, "%s/model-00002-of-00003.safetensors", m);
+    cr_assert_eq(unlink(p), 0);
+    expect_load_error(m, "model-00002-of-00003.safetensors", NULL);
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", m);
+    write_text(p, "{\"weight_map\": {\"model.norm.weight\": \"../evil.safetensors\"}}");
+    expect_load_error(m, "not a file name", NULL);
+    rm_tree(dir);
+}
+
+/* ---- the CLI front end ------------------------------------------------------------------------- */
+
+static int run_status(const char *cmd) {
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+Test(make_model_cli, writes_a_loadable_checkpoint_and_exits_2_on_bad_usage) {
+    const char *bin = getenv("APEX4_BIN");
+    if (!bin) { cr_skip_test("skipped: APEX4_BIN not set (run through make test)"); return; }
+    char dir[64], cfg[128], out[256], cmd[1024];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(cfg, sizeof cfg, "%s/c.json", dir);
+    snprintf(out, sizeof out, "%s/m", dir);
+    write_config(cfg, 128, 256, 1, 64, 0, NULL);
+    snprintf(cmd, sizeof cmd, "'%s' make-model --config '%s' --seed 9 --out '%s' --shards 2 --dtype bf16 >/dev/null",
+             bin, cfg, out);
+    cr_assert_eq(run_status(cmd), 0);
+    ae_model *m = load_ok(out);
+    cr_assert_str_eq(m->dtype, "BF16");
+    ae_model_free(m);
+    snprintf(cmd, sizeof cmd, "'%s' make-model --config '%s' --out '%s' 2>/dev/null", bin, cfg, out);
+    cr_assert_eq(run_status(cmd), 2, "missing --seed");
+    snprintf(cmd, sizeof cmd, "'%s' make-model --config '%s' --seed x --out '%s' 2>/dev/null", bin, cfg, out);
+    cr_assert_eq(run_status(cmd), 2, "bad --seed");
+    snprintf(cmd, sizeof cmd, "'%s' make-model --config '%s/none.json' --seed 1 --out '%s' 2>/dev/null", bin, dir, out);
+    cr_assert_eq(run_status(cmd), 2, "missing config");
+    rm_tree(dir);
+}

@@ -1,0 +1,660 @@
+/* test_zeroshot.c — zero-shot tasks: request building per task (expected strings written out by
+ * hand from the lm-eval task files), --limit, data file errors, scoring and normalisation on
+ * hand-made logits, the shared-context request loop against a naive reference on a fake LM, the
+ * _encode_pair split on the LLaMA-2 tokenizer, and an end-to-end run on stories260K. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ax_util.h"
+#include "model.h"
+#include "testutil.h"
+#include "zeroshot.h"
+
+/* ---- helpers ----------------------------------------------------------------------------------- */
+static void write_file(const char *root, const char *rel, const char *text) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    for (char *s = strchr(p + strlen(root) + 1, '/'); s; s = strchr(s + 1, '/')) {
+        *s = 0;
+        mkdir(p, 0755);
+        *s = '/';
+    }
+    FILE *f = fopen(p, "wb");
+    cr_assert(f, "cannot create %s", p);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void rm_rf(const char *dir) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static ad_zs_set *load_ok(const char *task, const char *root, long limit) {
+    char err[AX_ERR_LEN] = "";
+    ad_zs_set *s = NULL;
+    int rc = ad_zs_load(ad_zs_task_find(task), root, limit, &s, err);
+    cr_assert_eq(rc, 0, "%s: %s", task, err);
+    return s;
+}
+
+static void expect_req(const ad_zs_set *s, int d, int j, const char *ctx, const char *cont) {
+    cr_assert_lt(d, s->n_docs);
+    cr_assert_lt(j, s->docs[d].n_req);
+    cr_expect_str_eq(s->docs[d].req[j].context, ctx, "doc %d choice %d context", d, j);
+    cr_expect_str_eq(s->docs[d].req[j].continuation, cont, "doc %d choice %d continuation", d, j);
+}
+
+/* ---- request building, one test per task --------------------------------------------------------- */
+Test(zeroshot_requests, piqa) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"How do I dry a shirt?\", \"sol1\": \"Hang it up.\", \"sol2\": \"Put it in soup.\"}\n"
+               "{\"goal\": \"dresser\", \"sol1\": \"replace drawer \", \"sol2\": \"caf\\u00e9 with  pin \"}\n");
+    write_file(root, "data/piqa/valid-labels.lst", "0\n1\n");
+    ad_zs_set *s = load_ok("piqa", root, 0);
+    cr_assert_eq(s->n_docs, 2);
+    /* piqa.yaml: "Question: {{goal}}\nAnswer:", choices [sol1, sol2], target delimiter " " */
+    expect_req(s, 0, 0, "Question: How do I dry a shirt?\nAnswer:", " Hang it up.");
+    expect_req(s, 0, 1, "Question: How do I dry a shirt?\nAnswer:", " Put it in soup.");
+    expect_req(s, 1, 0, "Question: dresser\nAnswer:", " replace drawer ");
+    expect_req(s, 1, 1, "Question: dresser\nAnswer:", " caf\xc3\xa9 with  pin ");
+    cr_expect_eq(s->docs[0].gold, 0);
+    cr_expect_eq(s->docs[1].gold, 1);
+    /* acc_norm lengths: len("Hang it up.") = 11, len("café with  pin ") = 15 code points */
+    cr_expect_eq(s->docs[0].choice_len[0], 11.0);
+    cr_expect_eq(s->docs[1].choice_len[1], 15.0);
+    cr_expect_eq(s->n_requests, 4);
+    ad_zs_set_free(s);
+    rm_rf(root);
+}
+
+Test(zeroshot_requests, arc_original_and_numeric_labels) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/arc_easy/ARC-Easy-Test.jsonl",
+               "{\"id\":\"a\",\"question\":{\"stem\":\"Which is a gas?\",\"choices\":[{\"text\":\"ice\",\"label\":\"A\"},"
+               "{\"text\":\"steam\",\"label\":\"B\"},{\"text\":\"rock\",\"label\":\"C\"}]},\"answerKey\":\"B\"}\n"
+               "{\"id\":\"NYSEDREGENTS_2015_8_1\",\"question\":{\"stem\":\"Pick 3.\",\"choices\":[{\"text\":\"one\",\"label\":\"1\"},"
+               "{\"text\":\"two\",\"label\":\"2\"},{\"text\":\"three\",\"label\":\"3\"},{\"text\":\"four\",\"label\":\"4\"}]},\"answerKey\":\"3\"}\n");
+    ad_zs_set *s = load_ok("arc_easy", root, 0);
+    cr_assert_eq(s->n_docs, 2);
+    /* arc_easy.yaml: "Question: {{question}}\nAnswer:", choices.text, gold = label.index(answerKey) */
+    expect_req(s, 0, 0, "Question: Which is a gas?\nAnswer:", " ice");
+    expect_req(s, 0, 1, "Question: Which is a gas?\nAnswer:", " steam");
+    expect_req(s, 0, 2, "Question: Which is a gas?\nAnswer:", " rock");
+    cr_expect_eq(s->docs[0].n_req, 3);
+    cr_expect_eq(s->docs[0].gold, 1);
+    expect_req(s, 1, 3, "Question: Pick 3.\nAnswer:", " four");
+    cr_expect_eq(s->docs[1].gold, 2);   /* "3" is the third label */
+    ad_zs_set_free(s);
+    rm_rf(root);
+}
+
+Test(zeroshot_requests, boolq) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/boolq/dev.jsonl",
+               "{\"question\": \"is the sky blue\", \"title\": \"Sky\", \"answer\": true, \"passage\": \"The sky is blue.\"}\n"
+               "{\"question\": \"do fish fly\", \"title\": \"Fish\", \"answer\": false, \"passage\": \"Fish swim.\"}\n");
+    ad_zs_set *s = load_ok("boolq", root, 0);
+    /* boolq/default.yaml: "{{passage}}\nQuestion: {{question}}?\nAnswer:", choices ["no", "yes"] */
+    expect_req(s, 0, 0, "The sky is blue.\nQuestion: is the sky blue?\nAnswer:", " no");
+    expect_req(s, 0, 1, "The sky is blue.\nQuestion: is the sky blue?\nAnswer:", " yes");
+    expect_req(s, 1, 1, "Fish swim.\nQuestion: do fish fly?\nAnswer:", " yes");
+    cr_expect_eq(s->docs[0].gold, 1);
+    cr_expect_eq(s->docs[1].gold, 0);
+    ad_zs_set_free(s);
+    rm_rf(root);
+}
+
+Test(zeroshot_requests, hellaswag_llamacpp_text) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/hellaswag/hellaswag_val_full.txt",
+               "Roof shingle removal: A man is sitting on a roof. he\n3\n"
+               "is using wrap to wrap a pair of skis.\nis ripping level tiles off.\n"
+               "is holding a rubik's cube.\nstarts pulling up roofing on a roof.\n"
+               "Clean and jerk: A lady walks to a barbell. the lady\n0\na\nb\nc\nd\n");
+    ad_zs_set *s = load_ok("hellaswag", root, 0);
+    cr_assert_eq(s->n_docs, 2);
+    expect_req(s, 0, 0, "Roof shingle removal: A man is sitting on a roof. he", " is using wrap to wrap a pair of skis.");
+    expect_req(s, 0, 3, "Roof shingle removal: A man is sitting on a roof. he", " starts pulling up roofing on a roof.");
+    cr_expect_eq(s->docs[0].gold, 3);
+    expect_req(s, 1, 2, "Clean and jerk: A lady walks to a barbell. the lady", " c");
+    cr_expect_eq(s->docs[1].gold, 0);
+    cr_expect(strstr(s->variant, "llama.cpp") != NULL, "variant says which format: %s", s->variant);
+    ad_zs_set_free(s);
+    rm_rf(root);
+}
+
+Test(zeroshot_requests, hellaswag_jsonl_preferred_with_harness_preprocessing) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/hellaswag/hellaswag_val_full.txt", "x: y\n0\na\nb\nc\nd\n");
+    write_file(root, "data/hellaswag/hellaswag_val.jsonl",
+               "{\"ind\": 24, \"activity_label\": \"Roof shingle removal\", \"ctx_a\": \"A man is sitting on a roof.\","
+               " \"ctx_b\": \"he\", \"endings\": [\"is using wrap to wrap a pair of skis.\", \"is ripping level tiles off.\","
+               " \"is holding a rubik's cube.\", \"starts pulling up roofing on a roof.\"], \"label\": 3}\n"
+               "{\"activity_label\": \"Home and Garden\", \"ctx_a\": \"[header] How to paint a wall [title] Buy paint.\","
+               " \"ctx_b\": \"then PAINT it\", \"endings\": [\"[step] Use a  roller.\", \" b \", \"c [substeps] x\", \"d\"], \"label\": \"1\"}\n");
+    ad_zs_set *s = load_ok("hellaswag", root, 0);
+    cr_assert_eq(s->n_docs, 2);
+    /* utils.py: preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize()) */
+    expect_req(s, 0, 0, "Roof shingle removal: A man is sitting on a roof. He", " is using wrap to wrap a pair of skis.");
+    cr_expect_eq(s->docs[0].gold, 3);
+    /* by hand: "Home and Garden: [header] How to paint a wall [title] Buy paint. Then paint it"
+     *  " [title]" -> ". "  : "Home and Garden: [header] How to paint a wall.  Buy paint. Then paint it"
+     *  remove "[header]"   : "Home and Garden:  How to paint a wall.  Buy paint. Then paint it"
+     *  "  " -> " "         : "Home and Garden: How to paint a wall. Buy paint. Then paint it" */
+    /* "[step] Use a  roller.": strip (nothing), remove "[step]" -> " Use a  roller.", "  " -> " "
+     * -> " Use a roller." (the space left by the tag stays: strip ran first) */
+    expect_req(s, 1, 0, "Home and Garden: How to paint a wall. Buy paint. Then paint it", "  Use a roller.");
+    expect_req(s, 1, 1, "Home and Garden: How to paint a wall. Buy paint. Then paint it", " b");
+    expect_req(s, 1, 2, "Home and Garden: How to paint a wall. Buy paint. Then paint it", " c x");
+    cr_expect_eq(s->docs[1].gold, 1);
+    cr_expect_eq(s->docs[1].choice_len[0], 14.0);   /* " Use a roller." */
+    cr_expect(strstr(s->variant, "lm-eval") != NULL, "variant: %s", s->variant);
+    ad_zs_set_free(s);
+    rm_rf(root);
+}
+
+Test(zeroshot_requests, winogrande_partial) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/winogrande/dev.jsonl",
+               "{\"qID\": \"1\", \"sentence\": \"Sarah was a much better surgeon than Maria so _ always got the easier cases.\", "
+               "\"option1\": \"Sarah\", \"option2\": \"Maria\", \"answer\": \"2\"}\n"
+               "{\"qID\": \"2\", \"sentence\": \"The bed was ruined but the _  was fine. \", \"option1\": \"blanket\", "
+               "\"option2\": \"bed\", \"answer\": \"1\"}\n");
+    write_file(root, "data/winogrande/dev-labels.lst", "2\n1\n");
+    ad_zs_set *s = load_ok("winogrande", root, 0);
+    /* preprocess_winogrande.py: context = sentence[:idx] + option, target = sentence[idx+1:].strip(),
+     * continuation = " " + target */
+    expect_req(s, 0, 0, "Sarah was a much better surgeon than Maria so Sarah", " always got the easier cases.");
+    expect_req(s, 0, 1, "Sarah was a much better surgeon than Maria so Maria", " always got the easier cases.");
+    cr_expect_eq(s->docs[0].gold, 1);
+    expect_req(s, 1, 0, "The bed was ruined but the blanket", " was fine.");
+    expect_req(s, 1, 1, "The bed was ruined but the bed", " was fine.");
+    cr_expect_eq(s->docs[1].gold, 0);
+    ad_zs_set_free(s);
+    rm_rf(root);
+}
+
+Test(zeroshot_requests, lambada_last_word) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/lambada_openai/lambada_test.jsonl",
+               "{\"text\": \"He looked at the\\n\\nold dog\"}\n"
+               "{\"text\": \"two  spaces\"}\n"
+               "{\"text\": \"alone\"}\n");
+    ad_zs_set *s = load_ok("lambada_openai", root, 0);
+    cr_assert_eq(s->n_docs, 3);
+    /* lambada_openai.yaml: text.split(' ')[:-1] joined by ' ', target ' ' + text.split(' ')[-1] */
+    expect_req(s, 0, 0, "He looked at the\n\nold", " dog");
+    expect_req(s, 1, 0, "two ", " spaces");   /* ['two', '', 'spaces'] -> "two " */
+    expect_req(s, 2, 0, "", " alone");
+    ad_zs_set_free(s);
+    rm_rf(root);
+}
+
+/* ---- --limit and errors -------------------------------------------------------------------------- */
+Test(zeroshot_data, limit_keeps_first_documents) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/boolq/dev.jsonl",
+               "{\"question\": \"q1\", \"answer\": true, \"passage\": \"p1\"}\n"
+               "{\"question\": \"q2\", \"answer\": false, \"passage\": \"p2\"}\n"
+               "{\"question\": \"q3\", \"answer\": true, \"passage\": \"p3\"}\n");
+    ad_zs_set *s = load_ok("boolq", root, 2);
+    cr_expect_eq(s->n_docs, 2);
+    cr_expect_eq(s->n_total, 3);
+    cr_expect_eq(s->n_requests, 4);
+    expect_req(s, 1, 0, "p2\nQuestion: q2?\nAnswer:", " no");
+    ad_zs_set_free(s);
+    s = load_ok("boolq", root, 50);    /* more than the file holds: all */
+    cr_expect_eq(s->n_docs, 3);
+    ad_zs_set_free(s);
+    rm_rf(root);
+}
+
+static void expect_load_error(const char *task, const char *root, const char *needle1, const char *needle2) {
+    char err[AX_ERR_LEN] = "";
+    ad_zs_set *s = NULL;
+    int rc = ad_zs_load(ad_zs_task_find(task), root, 0, &s, err);
+    cr_expect_neq(rc, 0, "%s: expected an error", task);
+    cr_expect_null(s);
+    cr_expect(strstr(err, needle1) != NULL, "error '%s' should contain '%s'", err, needle1);
+    if (needle2) cr_expect(strstr(err, needle2) != NULL, "error '%s' should contain '%s'", err, needle2);
+}
+
+Test(zeroshot_data, missing_and_malformed_files_are_named) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    expect_load_error("piqa", root, "data/piqa/valid.jsonl", "yonatanbisk.com");
+    write_file(root, "data/piqa/valid.jsonl", "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    expect_load_error("piqa", root, "valid-labels.lst", "not found");
+    write_file(root, "data/piqa/valid-labels.lst", "0\n1\n");
+    expect_load_error("piqa", root, "2 labels", "1 records");
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": \"g\", \"sol1\": \"a\", \n");
+    expect_load_error("piqa", root, "valid.jsonl:2", "malformed JSON");
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": \"g\", \"sol2\": \"b\"}\n");
+    expect_load_error("piqa", root, "valid.jsonl:2", "'sol1'");
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    write_file(root, "data/piqa/valid-labels.lst", "0\n7\n");
+    expect_load_error("piqa", root, "valid-labels.lst", "not 0 or 1");
+    write_file(root, "data/hellaswag/hellaswag_val_full.txt", "ctx\n1\na\nb\nc\nd\nctx2\n2\na\n");
+    expect_load_error("hellaswag", root, "hellaswag_val_full.txt:7", "truncated");
+    write_file(root, "data/hellaswag/hellaswag_val_full.txt", "ctx\n9\na\nb\nc\nd\n");
+    expect_load_error("hellaswag", root, "hellaswag_val_full.txt:2", "0..3");
+    write_file(root, "data/arc_easy/ARC-Easy-Test.jsonl",
+               "{\"question\":{\"stem\":\"s\",\"choices\":[{\"text\":\"a\",\"label\":\"A\"}]},\"answerKey\":\"E\"}\n");
+    expect_load_error("arc_easy", root, "ARC-Easy-Test.jsonl:1", "answerKey 'E'");
+    write_file(root, "data/winogrande/dev.jsonl", "{\"sentence\": \"no blank\", \"option1\": \"a\", \"option2\": \"b\"}\n");
+    write_file(root, "data/winogrande/dev-labels.lst", "1\n");
+    expect_load_error("winogrande", root, "dev.jsonl:1", "'_'");
+    write_file(root, "data/boolq/dev.jsonl", "{\"question\": \"q\", \"passage\": \"p\", \"answer\": \"yes\"}\n");
+    expect_load_error("boolq", root, "dev.jsonl:1", "'answer'");
+    write_file(root, "data/lambada_openai/lambada_test.jsonl", "");
+    expect_load_error("lambada_openai", root, "lambada_test.jsonl", "no records");
+    rm_rf(root);
+}
+
+Test(zeroshot_data, preprocess_helpers) {
+    char *s = ad_hellaswag_preprocess("  a [title] b [x]c [unclosed d  e  ");
+    /* strip -> "a [title] b [x]c [unclosed d  e"; " [title]" -> ". " -> "a.  b [x]c [unclosed d  e";
+     * "[x]" removed, "[unclosed..." has no ']' and stays; "  " -> " " */
+    cr_expect_str_eq(s, "a. b c [unclosed d e");
+    free(s);
+    s = ad_py_capitalize("hELLO wORLD");
+    cr_expect_str_eq(s, "Hello world");
+    free(s);
+    cr_expect_eq(ad_utf8_len("na\xc3\xafve \xe2\x82\xac"), 7);   /* "naïve €" */
+}
+
+/* ---- scoring on hand-made logits ---------------------------------------------------------------- */
+Test(zeroshot_scoring, loglikelihood_and_greedy) {
+    /* row 0: logits (ln 3, 0, 0, 0): softmax = (3, 1, 1, 1)/6 -> log p(0) = ln 0.5, argmax 0
+     * row 1: all equal: log p = ln 1/4; argmax = 0 (first maximum) */
+    float rows[8] = {logf(3.0f), 0, 0, 0, 0, 0, 0, 0};
+    char err[AX_ERR_LEN];
+    double ll;
+    int greedy;
+    int cont_a[2] = {0, 0};
+    cr_assert_eq(ae_zs_score_rows(rows, 2, 4, cont_a, &ll, &greedy, err), 0, "%s", err);
+    cr_expect_float_eq(ll, log(0.5) + log(0.25), 1e-6);
+    cr_expect_eq(greedy, 1);
+    int cont_b[2] = {1, 3};   /* log(1/6) + log(1/4); token 1 is not the argmax of row 0 */
+    cr_assert_eq(ae_zs_score_rows(rows, 2, 4, cont_b, &ll, &greedy, err), 0, "%s", err);
+    cr_expect_float_eq(ll, log(1.0 / 6.0) + log(0.25), 1e-6);
+    cr_expect_eq(greedy, 0);
+    int cont_c[1] = {4};
+    cr_expect_neq(ae_zs_score_rows(rows, 1, 4, cont_c, &ll, &greedy, err), 0);
+    cr_expect(strstr(err, "vocabulary") != NULL, "%s", err);
+    rows[2] = NAN;
+    cr_expect_neq(ae_zs_score_rows(rows, 1, 4, cont_a, &ll, &greedy, err), 0);
+}
+
+Test(zeroshot_scoring, acc_and_acc_norm_decisions) {
+    /* lls -4 (choice of 2 chars) vs -3 (1 char): acc picks 1 (-3 > -4); per character -2 vs -3:
+     * acc_norm picks 0 */
+    double lls[2] = {-4.0, -3.0}, len[2] = {2.0, 1.0};
+    int p, q;
+    ae_zs_decide(lls, len, 2, &p, &q);
+    cr_expect_eq(p, 1);
+    cr_expect_eq(q, 0);
+    double tie[3] = {-2.0, -1.0, -1.0}, len3[3] = {1.0, 1.0, 1.0};
+    ae_zs_decide(tie, len3, 3, &p, &q);   /* np.argmax: first maximum */
+    cr_expect_eq(p, 1);
+    cr_expect_eq(q, 1);
+}
+
+Test(zeroshot_scoring, mean_stderr_is_sample_std_over_sqrt_n) {
+    /* x = 1,0,1,1: mean 0.75; Σ(x-m)² = 3·0.0625 + 0.5625 = 0.75; sample var 0.25; sd 0.5;
+     * stderr 0.5 / sqrt(4) = 0.25 */
+    double x[4] = {1, 0, 1, 1}, m, se;
+    ae_zs_mean_stderr(x, 4, &m, &se);
+    cr_expect_float_eq(m, 0.75, 1e-12);
+    cr_expect_float_eq(se, 0.25, 1e-12);
+    ae_zs_mean_stderr(x, 1, &m, &se);
+    cr_expect(isnan(se));
+}
+
+/* ---- the request loop against a naive reference on a fake LM ----------------------------------- */
+/* Fake LM: the logits at position t are a pseudo-random function of tokens[0..t] (a hash of the
+ * whole visible prefix), so any mistake in which tokens sit at which positions changes them. It
+ * checks the KV contract (pos == tokens held) like ae_forward does. */
+#define FV 7
+typedef struct { int tok[256]; int n; long forwarded; } fake_lm;
+
+static void fake_row(const int *toks, int n, float *row) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < n; i++) h = (h ^ (uint64_t)(toks[i] + 1)) * 1099511628211ULL;
+    uint64_t st = h;
+    for (int v = 0; v < FV; v++) row[v] = (float)(4.0 * tu_rand_unit(&st) - 2.0);
+}
+
+static int fake_forward(void *ctx, const int *tokens, int T, int pos, int logits_from, float *logits,
+                        char *err) {
+    fake_lm *f = ctx;
+    if (pos != f->n) { snprintf(err, AX_ERR_LEN, "fake: pos %d but %d cached", pos, f->n); return -1; }
+    for (int t = 0; t < T; t++) {
+        f->tok[f->n++] = tokens[t];
+        if (t >= logits_from) fake_row(f->tok, f->n, logits + (size_t)(t - logits_from) * FV);
+    }
+    f->forwarded += T;
+    return 0;
+}
+static void fake_truncate(void *ctx, int pos) {
+    fake_lm *f = ctx;
+    if (pos < f->n) f->n = pos;
+}
+
+/* naive lm-eval: inp = (ctx + cont)[-(max_len+1):][:-1]; rows of the last len(cont) positions */
+static double naive_ll(const ae_zs_ids *q, int max_len, int *greedy) {
+    int all[300], n = 0;
+    for (int i = 0; i < q->n_ctx; i++) all[n++] = q->ctx[i];
+    for (int i = 0; i < q->n_cont; i++) all[n++] = q->cont[i];
+    int start = n - 1 > max_len ? n - 1 - max_len : 0, L = n - 1 - start;
+    float rows[64 * FV];
+    for (int j = 0; j < q->n_cont; j++) {
+        int p = L - q->n_cont + j;           /* position predicting cont[j] */
+        fake_row(all + start, p + 1, rows + j * FV);
+    }
+    double ll;
+    char err[AX_ERR_LEN];
+    cr_assert_eq(ae_zs_score_rows(rows, q->n_cont, FV, q->cont, &ll, greedy, err), 0, "%s", err);
+    return ll;
+}
+
+static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
+    ad_zs_task task = {"fake", kind, metrics, "x", NULL, NULL, NULL, "test", "test"};
+    ad_zs_set set;
+    memset(&set, 0, sizeof set);
+    set.task = &task;
+    uint64_t st = 42 + (uint64_t)max_len;
+    const int ndoc = 12;
+    char err[AX_ERR_LEN];
+    /* documents with 1..4 choices; contexts shared (multiple choice) or sharing a prefix
+     * (multiple input), continuations of 1..5 tokens */
+    for (int d = 0; d < ndoc; d++) {
+        int nch = kind == AD_ZS_LOGLIKELIHOOD ? 1 : 1 + (int)(tu_rand_unit(&st) * 4);
+        const char *ch[4] = {"a", "bb", "ccc", "dddd"};
+        cr_assert_eq(ad_zs_add_mc(&set, "ctx", ch, nch, (int)(tu_rand_unit(&st) * nch), err), 0);
+    }
+    ae_zs_encoded e;
+    memset(&e, 0, sizeof e);
+    e.set = &set;
+    e.req = calloc((size_t)set.n_requests, sizeof *e.req);
+    e.first = calloc((size_t)ndoc + 1, sizeof *e.first);
+    long r = 0;
+    for (int d = 0; d < ndoc; d++) {
+        e.first[d] = (int)r;
+        int base_ctx[40], nbase = 3 + (int)(tu_rand_unit(&st) * 20);
+        for (int i = 0; i < nbase; i++) base_ctx[i] = (int)(tu_rand_unit(&st) * FV);
+        for (int j = 0; j < set.docs[d].n_req; j++, r++) {
+            ae_zs_ids *q = &e.req[r];
+            int extra = kind == AD_ZS_MULTIPLE_INPUT ? 1 + j : 0;   /* differing context tails */
+            q->n_ctx = nbase + extra;
+            q->ctx = malloc((size_t)q->n_ctx * sizeof(int));
+            memcpy(q->ctx, base_ctx, (size_t)nbase * sizeof(int));
+            for (int i = 0; i < extra; i++) q->ctx[nbase + i] = (j + i) % FV;
+            q->n_cont = 1 + (int)(tu_rand_unit(&st) * 5);
+            q->cont = malloc((size_t)q->n_cont * sizeof(int));
+            for (int i = 0; i < q->n_cont; i++) q->cont[i] = (int)(tu_rand_unit(&st) * FV);
+        }
+    }
+    e.first[ndoc] = (int)r;
+    fake_lm f;
+    memset(&f, 0, sizeof f);
+    ae_zs_lm lm = {&f, FV, max_len, fake_forward, fake_truncate};
+    ae_zs_result res;
+    cr_assert_eq(ae_zs_eval_encoded(&lm, &e, &res, NULL, NULL, 0, err), 0, "%s", err);
+    /* naive reference: every request from scratch */
+    double acc = 0, accn = 0, llsum = 0, naive_tokens = 0;
+    for (int d = 0; d < ndoc; d++) {
+        double lls[4];
+        int g[4];
+        for (int j = 0; j < set.docs[d].n_req; j++) {
+            const ae_zs_ids *q = &e.req[e.first[d] + j];
+            lls[j] = naive_ll(q, max_len, &g[j]);
+            naive_tokens += q->n_ctx + q->n_cont - 1;
+        }
+        int p, pn;
+        ae_zs_decide(lls, set.docs[d].choice_len, set.docs[d].n_req, &p, &pn);
+        if (kind == AD_ZS_LOGLIKELIHOOD) acc += g[0];
+        else { acc += p == set.docs[d].gold; accn += pn == set.docs[d].gold; }
+        llsum += lls[set.docs[d].gold];
+    }
+    cr_expect_eq(res.n, ndoc);
+    cr_expect_eq(res.requests, set.n_requests);
+    cr_expect_float_eq(res.acc, acc / ndoc, 1e-12);
+    if (metrics & AD_ZS_ACC_NORM) cr_expect_float_eq(res.acc_norm, accn / ndoc, 1e-12);
+    else cr_expect(isnan(res.acc_norm));
+    cr_expect_float_eq(res.mean_ll, llsum / ndoc, 1e-9);
+    if (metrics & AD_ZS_PPL) cr_expect_float_eq(res.ppl, exp(-llsum / ndoc), 1e-9 * res.ppl);
+    /* shared contexts are computed once: fewer tokens forwarded than the naive loop */
+    if (kind != AD_ZS_LOGLIKELIHOOD) cr_expect_lt((double)f.forwarded, naive_tokens);
+    for (long i = 0; i < set.n_requests; i++) { free(e.req[i].ctx); free(e.req[i].cont); }
+    free(e.req);
+    free(e.first);
+    for (int d = 0; d < set.n_docs; d++) {
+        for (int j = 0; j < set.docs[d].n_req; j++) {
+            free(set.docs[d].req[j].context);
+            free(set.docs[d].req[j].continuation);
+        }
+        free(set.docs[d].req);
+        free(set.docs[d].choice_len);
+    }
+    free(set.docs);
+}
+
+Test(zeroshot_loop, shared_context_matches_naive_multiple_choice) {
+    run_loop_case(AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM, 200);
+}
+Test(zeroshot_loop, shared_prefix_matches_naive_multiple_input) {
+    run_loop_case(AD_ZS_MULTIPLE_INPUT, AD_ZS_ACC, 200);
+}
+Test(zeroshot_loop, loglikelihood_greedy_and_perplexity) {
+    run_loop_case(AD_ZS_LOGLIKELIHOOD, AD_ZS_ACC | AD_ZS_PPL, 200);
+}
+Test(zeroshot_loop, left_truncation_to_max_length) {
+    run_loop_case(AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM, 8);   /* contexts up to 26 */
+}
+
+/* ---- _encode_pair on the LLaMA-2 tokenizer ------------------------------------------------------ */
+static int data_root_or_skip(char *root, size_t len) {
+    char err[AX_ERR_LEN];
+    if (ax_data_root(root, len, err)) return -1;
+    return 0;
+}
+
+Test(zeroshot_encode, encode_pair_split_and_trailing_space) {
+    char root[AX_PATH_LEN], path[AX_PATH_LEN + 64], err[AX_ERR_LEN];
+    if (data_root_or_skip(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    snprintf(path, sizeof path, "%s/models/llama2-tokenizer/tokenizer.json", root);
+    ae_tokenizer *tok;
+    cr_assert_eq(ae_tokenizer_load(path, &tok, err), 0, "%s", err);
+    ae_zs_ids a, b, c;
+    cr_assert_eq(ae_zs_encode_pair(tok, "Question: Is it?\nAnswer:", " yes", 0, &a, err), 0, "%s", err);
+    /* expected pieces looked up in tokenizer.json's vocab: "Answer" 22550 (no "▁": it follows the
+     * newline), ":" 29901, "▁yes" 4874 */
+    cr_assert_eq(a.n_cont, 1);
+    cr_expect_eq(a.cont[0], 4874);
+    cr_assert_geq(a.n_ctx, 2);
+    cr_expect_eq(a.ctx[a.n_ctx - 2], 22550);
+    cr_expect_eq(a.ctx[a.n_ctx - 1], 29901);
+    cr_expect_neq(a.ctx[0], 1, "no BOS by default");
+    /* the trailing space of the context moves to the continuation: same ids */
+    cr_assert_eq(ae_zs_encode_pair(tok, "Question: Is it?\nAnswer: ", "yes", 0, &b, err), 0, "%s", err);
+    cr_expect_eq(b.n_ctx, a.n_ctx);
+    cr_expect_eq(b.n_cont, 1);
+    cr_expect_eq(b.cont[0], 4874);
+    cr_expect_eq(memcmp(a.ctx, b.ctx, (size_t)a.n_ctx * sizeof(int)), 0);
+    /* with BOS (add_bos_token=True): BOS first, the same split */
+    cr_assert_eq(ae_zs_encode_pair(tok, "Question: Is it?\nAnswer:", " yes", 1, &c, err), 0, "%s", err);
+    cr_expect_eq(c.ctx[0], 1);
+    cr_expect_eq(c.n_ctx, a.n_ctx + 1);
+    cr_expect_eq(c.cont[0], 4874);
+    free(a.ctx); free(a.cont); free(b.ctx); free(b.cont); free(c.ctx); free(c.cont);
+    /* winogrande partial continuation: "▁always" 2337 "▁got" 2355 "▁the" 278 "▁easier" 6775
+     * "▁cases" 4251 "." 29889 (vocab lookups) */
+    cr_assert_eq(ae_zs_encode_pair(tok, "Sarah was a much better surgeon than Maria so Maria",
+                                   " always got the easier cases.", 0, &a, err), 0, "%s", err);
+    int want[6] = {2337, 2355, 278, 6775, 4251, 29889};
+    cr_assert_eq(a.n_cont, 6);
+    for (int i = 0; i < 6; i++) cr_expect_eq(a.cont[i], want[i], "token %d", i);
+    cr_expect_eq(a.ctx[a.n_ctx - 1], 6217);   /* "▁Maria" */
+    free(a.ctx); free(a.cont);
+    /* an empty context becomes [BOS] (prefix_token_id) */
+    cr_assert_eq(ae_zs_encode_pair(tok, "", " alone", 0, &a, err), 0, "%s", err);
+    cr_expect_eq(a.n_ctx, 1);
+    cr_expect_eq(a.ctx[0], 1);
+    free(a.ctx); free(a.cont);
+    ae_tokenizer_free(tok);
+}
+
+/* ---- end to end on stories260K ------------------------------------------------------------------ */
+Test(zeroshot_e2e, two_tasks_on_stories260k, .timeout = 300) {
+    char root[AX_PATH_LEN], model[AX_PATH_LEN + 64], err[AX_ERR_LEN];
+    if (data_root_or_skip(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    snprintf(model, sizeof model, "%s/models/stories260K", root);
+    const char *tasks[2] = {"piqa", "winogrande"};
+    const char *modes[2] = {"fp16", "w4a4-g32"};
+    ae_zs_opts o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = model;
+    o.tasks = tasks; o.n_tasks = 2;
+    o.modes = modes; o.n_modes = 2;
+    o.limit = 6;
+    o.nthreads = 2;
+    cJSON *doc = NULL;
+    cr_assert_eq(ae_zs_run(&o, &doc, err), 0, "%s", err);
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(doc, "results");
+    cr_assert_eq(cJSON_GetArraySize(res), 2);
+    for (int mi = 0; mi < 2; mi++) {
+        const cJSON *r = cJSON_GetArrayItem(res, mi);
+        const cJSON *ts = cJSON_GetObjectItemCaseSensitive(r, "tasks");
+        const cJSON *pq = cJSON_GetObjectItemCaseSensitive(ts, "piqa");
+        const cJSON *wg = cJSON_GetObjectItemCaseSensitive(ts, "winogrande");
+        cr_assert(pq && wg);
+        double a1 = cJSON_GetObjectItemCaseSensitive(pq, "acc_norm")->valuedouble;
+        double a2 = cJSON_GetObjectItemCaseSensitive(wg, "acc")->valuedouble;
+        cr_expect_eq(cJSON_GetObjectItemCaseSensitive(pq, "n")->valuedouble, 6.0);
+        cr_expect_eq(cJSON_GetObjectItemCaseSensitive(pq, "requests")->valuedouble, 12.0);
+        /* accuracies over 6 documents are multiples of 1/6 */
+        cr_expect_float_eq(a1 * 6, round(a1 * 6), 1e-9);
+        cr_expect_float_eq(a2 * 6, round(a2 * 6), 1e-9);
+        /* the average is the mean of piqa acc_norm and winogrande acc */
+        cr_expect_float_eq(cJSON_GetObjectItemCaseSensitive(r, "average")->valuedouble, (a1 + a2) / 2, 1e-12);
+        /* log-likelihoods of real text under a real model are negative and finite */
+        double ll = cJSON_GetObjectItemCaseSensitive(pq, "mean_ll_gold")->valuedouble;
+        cr_expect(ll < 0 && ll > -1000, "mean ll %g", ll);
+    }
+    /* the gold ll of the first piqa document equals an independent forward of the full sequence
+     * (no context sharing, one ae_forward from position 0) */
+    o.n_tasks = 1; o.n_modes = 1; o.limit = 1;
+    cJSON *doc1 = NULL;
+    cr_assert_eq(ae_zs_run(&o, &doc1, err), 0, "%s", err);
+    double ll_run = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc1, "results"), 0), "tasks"), "piqa"), "mean_ll_gold")->valuedouble;
+    ad_zs_set *set = load_ok("piqa", root, 1);
+    char tokp[AX_PATH_LEN + 80];
+    snprintf(tokp, sizeof tokp, "%s/tokenizer.json", model);
+    ae_tokenizer *tok; ae_model *m; ae_runner *rn;
+    cr_assert_eq(ae_tokenizer_load(tokp, &tok, err), 0, "%s", err);
+    cr_assert_eq(ae_model_load(model, &m, err), 0, "%s", err);
+    aq_mode fp;
+    cr_assert_eq(aq_mode_parse("fp16", &fp, err), 0);
+    ae_run_opts ro = {fp, AE_GEMM_FAKE, 0, 1, 512};
+    cr_assert_eq(ae_runner_build(m, &ro, NULL, &rn, err), 0, "%s", err);
+    const ad_zs_doc *d0 = &set->docs[0];
+    ae_zs_ids q;
+    cr_assert_eq(ae_zs_encode_pair(tok, d0->req[d0->gold].context, d0->req[d0->gold].continuation, 0, &q, err), 0);
+    int seq[600], L = 0;
+    for (int i = 0; i < q.n_ctx; i++) seq[L++] = q.ctx[i];
+    for (int i = 0; i < q.n_cont - 1; i++) seq[L++] = q.cont[i];
+    float *rows = malloc((size_t)q.n_cont * 512 * sizeof *rows);
+    cr_assert_eq(ae_forward(rn, seq, L, 0, q.n_ctx - 1, rows, err), 0, "%s", err);
+    double ll = 0;
+    for (int j = 0; j < q.n_cont; j++) {   /* log-softmax by hand, in double */
+        const float *x = rows + (size_t)j * 512;
+        double mx = x[0], s = 0;
+        for (int v = 1; v < 512; v++) if (x[v] > mx) mx = x[v];
+        for (int v = 0; v < 512; v++) s += exp(x[v] - mx);
+        ll += x[q.cont[j]] - mx - log(s);
+    }
+    cr_expect_float_eq(ll_run, ll, 1e-4, "run %g vs independent %g", ll_run, ll);
+    free(rows); free(q.ctx); free(q.cont);
+    ae_runner_free(rn); ae_model_free(m); ae_tokenizer_free(tok); ad_zs_set_free(set);
+    cJSON_Delete(doc1);
+    cJSON_Delete(doc);
+}
+
+/* ---- the CLI ------------------------------------------------------------------------------------ */
+static int run_cli(const char *args, char *out, size_t outlen) {
+    const char *bin = getenv("APEX4_BIN");
+    if (!bin) bin = "build/apex4";
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s eval zeroshot %s 2>&1", bin, args);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(zeroshot_cli, usage_errors_exit_2) {
+    char out[8192];
+    cr_expect_eq(run_cli("", out, sizeof out), 2);
+    cr_expect(strstr(out, "--model") != NULL, "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --tasks nosuchtask", out, sizeof out), 2);
+    cr_expect(strstr(out, "unknown task 'nosuchtask'") != NULL, "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --limit -3", out, sizeof out), 2);
+    cr_expect(strstr(out, "--limit") != NULL, "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --modes w4a4-q7", out, sizeof out), 2);
+    cr_expect(strstr(out, "--modes") != NULL, "%s", out);
+}
+
+Test(zeroshot_cli, end_to_end_json_and_table, .timeout = 300) {
+    char root[AX_PATH_LEN], tmp[64], args[8192], out[16384], err[AX_ERR_LEN];
+    if (data_root_or_skip(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    cr_assert_eq(tu_mkdtemp(tmp, sizeof tmp), 0);
+    snprintf(args, sizeof args, "--model %s/models/stories260K --tasks boolq,lambada_openai --modes fp16,atom-g128-o128 "
+             "--limit 3 --threads 2 --out %s/zs.json", root, tmp);
+    int rc = run_cli(args, out, sizeof out);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_expect(strstr(out, "lambada_openai") && strstr(out, "ppl"), "table: %s", out);
+    cr_expect(strstr(out, "n/a") != NULL, "atom-g128-o128 does not fit dim 64: %s", out);
+    char path[128], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/zs.json", tmp);
+    cr_assert_eq(ax_read_file(path, &text, &len, err), 0, "%s", err);
+    cJSON *d = cJSON_Parse(text);
+    free(text);
+    cr_assert(d, "results JSON parses");
+    cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(d, "command")->valuestring, "eval zeroshot");
+    cr_expect(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(d, "git_revision")));
+    cr_expect_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(d, "protocol"), "limit")->valuedouble, 3.0);
+    const cJSON *r0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "results"), 0);
+    const cJSON *lam = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r0, "tasks"), "lambada_openai");
+    double ppl = cJSON_GetObjectItemCaseSensitive(lam, "perplexity")->valuedouble;
+    double mll = cJSON_GetObjectItemCaseSensitive(lam, "mean_ll_gold")->valuedouble;
+    cr_expect_float_eq(ppl, exp(-mll), 1e-9 * ppl);
+    const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "results"), 1);
+    cr_expect(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(r1, "applicable")));
+    cJSON_Delete(d);
+    rm_rf(tmp);
+}
