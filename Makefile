@@ -29,7 +29,7 @@ ARCH  :=
 endif
 OPT   ?= -O2
 GIT_REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-PKGS  := cjson hdf5-serial openblas
+PKGS  := libcjson hdf5-serial openblas
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 
@@ -113,3 +113,4 @@ clean:
 
 .PHONY: all test bench clean
 .SECONDARY:
+.DELETE_ON_ERROR:

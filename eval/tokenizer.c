@@ -411,6 +411,11 @@ static int load_json(ae_tokenizer *t, const cJSON *root, const char *path, char 
         if (id->valueint > max_id) max_id = id->valueint;
     }
     if (max_id < 0) { seterr(err, "%s: empty vocab", path); return -1; }
+    int n_added = added ? cJSON_GetArraySize(added) : 0;
+    if ((long)max_id >= 4L * (nv + n_added) + 1024) {   /* guards the id -> piece table's size */
+        seterr(err, "%s: ids are not dense (largest id %d for %d pieces)", path, max_id, nv + n_added);
+        return -1;
+    }
     t->n_vocab = max_id + 1;
     t->piece = calloc((size_t)t->n_vocab, sizeof *t->piece);
     t->piece_len = calloc((size_t)t->n_vocab, sizeof *t->piece_len);
@@ -666,6 +671,11 @@ int ae_tokenize(const ae_tokenizer *t, const char *text, size_t len, int add_bos
     free(b.p);
     const char *s = a.p ? a.p : "";
     size_t sl = a.n;
+    if (sl >= 0xFFFFFFFFu) {   /* heap entries carry 32-bit positions */
+        free(a.p);
+        seterr(err, "text too long (%zu bytes after normalization; at most 4 GiB - 1)", sl);
+        return -1;
+    }
 
     /* symbols: at most one per byte (byte fallback), plus BOS */
     int32_t *sym = malloc((sl + 1) * sizeof *sym);

@@ -31,6 +31,15 @@ int ak_quantize_x(const aq_mode *m, const uint16_t *x, int M, int K, const int32
  * ak_supports. Errors: layouts of qx/qw differ (mode, K, groups, outliers), unsupported shape, CUDA
  * failure (message names the step). */
 int ak_gemm(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, uint16_t *y, char *err);
+/* The same with split-K over k_splits blocks along K (1..65535); bit-exact with
+ * aq_gemm(qx, qw, k_splits, ...): multi-group modes (w4a4-gN, atom) use the contract's split at group
+ * boundaries with fp32 partials combined in split order; single-group modes (w4a4-pc, w8a8) and
+ * w4a4-mixed split the exact int32 sum, so Y does not depend on k_splits (as in the reference). */
+int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, int k_splits, uint16_t *y,
+               char *err);
+/* The split count the kernels pick for (mode, M, N, K): > 1 only when the tile grid alone would
+ * leave most of the GPU's SMs idle (small M); the benchmark uses it, apex4 check verifies it. */
+int ak_gemm_splits(const aq_mode *m, int M, int N, int K);
 
 /* ---- limits of the kernels -------------------------------------------------------------------- */
 /* Largest K the kernels take (int32 accumulators hold 256·p exactly on the widened INT8 path, and
@@ -100,10 +109,11 @@ int ak_input_parse(const char *s);
 void ak_fill_input(ak_input k, unsigned seed, int rows, int K, uint16_t *x);
 
 /* One check case: X [M,K], W [N,K] from (input, seed) (W with seed + 1), ATOM: a random permutation
- * of the K channels from seed + 2. Runs aq_quantize_x/aq_quantize_w/aq_gemm(k_splits = 1,
- * ref_threads) on the CPU, ak_quantize_x on the GPU (compares codes and scales byte for byte) and
- * ak_gemm on the reference's quantized operands for each path in paths_mask (bit 0: AK_PATH_INT8,
- * bit 1: AK_PATH_INT4; compares Y byte for byte). Returns 0 when the case ran (r->ok says whether
+ * of the K channels from seed + 2. Runs aq_quantize_x/aq_quantize_w/aq_gemm(k_splits, ref_threads)
+ * on the CPU, ak_quantize_x on the GPU (compares codes and scales byte for byte) and ak_gemm_ex on
+ * the reference's quantized operands for each path in paths_mask (bit 0: AK_PATH_INT8, bit 1:
+ * AK_PATH_INT4) with k_splits = 1 and k_splits = max(3, ak_gemm_splits(...)), comparing Y byte for
+ * byte with aq_gemm at the same k_splits. Returns 0 when the case ran (r->ok says whether
  * everything matched, r->msg the first difference or "ok"), -1 on an error (err: bad shape,
  * unsupported mode, CUDA failure, out of memory). */
 typedef struct {
@@ -111,6 +121,7 @@ typedef struct {
     long quant_bytes;        /* bytes of codes + scales compared                             */
     long y_elems;            /* Y elements compared (per path)                               */
     double ref_s, gpu_s;     /* wall seconds: CPU reference (quantize + gemm), GPU calls     */
+    int  splits;             /* the k_splits > 1 that was checked next to k_splits = 1        */
     char msg[256];
 } ak_check_result;
 int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigned seed, int paths_mask,

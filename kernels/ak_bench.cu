@@ -271,7 +271,13 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
         }
     __half *Y = P.get<__half>(MN * 2, err, "Y");
     if (!Y) return -1;
-    for (auto &s : sets) s.Y = Y;
+    const int S = ak_gemm_splits(mode, M, N, K);
+    void *ws = nullptr;
+    if (S > 1 && !(ws = P.get<uint8_t>((size_t)S * MN * 4, err, "split-K workspace"))) return -1;
+    const int smode = S == 1 ? AK_SPLIT_NONE
+                             : (base.p[0].G == 1 && base.nparts == 1 ? AK_SPLIT_INT
+                                : (ak_split_mode(mode) == AK_SPLIT_INT && base.nparts == 1 ? AK_SPLIT_INT : AK_SPLIT_GROUP));
+    for (auto &s : sets) { s.Y = Y; s.splits = S; s.split_mode = smode; s.ws = ws; }
     auto fn = [&](int i) { return ak_launch_gemm(sets[i % R], path, b->st, err); };
     return time_runs(b, warmup, runs, fn, ms_median, ms_min, ms_max, err);
 }

@@ -100,21 +100,33 @@ int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigne
         (qxr.outl.rows > 0 && cmp_qmat("X outliers", &qxg.outl, &qxr.outl, &r->quant_bytes, r->msg)) ||
         (qxr.outl.rows == 0 && qxg.outl.rows != 0 && (snprintf(r->msg, sizeof r->msg, "X outliers: unexpected part"), 1)))
         r->ok = 0;
-    for (int p = 0; p < 2 && r->ok; p++) {
-        if (!(paths_mask & (1 << p))) continue;
-        memset(yg, 0xFF, (size_t)M * (size_t)N * 2);   /* poison: every element must be written */
-        if (ak_gemm(&qxr, &qwr, p ? AK_PATH_INT4 : AK_PATH_INT8, yg, err)) goto done;
-        long d = first_diff(yg, yr, (size_t)M * (size_t)N * 2);
-        if (d >= 0) {
-            long e = d / 2;
-            snprintf(r->msg, sizeof r->msg, "Y (%s path) differs at [%ld, %ld]: gpu 0x%04x ref 0x%04x",
-                     p ? "int4" : "int8", e / N, e % N, yg[e], yr[e]);
-            r->ok = 0;
+    /* k_splits = 1, then the split count the kernels pick for this shape (at least 3, so the
+     * split-K code runs in every case); the reference is recomputed with the same k_splits. */
+    int splits[2] = {1, ak_gemm_splits(m, M, N, K)};
+    if (splits[1] < 3) splits[1] = 3;
+    r->splits = splits[1];
+    for (int si = 0; si < 2 && r->ok; si++) {
+        if (si == 1) {
+            double t2 = now_s();
+            if (aq_gemm(&qxr, &qwr, splits[1], yr, ref_threads, err)) goto done;
+            r->ref_s += now_s() - t2;
         }
-        r->y_elems = (long)M * N;
+        for (int p = 0; p < 2 && r->ok; p++) {
+            if (!(paths_mask & (1 << p))) continue;
+            memset(yg, 0xFF, (size_t)M * (size_t)N * 2);   /* poison: every element must be written */
+            if (ak_gemm_ex(&qxr, &qwr, p ? AK_PATH_INT4 : AK_PATH_INT8, splits[si], yg, err)) goto done;
+            long d = first_diff(yg, yr, (size_t)M * (size_t)N * 2);
+            if (d >= 0) {
+                long e = d / 2;
+                snprintf(r->msg, sizeof r->msg, "Y (%s path, k_splits %d) differs at [%ld, %ld]: gpu 0x%04x ref 0x%04x",
+                         p ? "int4" : "int8", splits[si], e / N, e % N, yg[e], yr[e]);
+                r->ok = 0;
+            }
+            r->y_elems = (long)M * N;
+        }
     }
-    r->ref_s = t1 - t0;
-    r->gpu_s = now_s() - t1;
+    r->ref_s += t1 - t0;
+    r->gpu_s = now_s() - t1 - r->ref_s + (t1 - t0);
     rc = 0;
 done:
     aq_qtensor_free(&qxr); aq_qtensor_free(&qwr); aq_qtensor_free(&qxg);

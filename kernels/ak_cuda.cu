@@ -218,7 +218,42 @@ int layouts_match(const aq_qtensor *qx, const aq_qtensor *qw, char *err) {
 
 }  // namespace
 
+int ak_split_mode(const aq_mode *m) {
+    if (m->kind == AQ_KIND_MIXED || (m->kind == AQ_KIND_GROUP && m->group == 0)) return AK_SPLIT_INT;
+    return AK_SPLIT_GROUP;
+}
+
+extern "C" int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {
+    if (!m || M < 1 || N < 1 || K < 32 || !aq_mode_is_integer(m)) return 1;
+    // Same tile choice as launch_epi (ak_gemm.cu): split only the two smaller configurations.
+    long long blocks;
+    if (M <= 16) blocks = (long long)((N + 63) / 64);
+    else if ((long long)((M + 127) / 128) * ((N + 127) / 128) < 264) blocks = (long long)((M + 63) / 64) * ((N + 127) / 128);
+    else return 1;
+    const long long want = 2LL * 132;
+    if (blocks >= want) return 1;
+    int S = (int)((want + blocks - 1) / blocks);
+    const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
+    const int tiles = ((K - o) * m->xbits / 8 + 63) / 64;
+    if (S > tiles / 4) S = tiles / 4;
+    if (ak_split_mode(m) == AK_SPLIT_GROUP) {
+        const int g = m->group ? m->group : K;
+        const int G = (K - o + g - 1) / g;
+        if (S > G) S = G;
+    }
+    return S < 1 ? 1 : S;
+}
+
 extern "C" int ak_gemm(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, uint16_t *y, char *err) {
+    return ak_gemm_ex(qx, qw, path, 1, y, err);
+}
+
+extern "C" int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, int k_splits, uint16_t *y,
+                          char *err) {
+    if (k_splits < 1 || k_splits > 65535) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: k_splits = %d must be 1..65535", k_splits);
+        return -1;
+    }
     if (!qx || !qw || !y || qx->rows < 1 || qw->rows < 1) {
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: NULL or empty operand");
         return -1;
@@ -268,6 +303,11 @@ extern "C" int ak_gemm(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path,
         P.A = A; P.B = B; P.sa = sa; P.sb = sb; P.u = u;
     }
     AK_CUDA_TRY(d.alloc(&a.Y, (size_t)M * N * 2), "ak_gemm: cudaMalloc Y");
+    a.splits = k_splits;
+    a.split_mode = k_splits > 1 ? (a.p[0].G == 1 && a.nparts == 1 ? AK_SPLIT_INT : ak_split_mode(&qx->mode))
+                                : AK_SPLIT_NONE;
+    if (a.split_mode == AK_SPLIT_INT && a.nparts > 1) a.split_mode = AK_SPLIT_GROUP;
+    if (k_splits > 1) AK_CUDA_TRY(d.alloc(&a.ws, (size_t)k_splits * M * N * 4), "ak_gemm: cudaMalloc split-K workspace");
     if (ak_launch_gemm(a, path, 0, err)) goto fail;
     AK_CUDA_TRY(cudaDeviceSynchronize(), "ak_gemm: kernel");
     AK_CUDA_TRY(cudaMemcpy(y, a.Y, (size_t)M * N * 2, cudaMemcpyDeviceToHost), "ak_gemm: download Y");

@@ -75,8 +75,28 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
     const int wm = warp / WN, wn = warp % WN;
     const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
     const int M = a.M, N = a.N;
-    const int T0 = a.p[0].ntiles;
-    const int T = T0 + (a.nparts > 1 ? a.p[1].ntiles : 0);
+    // K range of this block in 16-byte chunks [cs, ce) per part (split-K over blockIdx.z).
+    const int z = blockIdx.z, S = a.splits;
+    const int nch0 = a.p[0].kb >> 4, nch1 = a.nparts > 1 ? a.p[1].kb >> 4 : 0;
+    int cs0 = 0, ce0 = nch0;
+    bool has1 = a.nparts > 1;
+    if (a.split_mode == AK_SPLIT_GROUP) {
+        const int G = a.p[0].G, c = (G + S - 1) / S;
+        const int j0 = min(z * c, G), j1 = min(j0 + c, G);
+        cs0 = min(j0 * a.p[0].gch, nch0);
+        ce0 = min(j1 * a.p[0].gch, nch0);
+        has1 = a.nparts > 1 && z == S - 1;
+    } else if (a.split_mode == AK_SPLIT_INT) {
+        const int T = a.p[0].ntiles, tps = (T + S - 1) / S;
+        const int t0 = min(z * tps, T), t1 = min(t0 + tps, T);
+        cs0 = t0 * 4;
+        ce0 = min(t1 * 4, nch0);
+        has1 = false;
+    }
+    const int cs1 = 0, ce1 = has1 ? nch1 : 0;
+    const bool isplit = a.split_mode == AK_SPLIT_INT;
+    const int T0 = (ce0 - cs0 + 3) / 4;
+    const int T = T0 + (ce1 - cs1 + 3) / 4;
 
     int acc[MI][NI][4];
     float accf[MI][NI][4];
@@ -93,19 +113,19 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
         const uint8_t *A = p1 ? a.p[1].A : a.p[0].A;
         const uint8_t *B = p1 ? a.p[1].B : a.p[0].B;
         const int kb = p1 ? a.p[1].kb : a.p[0].kb;
-        const int kb0 = (p1 ? t - T0 : t) * BKB;
+        const int ch0 = (p1 ? cs1 + (t - T0) * 4 : cs0 + t * 4), ce = p1 ? ce1 : ce0;
         uint8_t *dA = sA + stage * BM * BKB, *dB = sB + stage * BN * BKB;
 #pragma unroll
         for (int i = tid; i < BM * 4; i += NT) {
-            int r = i >> 2, c = i & 3, gr = m0 + r, kbyte = kb0 + c * 16;
-            bool ok = gr < M && kbyte < kb;
+            int r = i >> 2, c = i & 3, gr = m0 + r, kbyte = (ch0 + c) * 16;
+            bool ok = gr < M && ch0 + c < ce;
             const uint8_t *src = ok ? A + (size_t)gr * kb + kbyte : A;
             cp_async16(smem_u32(dA + r * BKB + ((c ^ ((r >> 1) & 3)) << 4)), src, ok ? 16 : 0);
         }
 #pragma unroll
         for (int i = tid; i < BN * 4; i += NT) {
-            int r = i >> 2, c = i & 3, gr = n0 + r, kbyte = kb0 + c * 16;
-            bool ok = gr < N && kbyte < kb;
+            int r = i >> 2, c = i & 3, gr = n0 + r, kbyte = (ch0 + c) * 16;
+            bool ok = gr < N && ch0 + c < ce;
             const uint8_t *src = ok ? B + (size_t)gr * kb + kbyte : B;
             cp_async16(smem_u32(dB + r * BKB + ((c ^ ((r >> 1) & 3)) << 4)), src, ok ? 16 : 0);
         }
@@ -117,7 +137,18 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
     // Group epilogue of group j of part P (p = acc, scaled by 256 on the widened INT8 path).
     auto group_end = [&](const ak_gpart &P, int j) {
         const bool wide = P.bits == 4 && !INT4;
-        if (EPI == AK_EPI_GROUP) {
+        if (EPI == AK_EPI_GROUP && isplit) {        // single group, integer split: keep p exact
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        int p = acc[mi][ni][e];
+                        accP[mi][ni][e] += wide ? (p >> 8) : p;
+                        acc[mi][ni][e] = 0;
+                    }
+        } else if (EPI == AK_EPI_GROUP) {
             float sx[MI][2], sw[NI][2];
 #pragma unroll
             for (int mi = 0; mi < MI; mi++)
@@ -174,12 +205,15 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
         const bool p1 = t >= T0;
         const ak_gpart &P = p1 ? a.p[1] : a.p[0];
         const int tl = p1 ? t - T0 : t;
-        const int nch = P.kb >> 4;
+        const int nch = P.kb >> 4, cs = p1 ? cs1 : cs0, ce = p1 ? ce1 : ce0;
+        // A group ends after chunk c at its own end, at the end of K, or (integer split) at the
+        // end of this block's range (the partial p is flushed; integer sums are split-exact).
+        auto ends = [&](int c) { return (c + 1) % P.gch == 0 || c + 1 == nch || (isplit && c + 1 == ce); };
         const uint8_t *bA = sA + stage * BM * BKB, *bB = sB + stage * BN * BKB;
 #pragma unroll
         for (int ks = 0; ks < 2; ks++) {
-            const int c0 = tl * 4 + ks * 2;     // first 16-byte chunk of this k-step
-            if (c0 >= nch) break;               // uniform: padding beyond K
+            const int c0 = cs + tl * 4 + ks * 2;   // first 16-byte chunk of this k-step
+            if (c0 >= ce) break;                   // uniform: padding beyond this block's K range
             uint32_t ra[MI][4], rb[NI / 2][4];
 #pragma unroll
             for (int mi = 0; mi < MI; mi++) {
@@ -202,20 +236,20 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     for (int ni = 0; ni < NI; ni++)
                         mma_s8(acc[mi][ni], ra[mi][0], ra[mi][1], ra[mi][2], ra[mi][3], rb[ni >> 1][(ni & 1) * 2],
                                rb[ni >> 1][(ni & 1) * 2 + 1]);
-                const int c1 = c0 + 1;          // 8-bit: gch and nch are even
-                if ((c1 + 1) % P.gch == 0 || c1 + 1 == nch) group_end(P, c1 / P.gch);
+                const int c1 = c0 + 1;          // 8-bit: gch, nch and split bounds are even
+                if (ends(c1)) group_end(P, c1 / P.gch);
             } else if (INT4) {
                 if (P.gch == 1) {               // g = 32: each half of the k64 mma is one group
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
-                        if (c0 + h >= nch) break;
+                        if (c0 + h >= ce) break;
 #pragma unroll
                         for (int mi = 0; mi < MI; mi++)
 #pragma unroll
                             for (int ni = 0; ni < NI; ni++)
                                 mma_s4(acc[mi][ni], h ? 0u : ra[mi][0], h ? 0u : ra[mi][1], h ? ra[mi][2] : 0u,
                                        h ? ra[mi][3] : 0u, rb[ni >> 1][(ni & 1) * 2], rb[ni >> 1][(ni & 1) * 2 + 1]);
-                        group_end(P, c0 + h);
+                        group_end(P, c0 + h);       // gch == 1: every chunk ends a group
                     }
                 } else {
 #pragma unroll
@@ -225,14 +259,14 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                             mma_s4(acc[mi][ni], ra[mi][0], ra[mi][1], ra[mi][2], ra[mi][3], rb[ni >> 1][(ni & 1) * 2],
                                    rb[ni >> 1][(ni & 1) * 2 + 1]);
                     // gch even: a group can only end after the second chunk (or at the last chunk)
-                    const int c1 = c0 + 1 < nch ? c0 + 1 : nch - 1;
-                    if ((c1 + 1) % P.gch == 0 || c1 + 1 == nch) group_end(P, c1 / P.gch);
+                    const int c1 = c0 + 1 < ce ? c0 + 1 : ce - 1;
+                    if (ends(c1)) group_end(P, c1 / P.gch);
                 }
             } else {
 #pragma unroll
                 for (int h = 0; h < 2; h++) {
                     const int c = c0 + h;
-                    if (c >= nch) break;
+                    if (c >= ce) break;
 #pragma unroll
                     for (int mi = 0; mi < MI; mi++) {
                         uint32_t w0 = ra[mi][2 * h], w1 = ra[mi][2 * h + 1];   // rows g, g+8
@@ -244,7 +278,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                             mma_s8(acc[mi][ni], a0, a1, a2, a3, (wb << 4) & 0xF0F0F0F0u, wb & 0xF0F0F0F0u);
                         }
                     }
-                    if ((c + 1) % P.gch == 0 || c + 1 == nch) group_end(P, c / P.gch);
+                    if (ends(c)) group_end(P, c / P.gch);
                 }
             }
         }
@@ -266,6 +300,27 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
     }
     cp_wait<0>();
 
+    // Split-K: store this block's partial (int32 P or fp32 acc) for ak_combine_kernel.
+    if (S > 1) {
+#pragma unroll
+        for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                int r = rbase + mi * 16 + h * 8;
+                if (r >= M) continue;
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                    for (int q = 0; q < 2; q++) {
+                        int c = cbase + ni * 8 + q;
+                        if (c >= N) continue;
+                        size_t o = ((size_t)z * M + r) * N + c;
+                        if (isplit) static_cast<int *>(a.ws)[o] = accP[mi][ni][h * 2 + q];
+                        else static_cast<float *>(a.ws)[o] = accf[mi][ni][h * 2 + q];
+                    }
+            }
+        return;
+    }
     // Store Y.
     const ak_gpart &P0 = a.p[0];
 #pragma unroll
@@ -292,19 +347,51 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
         }
 }
 
+// Combine split-K partials into Y, in the reference's order (aq_gemm): INT: P = sum of int32
+// partials (exact), then the single-group epilogue; GROUP: tot = a_0, tot = tot + a_s over the
+// non-empty splits s = 1.. (split s is empty when s*c >= G, except the last one with ATOM outliers).
+__global__ void combine_kernel(const ak_gemm_args a) {
+    const size_t MN = (size_t)a.M * a.N;
+    const int S = a.splits;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < MN; i += (size_t)gridDim.x * blockDim.x) {
+        const int m = (int)(i / a.N), n = (int)(i % a.N);
+        float y;
+        if (a.split_mode == AK_SPLIT_INT) {
+            const int *w = static_cast<const int *>(a.ws);
+            int P = 0;
+            for (int s = 0; s < S; s++) P += w[(size_t)s * MN + i];
+            const float sig = __fmul_rn(__half2float(a.p[0].sa[m]), __half2float(a.p[0].sb[n]));
+            y = a.epi == AK_EPI_MIXED ? __fmul_rn(__int2float_rn(P), sig) : __fmaf_rn(__int2float_rn(P), sig, 0.0f);
+        } else {
+            const float *w = static_cast<const float *>(a.ws);
+            const int G = a.p[0].G, c = (G + S - 1) / S;
+            y = w[i];
+            for (int s = 1; s < S; s++)
+                if (s * c < G || (s == S - 1 && a.nparts > 1)) y = __fadd_rn(y, w[(size_t)s * MN + i]);
+        }
+        a.Y[i] = __float2half_rn(y);
+    }
+}
+
 template <int BM, int BN, int WM, int WN, int STAGES, int EPI, bool INT4>
 int launch_cfg(const ak_gemm_args &a, cudaStream_t st, char *err) {
     auto kern = gemm_kernel<BM, BN, WM, WN, STAGES, EPI, INT4>;
     const int smem = STAGES * (BM + BN) * BKB;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e == cudaSuccess) {
-        dim3 grid((a.N + BN - 1) / BN, (a.M + BM - 1) / BM);
-        if (grid.y > 65535) {
-            if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: M = %d needs more than 65535 row tiles", a.M);
+        dim3 grid((a.N + BN - 1) / BN, (a.M + BM - 1) / BM, a.splits);
+        if (grid.y > 65535 || a.splits > 65535) {
+            if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: M = %d / splits = %d exceed the grid limits", a.M, a.splits);
             return -1;
         }
         kern<<<grid, WM * WN * 32, smem, st>>>(a);
         e = cudaGetLastError();
+        if (e == cudaSuccess && a.splits > 1) {
+            size_t MN = (size_t)a.M * a.N;
+            int blocks = (int)((MN + 255) / 256 < 4096 ? (MN + 255) / 256 : 4096);
+            combine_kernel<<<blocks, 256, 0, st>>>(a);
+            e = cudaGetLastError();
+        }
     }
     if (e != cudaSuccess) {
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: kernel launch failed: %s", cudaGetErrorString(e));
@@ -324,8 +411,10 @@ int launch_epi(const ak_gemm_args &a, cudaStream_t st, char *err) {
 }  // namespace
 
 int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err) {
-    if (a.M < 1 || a.N < 1) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: empty shape M = %d, N = %d", a.M, a.N);
+    if (a.M < 1 || a.N < 1 || a.splits < 1 || (a.splits > 1 && (!a.ws || a.split_mode == AK_SPLIT_NONE)) ||
+        (a.split_mode == AK_SPLIT_INT && (a.nparts > 1 || (a.epi == AK_EPI_GROUP && a.p[0].G != 1)))) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: bad launch M = %d, N = %d, splits = %d (mode %d)", a.M, a.N,
+                          a.splits, a.split_mode);
         return -1;
     }
     const bool int4 = path == AK_PATH_INT4;

@@ -32,13 +32,29 @@ struct ak_gpart {
 
 enum { AK_EPI_GROUP = 0, AK_EPI_MIXED = 1 };
 
+// Split-K (gridDim.z = splits):
+//  AK_SPLIT_INT   single-group GROUP modes (w4a4-pc, w8a8) and MIXED: the integer sum P is split
+//                 by k-tiles across blocks and the int32 partials are added (exact, order free), so
+//                 Y equals the unsplit result for every split count;
+//  AK_SPLIT_GROUP multi-group GROUP/ATOM modes: the contract's split (NUMERICS.md, aq_gemm k_splits):
+//                 split s takes main groups [s*c, min((s+1)*c, G)), c = ceil(G / splits), the ATOM
+//                 outlier group goes to the last split; fp32 partials combined ((a0 + a1) + a2)...
+enum { AK_SPLIT_NONE = 0, AK_SPLIT_INT = 1, AK_SPLIT_GROUP = 2 };
+
 struct ak_gemm_args {
     int M, N;
     int nparts;            // 1, or 2 for ATOM with outliers
     int epi;               // AK_EPI_GROUP or AK_EPI_MIXED
     ak_gpart p[2];
     __half *Y;             // [M, N] fp16
+    int splits;            // >= 1
+    int split_mode;        // AK_SPLIT_*
+    void *ws;              // splits > 1: [splits, M, N] int32 (INT) or fp32 (GROUP) partials
 };
+
+// Split count and mode the kernels use for (mode, M, N, K) when the caller lets them choose
+// (ak_gemm_splits in ak.h), and the split mode implied by a mode.
+int ak_split_mode(const aq_mode *m);
 
 // Launch the GEMM (tile configuration picked from M and N). Returns 0 or -1 with err.
 int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err);

@@ -78,3 +78,14 @@ int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigne
     memset(r, 0, sizeof *r);
     return nocuda(err);
 }
+
+int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, int k_splits, uint16_t *y,
+               char *err) {
+    (void)qx; (void)qw; (void)path; (void)k_splits; (void)y;
+    return nocuda(err);
+}
+
+int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {
+    (void)m; (void)M; (void)N; (void)K;
+    return 1;
+}

@@ -193,7 +193,9 @@ int cmd_bench_gemm(int argc, char **argv) {
                     }
                     char impl[80];
                     snprintf(impl, sizeof impl, "%.31s/%.8s", modes[k].name, pn);
-                    cJSON_AddItemToArray(rows, row_json(L, M, "apex4", modes[k].name, pn, med, mn, mx, t16, t8));
+                    cJSON *rj = row_json(L, M, "apex4", modes[k].name, pn, med, mn, mx, t16, t8);
+                    cJSON_AddNumberToObject(rj, "k_splits", ak_gemm_splits(&modes[k], M, L->N, L->K));
+                    cJSON_AddItemToArray(rows, rj);
                     printf("%-10s %-28s %5d %6d %6d  %-22s %9.4f %8.1f %7.2f %7.2f\n", L->model, L->layer, M, L->N, L->K,
                            impl, med, ops / med / 1e9, t16 > 0 ? t16 / med : 0, t8 > 0 ? t8 / med : 0);
                     fflush(stdout);

@@ -53,8 +53,9 @@ static void *worker(void *arg) {
         if (rc) S->errors++;
         else if (r.ok) S->passed++;
         else S->failed++;
-        printf("[%4d/%d] %-5s %-16s M=%5d N=%6d K=%6d %-11s ref %6.2fs gpu %6.2fs  %s\n", S->done, S->n, st,
-               c->mode.name, c->M, c->N, c->K, ak_input_name(c->in), r.ref_s, r.gpu_s, rc ? err : r.msg);
+        printf("[%4d/%d] %-5s %-16s M=%5d N=%6d K=%6d %-11s k_splits 1,%-3d ref %6.2fs gpu %6.2fs  %s\n", S->done,
+               S->n, st, c->mode.name, c->M, c->N, c->K, ak_input_name(c->in), r.splits, r.ref_s, r.gpu_s,
+               rc ? err : r.msg);
         fflush(stdout);
         pthread_mutex_unlock(&S->mu);
     }

@@ -38,13 +38,13 @@ fi
 
 if has test; then
     echo "== Criterion GPU tests"
-    timeout 300 $TEST --verbose 2>&1 | tail -25 | tee "$OUT/test_gpu.log"
+    timeout ${TEST_TIMEOUT:-150} $TEST --verbose 2>&1 | tail -25 | tee "$OUT/test_gpu.log"
     summary+=("test_gpu: $(grep -o 'Synthesis.*' "$OUT/test_gpu.log" | tail -1)")
 fi
 
 if has check; then
     echo "== apex4 check --device cuda (full sweep)"
-    timeout 420 $BIN check --device cuda --threads 16 >"$OUT/check.log" 2>&1
+    timeout ${CHECK_TIMEOUT:-300} $BIN check --device cuda --threads 16 ${CHECK_ARGS:-} >"$OUT/check.log" 2>&1
     rc=$?
     grep -vE '^\[ *[0-9]+/[0-9]+\] ok ' "$OUT/check.log" | tail -20
     summary+=("check rc=$rc: $(tail -1 "$OUT/check.log")")
@@ -52,7 +52,7 @@ fi
 
 if has memcheck; then
     echo "== compute-sanitizer memcheck (reduced sweep)"
-    timeout 420 compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
+    timeout ${MEMCHECK_TIMEOUT:-240} compute-sanitizer --tool memcheck --error-exitcode 9 --print-limit 20 \
         $BIN check --device cuda --quick --inputs normal,adversarial --threads 4 >"$OUT/memcheck.log" 2>&1
     rc=$?
     grep -E "ERROR SUMMARY|Invalid|check summary" "$OUT/memcheck.log" | tail -8
@@ -61,7 +61,7 @@ fi
 
 if has bench; then
     echo "== apex4 bench gemm"
-    timeout 540 $BIN bench gemm --out "$OUT/bench.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
+    timeout ${BENCH_TIMEOUT:-300} $BIN bench gemm --out "$OUT/bench.json" ${BENCH_ARGS:-} >"$OUT/bench.log" 2>&1
     rc=$?
     summary+=("bench rc=$rc")
     echo "-- compute-bound M=4096 N=K=8192 and memory-bound M=16 (llama2-70b)"

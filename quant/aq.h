@@ -61,8 +61,9 @@ int aq_mode_parse(const char *s, aq_mode *out, char *err);
 int aq_mode_is_integer(const aq_mode *m);
 
 /* ---- symmetric quantizer on one group (NUMERICS.md "Symmetric quantizer") -------------------- */
-/* v [L] fp32 values (already fp16-representable in the contract's use), bits 4 or 8, clip alpha.
- * Writes codes q [L] as int8 values in [qmin,qmax] and returns the fp16 scale bits. */
+/* v [L] fp32 finite values (already fp16-representable in the contract's use), bits 4 or 8, clip
+ * alpha (1 = none). Writes codes q [L] as int8 values in [qmin,qmax] and returns the fp16 scale bits
+ * s = fp16_rne(min(amax·α / qmax, 65504)); s == 0 -> all codes 0. No error cases. */
 uint16_t aq_quant_group(const float *v, int L, int bits, float alpha, int8_t *q);
 
 /* ---- int4 packing (NUMERICS.md "Packed int4") ------------------------------------------------- */
@@ -132,8 +133,10 @@ int aq_dequantize(const aq_qtensor *t, float *out, char *err);
 /* Fake-quant (quantize -> dequantize in fp32) for simulation, used by the evaluator:
  * src [rows, K] fp32 is first rounded to fp16 (RNE; non-finite or overflow -> error naming `what`),
  * then quantized as X (is_weight = 0) or W (is_weight = 1) for mode m, then dequantized into
- * dst [rows, K] fp32 (original channel order). FP16 mode: copy. WONLY: W quantized (wbits, group,
- * alpha_w), X copied. perm as above (ATOM only). */
+ * dst [rows, K] fp32 (original channel order). FP16 mode: exact copy (no fp16 rounding; non-finite
+ * values still an error). WONLY: W quantized (wbits, group, alpha_w), X copied exactly. perm as
+ * above (ATOM only; non-NULL for another mode is an error). dst may equal src (in place).
+ * quant/NUMERICS.md "apex4 clarifications" 2. */
 int aq_fakequant(const aq_mode *m, int is_weight, const float *src, int rows, int K,
                  const int32_t *perm, float *dst, const char *what, char *err);
 

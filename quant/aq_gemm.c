@@ -242,6 +242,10 @@ int aq_gemm(const aq_qtensor *qx, const aq_qtensor *qw, int k_splits, uint16_t *
                           qx->mode.name);
         return -1;
     }
+    if (qx->perm && qw->perm && memcmp(qx->perm, qw->perm, (size_t)qx->K * sizeof *qx->perm)) {
+        if (err) snprintf(err, AX_ERR_LEN, "gemm: X and W were quantized with different channel permutations");
+        return -1;
+    }
     /* int32 exactness: |code| <= 8 (4-bit), 128 (8-bit), |q·u| <= 120 (mixed weights). */
     long long maxpe = mixed ? 8LL * 120 : (long long)(xm->bits == 8 ? 128 : 8) * (wm->bits == 8 ? 128 : 8);
     long long glen = mixed ? xm->cols : (xm->group < xm->cols ? xm->group : xm->cols);

@@ -26,9 +26,9 @@ static int is_dir(const char *p) {
 
 static int root_ok(const char *root) {
     char p[AX_PATH_LEN];
-    snprintf(p, sizeof p, "%s/data", root);
+    snprintf(p, sizeof p, "%.4000s/data", root);
     if (is_dir(p)) return 1;
-    snprintf(p, sizeof p, "%s/models", root);
+    snprintf(p, sizeof p, "%.4000s/models", root);
     return is_dir(p);
 }
 
@@ -69,7 +69,7 @@ int ax_data_root(char *buf, size_t len, char *err) {
 int ax_data_file(const char *rel, const char *howto, char *buf, size_t len, char *err) {
     char root[AX_PATH_LEN];
     if (ax_data_root(root, sizeof root, err)) return -1;
-    snprintf(buf, len, "%s/%s", root, rel);
+    snprintf(buf, len, "%.3000s/%.1000s", root, rel);
     if (access(buf, R_OK) != 0) {
         seterr(err, "%s: %s%s%s", buf, strerror(errno), howto ? "; " : "", howto ? howto : "");
         return -1;

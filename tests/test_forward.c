@@ -356,7 +356,13 @@ Test(forward, w4a4_mixed_matches_reference) { check_mode("w4a4-mixed-g128", 0); 
 Test(forward, atom_matches_reference_with_calibrated_order) { check_mode("atom-g128-o128", 0); }
 Test(forward, fp16_kv4_matches_reference) { check_mode("fp16", 1); }
 
-/* --gemm exact (integer reference GEMM, fp16 outputs) stays within fp16 rounding of fake-quant. */
+/* --gemm exact (integer reference GEMM, fp16 outputs) vs fake-quant + sgemm (fp32 outputs): a single
+ * GEMM differs by the fp16 rounding of its output (2^-11 relative), but that moves some values of
+ * the next site across a 4-bit rounding boundary (one step = amax/7), so differences cascade through
+ * the layers: measured ~3-5 % relative on the logits for w4a4 modes (0.7 % for w8a8), against ~26 %
+ * for the quantization itself. The bound below (a quarter of the quantization effect) separates
+ * "same computation up to rounding" from a wiring error (wrong site, missing scale, transposed W),
+ * which is of the order of the quantization effect or larger. */
 Test(forward, exact_gemm_close_to_fake_quant) {
     char dir[256];
     make_model(dir, sizeof dir, 256, 384, 1, 300);
@@ -371,7 +377,7 @@ Test(forward, exact_gemm_close_to_fake_quant) {
     for (size_t i = 0; i < (size_t)T * V; i++) { df[i] = lf[i]; d16[i] = l16[i]; }
     double e = rel_l2(lx, df, (size_t)T * V), qe = rel_l2d(df, d16, (size_t)T * V);
     cr_assert_gt(e, 0.0, "exact must differ somewhere (fp16 outputs)");
-    cr_assert_lt(e, qe / 10, "exact vs fake %g, quantization effect %g", e, qe);
+    cr_assert_lt(e, qe / 4, "exact vs fake %g, quantization effect %g", e, qe);
     free(lf); free(lx); free(l16); free(df); free(d16);
     ae_runner_free(rf); ae_runner_free(rx); ae_runner_free(r16);
     ae_model_free(m);

@@ -299,4 +299,14 @@ Test(gemm_errors, mismatches_are_reported) {
     aq_qtensor_free(&qx);
     aq_qtensor_free(&qw);
     aq_qtensor_free(&qw2);
+    /* atom operands quantized with different permutations */
+    aq_mode at;
+    aq_mode_parse("atom-g2-o1", &at, err);
+    int32_t p1[4] = {0, 1, 2, 3}, p2[4] = {1, 0, 2, 3};
+    cr_assert_eq(aq_quantize_x(&at, x, 1, 4, p1, &qx, err), 0);
+    cr_assert_eq(aq_quantize_w(&at, x, 1, 4, p2, &qw, err), 0);
+    cr_assert_neq(aq_gemm(&qx, &qw, 1, y, 1, err), 0);
+    cr_assert(strstr(err, "permutation"), "%s", err);
+    aq_qtensor_free(&qx);
+    aq_qtensor_free(&qw);
 }
