@@ -115,7 +115,8 @@ struct ae_runner {
     float *q;                /* (max_seq, q_dim)                                               */
     float *hb;               /* (max_seq, max(hidden_dim, dim)) gate / o_proj output           */
     float *hb2;              /* (max_seq, hidden_dim) up output                                */
-    float *scores;           /* (AE_ROWBLOCK, max_seq) attention probabilities                 */
+    int rowblock;            /* attention rows per block (<= AE_ROWBLOCK)                      */
+    float *scores;           /* (n_heads, rowblock, max_seq) attention probabilities           */
     uint16_t *x16;           /* exact: (max_seq, max_k) fp16 site input                        */
     uint16_t *y16;           /* exact: (max_seq, max(q_dim, hidden, dim)) fp16 output          */
     aq_qtensor qx;           /* exact: the current site's quantized activations                */
@@ -258,7 +259,11 @@ int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *
     r->q = xcalloc(Ss * (size_t)r->q_dim, sizeof(float), &fail);
     r->hb = xcalloc(Ss * (size_t)imax(c->hidden_dim, c->dim), sizeof(float), &fail); /* also o_proj out */
     r->hb2 = xcalloc(Ss * (size_t)c->hidden_dim, sizeof(float), &fail);
-    r->scores = xcalloc((size_t)(S < AE_ROWBLOCK ? S : AE_ROWBLOCK) * Ss, sizeof(float), &fail);
+    /* attention row block: up to 256 rows, all heads' scores within 8M floats */
+    long rb = (8L << 20) / ((long)c->n_heads * S);
+    r->rowblock = (int)(rb < 1 ? 1 : rb > AE_ROWBLOCK ? AE_ROWBLOCK : rb);
+    if (r->rowblock > S) r->rowblock = S;
+    r->scores = xcalloc((size_t)r->rowblock * (size_t)c->n_heads * Ss, sizeof(float), &fail);
     if (r->quant_x && !r->exact) r->xq = xcalloc(Ss * (size_t)r->max_k, sizeof(float), &fail);
     if (r->exact) {
         r->x16 = xcalloc(Ss * (size_t)r->max_k, sizeof(uint16_t), &fail);
@@ -447,17 +452,18 @@ static void rope_rows(float *v, int ld, int T, int pos, int nheads, int hd, cons
 }
 
 typedef struct {
-    float *S;       /* (rows, L) */
-    int L, row0;    /* absolute row index of row 0 = pos + t0 */
+    float *S;       /* (nheads * nb, L): head h's rows at h * nb                                   */
+    int L, nb, row0;/* row i of a head is absolute position row0 + i                             */
 } sm_ctx;
 
-/* Causal softmax over rows: row i (absolute position p = row0 + i) keeps columns 0..p. */
+/* Causal softmax over rows: row r (head r / nb, absolute position p = row0 + r % nb) keeps columns
+ * 0..p (expf of the max-shifted scores, fp32 sum), the rest become 0. */
 static void softmax_range(void *vctx, long a, long b, int tid) {
     (void)tid;
     sm_ctx *c = vctx;
-    for (long i = a; i < b; i++) {
-        float *s = c->S + (size_t)i * c->L;
-        int n = c->row0 + (int)i + 1;
+    for (long r = a; r < b; r++) {
+        float *s = c->S + (size_t)r * c->L;
+        int n = c->row0 + (int)(r % c->nb) + 1;
         float mx = s[0];
         for (int j = 1; j < n; j++) if (s[j] > mx) mx = s[j];
         float sum = 0;
@@ -469,26 +475,28 @@ static void softmax_range(void *vctx, long a, long b, int tid) {
 }
 
 /* Attention of T new rows (positions pos..pos+T-1) for one layer: q [T, q_dim] against the cache
- * (kc, vc: (max_seq, kv_dim), rows 0..pos+T-1 filled); output o [T, q_dim]. */
+ * (kc, vc: (max_seq, kv_dim), rows 0..pos+T-1 filled); output o [T, q_dim]. Rows go in blocks of
+ * r->rowblock; per block: scores of every head (sgemm, scaled by 1/√hd), one parallel causal softmax
+ * over all heads' rows, then P·V per head (sgemm). Query head h reads KV head h / (n_heads/n_kv). */
 static void attention(ae_runner *r, const float *q, const float *kc, const float *vc, float *o,
                       int T, int pos) {
     const ae_config *c = &r->m->cfg;
-    int hd = c->head_dim, grp = c->n_heads / c->n_kv_heads;
+    int hd = c->head_dim, grp = c->n_heads / c->n_kv_heads, nh = c->n_heads;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int t0 = 0; t0 < T; t0 += AE_ROWBLOCK) {
-        int nb = T - t0 < AE_ROWBLOCK ? T - t0 : AE_ROWBLOCK;
+    for (int t0 = 0; t0 < T; t0 += r->rowblock) {
+        int nb = T - t0 < r->rowblock ? T - t0 : r->rowblock;
         int L = pos + t0 + nb;  /* keys needed by the last row of the block */
-        for (int h = 0; h < c->n_heads; h++) {
-            int kvh = h / grp;
-            const float *Q = q + (size_t)t0 * r->q_dim + (size_t)h * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, hd, scale, Q, r->q_dim,
-                        kc + (size_t)kvh * hd, r->kv_dim, 0.0f, r->scores, L);
-            sm_ctx sc = {r->scores, L, pos + t0};
-            ae_parallel_for(r->opts.nthreads, nb, 8, softmax_range, &sc);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, L, 1.0f, r->scores, L,
-                        vc + (size_t)kvh * hd, r->kv_dim, 0.0f,
+        for (int h = 0; h < nh; h++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, L, hd, scale,
+                        q + (size_t)t0 * r->q_dim + (size_t)h * hd, r->q_dim,
+                        kc + (size_t)(h / grp) * hd, r->kv_dim, 0.0f,
+                        r->scores + (size_t)h * nb * L, L);
+        sm_ctx sc = {r->scores, L, nb, pos + t0};
+        ae_parallel_for(r->opts.nthreads, (long)nh * nb, 16, softmax_range, &sc);
+        for (int h = 0; h < nh; h++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, hd, L, 1.0f,
+                        r->scores + (size_t)h * nb * L, L, vc + (size_t)(h / grp) * hd, r->kv_dim, 0.0f,
                         o + (size_t)t0 * r->q_dim + (size_t)h * hd, r->q_dim);
-        }
     }
 }
 

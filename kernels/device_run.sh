@@ -83,3 +83,13 @@ fi
 
 echo "== summary ($(( $(date +%s) - T0 )) s)"
 for s in "${summary[@]}"; do echo "  $s"; done
+
+if has ncu; then
+    echo "== ncu: apex4 GEMM at M=4096 N=K=8192 (${NCU_MODES:-w4a4-pc})"
+    timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name regex:gemm_kernel --launch-skip 3 --launch-count 1 \
+        --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+        --section MemoryWorkloadAnalysis --section Occupancy \
+        $BIN bench gemm --shapes llama2-70b --m 4096 --modes ${NCU_MODES:-w4a4-pc} --runs 20 --warmup 1 --no-quant \
+        >"$OUT/ncu.log" 2>&1
+    grep -E "Throughput|Stall|Issued|Eligible|Active Warps|Theoretical Occ|Achieved Occ|Registers|Pipe|Warp Cycles|Duration|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Executed Ipc" "$OUT/ncu.log" | head -60
+fi
