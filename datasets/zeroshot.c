@@ -282,7 +282,7 @@ static int read_jsonl(ad_zs_set *s, const char *path, const char *labels_path, r
     int rc = 0, idx = 0;
     while ((ln = next_line(&it))) {
         if (blank(ln)) continue;
-        cJSON *o = cJSON_Parse(ln);
+        cJSON *o = cJSON_ParseWithOpts(ln, NULL, 1);   /* nothing may follow the object */
         if (!cJSON_IsObject(o)) {
             seterr(err, "%s:%ld: not a JSON object (malformed JSON line)", path, it.lineno);
             cJSON_Delete(o);
@@ -373,7 +373,7 @@ static int rec_arc(ad_zs_set *s, const cJSON *o, const char *path, long lineno, 
             return -1;
         }
         cJSON_ArrayForEach(c, ch) {
-            if (n == 16) break;
+            if (n == 16) { seterr(err, "%s:%ld: more than 16 answer choices", path, lineno); return -1; }
             texts[n] = jstr(c, "text");
             labs[n] = jstr(c, "label");
             if (!texts[n] || !labs[n]) {
@@ -391,7 +391,8 @@ static int rec_arc(ad_zs_set *s, const cJSON *o, const char *path, long lineno, 
             seterr(err, "%s:%ld: field 'choices' must hold equal-length 'text' and 'label' arrays", path, lineno);
             return -1;
         }
-        for (int i = 0; i < cJSON_GetArraySize(tx) && n < 16; i++, n++) {
+        if (cJSON_GetArraySize(tx) > 16) { seterr(err, "%s:%ld: more than 16 answer choices", path, lineno); return -1; }
+        for (int i = 0; i < cJSON_GetArraySize(tx); i++, n++) {
             const cJSON *a = cJSON_GetArrayItem(tx, i), *b = cJSON_GetArrayItem(lb, i);
             if (!cJSON_IsString(a) || !cJSON_IsString(b)) {
                 seterr(err, "%s:%ld: choice %d is not a string", path, lineno, i + 1);

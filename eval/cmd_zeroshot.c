@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ax_util.h"
 #include "zeroshot.h"
@@ -102,6 +103,11 @@ int cmd_eval_zeroshot(int argc, char **argv) {
         if (slash) { if (slash == calib_dir) slash[1] = 0; else *slash = 0; }
         else snprintf(calib_dir, sizeof calib_dir, ".");
     }
+    if (out && access(calib_dir, W_OK) != 0) {   /* fail before hours of work, not after */
+        fprintf(stderr, "apex4 eval zeroshot: --out %s: folder %s is not writable: %s\n", out, calib_dir,
+                strerror(errno));
+        goto done;
+    }
     o.model_dir = model;
     o.tokenizer = tokenizer;
     o.tasks = tasks; o.n_tasks = nt;
@@ -110,12 +116,10 @@ int cmd_eval_zeroshot(int argc, char **argv) {
     o.log = stderr;
     char err[AX_ERR_LEN] = "";
     cJSON *doc = NULL;
-    double t0 = ax_now();
     if (ae_zs_run(&o, &doc, err)) {
         fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
         goto done;
     }
-    cJSON_AddNumberToObject(doc, "wall_seconds", ax_now() - t0);
     ae_zs_print_table(stdout, doc);
     fflush(stdout);
     if (out) {

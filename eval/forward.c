@@ -78,6 +78,83 @@ void ae_parallel_for(int nthreads, long n, long min_chunk, ae_range_fn fn, void 
     }
 }
 
+/* ---- exp ------------------------------------------------------------------------------------ */
+
+#define EXP_HI 88.7228317f
+#define EXP_LO (-87.3365479f)
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_C1 0.693359375f
+#define EXP_C2 (-2.12194440e-4f)
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+
+static inline float exp_scalar(float y) {
+    if (y > EXP_HI) return INFINITY;
+    if (y < EXP_LO) return 0.0f;       /* NaN fails both tests and propagates below */
+    float n = rintf(y * EXP_LOG2E);
+    float r = y - n * EXP_C1;
+    r = r - n * EXP_C2;
+    float z = r * r;
+    float p = EXP_P0 * r + EXP_P1;
+    p = p * r + EXP_P2;
+    p = p * r + EXP_P3;
+    p = p * r + EXP_P4;
+    p = p * r + EXP_P5;
+    p = p * z + r;
+    p = p + 1.0f;
+    int32_t e = (int32_t)n + 127;      /* y in [LO, HI] gives n in [-126, 128], e in [1, 255] */
+    if (e >= 255) { e -= 1; p = p * 2.0f; }  /* 2^128 is not a float: 2^127 and double p */
+    uint32_t bits = (uint32_t)e << 23;
+    float sc;
+    memcpy(&sc, &bits, sizeof sc);
+    return p * sc;
+}
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+static inline __m256 exp_avx2(__m256 y) {
+    const __m256 hi = _mm256_set1_ps(EXP_HI), lo = _mm256_set1_ps(EXP_LO);
+    __m256 big = _mm256_cmp_ps(y, hi, _CMP_GT_OQ), small = _mm256_cmp_ps(y, lo, _CMP_LT_OQ);
+    __m256 yc = _mm256_blendv_ps(y, _mm256_setzero_ps(), _mm256_or_ps(big, small)); /* NaN kept */
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(yc, _mm256_set1_ps(EXP_LOG2E)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(yc, _mm256_mul_ps(n, _mm256_set1_ps(EXP_C1)));
+    r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(EXP_C2)));
+    __m256 z = _mm256_mul_ps(r, r);
+    __m256 p = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(EXP_P0), r), _mm256_set1_ps(EXP_P1));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EXP_P2));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EXP_P3));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EXP_P4));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(EXP_P5));
+    p = _mm256_add_ps(_mm256_mul_ps(p, z), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+    /* e == 255 (n = 128): use 2^127 and double p, as the scalar path does */
+    __m256i top = _mm256_cmpeq_epi32(e, _mm256_set1_epi32(255));
+    e = _mm256_sub_epi32(e, _mm256_and_si256(top, _mm256_set1_epi32(1)));
+    p = _mm256_blendv_ps(p, _mm256_mul_ps(p, _mm256_set1_ps(2.0f)), _mm256_castsi256_ps(top));
+    __m256 sc = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+    __m256 res = _mm256_mul_ps(p, sc);
+    res = _mm256_blendv_ps(res, _mm256_set1_ps(INFINITY), big);
+    res = _mm256_blendv_ps(res, _mm256_setzero_ps(), small);
+    return res;
+}
+#endif
+
+void ae_exp_shifted(const float *x, float shift, float *out, int n) {
+    int i = 0;
+#if defined(__AVX2__)
+    __m256 sh = _mm256_set1_ps(shift);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), sh)));
+#endif
+    for (; i < n; i++) out[i] = exp_scalar(x[i] - shift);
+}
+
 /* ---- runner ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -466,8 +543,9 @@ static void softmax_range(void *vctx, long a, long b, int tid) {
         int n = c->row0 + (int)(r % c->nb) + 1;
         float mx = s[0];
         for (int j = 1; j < n; j++) if (s[j] > mx) mx = s[j];
+        ae_exp_shifted(s, mx, s, n);
         float sum = 0;
-        for (int j = 0; j < n; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+        for (int j = 0; j < n; j++) sum += s[j];
         float inv = 1.0f / sum;
         for (int j = 0; j < n; j++) s[j] *= inv;
         for (int j = n; j < c->L; j++) s[j] = 0;

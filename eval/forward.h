@@ -35,24 +35,45 @@ typedef struct {
 typedef struct ae_runner ae_runner;
 
 /* Quantize the model's weights once for opts->mode (calib required for ATOM) and allocate the KV
- * cache and scratch for opts->max_seq positions. The model must outlive the runner. */
+ * cache and scratch for opts->max_seq positions. The model must outlive the runner; calib may be
+ * freed after the call (the channel orders are copied).
+ * Weights: FP16 mode uses the model's fp32 values as they are; other modes aq_fakequant them (fp16
+ * rounding first, then the mode's quantizer; perm = calib->perm of the projection's input site for
+ * ATOM). gemm EXACT with an integer mode (aq_mode_is_integer) keeps aq_quantize_w tensors and runs
+ * aq_gemm; with FP16/WONLY it is the same as FAKE (no integer GEMM exists for them).
+ * Memory: a fp32 copy of every projection (quantized modes), KV cache 2·n_layers·max_seq·kv_dim
+ * floats, scratch ~max_seq·(3·dim + q_dim + 2·hidden_dim) floats + attention scores.
+ * Errors (-1, err): opts NULL, max_seq < 1, odd head_dim, n_heads not a multiple of n_kv_heads,
+ * unknown gemm kind, mode not applicable (ae_mode_check), ATOM without calib or with a calib of
+ * another layer count, a weight not representable in fp16 (named), out of memory. */
 int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *calib,
                     ae_runner **out, char *err);
 void ae_runner_free(ae_runner *r);
 
 /* Run tokens [T] at positions pos .. pos+T-1, appending to the KV cache (which must hold exactly
  * `pos` positions: use ae_runner_truncate to rewind). Writes logits [T - logits_from, vocab] fp32 for
- * positions t >= logits_from (logits may be NULL when logits_from >= T). */
+ * positions t >= logits_from (logits may be NULL when logits_from >= T). The whole batch goes
+ * through each layer at once (T×K by K×N sgemm); the result does not depend on nthreads.
+ * Errors (-1, err; the cache is then left at `pos`): T < 1, pos != cached positions,
+ * pos + T > max_seq, logits_from outside [0, T], logits NULL when needed, a token outside
+ * [0, vocab) (its index named), a non-finite or fp16-overflowing activation at a quantized site
+ * (layer and site named). */
 int ae_forward(ae_runner *r, const int *tokens, int T, int pos, int logits_from, float *logits,
                char *err);
-/* Forget cached positions >= pos. */
+/* Forget cached positions >= pos (no effect when pos >= the cached count; pos < 0 acts as 0). */
 void ae_runner_truncate(ae_runner *r, int pos);
 int  ae_runner_pos(const ae_runner *r);
 const ae_model *ae_runner_model(const ae_runner *r);
 
-/* Atom calibration: Σx² per channel of every linear input over the windows [n_windows, seqlen] of
- * tokens (fp32 forward, no quantization), then the ascending order. Caller frees with
- * ae_calib_free. Cached by the evaluator (ae_calib_save / ae_calib_load, a small binary file). */
+/* Atom calibration (Atom, Zhao et al. 2024, §4.1 reordering; NUMERICS.md "Atom-style W4Ax"):
+ * Σx² per channel of every linear input (before quantization) over tokens [n_windows * seqlen]
+ * run as n_windows windows from position 0 (fp32 forward, FP16 mode), then each site's channels
+ * sorted ascending by Σx² (ties: lower channel first). Caller frees with ae_calib_free.
+ * Errors: n_windows or seqlen < 1, tokens outside the vocabulary, out of memory.
+ * ae_calib_save writes the binary cache file atomically (format in eval/calib.c: magic, widths,
+ * perms, sums, FNV-1a checksum); ae_calib_load reads it for model m and rejects (-1, err naming the
+ * file) a wrong magic, another model's shapes, a wrong size, a checksum mismatch or orders that are
+ * not the ascending order of the stored sums. */
 int ae_calibrate(const ae_model *m, const int *tokens, int n_windows, int seqlen, int nthreads,
                  ae_calib **out, char *err);
 void ae_calib_free(ae_calib *c);
@@ -82,6 +103,14 @@ int ae_generate(ae_runner *r, const int *prompt, int n_prompt, int n_new, const 
 /* Calibration hook: while c is set (NULL clears), every ae_forward adds Σx² per channel of each
  * linear input (before quantization) to c->sumsq[layer*4 + site]. Used by ae_calibrate. */
 void ae_runner_collect(ae_runner *r, ae_calib *c);
+
+/* out[i] = exp(x[i] - shift) for i < n (out may equal x), in fp32 with the Cephes expf scheme
+ * (Moshier, Cephes Math Library, expf.c: n = rne(y·log2 e), r = y − n·C1 − n·C2, degree-5
+ * polynomial, scale by 2^n): at most a few ulp from the correctly rounded value; 0 for
+ * y < −87.34, +inf for y > 88.72, NaN stays NaN. AVX2 lanes and the scalar tail do the same
+ * operations in the same order, so the result does not depend on n's alignment or the build's
+ * vector width. Used by the attention softmax and the perplexity log-softmax. */
+void ae_exp_shifted(const float *x, float shift, float *out, int n);
 
 /* Run fn(ctx, start, end, tid) over [0, n) split into up to nthreads contiguous ranges of at least
  * min_chunk items (nthreads <= 0: all online cores), on pthreads plus the calling thread. Results

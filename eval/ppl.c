@@ -10,6 +10,10 @@
 #include "tokenizer.h"
 #include "wikitext.h"
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 __attribute__((format(printf, 2, 3)))
 static void seterr(char *err, const char *fmt, ...) {
     if (!err) return;
@@ -29,32 +33,70 @@ static void seterr(char *err, const char *fmt, ...) {
 
 /* ---- scoring primitives --------------------------------------------------------------------- */
 
-double ae_logsumexp(const float *l, int V) {
+/* max and first argmax of l [V] */
+static float max_arg(const float *l, int V, int *arg) {
     float mx = l[0];
-    for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
+    int b = 0;
+    for (int i = 1; i < V; i++) if (l[i] > mx) { mx = l[i]; b = i; }
+    *arg = b;
+    return mx;
+}
+
+/* log Σ exp(l_v − mx) + mx: exponentials by ae_exp_shifted (chunked through a stack buffer),
+ * summed in double in index order. */
+static double lse_from(const float *l, int V, float mx) {
     double s = 0;
-    for (int i = 0; i < V; i++) s += (double)expf(l[i] - mx);
+    float buf[1024];
+    for (int i0 = 0; i0 < V; i0 += 1024) {
+        int n = V - i0 < 1024 ? V - i0 : 1024;
+        ae_exp_shifted(l + i0, mx, buf, n);
+        for (int i = 0; i < n; i++) s += (double)buf[i];
+    }
     return (double)mx + log(s);
 }
 
-static int argmax_row(const float *l, int V) {
-    int b = 0;
-    for (int i = 1; i < V; i++) if (l[i] > l[b]) b = i;
-    return b;
+double ae_logsumexp(const float *l, int V) {
+    int a;
+    float mx = max_arg(l, V, &a);
+    return lse_from(l, V, mx);
 }
 
-void ae_score_row(const float *ref_logits, double ref_lse, const float *ref_p, int ref_argmax,
-                  const float *logits, int V, int target, double *nll, double *kld, int *same) {
-    double lse = ae_logsumexp(logits, V);
-    *nll = lse - (double)logits[target];
-    double k = 0;
-    for (int i = 0; i < V; i++) {
-        float lp = (float)((double)ref_logits[i] - ref_lse);
-        float lq = (float)((double)logits[i] - lse);
-        k += (double)ref_p[i] * ((double)lp - (double)lq);
+/* Σ_v p_v·(a_v − b_v) with the product in fp32 and 8 double accumulators (lane v mod 8), combined
+ * in lane order: the AVX2 path and the scalar path do the same operations, so the same bits. */
+static double dot_diff(const float *p, const float *a, const float *b, int V) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+#if defined(__AVX2__)
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    for (; i + 8 <= V; i += 8) {
+        __m256 d = _mm256_mul_ps(_mm256_loadu_ps(p + i), _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(d)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)));
     }
-    *kld = k;
-    *same = argmax_row(logits, V) == ref_argmax;
+    _mm256_storeu_pd(acc, lo);
+    _mm256_storeu_pd(acc + 4, hi);
+#endif
+    for (; i < V; i++) {
+        float d = p[i] * (a[i] - b[i]);
+        acc[i % 8] += (double)d;
+    }
+    double s = 0;
+    for (int k = 0; k < 8; k++) s += acc[k];
+    return s;
+}
+
+/* KL(P||Q) = Σ p_v (log p_v − log q_v) with log p_v = a_v − lse_a, log q_v = b_v − lse_b
+ *          = Σ p_v (a_v − b_v) + (lse_b − lse_a) Σ p_v.
+ * Identical logits give a_v − b_v = 0 and lse_b = lse_a: exactly 0. */
+void ae_score_row(const float *ref_logits, double ref_lse, double ref_psum, const float *ref_p,
+                  int ref_argmax, const float *logits, int V, int target, double *nll, double *kld,
+                  int *same) {
+    int am;
+    float mx = max_arg(logits, V, &am);
+    double lse = lse_from(logits, V, mx);
+    *nll = lse - (double)logits[target];
+    *kld = dot_diff(ref_p, ref_logits, logits, V) + (lse - ref_lse) * ref_psum;
+    *same = am == ref_argmax;
 }
 
 /* ---- the evaluation -------------------------------------------------------------------------- */
@@ -62,8 +104,9 @@ void ae_score_row(const float *ref_logits, double ref_lse, const float *ref_p, i
 typedef struct {
     int V;
     const float *logits;  /* (T, V) reference logits                                  */
-    double *lse;          /* (T-1)                                                    */
-    float *p;             /* (T-1, V)                                                 */
+    double *lse;          /* (T-1) log Σ exp                                          */
+    double *psum;         /* (T-1) Σ p_v (1 up to rounding)                           */
+    float *p;             /* (T-1, V) p_v = exp((float)(l_v − lse))                   */
     int *amax;            /* (T-1)                                                    */
 } ref_ctx;
 
@@ -73,10 +116,14 @@ static void ref_rows(void *vc, long a, long b, int tid) {
     for (long t = a; t < b; t++) {
         const float *l = c->logits + (size_t)t * c->V;
         float *p = c->p + (size_t)t * c->V;
-        double lse = ae_logsumexp(l, c->V);
+        float mx = max_arg(l, c->V, &c->amax[t]);
+        double lse = lse_from(l, c->V, mx);
         c->lse[t] = lse;
-        for (int i = 0; i < c->V; i++) p[i] = expf((float)((double)l[i] - lse));
-        c->amax[t] = argmax_row(l, c->V);
+        for (int i = 0; i < c->V; i++) p[i] = (float)((double)l[i] - lse);
+        ae_exp_shifted(p, 0.0f, p, c->V);
+        double ps = 0;
+        for (int i = 0; i < c->V; i++) ps += (double)p[i];
+        c->psum[t] = ps;
     }
 }
 
@@ -93,8 +140,8 @@ static void score_rows(void *vc, long a, long b, int tid) {
     (void)tid;
     score_ctx *c = vc;
     for (long t = a; t < b; t++)
-        ae_score_row(c->ref->logits + (size_t)t * c->V, c->ref->lse[t], c->ref->p + (size_t)t * c->V,
-                     c->ref->amax[t], c->logits + (size_t)t * c->V, c->V, c->tokens[t + 1],
+        ae_score_row(c->ref->logits + (size_t)t * c->V, c->ref->lse[t], c->ref->psum[t],
+                     c->ref->p + (size_t)t * c->V, c->ref->amax[t], c->logits + (size_t)t * c->V, c->V, c->tokens[t + 1],
                      &c->nll[t], &c->kld[t], &c->same[t]);
 }
 
@@ -108,11 +155,6 @@ void ae_ppl_result_free(ae_ppl_result *res) {
     free(res->modes);
     res->modes = NULL;
     res->n_modes = 0;
-}
-
-static int all_finite(const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
-    return 1;
 }
 
 int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_ppl_opts *o,
@@ -150,13 +192,14 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
     float *ref_logits = malloc(TV * sizeof(float)), *ref_p = malloc(TV * sizeof(float));
     float *logits = malloc(TV * sizeof(float));
     double *ref_lse = malloc((size_t)T * sizeof(double)), *nll = malloc((size_t)T * sizeof(double));
+    double *ref_psum = malloc((size_t)T * sizeof(double));
     double *kld = malloc((size_t)T * sizeof(double));
     int *amax = malloc((size_t)T * sizeof(int)), *same = malloc((size_t)T * sizeof(int));
     ae_runner *ref = NULL;
     int rc = -1;
     double ref_s_nll = 0;
     if (!res->modes || !run || !reuse || !acc || !ref_logits || !ref_p || !logits || !ref_lse || !nll ||
-        !kld || !amax || !same) {
+        !kld || !amax || !same || !ref_psum) {
         SETERR("out of memory (seqlen %d x vocab %d logits buffers)", T, V);
         goto done;
     }
@@ -189,17 +232,18 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
     for (int k = 0; k < o->n_modes; k++) n_forward += run[k] != NULL;
     ax_progress pg;
     if (o->progress) ax_progress_start(&pg, "ppl", nw * n_forward * (long)T, "tok");
-    ref_ctx rctx = {V, ref_logits, ref_lse, ref_p, amax};
+    ref_ctx rctx = {V, ref_logits, ref_lse, ref_psum, ref_p, amax};
     for (long w = 0; w < nw; w++) {
         const int *tw = tokens + (size_t)w * T;
         double t0 = ax_now();
         ae_runner_truncate(ref, 0);
         if (ae_forward(ref, tw, T, 0, 0, ref_logits, err)) goto done;
-        if (!all_finite(ref_logits, (size_t)(T - 1) * V)) {
-            SETERR("fp16 reference: non-finite logits in window %ld", w);
-            goto done;
-        }
         ae_parallel_for(o->nthreads, T - 1, 4, ref_rows, &rctx);
+        for (int t = 0; t < T - 1; t++)  /* a NaN/inf logit makes lse non-finite */
+            if (!isfinite(ref_lse[t]) || !isfinite(ref_psum[t])) {
+                SETERR("fp16 reference: non-finite logits in window %ld at position %d", w, t);
+                goto done;
+            }
         for (int t = 0; t < T - 1; t++) ref_s_nll += ref_lse[t] - (double)ref_logits[(size_t)t * V + tw[t + 1]];
         res->ref_seconds += ax_now() - t0;
         if (o->progress) ax_progress_update(&pg, (w * n_forward + 1) * (long)T);
@@ -215,15 +259,16 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
                     SETERR("mode %s, window %ld: %s", o->modes[k].name, w, e2);
                     goto done;
                 }
-                if (!all_finite(logits, (size_t)(T - 1) * V)) {
-                    SETERR("mode %s: non-finite logits in window %ld", o->modes[k].name, w);
-                    goto done;
-                }
                 lg = logits;
             }
             score_ctx sc = {V, &rctx, lg, tw, nll, kld, same};
             ae_parallel_for(o->nthreads, T - 1, 4, score_rows, &sc);
             acc_t *a = &acc[k];
+            for (int t = 0; t < T - 1; t++)
+                if (!isfinite(nll[t]) || !isfinite(kld[t])) {
+                    SETERR("mode %s: non-finite logits in window %ld at position %d", o->modes[k].name, w, t);
+                    goto done;
+                }
             for (int t = 0; t < T - 1; t++) {  /* in order: independent of the thread split */
                 a->s_nll += nll[t];
                 a->s_nll2 += nll[t] * nll[t];
@@ -263,7 +308,8 @@ done:
         for (int k = 0; k < o->n_modes; k++) ae_runner_free(run[k]);
     ae_runner_free(ref);
     free(run); free(reuse); free(acc);
-    free(ref_logits); free(ref_p); free(logits); free(ref_lse); free(nll); free(kld); free(amax); free(same);
+    free(ref_logits); free(ref_p); free(logits); free(ref_lse); free(ref_psum); free(nll); free(kld);
+    free(amax); free(same);
     res->seconds = ax_now() - t_start;
     if (rc) ae_ppl_result_free(res);
     return rc;
@@ -430,6 +476,7 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
         fprintf(table, "FP16 reference ppl %.4f; evaluation %.1f s (%.0f tok/s over %ld forward tokens), total %.1f s\n",
                 exp(res.ref_nll), res.seconds, (double)res.forward_tokens / (res.seconds > 0 ? res.seconds : 1),
                 res.forward_tokens, wall);
+        fflush(table);
     }
     if (job->out) {
         doc = ax_envelope_new("eval ppl");

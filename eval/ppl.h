@@ -64,14 +64,16 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
 void ae_ppl_result_free(ae_ppl_result *res);
 
 /* Scoring primitives (exposed for tests).
- * ae_logsumexp: log Σ exp(l_v) over l [V], max-shifted, sum in double.
- * ae_score_row: one prediction. ref_logits [V] and ref_p [V] (ref_p_v = expf((float)(l_v − ref_lse)))
- * describe P, logits [V] describe Q; writes nll = lse(Q) − logits[target], kld = Σ p_v (lp_v − lq_v)
- * with lp_v = (float)(ref_l_v − ref_lse), lq_v = (float)(l_v − lse(Q)) (so identical logits give
- * exactly 0), *same = (argmax Q == ref_argmax), argmax ties to the lowest id. */
+ * ae_logsumexp: log Σ exp(l_v) over l [V], max-shifted, exponentials by ae_exp_shifted, sum in double.
+ * ae_score_row: one prediction. P is given by ref_logits [V], ref_lse = ae_logsumexp(ref_logits),
+ * ref_p [V] (p_v = exp((float)(ref_l_v − ref_lse))) and ref_psum = Σ p_v; Q by logits [V]. Writes
+ * nll = lse(Q) − logits[target]; kld = KL(P||Q) = Σ p_v (ref_l_v − l_v) + (lse(Q) − ref_lse)·Σ p_v
+ * (= Σ p_v (log p_v − log q_v); products in fp32, sums in double: identical logits give exactly 0);
+ * *same = (argmax Q == ref_argmax), argmax ties to the lowest id. */
 double ae_logsumexp(const float *l, int V);
-void ae_score_row(const float *ref_logits, double ref_lse, const float *ref_p, int ref_argmax,
-                  const float *logits, int V, int target, double *nll, double *kld, int *same);
+void ae_score_row(const float *ref_logits, double ref_lse, double ref_psum, const float *ref_p,
+                  int ref_argmax, const float *logits, int V, int target, double *nll, double *kld,
+                  int *same);
 
 /* The evaluation as `apex4 eval ppl` runs it. */
 typedef struct {

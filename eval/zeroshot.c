@@ -337,6 +337,7 @@ static double task_headline(const ad_zs_task *t, const ae_zs_result *r) {
 
 int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     *doc_out = NULL;
+    double t_start = ax_now();
     char root[AX_PATH_LEN], tokpath[AX_PATH_LEN], name[1024];
     if (o->n_tasks < 1 || o->n_modes < 1) { seterr(err, "no tasks or no modes given"); return -1; }
     if (o->data_root) snprintf(root, sizeof root, "%s", o->data_root);
@@ -392,12 +393,12 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     if (max_seq > m->cfg.max_pos) max_seq = m->cfg.max_pos;
 
     doc = ax_envelope_new("eval zeroshot");
-    cJSON *jm = cJSON_AddObjectToObject(doc, "model");
-    cJSON_AddStringToObject(jm, "name", base_name(o->model_dir, name, sizeof name));
-    cJSON_AddStringToObject(jm, "dir", o->model_dir);
-    cJSON_AddStringToObject(jm, "dtype", m->dtype);
-    cJSON_AddStringToObject(jm, "tokenizer", tokpath);
-    cJSON_AddNumberToObject(jm, "max_position_embeddings", m->cfg.max_pos);
+    /* top-level keys as the ppl results (eval/ppl.c) name them, so one report reads both */
+    cJSON_AddStringToObject(doc, "model", base_name(o->model_dir, name, sizeof name));
+    cJSON_AddStringToObject(doc, "model_dir", m->dir);
+    cJSON_AddStringToObject(doc, "model_dtype", m->dtype);
+    cJSON_AddStringToObject(doc, "tokenizer", tokpath);
+    cJSON_AddNumberToObject(doc, "max_position_embeddings", m->cfg.max_pos);
     cJSON *jp = cJSON_AddObjectToObject(doc, "protocol");
     cJSON_AddStringToObject(jp, "scoring",
         "lm-evaluation-harness: sum of continuation log-probs; _encode_pair split; acc, acc_norm "
@@ -433,7 +434,7 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         if (tasks[i]->metrics & AD_ZS_PPL) cJSON_AddItemToArray(mt, cJSON_CreateString("perplexity"));
         cJSON_AddItemToArray(jt, t);
     }
-    cJSON *jr = cJSON_AddArrayToObject(doc, "results");
+    cJSON *jr = cJSON_AddArrayToObject(doc, "modes");
     int first_applicable = -1;
     for (int mi = 0; mi < o->n_modes; mi++) {
         cJSON *jmode = cJSON_CreateObject();
@@ -456,9 +457,13 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
                 prefix_err(err, "mode %s", modes[mi].name);
                 goto out;
             }
+            cJSON *c = cJSON_AddObjectToObject(doc, "calibration");   /* as eval/ppl.c writes it */
+            cJSON_AddStringToObject(c, "data", "WikiText-2 validation split (train split not available)");
+            cJSON_AddNumberToObject(c, "windows", (double)(calib->tokens / seqlen));
+            cJSON_AddNumberToObject(c, "seqlen", seqlen);
+            cJSON_AddNumberToObject(c, "tokens", (double)calib->tokens);
+            cJSON_AddStringToObject(c, "cache", cpath);
         }
-        if (modes[mi].kind == AQ_KIND_ATOM)
-            cJSON_AddStringToObject(jmode, "calibration", "WikiText-2 validation split (train split not available)");
         ae_run_opts ro = {modes[mi], o->gemm, o->kv4, o->nthreads, max_seq};
         double t0 = ax_now();
         if (ae_runner_build(m, &ro, modes[mi].kind == AQ_KIND_ATOM ? calib : NULL, &runner, err)) {
@@ -511,6 +516,7 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         cJSON_AddNumberToObject(jmode, "requests", (double)total_req);
         put_num(jmode, "requests_per_s", secs > 0 ? (double)total_req / secs : NAN);
     }
+    cJSON_AddNumberToObject(doc, "seconds", ax_now() - t_start);
     *doc_out = doc;
     doc = NULL;
     rc = 0;
@@ -541,11 +547,10 @@ static void cell(char *buf, size_t len, double v, double se, int ppl) {
 
 void ae_zs_print_table(FILE *f, const cJSON *doc) {
     const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(doc, "tasks");
-    const cJSON *results = cJSON_GetObjectItemCaseSensitive(doc, "results");
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(doc, "model");
+    const cJSON *results = cJSON_GetObjectItemCaseSensitive(doc, "modes");
+    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(doc, "model");
     const cJSON *proto = cJSON_GetObjectItemCaseSensitive(doc, "protocol");
     const cJSON *t, *r;
-    const cJSON *mn = cJSON_GetObjectItemCaseSensitive(model, "name");
     const cJSON *lim = cJSON_GetObjectItemCaseSensitive(proto, "limit");
     fprintf(f, "zero-shot (lm-eval scoring), model %s, %s, %s\n", cJSON_IsString(mn) ? mn->valuestring : "?",
             cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(proto, "bos")) ? "BOS" : "no BOS",

@@ -234,8 +234,9 @@ extern "C" int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {
     if (blocks >= want) return 1;
     int S = (int)((want + blocks - 1) / blocks);
     const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
-    const int tiles = ((K - o) * m->xbits / 8 + 63) / 64;
-    if (S > tiles / 4) S = tiles / 4;
+    const int tile_bytes = M <= 16 ? 256 : 128;   // BKB of the configuration (ak_gemm.cu launch_epi)
+    const int tiles = ((K - o) * m->xbits / 8 + tile_bytes - 1) / tile_bytes;
+    if (S > tiles / 2) S = tiles / 2;
     if (ak_split_mode(m) == AK_SPLIT_GROUP) {
         const int g = m->group ? m->group : K;
         const int G = (K - o + g - 1) / g;

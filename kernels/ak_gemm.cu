@@ -2,9 +2,9 @@
 // with group scales", "Mixed granularity", "Atom-style W4Ax"), bit-exact against quant/aq_gemm.c.
 //
 // Structure (CUTLASS-style multistage mainloop, Ampere/Hopper mma.sync):
-//   - block tile BM x BN, k-tile of 64 BYTES per row (128 int4 codes or 64 int8 codes);
+//   - block tile BM x BN, k-tile of BKB = 64/128/256 BYTES per row (2 int4 or 1 int8 code a byte);
 //   - global -> shared with cp.async.cg 16 B (zero-filled outside M, N, K), STAGES deep;
-//   - shared rows of 64 B, 16-byte chunks XOR-swizzled (chunk ^ ((row >> 1) & 3)) so that every
+//   - shared rows of BKB bytes, 16-byte chunks XOR-swizzled (swz<BKB>) so that every
 //     ldmatrix phase of 8 rows hits 8 distinct bank groups;
 //   - shared -> registers with ldmatrix.x4 (b16 view: one 32-bit register = 8 int4 or 4 int8 codes);
 //   - INT8 path (AK_PATH_INT8, all GPUs, the one used on Hopper): each 32-bit register of 8 nibbles
@@ -25,11 +25,21 @@
 
 #include <cstdio>
 
+// Small-M configuration (M <= 16): 16 x 64 tile, k-tile bytes and pipeline depth (kernels/NOTES.md).
+#ifndef AK_SMALL_BKB
+#define AK_SMALL_BKB 128
+#endif
+#ifndef AK_SMALL_STAGES
+#define AK_SMALL_STAGES 6
+#endif
+
 namespace {
 
 #define DEVI __device__ __forceinline__
 
-constexpr int BKB = 64;   // k-tile bytes per row
+// Shared-memory swizzle of 16-byte chunk c in row r of a tile with BKB bytes per row: the 8 rows an
+// ldmatrix phase reads land in 8 distinct 16-byte bank groups.
+template <int BKB> DEVI int swz(int r, int c) { return BKB == 64 ? (c ^ ((r >> 1) & 3)) : (c ^ (r & 7)); }
 
 DEVI uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
@@ -62,14 +72,15 @@ DEVI void mma_s4(int *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uin
 // Exact int -> float for |p| <= 2^22 (4-bit groups up to 65536 codes).
 DEVI float i2f_small(int p) { return __fsub_rn(__int_as_float(p + 0x4B400000), 12582912.0f); }
 
-template <int BM, int BN, int WM, int WN, int STAGES, int EPI, bool INT4>
+template <int BM, int BN, int BKB, int WM, int WN, int STAGES, int EPI, bool INT4>
 __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a) {
     constexpr int NT = WM * WN * 32;
+    constexpr int CPR = BKB / 16;   // 16-byte chunks per tile row
     constexpr int WTM = BM / WM, WTN = BN / WN, MI = WTM / 16, NI = WTN / 8;
     static_assert(MI >= 1 && NI >= 2 && NI % 2 == 0, "warp tile");
     extern __shared__ __align__(128) uint8_t smem[];
-    uint8_t *sA = smem;                         // [STAGES][BM][64]
-    uint8_t *sB = smem + STAGES * BM * BKB;     // [STAGES][BN][64]
+    uint8_t *sA = smem;                         // [STAGES][BM][BKB]
+    uint8_t *sB = smem + STAGES * BM * BKB;     // [STAGES][BN][BKB]
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = warp / WN, wn = warp % WN;
@@ -87,16 +98,16 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
         ce0 = min(j1 * a.p[0].gch, nch0);
         has1 = a.nparts > 1 && z == S - 1;
     } else if (a.split_mode == AK_SPLIT_INT) {
-        const int T = a.p[0].ntiles, tps = (T + S - 1) / S;
+        const int T = (nch0 + CPR - 1) / CPR, tps = (T + S - 1) / S;
         const int t0 = min(z * tps, T), t1 = min(t0 + tps, T);
-        cs0 = t0 * 4;
-        ce0 = min(t1 * 4, nch0);
+        cs0 = t0 * CPR;
+        ce0 = min(t1 * CPR, nch0);
         has1 = false;
     }
     const int cs1 = 0, ce1 = has1 ? nch1 : 0;
     const bool isplit = a.split_mode == AK_SPLIT_INT;
-    const int T0 = (ce0 - cs0 + 3) / 4;
-    const int T = T0 + (ce1 - cs1 + 3) / 4;
+    const int T0 = (ce0 - cs0 + CPR - 1) / CPR;
+    const int T = T0 + (ce1 - cs1 + CPR - 1) / CPR;
 
     int acc[MI][NI][4];
     float accf[MI][NI][4];
@@ -113,21 +124,21 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
         const uint8_t *A = p1 ? a.p[1].A : a.p[0].A;
         const uint8_t *B = p1 ? a.p[1].B : a.p[0].B;
         const int kb = p1 ? a.p[1].kb : a.p[0].kb;
-        const int ch0 = (p1 ? cs1 + (t - T0) * 4 : cs0 + t * 4), ce = p1 ? ce1 : ce0;
+        const int ch0 = (p1 ? cs1 + (t - T0) * CPR : cs0 + t * CPR), ce = p1 ? ce1 : ce0;
         uint8_t *dA = sA + stage * BM * BKB, *dB = sB + stage * BN * BKB;
 #pragma unroll
-        for (int i = tid; i < BM * 4; i += NT) {
-            int r = i >> 2, c = i & 3, gr = m0 + r, kbyte = (ch0 + c) * 16;
+        for (int i = tid; i < BM * CPR; i += NT) {
+            int r = i / CPR, c = i % CPR, gr = m0 + r, kbyte = (ch0 + c) * 16;
             bool ok = gr < M && ch0 + c < ce;
             const uint8_t *src = ok ? A + (size_t)gr * kb + kbyte : A;
-            cp_async16(smem_u32(dA + r * BKB + ((c ^ ((r >> 1) & 3)) << 4)), src, ok ? 16 : 0);
+            cp_async16(smem_u32(dA + r * BKB + (swz<BKB>(r, c) << 4)), src, ok ? 16 : 0);
         }
 #pragma unroll
-        for (int i = tid; i < BN * 4; i += NT) {
-            int r = i >> 2, c = i & 3, gr = n0 + r, kbyte = (ch0 + c) * 16;
+        for (int i = tid; i < BN * CPR; i += NT) {
+            int r = i / CPR, c = i % CPR, gr = n0 + r, kbyte = (ch0 + c) * 16;
             bool ok = gr < N && ch0 + c < ce;
             const uint8_t *src = ok ? B + (size_t)gr * kb + kbyte : B;
-            cp_async16(smem_u32(dB + r * BKB + ((c ^ ((r >> 1) & 3)) << 4)), src, ok ? 16 : 0);
+            cp_async16(smem_u32(dB + r * BKB + (swz<BKB>(r, c) << 4)), src, ok ? 16 : 0);
         }
     };
 
@@ -144,8 +155,9 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                 for (int ni = 0; ni < NI; ni++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
+                        // the int32 partial lives in accf's register as raw bits (no extra array)
                         int p = acc[mi][ni][e];
-                        accP[mi][ni][e] += wide ? (p >> 8) : p;
+                        accf[mi][ni][e] = __int_as_float(__float_as_int(accf[mi][ni][e]) + (wide ? (p >> 8) : p));
                         acc[mi][ni][e] = 0;
                     }
         } else if (EPI == AK_EPI_GROUP) {
@@ -201,32 +213,45 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
         }
     };
 
+    // Group tracking without divisions in the loop: gj = current group of the current part, gend =
+    // its end chunk (exclusive, clipped to the part). Parts are visited in order: part 0, then 1.
+    int gj = cs0 / a.p[0].gch;
+    int gend = min((gj + 1) * a.p[0].gch, nch0);
     auto compute_tile = [&](int t, int stage) {
+        if (t == T0) { gj = 0; gend = min(a.p[1].gch, nch1); }   // first tile of the outlier part
         const bool p1 = t >= T0;
         const ak_gpart &P = p1 ? a.p[1] : a.p[0];
         const int tl = p1 ? t - T0 : t;
         const int nch = P.kb >> 4, cs = p1 ? cs1 : cs0, ce = p1 ? ce1 : ce0;
-        // A group ends after chunk c at its own end, at the end of K, or (integer split) at the
-        // end of this block's range (the partial p is flushed; integer sums are split-exact).
-        auto ends = [&](int c) { return (c + 1) % P.gch == 0 || c + 1 == nch || (isplit && c + 1 == ce); };
+        // After chunk c: a group ends at its own end (gend, clipped to K) or, with the integer split,
+        // at the end of this block's range (the partial p is flushed; integer sums are split-exact).
+        auto after = [&](int c) {
+            if (c + 1 == gend) {
+                group_end(P, gj);
+                gj++;
+                gend = min(gend + P.gch, nch);
+            } else if (isplit && c + 1 == ce) {
+                group_end(P, gj);
+            }
+        };
         const uint8_t *bA = sA + stage * BM * BKB, *bB = sB + stage * BN * BKB;
 #pragma unroll
-        for (int ks = 0; ks < 2; ks++) {
-            const int c0 = cs + tl * 4 + ks * 2;   // first 16-byte chunk of this k-step
+        for (int ks = 0; ks < BKB / 32; ks++) {
+            const int c0 = cs + tl * CPR + ks * 2;   // first 16-byte chunk of this k-step
             if (c0 >= ce) break;                   // uniform: padding beyond this block's K range
             uint32_t ra[MI][4], rb[NI / 2][4];
 #pragma unroll
             for (int mi = 0; mi < MI; mi++) {
                 int row = wm * WTM + mi * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
                 int ch = ks * 2 + (lane >> 4);
-                ldsm_x4(smem_u32(bA + row * BKB + ((ch ^ ((row >> 1) & 3)) << 4)), ra[mi][0], ra[mi][1],
+                ldsm_x4(smem_u32(bA + row * BKB + (swz<BKB>(row, ch) << 4)), ra[mi][0], ra[mi][1],
                         ra[mi][2], ra[mi][3]);
             }
 #pragma unroll
             for (int np = 0; np < NI / 2; np++) {
                 int row = wn * WTN + np * 16 + (lane & 7) + (lane >> 4) * 8;
                 int ch = ks * 2 + ((lane >> 3) & 1);
-                ldsm_x4(smem_u32(bB + row * BKB + ((ch ^ ((row >> 1) & 3)) << 4)), rb[np][0], rb[np][1],
+                ldsm_x4(smem_u32(bB + row * BKB + (swz<BKB>(row, ch) << 4)), rb[np][0], rb[np][1],
                         rb[np][2], rb[np][3]);
             }
             if (P.bits == 8) {
@@ -237,7 +262,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                         mma_s8(acc[mi][ni], ra[mi][0], ra[mi][1], ra[mi][2], ra[mi][3], rb[ni >> 1][(ni & 1) * 2],
                                rb[ni >> 1][(ni & 1) * 2 + 1]);
                 const int c1 = c0 + 1;          // 8-bit: gch, nch and split bounds are even
-                if (ends(c1)) group_end(P, c1 / P.gch);
+                after(c1);
             } else if (INT4) {
                 if (P.gch == 1) {               // g = 32: each half of the k64 mma is one group
 #pragma unroll
@@ -249,7 +274,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                             for (int ni = 0; ni < NI; ni++)
                                 mma_s4(acc[mi][ni], h ? 0u : ra[mi][0], h ? 0u : ra[mi][1], h ? ra[mi][2] : 0u,
                                        h ? ra[mi][3] : 0u, rb[ni >> 1][(ni & 1) * 2], rb[ni >> 1][(ni & 1) * 2 + 1]);
-                        group_end(P, c0 + h);       // gch == 1: every chunk ends a group
+                        after(c0 + h);              // gch == 1: every chunk ends a group
                     }
                 } else {
 #pragma unroll
@@ -260,7 +285,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                                    rb[ni >> 1][(ni & 1) * 2 + 1]);
                     // gch even: a group can only end after the second chunk (or at the last chunk)
                     const int c1 = c0 + 1 < ce ? c0 + 1 : ce - 1;
-                    if (ends(c1)) group_end(P, c1 / P.gch);
+                    after(c1);
                 }
             } else {
 #pragma unroll
@@ -278,7 +303,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                             mma_s8(acc[mi][ni], a0, a1, a2, a3, (wb << 4) & 0xF0F0F0F0u, wb & 0xF0F0F0F0u);
                         }
                     }
-                    if (ends(c)) group_end(P, c / P.gch);
+                    after(c);
                 }
             }
         }
@@ -315,8 +340,8 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                         int c = cbase + ni * 8 + q;
                         if (c >= N) continue;
                         size_t o = ((size_t)z * M + r) * N + c;
-                        if (isplit) static_cast<int *>(a.ws)[o] = accP[mi][ni][h * 2 + q];
-                        else static_cast<float *>(a.ws)[o] = accf[mi][ni][h * 2 + q];
+                        if (EPI == AK_EPI_MIXED) static_cast<int *>(a.ws)[o] = accP[mi][ni][h * 2 + q];
+                        else static_cast<float *>(a.ws)[o] = accf[mi][ni][h * 2 + q];   // int bits if isplit
                     }
             }
         return;
@@ -373,9 +398,9 @@ __global__ void combine_kernel(const ak_gemm_args a) {
     }
 }
 
-template <int BM, int BN, int WM, int WN, int STAGES, int EPI, bool INT4>
+template <int BM, int BN, int BKB, int WM, int WN, int STAGES, int EPI, bool INT4>
 int launch_cfg(const ak_gemm_args &a, cudaStream_t st, char *err) {
-    auto kern = gemm_kernel<BM, BN, WM, WN, STAGES, EPI, INT4>;
+    auto kern = gemm_kernel<BM, BN, BKB, WM, WN, STAGES, EPI, INT4>;
     const int smem = STAGES * (BM + BN) * BKB;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e == cudaSuccess) {
@@ -403,9 +428,9 @@ int launch_cfg(const ak_gemm_args &a, cudaStream_t st, char *err) {
 template <int EPI, bool INT4>
 int launch_epi(const ak_gemm_args &a, cudaStream_t st, char *err) {
     const long long big_tiles = (long long)((a.M + 127) / 128) * ((a.N + 127) / 128);
-    if (a.M <= 16) return launch_cfg<16, 64, 1, 4, 8, EPI, INT4>(a, st, err);
-    if (big_tiles < 264) return launch_cfg<64, 128, 2, 4, 4, EPI, INT4>(a, st, err);
-    return launch_cfg<128, 128, 2, 4, 4, EPI, INT4>(a, st, err);
+    if (a.M <= 16) return launch_cfg<16, 64, AK_SMALL_BKB, 1, 4, AK_SMALL_STAGES, EPI, INT4>(a, st, err);
+    if (big_tiles < 264) return launch_cfg<64, 128, 128, 2, 4, 4, EPI, INT4>(a, st, err);
+    return launch_cfg<128, 128, 128, 2, 4, 3, EPI, INT4>(a, st, err);
 }
 
 }  // namespace

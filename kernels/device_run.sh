@@ -89,7 +89,9 @@ if has ncu; then
     timeout ${NCU_TIMEOUT:-240} ncu --clock-control none --kernel-name regex:gemm_kernel --launch-skip 3 --launch-count 1 \
         --section SpeedOfLight --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
         --section MemoryWorkloadAnalysis --section Occupancy \
+        --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio,regex:sm__pipe_tensor.*_cycles_active.avg.pct_of_peak_sustained_active" \
         $BIN bench gemm --shapes llama2-70b --m 4096 --modes ${NCU_MODES:-w4a4-pc} --runs 20 --warmup 1 --no-quant \
         >"$OUT/ncu.log" 2>&1
-    grep -E "Throughput|Stall|Issued|Eligible|Active Warps|Theoretical Occ|Achieved Occ|Registers|Pipe|Warp Cycles|Duration|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Executed Ipc" "$OUT/ncu.log" | head -60
+    grep -E "Throughput|Issued|Eligible|Warp Cycles|Duration|Spilling|Executed Ipc|pipe_tensor" "$OUT/ncu.log" | head -30
+    grep -E "issue_stalled" "$OUT/ncu.log" | awk '$NF > 0.05' | sort -k3 -n -r | head -12
 fi

@@ -510,3 +510,81 @@ Test(forward, cli_generate_prints_reference) {
     cr_assert_eq(WEXITSTATUS(pclose(p)), 2);
     cr_assert(strstr(out, "apex4 generate:"), "%s", out);
 }
+
+/* ae_exp_shifted: within 3e-7 relative of the double-precision exp over the whole range (Cephes
+ * expf claims ~1 ulp = 6e-8 relative; a few ulp allowed); the AVX2 lanes (calls with n >= 8) and the
+ * scalar tail (n = 1) give identical bits; underflow to 0, overflow to inf, NaN kept, exp(0) = 1. */
+Test(forward, exp_shifted_accuracy_and_vector_scalar_identity) {
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof *x), *v = malloc(N * sizeof *v), *s1 = malloc(N * sizeof *s1);
+    uint64_t st = 5;
+    for (int i = 0; i < N; i++) x[i] = (float)(-87.0 + 175.5 * tu_rand_unit(&st));
+    x[0] = 0.0f; x[1] = -87.3f; x[2] = 88.7f; x[3] = 1e-8f; x[4] = -0.5f;
+    ae_exp_shifted(x, 0.0f, v, N);
+    for (int i = 0; i < N; i++) ae_exp_shifted(x + i, 0.0f, s1 + i, 1);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(memcmp(&v[i], &s1[i], sizeof(float)), 0, "x = %.9g: vector %.9g scalar %.9g", x[i], v[i], s1[i]);
+        double want = exp((double)x[i]), rel = fabs(v[i] - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    cr_assert_lt(worst, 3e-7, "worst relative error %g", worst);
+    cr_assert_eq(v[0], 1.0f);
+    /* shift: exp(x - shift) */
+    float y[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9}, o[9];
+    ae_exp_shifted(y, 9.0f, o, 9);
+    for (int i = 0; i < 9; i++) cr_assert_float_eq(o[i], exp((double)y[i] - 9.0), 3e-7 * exp((double)y[i] - 9.0));
+    float e[10] = {-100.0f, 100.0f, NAN, -INFINITY, INFINITY, 0, 0, 0, 0, -1000.0f}, eo[10];
+    for (int k = 0; k < 2; k++) { /* k = 0: vector path (n = 10), k = 1: scalar calls */
+        if (k == 0) ae_exp_shifted(e, 0.0f, eo, 10);
+        else for (int i = 0; i < 10; i++) ae_exp_shifted(e + i, 0.0f, eo + i, 1);
+        cr_assert_eq(eo[0], 0.0f);
+        cr_assert(isinf(eo[1]) && eo[1] > 0);
+        cr_assert(isnan(eo[2]));
+        cr_assert_eq(eo[3], 0.0f);
+        cr_assert(isinf(eo[4]));
+        cr_assert_eq(eo[9], 0.0f);
+    }
+    free(x); free(v); free(s1);
+}
+
+/* ae_calib_obtain: WikiText-2 validation windows, cached: the second call loads the file the first
+ * wrote (same path, same sums), and says which split it used. */
+Test(forward, calib_obtain_caches_and_reloads) {
+    char root[AX_PATH_LEN], dir[AX_PATH_LEN + 64], tp[AX_PATH_LEN + 128];
+    if (data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
+    snprintf(dir, sizeof dir, "%.4000s/models/stories260K", root);
+    snprintf(tp, sizeof tp, "%.4100s/tokenizer.json", dir);
+    ae_model *m = load(dir);
+    ae_tokenizer *tok = NULL;
+    char err[AX_ERR_LEN] = "", tmp[64], p1[AX_PATH_LEN], p2[AX_PATH_LEN];
+    cr_assert_eq(ae_tokenizer_load(tp, &tok, err), 0, "%s", err);
+    cr_assert_eq(tu_mkdtemp(tmp, sizeof tmp), 0);
+    char *log1 = NULL, *log2 = NULL;
+    size_t l1, l2;
+    FILE *f1 = open_memstream(&log1, &l1), *f2 = open_memstream(&log2, &l2);
+    ae_calib *a = NULL, *b = NULL;
+    cr_assert_eq(ae_calib_obtain(m, tok, 64, 3, tmp, 1, f1, &a, p1, err), 0, "%s", err);
+    cr_assert_eq(ae_calib_obtain(m, tok, 64, 3, tmp, 1, f2, &b, p2, err), 0, "%s", err);
+    fclose(f1);
+    fclose(f2);
+    cr_assert(strstr(log1, "validation split (train split not available)"), "%s", log1);
+    cr_assert(strstr(log1, "cached in"), "%s", log1);
+    cr_assert(strstr(log2, "loaded"), "%s", log2);
+    cr_assert_str_eq(p1, p2);
+    cr_assert(strstr(p1, "/calib-stories260K-") != NULL, "%s", p1);
+    cr_assert_eq(a->tokens, 3 * 64);
+    cr_assert_eq(b->tokens, 3 * 64);
+    for (int i = 0; i < m->cfg.n_layers * 4; i++)
+        cr_assert_eq(memcmp(a->sumsq[i], b->sumsq[i], (size_t)a->width[i % 4] * sizeof(double)), 0);
+    /* other parameters: another file */
+    ae_calib *c = NULL;
+    char p3[AX_PATH_LEN];
+    cr_assert_eq(ae_calib_obtain(m, tok, 64, 2, tmp, 1, NULL, &c, p3, err), 0, "%s", err);
+    cr_assert_str_neq(p3, p1);
+    ae_calib_free(a); ae_calib_free(b); ae_calib_free(c);
+    free(log1); free(log2);
+    ae_tokenizer_free(tok);
+    ae_model_free(m);
+    rm_tree(tmp);
+}

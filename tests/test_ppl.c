@@ -65,20 +65,49 @@ Test(ppl, score_row_hand_computed) {
     double lse = ae_logsumexp(ref, 2);
     cr_assert_float_eq(lse, log(2.0), 1e-12);
     float p[2] = {expf((float)(0.0 - lse)), expf((float)(0.0 - lse))};
+    double psum = (double)p[0] + p[1];
     double nll, kld;
     int same;
-    ae_score_row(ref, lse, p, 0, q, 2, 1, &nll, &kld, &same);
+    ae_score_row(ref, lse, psum, p, 0, q, 2, 1, &nll, &kld, &same);
     cr_assert_float_eq(kld, 0.5 * log(4.0 / 3.0), 1e-6);
     cr_assert_float_eq(nll, -log(0.75), 1e-6);
     cr_assert_eq(same, 0);
     /* identical distributions: exactly 0, and the same argmax */
-    ae_score_row(ref, lse, p, 0, ref, 2, 0, &nll, &kld, &same);
+    ae_score_row(ref, lse, psum, p, 0, ref, 2, 0, &nll, &kld, &same);
     cr_assert_eq(kld, 0.0);
     cr_assert_eq(same, 1);
     cr_assert_float_eq(nll, log(2.0), 1e-7);
     /* large logits: no overflow, lse(1000, 1000) = 1000 + ln 2 */
     float big[2] = {1000.0f, 1000.0f};
     cr_assert_float_eq(ae_logsumexp(big, 2), 1000.0 + log(2.0), 1e-9);
+}
+
+/* V = 1003 (not a multiple of the 8 lanes): KL, NLL and top-1 against a direct long double
+ * computation of softmax, Σ p (log p − log q) and −log q[target]. */
+Test(ppl, score_row_matches_long_double_on_random_logits) {
+    enum { V = 1003 };
+    float *a = malloc(V * sizeof *a), *b = malloc(V * sizeof *b), *p = malloc(V * sizeof *p);
+    uint64_t st = 17;
+    for (int i = 0; i < V; i++) {
+        a[i] = (float)(6 * tu_rand_unit(&st) - 3);
+        b[i] = a[i] + (float)(0.5 * tu_rand_unit(&st) - 0.25);
+    }
+    long double ma = a[0], mb = b[0], za = 0, zb = 0;
+    int ia = 0, ib = 0;
+    for (int i = 1; i < V; i++) { if (a[i] > ma) { ma = a[i]; ia = i; } if (b[i] > mb) { mb = b[i]; ib = i; } }
+    for (int i = 0; i < V; i++) { za += expl(a[i] - ma); zb += expl(b[i] - mb); }
+    long double lsa = ma + logl(za), lsb = mb + logl(zb), kl = 0;
+    for (int i = 0; i < V; i++) kl += expl(a[i] - lsa) * ((a[i] - lsa) - (b[i] - lsb));
+    double lse = ae_logsumexp(a, V), psum = 0;
+    cr_assert_float_eq(lse, (double)lsa, 1e-9);
+    for (int i = 0; i < V; i++) { p[i] = expf((float)(a[i] - lse)); psum += p[i]; }
+    double nll, kld;
+    int same;
+    ae_score_row(a, lse, psum, p, ia, b, V, 5, &nll, &kld, &same);
+    cr_assert_float_eq(kld, (double)kl, 1e-6, "kld %.9g vs %.9Lg", kld, kl);
+    cr_assert_float_eq(nll, (double)(lsb - b[5]), 1e-9);
+    cr_assert_eq(same, ia == ib);
+    free(a); free(b); free(p);
 }
 
 /* ---- the protocol on a make-model checkpoint ------------------------------------------------ */
@@ -136,11 +165,12 @@ Test(ppl, fp16_ppl_matches_direct_computation_and_kld_is_zero) {
     cr_assert_eq(ae_eval_ppl(m, tok, (size_t)n, &o, &r2, err), 0, "%s", err);
     cr_assert_eq(r2.windows, 2);
     cr_assert_eq(r2.scored, 62);
+    ae_ppl_result_free(&r2);
     /* too short a stream */
     o.max_windows = 0;
     cr_assert_neq(ae_eval_ppl(m, tok, 31, &o, &r2, err), 0);
     cr_assert(strstr(err, "fewer than one window"), "%s", err);
-    ae_ppl_result_free(&r2);
+    cr_assert_null(r2.modes);
     ae_ppl_result_free(&res);
     free(l);
     ae_runner_free(r);

@@ -206,6 +206,34 @@ Test(zeroshot_requests, lambada_last_word) {
     rm_rf(root);
 }
 
+/* ---- the real files: counts from data/MANIFEST.md ------------------------------------------------ */
+Test(zeroshot_data, real_files_match_the_manifest, .timeout = 120) {
+    char root[AX_PATH_LEN], err[AX_ERR_LEN];
+    if (ax_data_root(root, sizeof root, err)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    /* MANIFEST.md: records; requests = Σ choices (ARC-Easy: 2365×4 + 7×3 + 4×5 = 9501,
+     * ARC-Challenge: 1165×4 + 4×3 + 3×5 = 4687); Σ gold: PIQA 928 labels "1", BoolQ 2033 True,
+     * WinoGrande 639 labels "2", HellaSwag 0·2515 + 1·2485 + 2·2584 + 3·2458 = 15027 */
+    struct { const char *task; int docs; long requests; long gold_sum; } want[] = {
+        {"piqa", 1838, 3676, 928},       {"arc_easy", 2376, 9501, -1},
+        {"arc_challenge", 1172, 4687, -1}, {"boolq", 3270, 6540, 2033},
+        {"hellaswag", 10042, 40168, 15027}, {"winogrande", 1267, 2534, 639},
+        {"lambada_openai", 5153, 5153, 0},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        ad_zs_set *s = load_ok(want[i].task, root, 0);
+        cr_expect_eq(s->n_docs, want[i].docs, "%s docs", want[i].task);
+        cr_expect_eq(s->n_requests, want[i].requests, "%s requests", want[i].task);
+        long g = 0;
+        for (int d = 0; d < s->n_docs; d++) g += s->docs[d].gold;
+        if (want[i].gold_sum >= 0) cr_expect_eq(g, want[i].gold_sum, "%s gold labels", want[i].task);
+        ad_zs_set_free(s);
+    }
+    /* MANIFEST.md: the first HellaSwag task is "Roof shingle removal: A man is sitting on a roof. he" */
+    ad_zs_set *s = load_ok("hellaswag", root, 1);
+    cr_expect_str_eq(s->docs[0].req[0].context, "Roof shingle removal: A man is sitting on a roof. he");
+    ad_zs_set_free(s);
+}
+
 /* ---- --limit and errors -------------------------------------------------------------------------- */
 Test(zeroshot_data, limit_keeps_first_documents) {
     char root[64];
@@ -246,6 +274,9 @@ Test(zeroshot_data, missing_and_malformed_files_are_named) {
     expect_load_error("piqa", root, "2 labels", "1 records");
     write_file(root, "data/piqa/valid.jsonl",
                "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": \"g\", \"sol1\": \"a\", \n");
+    expect_load_error("piqa", root, "valid.jsonl:2", "malformed JSON");
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"} x\n");
     expect_load_error("piqa", root, "valid.jsonl:2", "malformed JSON");
     write_file(root, "data/piqa/valid.jsonl",
                "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": \"g\", \"sol2\": \"b\"}\n");
@@ -423,9 +454,13 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
     cr_assert_eq(ae_zs_eval_encoded(&lm, &e, &res, NULL, NULL, 0, err), 0, "%s", err);
     /* naive reference: every request from scratch */
     double acc = 0, accn = 0, llsum = 0, naive_tokens = 0;
+    int scored = 0, skipped = 0;
     for (int d = 0; d < ndoc; d++) {
         double lls[4];
-        int g[4];
+        int g[4], too_long = 0;
+        for (int j = 0; j < set.docs[d].n_req; j++) too_long |= e.req[e.first[d] + j].n_cont > max_len;
+        if (too_long) { skipped++; continue; }   /* cannot be scored in the window: left out */
+        scored++;
         for (int j = 0; j < set.docs[d].n_req; j++) {
             const ae_zs_ids *q = &e.req[e.first[d] + j];
             lls[j] = naive_ll(q, max_len, &g[j]);
@@ -437,13 +472,16 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
         else { acc += p == set.docs[d].gold; accn += pn == set.docs[d].gold; }
         llsum += lls[set.docs[d].gold];
     }
-    cr_expect_eq(res.n, ndoc);
+    cr_assert_gt(scored, 0);
+    if (max_len < 5) cr_expect_gt(skipped, 0, "the case should exercise skipping");
+    cr_expect_eq(res.n, scored);
+    cr_expect_eq(res.skipped, skipped);
     cr_expect_eq(res.requests, set.n_requests);
-    cr_expect_float_eq(res.acc, acc / ndoc, 1e-12);
-    if (metrics & AD_ZS_ACC_NORM) cr_expect_float_eq(res.acc_norm, accn / ndoc, 1e-12);
+    cr_expect_float_eq(res.acc, acc / scored, 1e-12);
+    if (metrics & AD_ZS_ACC_NORM) cr_expect_float_eq(res.acc_norm, accn / scored, 1e-12);
     else cr_expect(isnan(res.acc_norm));
-    cr_expect_float_eq(res.mean_ll, llsum / ndoc, 1e-9);
-    if (metrics & AD_ZS_PPL) cr_expect_float_eq(res.ppl, exp(-llsum / ndoc), 1e-9 * res.ppl);
+    cr_expect_float_eq(res.mean_ll, llsum / scored, 1e-9);
+    if (metrics & AD_ZS_PPL) cr_expect_float_eq(res.ppl, exp(-llsum / scored), 1e-9 * res.ppl);
     /* shared contexts are computed once: fewer tokens forwarded than the naive loop */
     if (kind != AD_ZS_LOGLIKELIHOOD) cr_expect_lt((double)f.forwarded, naive_tokens);
     for (long i = 0; i < set.n_requests; i++) { free(e.req[i].ctx); free(e.req[i].cont); }
@@ -468,6 +506,9 @@ Test(zeroshot_loop, shared_prefix_matches_naive_multiple_input) {
 }
 Test(zeroshot_loop, loglikelihood_greedy_and_perplexity) {
     run_loop_case(AD_ZS_LOGLIKELIHOOD, AD_ZS_ACC | AD_ZS_PPL, 200);
+}
+Test(zeroshot_loop, continuation_longer_than_window_is_left_out) {
+    run_loop_case(AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM, 4);   /* continuations 1..5 */
 }
 Test(zeroshot_loop, left_truncation_to_max_length) {
     run_loop_case(AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM, 8);   /* contexts up to 26 */
@@ -541,7 +582,7 @@ Test(zeroshot_e2e, two_tasks_on_stories260k, .timeout = 300) {
     o.nthreads = 2;
     cJSON *doc = NULL;
     cr_assert_eq(ae_zs_run(&o, &doc, err), 0, "%s", err);
-    const cJSON *res = cJSON_GetObjectItemCaseSensitive(doc, "results");
+    const cJSON *res = cJSON_GetObjectItemCaseSensitive(doc, "modes");
     cr_assert_eq(cJSON_GetArraySize(res), 2);
     for (int mi = 0; mi < 2; mi++) {
         const cJSON *r = cJSON_GetArrayItem(res, mi);
@@ -568,7 +609,7 @@ Test(zeroshot_e2e, two_tasks_on_stories260k, .timeout = 300) {
     cJSON *doc1 = NULL;
     cr_assert_eq(ae_zs_run(&o, &doc1, err), 0, "%s", err);
     double ll_run = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc1, "results"), 0), "tasks"), "piqa"), "mean_ll_gold")->valuedouble;
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc1, "modes"), 0), "tasks"), "piqa"), "mean_ll_gold")->valuedouble;
     ad_zs_set *set = load_ok("piqa", root, 1);
     char tokp[AX_PATH_LEN + 80];
     snprintf(tokp, sizeof tokp, "%s/tokenizer.json", model);
@@ -624,6 +665,8 @@ Test(zeroshot_cli, usage_errors_exit_2) {
     cr_expect(strstr(out, "unknown task 'nosuchtask'") != NULL, "%s", out);
     cr_expect_eq(run_cli("--model /nonexistent --limit -3", out, sizeof out), 2);
     cr_expect(strstr(out, "--limit") != NULL, "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --out /nonexistent-dir/r.json", out, sizeof out), 2);
+    cr_expect(strstr(out, "/nonexistent-dir") != NULL, "%s", out);
     cr_expect_eq(run_cli("--model /nonexistent --modes w4a4-q7", out, sizeof out), 2);
     cr_expect(strstr(out, "--modes") != NULL, "%s", out);
 }
@@ -648,12 +691,12 @@ Test(zeroshot_cli, end_to_end_json_and_table, .timeout = 300) {
     cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(d, "command")->valuestring, "eval zeroshot");
     cr_expect(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(d, "git_revision")));
     cr_expect_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(d, "protocol"), "limit")->valuedouble, 3.0);
-    const cJSON *r0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "results"), 0);
+    const cJSON *r0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "modes"), 0);
     const cJSON *lam = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r0, "tasks"), "lambada_openai");
     double ppl = cJSON_GetObjectItemCaseSensitive(lam, "perplexity")->valuedouble;
     double mll = cJSON_GetObjectItemCaseSensitive(lam, "mean_ll_gold")->valuedouble;
     cr_expect_float_eq(ppl, exp(-mll), 1e-9 * ppl);
-    const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "results"), 1);
+    const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "modes"), 1);
     cr_expect(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(r1, "applicable")));
     cJSON_Delete(d);
     rm_rf(tmp);
