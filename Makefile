@@ -43,7 +43,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Library sources: everything in the module folders except the CLI front ends (cmd_*.c).
-LIB_SRC := $(filter-out %/cmd_%.c,$(wildcard quant/*.c eval/*.c datasets/*.c reports/*.c))
+LIB_SRC := $(filter-out $(wildcard */cmd_*.c),$(wildcard quant/*.c eval/*.c datasets/*.c reports/*.c))
 CLI_SRC := apex4.c $(wildcard quant/cmd_*.c kernels/cmd_*.c eval/cmd_*.c datasets/cmd_*.c reports/cmd_*.c)
 CU_SRC  := $(wildcard kernels/*.cu)
 
@@ -100,7 +100,7 @@ TEST_RUN := $(TEST_BIN)
 endif
 
 test: $(TEST_RUN)
-	@fail=0; for t in $(TEST_RUN); do echo "== $$t"; $(TEST_ENV) $$t --jobs 2 || fail=1; done; \
+	@fail=0; for t in $(TEST_RUN); do echo "== $$t"; $(TEST_ENV) $$t --jobs 2 --verbose || fail=1; done; \
 	 if [ $$fail = 0 ]; then echo "ALL TEST BINARIES PASSED"; else echo "SOME TESTS FAILED"; exit 1; fi
 
 bench: $(BUILD)/apex4

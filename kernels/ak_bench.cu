@@ -20,6 +20,10 @@ struct ak_bench {
     size_t free_mem;
 };
 
+#ifndef AK_BENCH_WPAD
+#define AK_BENCH_WPAD 0   // extra bytes per W row (row pitch experiment; 0 = the ak_gemm layout)
+#endif
+
 namespace {
 
 __device__ __forceinline__ uint32_t hash32(uint64_t i, uint32_t seed) {
@@ -240,10 +244,12 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
         ak_gpart &Q = base.p[i];
         Q.bits = bits;
         Q.kb = bits == 4 ? cols / 2 : cols;
+        Q.lda = Q.kb;
+        Q.ldb = Q.kb + AK_BENCH_WPAD;
         Q.gch = (bits == 4 ? g / 2 : g) / 16;
         Q.G = (cols + g - 1) / g;
         Q.ntiles = (Q.kb + 63) / 64;
-        szA[i] = (size_t)M * Q.kb; szB[i] = (size_t)N * Q.kb;
+        szA[i] = (size_t)M * Q.lda; szB[i] = (size_t)N * Q.ldb;
         szsa[i] = (size_t)M * (mixed ? 1 : Q.G) * 2;
         szsb[i] = (size_t)N * (mixed ? 1 : Q.G) * 2;
         if (mixed) szu[i] = (size_t)N * Q.G;

@@ -227,14 +227,14 @@ extern "C" int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {
     if (!m || M < 1 || N < 1 || K < 32 || !aq_mode_is_integer(m)) return 1;
     // Same tile choice as launch_epi (ak_gemm.cu): split only the two smaller configurations.
     long long blocks;
-    if (M <= 16) blocks = (long long)((N + 63) / 64);
+    if (M <= 16) blocks = (long long)((N + AK_SMALL_BN - 1) / AK_SMALL_BN);
     else if ((long long)((M + 127) / 128) * ((N + 127) / 128) < 264) blocks = (long long)((M + 63) / 64) * ((N + 127) / 128);
     else return 1;
     const long long want = 2LL * 132;
     if (blocks >= want) return 1;
     int S = (int)((want + blocks - 1) / blocks);
     const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
-    const int tile_bytes = M <= 16 ? 256 : 128;   // BKB of the configuration (ak_gemm.cu launch_epi)
+    const int tile_bytes = M <= 16 ? AK_SMALL_BKB : 128;   // BKB of the configuration (ak_gemm.cu launch_epi)
     const int tiles = ((K - o) * m->xbits / 8 + tile_bytes - 1) / tile_bytes;
     if (S > tiles / 2) S = tiles / 2;
     if (ak_split_mode(m) == AK_SPLIT_GROUP) {
@@ -282,6 +282,7 @@ extern "C" int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path pa
         const size_t kb = row_bytes(xm);
         const int glen = mixed ? wm->group : (xm->group < xm->cols ? xm->group : xm->cols);
         P.kb = (int)kb;
+        P.lda = P.ldb = (int)kb;
         P.bits = xm->bits;
         P.gch = (xm->bits == 4 ? glen / 2 : glen) / 16;
         P.G = wm->ngroups;

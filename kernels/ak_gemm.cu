@@ -25,14 +25,6 @@
 
 #include <cstdio>
 
-// Small-M configuration (M <= 16): 16 x 64 tile, k-tile bytes and pipeline depth (kernels/NOTES.md).
-#ifndef AK_SMALL_BKB
-#define AK_SMALL_BKB 128
-#endif
-#ifndef AK_SMALL_STAGES
-#define AK_SMALL_STAGES 6
-#endif
-
 namespace {
 
 #define DEVI __device__ __forceinline__
@@ -123,21 +115,21 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
         const bool p1 = t >= T0;
         const uint8_t *A = p1 ? a.p[1].A : a.p[0].A;
         const uint8_t *B = p1 ? a.p[1].B : a.p[0].B;
-        const int kb = p1 ? a.p[1].kb : a.p[0].kb;
+        const int lda = p1 ? a.p[1].lda : a.p[0].lda, ldb = p1 ? a.p[1].ldb : a.p[0].ldb;
         const int ch0 = (p1 ? cs1 + (t - T0) * CPR : cs0 + t * CPR), ce = p1 ? ce1 : ce0;
         uint8_t *dA = sA + stage * BM * BKB, *dB = sB + stage * BN * BKB;
 #pragma unroll
         for (int i = tid; i < BM * CPR; i += NT) {
             int r = i / CPR, c = i % CPR, gr = m0 + r, kbyte = (ch0 + c) * 16;
             bool ok = gr < M && ch0 + c < ce;
-            const uint8_t *src = ok ? A + (size_t)gr * kb + kbyte : A;
+            const uint8_t *src = ok ? A + (size_t)gr * lda + kbyte : A;
             cp_async16(smem_u32(dA + r * BKB + (swz<BKB>(r, c) << 4)), src, ok ? 16 : 0);
         }
 #pragma unroll
         for (int i = tid; i < BN * CPR; i += NT) {
             int r = i / CPR, c = i % CPR, gr = n0 + r, kbyte = (ch0 + c) * 16;
             bool ok = gr < N && ch0 + c < ce;
-            const uint8_t *src = ok ? B + (size_t)gr * kb + kbyte : B;
+            const uint8_t *src = ok ? B + (size_t)gr * ldb + kbyte : B;
             cp_async16(smem_u32(dB + r * BKB + (swz<BKB>(r, c) << 4)), src, ok ? 16 : 0);
         }
     };
@@ -428,7 +420,7 @@ int launch_cfg(const ak_gemm_args &a, cudaStream_t st, char *err) {
 template <int EPI, bool INT4>
 int launch_epi(const ak_gemm_args &a, cudaStream_t st, char *err) {
     const long long big_tiles = (long long)((a.M + 127) / 128) * ((a.N + 127) / 128);
-    if (a.M <= 16) return launch_cfg<16, 64, AK_SMALL_BKB, 1, 4, AK_SMALL_STAGES, EPI, INT4>(a, st, err);
+    if (a.M <= 16) return launch_cfg<16, AK_SMALL_BN, AK_SMALL_BKB, 1, 4, AK_SMALL_STAGES, EPI, INT4>(a, st, err);
     if (big_tiles < 264) return launch_cfg<64, 128, 128, 2, 4, 4, EPI, INT4>(a, st, err);
     return launch_cfg<128, 128, 128, 2, 4, 3, EPI, INT4>(a, st, err);
 }

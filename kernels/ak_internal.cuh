@@ -24,6 +24,7 @@ struct ak_gpart {
     const __half  *sb;     // GROUP: sw [N, G]; MIXED: S [N]
     const uint8_t *u;      // MIXED: sub-scales u [N, G]; else nullptr
     int kb;                // bytes per row of codes (multiple of 16)
+    int lda, ldb;          // row pitch in bytes of A and B (>= kb, multiples of 16)
     int bits;              // 4 or 8 (both operands)
     int gch;               // group length in 16-byte chunks (8-bit: even)
     int G;                 // number of groups (last may be short)
@@ -31,6 +32,18 @@ struct ak_gpart {
 };
 
 enum { AK_EPI_GROUP = 0, AK_EPI_MIXED = 1 };
+
+// Small-M tile configuration (M <= 16): 16 x AK_SMALL_BN block tile (4 warps side by side), k-tile
+// bytes and pipeline depth; ak_gemm_splits sizes split-K from it (kernels/NOTES.md).
+#ifndef AK_SMALL_BN
+#define AK_SMALL_BN 256
+#endif
+#ifndef AK_SMALL_BKB
+#define AK_SMALL_BKB 64
+#endif
+#ifndef AK_SMALL_STAGES
+#define AK_SMALL_STAGES 6
+#endif
 
 // Split-K (gridDim.z = splits):
 //  AK_SPLIT_INT   single-group GROUP modes (w4a4-pc, w8a8) and MIXED: the integer sum P is split

@@ -25,11 +25,33 @@ DEVI float h2f_bits(unsigned short b) { return __half2float(__ushort_as_half(b))
 template <int NT, int NCH, bool PERM>
 __global__ void __launch_bounds__(NT) quant_kernel(const ak_quant_args a) {
     extern __shared__ __align__(16) uint8_t qsm[];
-    const int m = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
+    const int tid = threadIdx.x, lane = tid & 31;
     const int K = a.K;
-    const unsigned short *xrow = reinterpret_cast<const unsigned short *>(a.x) + (size_t)m * K;
     unsigned short *xs = reinterpret_cast<unsigned short *>(qsm);                 // PERM: [K]
     unsigned *gmax = reinterpret_cast<unsigned *>(qsm + (PERM ? ((size_t)K * 2 + 15) / 16 * 16 : 0));
+    const unsigned short *xall = reinterpret_cast<const unsigned short *>(a.x);
+    // Persistent over rows: block b takes rows b, b + gridDim.x, ...; without a permutation (one
+    // part) the next row's 16-byte vectors are loaded before the current row is quantized.
+    uint4 nxt[NCH];
+    if (!PERM && (int)blockIdx.x < a.M) {
+#pragma unroll
+        for (int i = 0; i < NCH; i++) {
+            const int c = tid + i * NT;
+            if (c < a.p[0].cols / 8) nxt[i] = *reinterpret_cast<const uint4 *>(xall + (size_t)blockIdx.x * K + c * 8);
+        }
+    }
+    for (int m = blockIdx.x; m < a.M; m += gridDim.x) {
+    const unsigned short *xrow = xall + (size_t)m * K;
+    uint4 cur[NCH];
+    if (!PERM) {
+        const int mn = m + gridDim.x;
+#pragma unroll
+        for (int i = 0; i < NCH; i++) {
+            cur[i] = nxt[i];
+            const int c = tid + i * NT;
+            if (mn < a.M && c < a.p[0].cols / 8) nxt[i] = *reinterpret_cast<const uint4 *>(xall + (size_t)mn * K + c * 8);
+        }
+    }
 
     if (PERM) {
         for (int c = tid; c < K / 8; c += NT) {
@@ -58,8 +80,7 @@ __global__ void __launch_bounds__(NT) quant_kernel(const ak_quant_args a) {
 #pragma unroll
                     for (int e = 0; e < 8; e++) h[e] = xs[a.perm[P.col0 + c * 8 + e]];
                 } else {
-                    uint4 raw = *reinterpret_cast<const uint4 *>(xrow + P.col0 + c * 8);
-                    const unsigned short *hr = reinterpret_cast<const unsigned short *>(&raw);
+                    const unsigned short *hr = reinterpret_cast<const unsigned short *>(&cur[i]);
 #pragma unroll
                     for (int e = 0; e < 8; e++) {
                         h[e] = hr[e];
@@ -137,7 +158,8 @@ __global__ void __launch_bounds__(NT) quant_kernel(const ak_quant_args a) {
             }
             if (c % gch == 0) P.scales[(size_t)m * P.G + c / gch] = s;
         }
-        __syncthreads();   // gmax is reused by the next part
+        __syncthreads();   // gmax (and the row copy xs) are reused by the next part / row
+    }
     }
 }
 
@@ -148,8 +170,12 @@ int launch_q(const ak_quant_args &a, cudaStream_t st, char *err) {
     size_t smem = (PERM ? ((size_t)a.K * 2 + 15) / 16 * 16 : 0) + (size_t)gmax_n * 4;
     cudaError_t e = cudaSuccess;
     if (smem > 48 * 1024) e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    int dev = 0, sms = 132;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    const int grid = a.M < sms * (2048 / NT) ? a.M : sms * (2048 / NT);
     if (e == cudaSuccess) {
-        kern<<<a.M, NT, smem, st>>>(a);
+        kern<<<grid, NT, smem, st>>>(a);
         e = cudaGetLastError();
     }
     if (e != cudaSuccess) {
