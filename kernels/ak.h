@@ -41,6 +41,12 @@ int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, int k_s
  * leave most of the GPU's SMs idle (small M); the benchmark uses it, apex4 check verifies it. */
 int ak_gemm_splits(const aq_mode *m, int M, int N, int K);
 
+/* Exhaustive device self-test of the activation quantizer's division-free rounding (ak_quant.cu
+ * code_fast) against the contract's CUDA spelling clamp(__float2int_rn(__fdiv_rn(v, s))) for every
+ * positive finite fp16 s and every finite fp16 v, 4-bit and 8-bit ranges. pairs = pairs checked,
+ * mismatches = how many differ (err names one). -1 on a CUDA failure. */
+int ak_selftest_rounding(long long *pairs, long long *mismatches, char *err);
+
 /* ---- limits of the kernels -------------------------------------------------------------------- */
 /* Largest K the kernels take (int32 accumulators hold 256·p exactly on the widened INT8 path, and
  * the quantizer keeps a row in registers/shared memory). LLaMA-2-70B's largest K is 28672. */

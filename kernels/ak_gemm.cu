@@ -137,6 +137,39 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
     const int rbase = m0 + wm * WTM + (lane >> 2);      // + mi*16 (+8)
     const int cbase = n0 + wn * WTN + (lane & 3) * 2;   // + ni*8 (+1)
 
+    // Scales (GROUP: sx, sw; MIXED: u) of the next group, loaded one group ahead when the warp tile
+    // is small enough to keep them in registers (hides their load latency behind the mma work).
+    constexpr bool PFS = MI * NI <= 8;
+    float psx[MI][2], psw[NI][2];
+    int pu[NI][2];
+    auto load_scales = [&](const ak_gpart &P, int j) {
+        if (j >= P.G) return;
+        if (EPI == AK_EPI_GROUP) {
+#pragma unroll
+            for (int mi = 0; mi < MI; mi++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int r = rbase + mi * 16 + h * 8;
+                    psx[mi][h] = r < M ? __half2float(P.sa[(size_t)r * P.G + j]) : 0.0f;
+                }
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int c = cbase + ni * 8 + h;
+                    psw[ni][h] = c < N ? __half2float(P.sb[(size_t)c * P.G + j]) : 0.0f;
+                }
+        } else {
+#pragma unroll
+            for (int ni = 0; ni < NI; ni++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int c = cbase + ni * 8 + h;
+                    pu[ni][h] = c < N ? (int)P.u[(size_t)c * P.G + j] : 0;
+                }
+        }
+    };
+
     // Group epilogue of group j of part P (p = acc, scaled by 256 on the widened INT8 path).
     auto group_end = [&](const ak_gpart &P, int j) {
         const bool wide = P.bits == 4 && !INT4;
@@ -154,6 +187,13 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     }
         } else if (EPI == AK_EPI_GROUP) {
             float sx[MI][2], sw[NI][2];
+            if (PFS) {
+#pragma unroll
+                for (int mi = 0; mi < MI; mi++) { sx[mi][0] = psx[mi][0]; sx[mi][1] = psx[mi][1]; }
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++) { sw[ni][0] = psw[ni][0]; sw[ni][1] = psw[ni][1]; }
+                load_scales(P, j + 1);
+            } else {
 #pragma unroll
             for (int mi = 0; mi < MI; mi++)
 #pragma unroll
@@ -168,6 +208,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     int c = cbase + ni * 8 + h;
                     sw[ni][h] = c < N ? __half2float(P.sb[(size_t)c * P.G + j]) : 0.0f;
                 }
+            }
 #pragma unroll
             for (int mi = 0; mi < MI; mi++)
 #pragma unroll
@@ -184,6 +225,11 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     }
         } else {
             int u[NI][2];
+            if (PFS) {
+#pragma unroll
+                for (int ni = 0; ni < NI; ni++) { u[ni][0] = pu[ni][0]; u[ni][1] = pu[ni][1]; }
+                load_scales(P, j + 1);
+            } else {
 #pragma unroll
             for (int ni = 0; ni < NI; ni++)
 #pragma unroll
@@ -191,6 +237,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     int c = cbase + ni * 8 + h;
                     u[ni][h] = c < N ? (int)P.u[(size_t)c * P.G + j] : 0;
                 }
+            }
 #pragma unroll
             for (int mi = 0; mi < MI; mi++)
 #pragma unroll
@@ -209,8 +256,13 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
     // its end chunk (exclusive, clipped to the part). Parts are visited in order: part 0, then 1.
     int gj = cs0 / a.p[0].gch;
     int gend = min((gj + 1) * a.p[0].gch, nch0);
+    if (PFS && !(EPI == AK_EPI_GROUP && isplit)) load_scales(a.p[0], gj);
     auto compute_tile = [&](int t, int stage) {
-        if (t == T0) { gj = 0; gend = min(a.p[1].gch, nch1); }   // first tile of the outlier part
+        if (t == T0) {                                           // first tile of the outlier part
+            gj = 0;
+            gend = min(a.p[1].gch, nch1);
+            if (PFS) load_scales(a.p[1], 0);
+        }
         const bool p1 = t >= T0;
         const ak_gpart &P = p1 ? a.p[1] : a.p[0];
         const int tl = p1 ? t - T0 : t;

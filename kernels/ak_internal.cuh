@@ -39,10 +39,10 @@ enum { AK_EPI_GROUP = 0, AK_EPI_MIXED = 1 };
 #define AK_SMALL_BN 256
 #endif
 #ifndef AK_SMALL_BKB
-#define AK_SMALL_BKB 64
+#define AK_SMALL_BKB 128
 #endif
 #ifndef AK_SMALL_STAGES
-#define AK_SMALL_STAGES 6
+#define AK_SMALL_STAGES 3
 #endif
 
 // Split-K (gridDim.z = splits):

@@ -89,3 +89,9 @@ int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {
     (void)m; (void)M; (void)N; (void)K;
     return 1;
 }
+
+int ak_selftest_rounding(long long *pairs, long long *mismatches, char *err) {
+    *pairs = 0;
+    *mismatches = 0;
+    return nocuda(err);
+}

@@ -144,3 +144,14 @@ Test(gpu, rejects_mismatched_operands) {
     aq_qtensor_free(&qx);
     aq_qtensor_free(&qw);
 }
+
+/* The quantizer's division-free rounding equals clamp(__float2int_rn(__fdiv_rn(v, s))) (the
+ * contract's CUDA spelling, computed on the device by the IEEE intrinsics) for ALL fp16 pairs. */
+Test(gpu, fast_rounding_matches_ieee_division_for_all_fp16_pairs) {
+    NEED_DEVICE();
+    long long pairs = 0, bad = -1;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ak_selftest_rounding(&pairs, &bad, err), 0, "%s", err);
+    cr_assert_eq(pairs, 31743LL * 63488LL);   /* s: 0x0001..0x7bff; v: 65536 - 2048 inf/NaN patterns */
+    cr_assert_eq(bad, 0, "%s", err);
+}

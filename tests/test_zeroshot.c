@@ -207,7 +207,7 @@ Test(zeroshot_requests, lambada_last_word) {
 }
 
 /* ---- the real files: counts from data/MANIFEST.md ------------------------------------------------ */
-Test(zeroshot_data, real_files_match_the_manifest, .timeout = 120) {
+Test(zeroshot_data, real_files_match_the_manifest) {
     char root[AX_PATH_LEN], err[AX_ERR_LEN];
     if (ax_data_root(root, sizeof root, err)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
     /* MANIFEST.md: records; requests = Σ choices (ARC-Easy: 2365×4 + 7×3 + 4×5 = 9501,
@@ -567,7 +567,7 @@ Test(zeroshot_encode, encode_pair_split_and_trailing_space) {
 }
 
 /* ---- end to end on stories260K ------------------------------------------------------------------ */
-Test(zeroshot_e2e, two_tasks_on_stories260k, .timeout = 300) {
+Test(zeroshot_e2e, two_tasks_on_stories260k) {
     char root[AX_PATH_LEN], model[AX_PATH_LEN + 64], err[AX_ERR_LEN];
     if (data_root_or_skip(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
     snprintf(model, sizeof model, "%s/models/stories260K", root);
@@ -671,7 +671,7 @@ Test(zeroshot_cli, usage_errors_exit_2) {
     cr_expect(strstr(out, "--modes") != NULL, "%s", out);
 }
 
-Test(zeroshot_cli, end_to_end_json_and_table, .timeout = 300) {
+Test(zeroshot_cli, end_to_end_json_and_table) {
     char root[AX_PATH_LEN], tmp[64], args[8192], out[16384], err[AX_ERR_LEN];
     if (data_root_or_skip(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
     cr_assert_eq(tu_mkdtemp(tmp, sizeof tmp), 0);
