@@ -231,10 +231,12 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
     int n_forward = 1;
     for (int k = 0; k < o->n_modes; k++) n_forward += run[k] != NULL;
     ax_progress pg;
-    if (o->progress) ax_progress_start(&pg, "ppl", nw * n_forward * (long)T, "tok");
+    char label[64] = "ppl";  /* "ppl window w/W": the bar counts forward tokens (tok/s, ETA) */
+    if (o->progress) ax_progress_start(&pg, label, nw * n_forward * (long)T, "tok");
     ref_ctx rctx = {V, ref_logits, ref_lse, ref_psum, ref_p, amax};
     for (long w = 0; w < nw; w++) {
         const int *tw = tokens + (size_t)w * T;
+        snprintf(label, sizeof label, "ppl window %ld/%ld", w + 1, nw);
         double t0 = ax_now();
         ae_runner_truncate(ref, 0);
         if (ae_forward(ref, tw, T, 0, 0, ref_logits, err)) goto done;

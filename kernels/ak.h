@@ -21,8 +21,12 @@ typedef enum {
     AK_PATH_INT4 = 1    /* native mma.sync.m16n8k64.s4 (sm_80/86/89; emulated on sm_90)          */
 } ak_path;
 
-/* Activation quantization on the GPU: x [M,K] fp16 (host) -> out in aq_quantize_x's layout (host,
- * caller frees with aq_qtensor_free). perm as in aq_quantize_x (ATOM). */
+/* Activation quantization on the GPU: x [M,K] fp16 bits (host) -> out in aq_quantize_x's layout
+ * (host memory; caller frees with aq_qtensor_free), byte-identical to aq_quantize_x (NUMERICS.md
+ * "Symmetric quantizer": per token and group, clip alpha_x, fp16 scales; ATOM: permuted channels,
+ * 4-bit main groups + INT8 per-token outliers; MIXED: per token). perm [K] int32 as in aq_quantize_x
+ * (ATOM only). Errors: unsupported mode/shape (ak_supports), perm missing or not a permutation,
+ * non-finite x (message names [row, col]), no device, CUDA failure. */
 int ak_quantize_x(const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
                   aq_qtensor *out, char *err);
 

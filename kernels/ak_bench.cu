@@ -248,7 +248,6 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
         Q.ldb = Q.kb + AK_BENCH_WPAD;
         Q.gch = (bits == 4 ? g / 2 : g) / 16;
         Q.G = (cols + g - 1) / g;
-        Q.ntiles = (Q.kb + 63) / 64;
         szA[i] = (size_t)M * Q.lda; szB[i] = (size_t)N * Q.ldb;
         szsa[i] = (size_t)M * (mixed ? 1 : Q.G) * 2;
         szsb[i] = (size_t)N * (mixed ? 1 : Q.G) * 2;

@@ -286,7 +286,6 @@ extern "C" int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path pa
         P.bits = xm->bits;
         P.gch = (xm->bits == 4 ? glen / 2 : glen) / 16;
         P.G = wm->ngroups;
-        P.ntiles = (int)((kb + 63) / 64);
         const size_t sx_n = (size_t)M * xm->ngroups, sw_n = (size_t)N * (mixed ? 1 : wm->ngroups);
         uint8_t *A = nullptr, *B = nullptr, *u = nullptr;
         __half *sa = nullptr, *sb = nullptr;

@@ -21,6 +21,10 @@
 // __fmaf_rn / __fmul_rn (one rounding each, as the reference); MIXED: P += u * p in int32, then
 // y = fp16(float(P) * (float(sx) * float(S))). float(p) for 4-bit codes uses the exact magic-number
 // conversion (|p| <= 2^22): bits(p + 0x4B400000) - 1.5 * 2^23, two full-rate ops instead of I2F.
+// Split-K over blockIdx.z (ak_internal.cuh AK_SPLIT_*) writes int32 / fp32 partials that
+// combine_kernel adds in the reference's order. Tile configurations (launch_epi): M <= 16: 16 x
+// AK_SMALL_BN, 4 warps; few tiles: 64 x 128, 8 warps; else 128 x 128, 8 warps of 64 x 32.
+// Measurements and limits: kernels/NOTES.md.
 #include "ak_internal.cuh"
 
 #include <cstdio>

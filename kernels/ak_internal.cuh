@@ -28,7 +28,6 @@ struct ak_gpart {
     int bits;              // 4 or 8 (both operands)
     int gch;               // group length in 16-byte chunks (8-bit: even)
     int G;                 // number of groups (last may be short)
-    int ntiles;            // ceil(kb / 64): 64-byte k-tiles
 };
 
 enum { AK_EPI_GROUP = 0, AK_EPI_MIXED = 1 };

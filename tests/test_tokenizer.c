@@ -370,7 +370,7 @@ static char *wikitext_joined(size_t *len) {
     return out;
 }
 
-Test(tokenizer_wikitext, llama2_matches_manifest_count_and_first_ids, .timeout = 120) {
+Test(tokenizer_wikitext, llama2_matches_manifest_count_and_first_ids) {
     ae_tokenizer *t = real("llama2-tokenizer");
     if (!t) return;
     size_t len = 0;
@@ -397,7 +397,7 @@ Test(tokenizer_wikitext, llama2_matches_manifest_count_and_first_ids, .timeout =
     ae_tokenizer_free(t);
 }
 
-Test(tokenizer_wikitext, stories260K_matches_manifest_count, .timeout = 120) {
+Test(tokenizer_wikitext, stories260K_matches_manifest_count) {
     ae_tokenizer *t = real("stories260K");
     if (!t) return;
     size_t len = 0;
