@@ -13,13 +13,6 @@
 #include "aq.h"
 #include "ax_util.h"
 
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
 
 static char *xstrdup(const char *s) {
     size_t n = strlen(s);
@@ -123,7 +116,7 @@ char *ad_hellaswag_preprocess(const char *text) {
 static ad_zs_doc *new_doc(ad_zs_set *s, int n_req, char *err) {
     if (s->n_docs % 256 == 0) {
         ad_zs_doc *d = realloc(s->docs, (size_t)(s->n_docs + 256) * sizeof *d);
-        if (!d) { seterr(err, "out of memory"); return NULL; }
+        if (!d) { ax_seterr(err, "out of memory"); return NULL; }
         s->docs = d;
     }
     ad_zs_doc *doc = &s->docs[s->n_docs];
@@ -132,7 +125,7 @@ static ad_zs_doc *new_doc(ad_zs_set *s, int n_req, char *err) {
     doc->choice_len = calloc((size_t)n_req, sizeof *doc->choice_len);
     if (!doc->req || !doc->choice_len) {
         free(doc->req); free(doc->choice_len);
-        seterr(err, "out of memory");
+        ax_seterr(err, "out of memory");
         return NULL;
     }
     doc->n_req = n_req;
@@ -144,7 +137,7 @@ static ad_zs_doc *new_doc(ad_zs_set *s, int n_req, char *err) {
 static int doc_strings_ok(ad_zs_doc *doc, char *err) {
     for (int i = 0; i < doc->n_req; i++)
         if (!doc->req[i].context || !doc->req[i].continuation) {
-            seterr(err, "out of memory");
+            ax_seterr(err, "out of memory");
             return -1;
         }
     return 0;
@@ -153,7 +146,7 @@ static int doc_strings_ok(ad_zs_doc *doc, char *err) {
 int ad_zs_add_mc(ad_zs_set *s, const char *context, const char *const *choices, int n, int gold,
                  char *err) {
     if (n < 1 || gold < 0 || gold >= n) {
-        seterr(err, "gold index %d outside the %d choices", gold, n);
+        ax_seterr(err, "gold index %d outside the %d choices", gold, n);
         return -1;
     }
     ad_zs_doc *doc = new_doc(s, n, err);
@@ -171,8 +164,8 @@ int ad_zs_add_mc(ad_zs_set *s, const char *context, const char *const *choices, 
 int ad_zs_add_winogrande(ad_zs_set *s, const char *sentence, const char *option1,
                          const char *option2, int gold, char *err) {
     const char *us = strchr(sentence, '_');
-    if (!us) { seterr(err, "sentence has no '_' blank"); return -1; }
-    if (gold < 0 || gold > 1) { seterr(err, "answer index %d is not 0 or 1", gold); return -1; }
+    if (!us) { ax_seterr(err, "sentence has no '_' blank"); return -1; }
+    if (gold < 0 || gold > 1) { ax_seterr(err, "answer index %d is not 0 or 1", gold); return -1; }
     ad_zs_doc *doc = new_doc(s, 2, err);
     if (!doc) return -1;
     doc->gold = gold;
@@ -234,7 +227,7 @@ static int blank(const char *s) {
 static int read_labels(const char *path, int **lab, int *n, char *err) {
     char *buf; size_t len;
     if (ax_read_file(path, &buf, &len, err)) return -1;
-    if (memchr(buf, 0, len)) { seterr(err, "%s: contains a NUL byte (not a text labels file)", path); free(buf); return -1; }
+    if (memchr(buf, 0, len)) { ax_seterr(err, "%s: contains a NUL byte (not a text labels file)", path); free(buf); return -1; }
     line_iter it = {buf, buf + len, 0};
     int cap = 0, cnt = 0, *a = NULL;
     char *ln;
@@ -245,14 +238,14 @@ static int read_labels(const char *path, int **lab, int *n, char *err) {
         long v = strtol(ln, &e, 10);
         while (*e && isspace((unsigned char)*e)) e++;
         if (errno || e == ln || *e || v < -1000000 || v > 1000000) {
-            seterr(err, "%s:%ld: label '%.40s' is not an integer", path, it.lineno, ln);
+            ax_seterr(err, "%s:%ld: label '%.40s' is not an integer", path, it.lineno, ln);
             free(a); free(buf);
             return -1;
         }
         if (cnt == cap) {
             cap = cap ? 2 * cap : 1024;
             int *b = realloc(a, (size_t)cap * sizeof *b);
-            if (!b) { seterr(err, "out of memory"); free(a); free(buf); return -1; }
+            if (!b) { ax_seterr(err, "out of memory"); free(a); free(buf); return -1; }
             a = b;
         }
         a[cnt++] = (int)v;
@@ -284,13 +277,13 @@ static int read_jsonl(ad_zs_set *s, const char *path, const char *labels_path, r
         if (blank(ln)) continue;
         cJSON *o = cJSON_ParseWithOpts(ln, NULL, 1);   /* nothing may follow the object */
         if (!cJSON_IsObject(o)) {
-            seterr(err, "%s:%ld: not a JSON object (malformed JSON line)", path, it.lineno);
+            ax_seterr(err, "%s:%ld: not a JSON object (malformed JSON line)", path, it.lineno);
             cJSON_Delete(o);
             rc = -1;
             break;
         }
         if (labels && idx >= n_labels) {
-            seterr(err, "%s has %d labels but %s has more records (record %d at line %ld)",
+            ax_seterr(err, "%s has %d labels but %s has more records (record %d at line %ld)",
                    labels_path, n_labels, path, idx + 1, it.lineno);
             cJSON_Delete(o);
             rc = -1;
@@ -302,10 +295,10 @@ static int read_jsonl(ad_zs_set *s, const char *path, const char *labels_path, r
         idx++;
     }
     if (!rc && labels && idx != n_labels) {
-        seterr(err, "%s has %d labels but %s has %d records", labels_path, n_labels, path, idx);
+        ax_seterr(err, "%s has %d labels but %s has %d records", labels_path, n_labels, path, idx);
         rc = -1;
     }
-    if (!rc && idx == 0) { seterr(err, "%s: no records", path); rc = -1; }
+    if (!rc && idx == 0) { ax_seterr(err, "%s: no records", path); rc = -1; }
     free(buf);
     free(labels);
     return rc;
@@ -314,7 +307,7 @@ static int read_jsonl(ad_zs_set *s, const char *path, const char *labels_path, r
 #define NEED_STR(var, obj, key)                                                                    \
     const char *var = jstr(obj, key);                                                              \
     if (!var) {                                                                                    \
-        seterr(err, "%s:%ld: field '%s' missing or not a string", path, lineno, key);              \
+        ax_seterr(err, "%s:%ld: field '%s' missing or not a string", path, lineno, key);              \
         return -1;                                                                                 \
     }
 
@@ -323,7 +316,7 @@ static int at_line(int rc, const char *path, long lineno, char *err) {
     if (rc && err) {
         char tmp[AX_ERR_LEN];
         snprintf(tmp, sizeof tmp, "%s", err);
-        seterr(err, "%s:%ld: %s", path, lineno, tmp);
+        ax_seterr(err, "%s:%ld: %s", path, lineno, tmp);
     }
     return rc;
 }
@@ -335,12 +328,12 @@ static int rec_piqa(ad_zs_set *s, const cJSON *o, const char *path, long lineno,
     NEED_STR(sol1, o, "sol1");
     NEED_STR(sol2, o, "sol2");
     if (labels[idx] != 0 && labels[idx] != 1) {
-        seterr(err, "%s: label %d of record %d (line %ld of %s) is not 0 or 1", s->task->labels,
+        ax_seterr(err, "%s: label %d of record %d (line %ld of %s) is not 0 or 1", s->task->labels,
                labels[idx], idx + 1, lineno, path);
         return -1;
     }
     char *ctx = malloc(strlen(goal) + 32);   /* piqa.yaml: "Question: {{goal}}\nAnswer:" */
-    if (!ctx) { seterr(err, "out of memory"); return -1; }
+    if (!ctx) { ax_seterr(err, "out of memory"); return -1; }
     sprintf(ctx, "Question: %s\nAnswer:", goal);
     const char *ch[2] = {sol1, sol2};
     int rc = ad_zs_add_mc(s, ctx, ch, 2, labels[idx], err);
@@ -369,15 +362,15 @@ static int rec_arc(ad_zs_set *s, const cJSON *o, const char *path, long lineno, 
         stem = jstr(q, "stem");
         const cJSON *ch = cJSON_GetObjectItemCaseSensitive(q, "choices"), *c;
         if (!cJSON_IsArray(ch)) {
-            seterr(err, "%s:%ld: field 'question.choices' missing or not an array", path, lineno);
+            ax_seterr(err, "%s:%ld: field 'question.choices' missing or not an array", path, lineno);
             return -1;
         }
         cJSON_ArrayForEach(c, ch) {
-            if (n == 16) { seterr(err, "%s:%ld: more than 16 answer choices", path, lineno); return -1; }
+            if (n == 16) { ax_seterr(err, "%s:%ld: more than 16 answer choices", path, lineno); return -1; }
             texts[n] = jstr(c, "text");
             labs[n] = jstr(c, "label");
             if (!texts[n] || !labs[n]) {
-                seterr(err, "%s:%ld: choice %d lacks a string 'text' or 'label'", path, lineno, n + 1);
+                ax_seterr(err, "%s:%ld: choice %d lacks a string 'text' or 'label'", path, lineno, n + 1);
                 return -1;
             }
             n++;
@@ -388,14 +381,14 @@ static int rec_arc(ad_zs_set *s, const cJSON *o, const char *path, long lineno, 
         const cJSON *tx = cJSON_GetObjectItemCaseSensitive(ch, "text");
         const cJSON *lb = cJSON_GetObjectItemCaseSensitive(ch, "label");
         if (!cJSON_IsArray(tx) || !cJSON_IsArray(lb) || cJSON_GetArraySize(tx) != cJSON_GetArraySize(lb)) {
-            seterr(err, "%s:%ld: field 'choices' must hold equal-length 'text' and 'label' arrays", path, lineno);
+            ax_seterr(err, "%s:%ld: field 'choices' must hold equal-length 'text' and 'label' arrays", path, lineno);
             return -1;
         }
-        if (cJSON_GetArraySize(tx) > 16) { seterr(err, "%s:%ld: more than 16 answer choices", path, lineno); return -1; }
+        if (cJSON_GetArraySize(tx) > 16) { ax_seterr(err, "%s:%ld: more than 16 answer choices", path, lineno); return -1; }
         for (int i = 0; i < cJSON_GetArraySize(tx); i++, n++) {
             const cJSON *a = cJSON_GetArrayItem(tx, i), *b = cJSON_GetArrayItem(lb, i);
             if (!cJSON_IsString(a) || !cJSON_IsString(b)) {
-                seterr(err, "%s:%ld: choice %d is not a string", path, lineno, i + 1);
+                ax_seterr(err, "%s:%ld: choice %d is not a string", path, lineno, i + 1);
                 return -1;
             }
             texts[n] = a->valuestring;
@@ -403,19 +396,19 @@ static int rec_arc(ad_zs_set *s, const cJSON *o, const char *path, long lineno, 
         }
     }
     if (!stem) {
-        seterr(err, "%s:%ld: field 'question' (or 'question.stem') missing or not a string", path, lineno);
+        ax_seterr(err, "%s:%ld: field 'question' (or 'question.stem') missing or not a string", path, lineno);
         return -1;
     }
-    if (n < 1) { seterr(err, "%s:%ld: no answer choices", path, lineno); return -1; }
+    if (n < 1) { ax_seterr(err, "%s:%ld: no answer choices", path, lineno); return -1; }
     int gold = -1;   /* arc_easy.yaml: doc_to_target "{{choices.label.index(answerKey)}}" */
     for (int i = 0; i < n; i++)
         if (!strcmp(labs[i], key)) { gold = i; break; }
     if (gold < 0) {
-        seterr(err, "%s:%ld: answerKey '%s' is not one of the choice labels", path, lineno, key);
+        ax_seterr(err, "%s:%ld: answerKey '%s' is not one of the choice labels", path, lineno, key);
         return -1;
     }
     char *ctx = malloc(strlen(stem) + 32);   /* "Question: {{question}}\nAnswer:" */
-    if (!ctx) { seterr(err, "out of memory"); return -1; }
+    if (!ctx) { ax_seterr(err, "out of memory"); return -1; }
     sprintf(ctx, "Question: %s\nAnswer:", stem);
     int rc = ad_zs_add_mc(s, ctx, texts, n, gold, err);
     free(ctx);
@@ -441,12 +434,12 @@ static int rec_boolq(ad_zs_set *s, const cJSON *o, const char *path, long lineno
     if (cJSON_IsBool(ans)) gold = cJSON_IsTrue(ans) ? 1 : 0;
     else if (cJSON_IsNumber(lab) && (lab->valueint == 0 || lab->valueint == 1)) gold = lab->valueint;
     else {
-        seterr(err, "%s:%ld: field 'answer' missing or not true/false", path, lineno);
+        ax_seterr(err, "%s:%ld: field 'answer' missing or not true/false", path, lineno);
         return -1;
     }
     /* boolq/default.yaml: "{{passage}}\nQuestion: {{question}}?\nAnswer:", choices ["no", "yes"] */
     char *ctx = malloc(strlen(passage) + strlen(question) + 32);
-    if (!ctx) { seterr(err, "out of memory"); return -1; }
+    if (!ctx) { ax_seterr(err, "out of memory"); return -1; }
     sprintf(ctx, "%s\nQuestion: %s?\nAnswer:", passage, question);
     const char *ch[2] = {"no", "yes"};
     int rc = ad_zs_add_mc(s, ctx, ch, 2, gold, err);
@@ -477,11 +470,11 @@ static int rec_hellaswag(ad_zs_set *s, const cJSON *o, const char *path, long li
     else if (cJSON_IsString(lab) && lab->valuestring[0] >= '0' && lab->valuestring[0] <= '9' && !lab->valuestring[1])
         gold = lab->valuestring[0] - '0';
     int n = cJSON_IsArray(end) ? cJSON_GetArraySize(end) : 0;
-    if (n < 1 || n > 16) { seterr(err, "%s:%ld: field 'endings' missing or not a list of 1..16 strings", path, lineno); return -1; }
-    if (gold < 0 || gold >= n) { seterr(err, "%s:%ld: field 'label' missing or not an ending index", path, lineno); return -1; }
+    if (n < 1 || n > 16) { ax_seterr(err, "%s:%ld: field 'endings' missing or not a list of 1..16 strings", path, lineno); return -1; }
+    if (gold < 0 || gold >= n) { ax_seterr(err, "%s:%ld: field 'label' missing or not an ending index", path, lineno); return -1; }
     char *cap = ad_py_capitalize(ctx_b);
     char *raw = cap ? malloc(strlen(act) + strlen(ctx_a) + strlen(cap) + 4) : NULL;
-    if (!raw) { free(cap); seterr(err, "out of memory"); return -1; }
+    if (!raw) { free(cap); ax_seterr(err, "out of memory"); return -1; }
     sprintf(raw, "%s: %s %s", act, ctx_a, cap);
     free(cap);
     char *query = ad_hellaswag_preprocess(raw);
@@ -490,10 +483,10 @@ static int rec_hellaswag(ad_zs_set *s, const cJSON *o, const char *path, long li
     int rc = query ? 0 : -1;
     for (int i = 0; i < n && !rc; i++) {
         const cJSON *e = cJSON_GetArrayItem(end, i);
-        if (!cJSON_IsString(e)) { seterr(err, "%s:%ld: ending %d is not a string", path, lineno, i + 1); rc = -2; break; }
+        if (!cJSON_IsString(e)) { ax_seterr(err, "%s:%ld: ending %d is not a string", path, lineno, i + 1); rc = -2; break; }
         if (!(ch[i] = ad_hellaswag_preprocess(e->valuestring))) rc = -1;
     }
-    if (rc == -1) seterr(err, "out of memory");
+    if (rc == -1) ax_seterr(err, "out of memory");
     if (!rc) rc = at_line(ad_zs_add_mc(s, query, (const char *const *)ch, n, gold, err), path, lineno, err);
     for (int i = 0; i < n; i++) free(ch[i]);
     free(query);
@@ -514,12 +507,12 @@ static int load_hellaswag_txt(ad_zs_set *s, const char *path, char *err) {
         if (got == 0 || (got == 1 && ln[0][0] == 0 && it.p >= it.end)) break;
         long first = it.lineno - got + 1;
         if (got < 6) {
-            seterr(err, "%s:%ld: truncated task (%d of 6 lines: context, label, 4 endings)", path, first, got);
+            ax_seterr(err, "%s:%ld: truncated task (%d of 6 lines: context, label, 4 endings)", path, first, got);
             rc = -1;
             break;
         }
         if (!(ln[1][0] >= '0' && ln[1][0] <= '3' && ln[1][1] == 0)) {
-            seterr(err, "%s:%ld: label '%.20s' is not 0..3 (llama.cpp hellaswag format: 6 lines per task)",
+            ax_seterr(err, "%s:%ld: label '%.20s' is not 0..3 (llama.cpp hellaswag format: 6 lines per task)",
                    path, first + 1, ln[1]);
             rc = -1;
             break;
@@ -528,7 +521,7 @@ static int load_hellaswag_txt(ad_zs_set *s, const char *path, char *err) {
         if ((rc = at_line(ad_zs_add_mc(s, ln[0], ch, 4, ln[1][0] - '0', err), path, first, err)))
             break;
     }
-    if (!rc && s->n_docs == 0) { seterr(err, "%s: no tasks", path); rc = -1; }
+    if (!rc && s->n_docs == 0) { ax_seterr(err, "%s: no tasks", path); rc = -1; }
     free(buf);
     return rc;
 }
@@ -561,7 +554,7 @@ static int rec_winogrande(ad_zs_set *s, const cJSON *o, const char *path, long l
     /* gold_alias / doc_to_text: {"1": 0, "2": 1}; the labels file is authoritative. */
     int lab = labels[idx];
     if (lab != 1 && lab != 2) {
-        seterr(err, "%s: label %d of record %d (line %ld of %s) is not 1 or 2", s->task->labels, lab,
+        ax_seterr(err, "%s: label %d of record %d (line %ld of %s) is not 1 or 2", s->task->labels, lab,
                idx + 1, lineno, path);
         return -1;
     }
@@ -643,10 +636,10 @@ static int file_exists(const char *p) { return access(p, R_OK) == 0; }
 
 int ad_zs_load(const ad_zs_task *t, const char *data_root, long limit, ad_zs_set **out, char *err) {
     *out = NULL;
-    if (!t || !t->load) { seterr(err, "unknown task"); return -1; }
-    if (limit < 0) { seterr(err, "--limit must be >= 0 (got %ld)", limit); return -1; }
+    if (!t || !t->load) { ax_seterr(err, "unknown task"); return -1; }
+    if (limit < 0) { ax_seterr(err, "--limit must be >= 0 (got %ld)", limit); return -1; }
     ad_zs_set *s = calloc(1, sizeof *s);
-    if (!s) { seterr(err, "out of memory"); return -1; }
+    if (!s) { ax_seterr(err, "out of memory"); return -1; }
     s->task = t;
     char labels[4096] = "";
     if (t->alt_file) snprintf(s->path, sizeof s->path, "%s/%s", data_root, t->alt_file);
@@ -654,10 +647,10 @@ int ad_zs_load(const ad_zs_task *t, const char *data_root, long limit, ad_zs_set
         snprintf(s->path, sizeof s->path, "%s/%s", data_root, t->file);
         if (!file_exists(s->path)) {
             if (t->alt_file)
-                seterr(err, "task %s: data file %s/%s (or %s/%s) not found: %s; get it from %s",
+                ax_seterr(err, "task %s: data file %s/%s (or %s/%s) not found: %s; get it from %s",
                        t->name, data_root, t->file, data_root, t->alt_file, strerror(errno), t->howto);
             else
-                seterr(err, "task %s: data file %s not found: %s; get it from %s", t->name, s->path,
+                ax_seterr(err, "task %s: data file %s not found: %s; get it from %s", t->name, s->path,
                        strerror(errno), t->howto);
             free(s);
             return -1;
@@ -666,7 +659,7 @@ int ad_zs_load(const ad_zs_task *t, const char *data_root, long limit, ad_zs_set
     if (t->labels) {
         snprintf(labels, sizeof labels, "%s/%s", data_root, t->labels);
         if (!file_exists(labels)) {
-            seterr(err, "task %s: labels file %s not found: %s; get it from %s", t->name, labels,
+            ax_seterr(err, "task %s: labels file %s not found: %s; get it from %s", t->name, labels,
                    strerror(errno), t->howto);
             free(s);
             return -1;

@@ -17,15 +17,7 @@
 #include "wikitext.h"
 
 #include <stdarg.h>
-__attribute__((format(printf, 2, 3)))
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
-#define SETERR(...) seterr(err, __VA_ARGS__)
+#define SETERR(...) ax_seterr(err, __VA_ARGS__)
 
 static const char CALIB_MAGIC[8] = {'A', 'P', 'X', '4', 'C', 'A', 'L', '1'};
 

@@ -14,6 +14,7 @@
  * once at build, activations per call, once per site since q/k/v and gate/up share their input), or
  * with --gemm exact through the contract's integer reference aq_gemm (fp16 in, fp16 out). */
 #include "forward.h"
+#include "ax_util.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -24,15 +25,7 @@
 #include <unistd.h>
 
 #include <stdarg.h>
-__attribute__((format(printf, 2, 3)))
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
-#define SETERR(...) seterr(err, __VA_ARGS__)
+#define SETERR(...) ax_seterr(err, __VA_ARGS__)
 
 /* ---- threads -------------------------------------------------------------------------------- */
 

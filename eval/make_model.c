@@ -16,13 +16,6 @@
 #include "ax_util.h"
 #include "safetensors.h"
 
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
 
 /* splitmix64 (Steele, Lea, Flood 2014): a small, well-mixed generator; one state per tensor. */
 static uint64_t splitmix64(uint64_t *s) {
@@ -74,13 +67,13 @@ static int mkdir_p(const char *dir, char *err) {
         char c = *q;
         if (c == '/' || c == 0) {
             *q = 0;
-            if (mkdir(p, 0777) && errno != EEXIST) { seterr(err, "cannot create %s: %s", p, strerror(errno)); return -1; }
+            if (mkdir(p, 0777) && errno != EEXIST) { ax_seterr(err, "cannot create %s: %s", p, strerror(errno)); return -1; }
             *q = c;
         }
         if (!c) break;
     }
     struct stat st;
-    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) { seterr(err, "%s is not a directory", dir); return -1; }
+    if (stat(dir, &st) || !S_ISDIR(st.st_mode)) { ax_seterr(err, "%s is not a directory", dir); return -1; }
     return 0;
 }
 
@@ -88,7 +81,7 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
                      const char *dtype, char *err) {
     ae_config c;
     if (ae_config_load(config_path, &c, err)) return -1;
-    if (shards < 1) { seterr(err, "shards must be >= 1 (got %d)", shards); return -1; }
+    if (shards < 1) { ax_seterr(err, "shards must be >= 1 (got %d)", shards); return -1; }
 
     /* config.json: the input, with torch_dtype (and the newer `dtype`) set to what is written */
     char *txt = NULL;
@@ -96,18 +89,18 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
     if (ax_read_file(config_path, &txt, &len, err)) return -1;
     cJSON *cj = cJSON_ParseWithLength(txt, len);
     free(txt);
-    if (!cj) { seterr(err, "%s: not valid JSON", config_path); return -1; }
+    if (!cj) { ax_seterr(err, "%s: not valid JSON", config_path); return -1; }
     ae_dtype dt = AE_DT_F16;
     const cJSON *td = cJSON_GetObjectItemCaseSensitive(cj, "torch_dtype");
     if (!cJSON_IsString(td)) td = cJSON_GetObjectItemCaseSensitive(cj, "dtype");
     if (dtype) {
         if (dtype_from_torch(dtype, &dt)) {
-            seterr(err, "unknown dtype '%s' (f16, bf16 or f32)", dtype);
+            ax_seterr(err, "unknown dtype '%s' (f16, bf16 or f32)", dtype);
             cJSON_Delete(cj);
             return -1;
         }
     } else if (cJSON_IsString(td) && dtype_from_torch(td->valuestring, &dt)) {
-        seterr(err, "%s: torch_dtype '%s' is not one of float16, bfloat16, float32", config_path, td->valuestring);
+        ax_seterr(err, "%s: torch_dtype '%s' is not one of float16, bfloat16, float32", config_path, td->valuestring);
         cJSON_Delete(cj);
         return -1;
     }
@@ -127,7 +120,7 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
     const int64_t **shp = calloc((size_t)cap, sizeof *shp);
     float *buf = NULL;
     int rc = -1;
-    if (!T || !names || !dts || !nd || !shp) { seterr(err, "out of memory"); goto out; }
+    if (!T || !names || !dts || !nd || !shp) { ax_seterr(err, "out of memory"); goto out; }
     const int64_t D = c.dim, H = c.hidden_dim, V = c.vocab_size, Q = (int64_t)c.n_heads * c.head_dim,
                   KV = (int64_t)c.n_kv_heads * c.head_dim;
 #define ADD(nm, r, cc, norm) do { snprintf(T[n].name, sizeof T[n].name, "%s", nm); T[n].shape[0] = (r); \
@@ -147,7 +140,7 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
     ADD("model.norm.weight", D, 0, 1);
     if (!c.tie_embeddings) ADD("lm_head.weight", V, D, 0);
 #undef ADD
-    if (shards > n) { seterr(err, "shards (%d) exceeds the number of tensors (%d)", shards, n); goto out; }
+    if (shards > n) { ax_seterr(err, "shards (%d) exceeds the number of tensors (%d)", shards, n); goto out; }
     size_t maxel = 0;
     uint64_t total_bytes = 0;
     for (int i = 0; i < n; i++) {
@@ -156,7 +149,7 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
         if (el > maxel) maxel = el;
         total_bytes += el * ae_dtype_size(dt);
     }
-    if (!(buf = malloc(maxel * sizeof *buf))) { seterr(err, "out of memory (%zu floats)", maxel); goto out; }
+    if (!(buf = malloc(maxel * sizeof *buf))) { ax_seterr(err, "out of memory (%zu floats)", maxel); goto out; }
     if (mkdir_p(out_dir, err)) goto out;
 
     /* shard boundaries: contiguous runs, shard s ends once its cumulative bytes reach
@@ -164,7 +157,7 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
     int start = 0;
     uint64_t cum = 0;
     cJSON *wmap = cJSON_CreateObject();
-    if (!wmap) { seterr(err, "out of memory"); goto out; }
+    if (!wmap) { ax_seterr(err, "out of memory"); goto out; }
     for (int s = 0; s < shards; s++) {
         int end = start;
         uint64_t target = total_bytes / (uint64_t)shards * (uint64_t)(s + 1);

@@ -18,13 +18,6 @@
 #include "ax_util.h"
 #include "safetensors.h"
 
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- config.json ----------------------------------------------------------------------------- */
 /* An integer field in [lo, hi]. Absent or null: *out = def and returns 0 when !required. */
@@ -32,13 +25,13 @@ static int cfg_int(const cJSON *root, const char *key, int required, int def, in
                    const char *path, char *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) {
-        if (required) { seterr(err, "%s: field '%s' is missing", path, key); return -1; }
+        if (required) { ax_seterr(err, "%s: field '%s' is missing", path, key); return -1; }
         *out = def;
         return 0;
     }
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
         v->valuedouble > hi) {
-        seterr(err, "%s: field '%s' must be an integer in [%d, %d]", path, key, lo, hi);
+        ax_seterr(err, "%s: field '%s' must be an integer in [%d, %d]", path, key, lo, hi);
         return -1;
     }
     *out = (int)v->valuedouble;
@@ -48,13 +41,13 @@ static int cfg_float(const cJSON *root, const char *key, int required, double de
                      const char *path, char *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
     if (!v || cJSON_IsNull(v)) {
-        if (required) { seterr(err, "%s: field '%s' is missing", path, key); return -1; }
+        if (required) { ax_seterr(err, "%s: field '%s' is missing", path, key); return -1; }
         *out = (float)def;
         return 0;
     }
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || !(v->valuedouble > lo) ||
         !isfinite((float)v->valuedouble)) {
-        seterr(err, "%s: field '%s' must be a finite number > %g", path, key, lo);
+        ax_seterr(err, "%s: field '%s' must be a finite number > %g", path, key, lo);
         return -1;
     }
     *out = (float)v->valuedouble;
@@ -71,7 +64,7 @@ static int cfg_token(const cJSON *root, const char *key, int *out, const char *p
     }
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
         v->valuedouble > 1e9) {
-        seterr(err, "%s: field '%s' must be a token id (or a list of them)", path, key);
+        ax_seterr(err, "%s: field '%s' must be a token id (or a list of them)", path, key);
         return -1;
     }
     *out = (int)v->valuedouble;
@@ -80,23 +73,23 @@ static int cfg_token(const cJSON *root, const char *key, int *out, const char *p
 
 static int parse_config(const cJSON *root, ae_config *c, const char *path, char *err) {
     memset(c, 0, sizeof *c);
-    if (!cJSON_IsObject(root)) { seterr(err, "%s: not a JSON object", path); return -1; }
+    if (!cJSON_IsObject(root)) { ax_seterr(err, "%s: not a JSON object", path); return -1; }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     if (mt && !cJSON_IsNull(mt) && (!cJSON_IsString(mt) || strcmp(mt->valuestring, "llama"))) {
-        seterr(err, "%s: model_type '%s' is not supported (only 'llama', LlamaForCausalLM)", path,
+        ax_seterr(err, "%s: model_type '%s' is not supported (only 'llama', LlamaForCausalLM)", path,
                cJSON_IsString(mt) ? mt->valuestring : "?");
         return -1;
     }
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
     if (act && !cJSON_IsNull(act) && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu"))) {
-        seterr(err, "%s: hidden_act '%s' is not supported (only 'silu', SwiGLU)", path,
+        ax_seterr(err, "%s: hidden_act '%s' is not supported (only 'silu', SwiGLU)", path,
                cJSON_IsString(act) ? act->valuestring : "?");
         return -1;
     }
     static const char *const bias_keys[] = {"attention_bias", "mlp_bias"};
     for (int i = 0; i < 2; i++)
         if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, bias_keys[i]))) {
-            seterr(err, "%s: %s = true is not supported (LLaMA linear layers have no bias)", path, bias_keys[i]);
+            ax_seterr(err, "%s: %s = true is not supported (LLaMA linear layers have no bias)", path, bias_keys[i]);
             return -1;
         }
     const int BIG = 1 << 24;
@@ -112,24 +105,24 @@ static int parse_config(const cJSON *root, ae_config *c, const char *path, char 
     if (cfg_int(root, "head_dim", 0, 0, 1, 65536, &c->head_dim, path, err)) return -1;
     if (!c->head_dim) {
         if (c->dim % c->n_heads) {
-            seterr(err, "%s: hidden_size %d is not a multiple of num_attention_heads %d (and no head_dim)",
+            ax_seterr(err, "%s: hidden_size %d is not a multiple of num_attention_heads %d (and no head_dim)",
                    path, c->dim, c->n_heads);
             return -1;
         }
         c->head_dim = c->dim / c->n_heads;
     }
     if (c->n_heads % c->n_kv_heads) {
-        seterr(err, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path,
+        ax_seterr(err, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path,
                c->n_heads, c->n_kv_heads);
         return -1;
     }
-    if (c->head_dim % 2) { seterr(err, "%s: head_dim %d is odd (RoPE rotates pairs)", path, c->head_dim); return -1; }
-    if ((long long)c->n_heads * c->head_dim > BIG) { seterr(err, "%s: num_attention_heads * head_dim too large", path); return -1; }
+    if (c->head_dim % 2) { ax_seterr(err, "%s: head_dim %d is odd (RoPE rotates pairs)", path, c->head_dim); return -1; }
+    if ((long long)c->n_heads * c->head_dim > BIG) { ax_seterr(err, "%s: num_attention_heads * head_dim too large", path); return -1; }
 
     /* RoPE: classic top-level rope_theta + rope_scaling, or newer rope_parameters {rope_theta,
      * rope_type, ...}. */
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
-    if (rp && !cJSON_IsNull(rp) && !cJSON_IsObject(rp)) { seterr(err, "%s: rope_parameters is not an object", path); return -1; }
+    if (rp && !cJSON_IsNull(rp) && !cJSON_IsObject(rp)) { ax_seterr(err, "%s: rope_parameters is not an object", path); return -1; }
     if (rp && cJSON_IsObject(rp) && cJSON_GetObjectItemCaseSensitive(rp, "rope_theta")) {
         if (cfg_float(rp, "rope_theta", 1, 0, 0.0, &c->rope_theta, path, err)) return -1;
     } else if (cfg_float(root, "rope_theta", 0, 10000.0, 0.0, &c->rope_theta, path, err))
@@ -137,7 +130,7 @@ static int parse_config(const cJSON *root, ae_config *c, const char *path, char 
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
     if (!rs || cJSON_IsNull(rs)) rs = (rp && cJSON_IsObject(rp)) ? rp : NULL;
     if (rs) {
-        if (!cJSON_IsObject(rs)) { seterr(err, "%s: rope_scaling is not an object or null", path); return -1; }
+        if (!cJSON_IsObject(rs)) { ax_seterr(err, "%s: rope_scaling is not an object or null", path); return -1; }
         const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
         if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
         const char *t = cJSON_IsString(ty) ? ty->valuestring : "default";
@@ -149,17 +142,17 @@ static int parse_config(const cJSON *root, ae_config *c, const char *path, char 
                 cfg_int(rs, "original_max_position_embeddings", 1, 0, 1, 1 << 30, &c->rope_orig_max_pos, path, err))
                 return -1;
             if (!(c->rope_high_freq_factor > c->rope_low_freq_factor)) {
-                seterr(err, "%s: rope_scaling high_freq_factor must exceed low_freq_factor", path);
+                ax_seterr(err, "%s: rope_scaling high_freq_factor must exceed low_freq_factor", path);
                 return -1;
             }
         } else if (strcmp(t, "default")) {
-            seterr(err, "%s: rope_scaling type '%s' is not supported (default, llama3)", path, t);
+            ax_seterr(err, "%s: rope_scaling type '%s' is not supported (default, llama3)", path, t);
             return -1;
         }
     }
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     if (tie && !cJSON_IsNull(tie) && !cJSON_IsBool(tie)) {
-        seterr(err, "%s: tie_word_embeddings must be true or false", path);
+        ax_seterr(err, "%s: tie_word_embeddings must be true or false", path);
         return -1;
     }
     c->tie_embeddings = cJSON_IsTrue(tie);   /* HF LlamaConfig default: false */
@@ -177,7 +170,7 @@ int ae_config_load(const char *path, ae_config *cfg, char *err) {
     cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
     if (!root) {
         const char *e = cJSON_GetErrorPtr();
-        seterr(err, "%s: not valid JSON (near byte %ld)", path, e ? (long)(e - data) : -1L);
+        ax_seterr(err, "%s: not valid JSON (near byte %ld)", path, e ? (long)(e - data) : -1L);
         free(data);
         return -1;
     }
@@ -224,7 +217,7 @@ static int ckpt_open(const char *dir, ckpt_t *c, char *err) {
         c->files = calloc(1, sizeof *c->files);
         c->fnames = calloc(1, sizeof *c->fnames);
         if (!c->files || !c->fnames || !(c->fnames[0] = strdup("model.safetensors"))) {
-            seterr(err, "%s: out of memory", p);
+            ax_seterr(err, "%s: out of memory", p);
             return -1;
         }
         c->nfiles = 1;
@@ -232,7 +225,7 @@ static int ckpt_open(const char *dir, ckpt_t *c, char *err) {
     }
     snprintf(p, sizeof p, "%.4000s/model.safetensors.index.json", dir);
     if (!file_exists(p)) {
-        seterr(err, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
+        ax_seterr(err, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
         return -1;
     }
     char *data = NULL;
@@ -240,26 +233,26 @@ static int ckpt_open(const char *dir, ckpt_t *c, char *err) {
     if (ax_read_file(p, &data, &len, err)) return -1;
     c->index = cJSON_ParseWithLength(data, len);
     free(data);
-    if (!c->index) { seterr(err, "%s: not valid JSON", p); return -1; }
+    if (!c->index) { ax_seterr(err, "%s: not valid JSON", p); return -1; }
     c->wmap = cJSON_GetObjectItemCaseSensitive(c->index, "weight_map");
     if (!cJSON_IsObject(c->wmap) || !c->wmap->child) {
-        seterr(err, "%s: no \"weight_map\" object (or it is empty)", p);
+        ax_seterr(err, "%s: no \"weight_map\" object (or it is empty)", p);
         return -1;
     }
     int n = cJSON_GetArraySize(c->wmap);
     c->files = calloc((size_t)n, sizeof *c->files);
     c->fnames = calloc((size_t)n, sizeof *c->fnames);
-    if (!c->files || !c->fnames) { seterr(err, "%s: out of memory", p); return -1; }
+    if (!c->files || !c->fnames) { ax_seterr(err, "%s: out of memory", p); return -1; }
     for (const cJSON *e = c->wmap->child; e; e = e->next) {
         const char *fn = cJSON_IsString(e) ? e->valuestring : NULL;
         if (!fn || !*fn || strchr(fn, '/') || !strcmp(fn, ".") || !strcmp(fn, "..")) {
-            seterr(err, "%s: weight_map entry '%s' is not a file name in the checkpoint folder", p, e->string);
+            ax_seterr(err, "%s: weight_map entry '%s' is not a file name in the checkpoint folder", p, e->string);
             return -1;
         }
         int k = 0;
         while (k < c->nfiles && strcmp(c->fnames[k], fn)) k++;
         if (k < c->nfiles) continue;
-        if (!(c->fnames[k] = strdup(fn))) { seterr(err, "%s: out of memory", p); return -1; }
+        if (!(c->fnames[k] = strdup(fn))) { ax_seterr(err, "%s: out of memory", p); return -1; }
         c->nfiles++;
         char sp[AX_PATH_LEN];
         snprintf(sp, sizeof sp, "%.4000s/%.90s", dir, fn);
@@ -271,11 +264,11 @@ static int ckpt_open(const char *dir, ckpt_t *c, char *err) {
             const char *tn = c->files[k]->t[i].name;
             const cJSON *e = cJSON_GetObjectItemCaseSensitive(c->wmap, tn);
             if (!e) {
-                seterr(err, "%s: tensor '%s' of %s is not listed in the weight_map", p, tn, c->fnames[k]);
+                ax_seterr(err, "%s: tensor '%s' of %s is not listed in the weight_map", p, tn, c->fnames[k]);
                 return -1;
             }
             if (strcmp(e->valuestring, c->fnames[k])) {
-                seterr(err, "%s: tensor '%s' is in %s but the weight_map says %s", p, tn, c->fnames[k],
+                ax_seterr(err, "%s: tensor '%s' is in %s but the weight_map says %s", p, tn, c->fnames[k],
                        e->valuestring);
                 return -1;
             }
@@ -288,24 +281,24 @@ static const ae_st_file *ckpt_find(const ckpt_t *c, const char *dir, const char 
                                    const ae_st_tensor **t, char *err) {
     if (!c->index) {
         *t = ae_st_find(c->files[0], name);
-        if (!*t) { seterr(err, "%s: missing tensor '%s'", c->files[0]->path, name); return NULL; }
+        if (!*t) { ax_seterr(err, "%s: missing tensor '%s'", c->files[0]->path, name); return NULL; }
         return c->files[0];
     }
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(c->wmap, name);
     if (!e) {
-        seterr(err, "%s/model.safetensors.index.json: missing tensor '%s' (not in the weight_map)", dir, name);
+        ax_seterr(err, "%s/model.safetensors.index.json: missing tensor '%s' (not in the weight_map)", dir, name);
         return NULL;
     }
     for (int k = 0; k < c->nfiles; k++)
         if (!strcmp(c->fnames[k], e->valuestring)) {
             *t = ae_st_find(c->files[k], name);
             if (!*t) {
-                seterr(err, "%s: missing tensor '%s' (the weight_map puts it in this file)", c->files[k]->path, name);
+                ax_seterr(err, "%s: missing tensor '%s' (the weight_map puts it in this file)", c->files[k]->path, name);
                 return NULL;
             }
             return c->files[k];
         }
-    seterr(err, "%s: internal error: shard %s not open", dir, e->valuestring);
+    ax_seterr(err, "%s: internal error: shard %s not open", dir, e->valuestring);
     return NULL;
 }
 
@@ -332,7 +325,7 @@ int ae_model_load(const char *dir, ae_model **out, char *err) {
     want_t *want = NULL;
     ckpt_t ck;
     memset(&ck, 0, sizeof ck);
-    if (!m) { seterr(err, "%s: out of memory", dir); return -1; }
+    if (!m) { ax_seterr(err, "%s: out of memory", dir); return -1; }
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     snprintf(p, sizeof p, "%.4000s/config.json", dir);
     if (ae_config_load(p, &m->cfg, err)) goto fail;
@@ -376,7 +369,7 @@ int ae_model_load(const char *dir, ae_model **out, char *err) {
         const want_t *w = &want[i];
         if (!(wf[i] = ckpt_find(&ck, dir, w->name, &wt[i], err))) {
             if (!strcmp(w->name, "lm_head.weight"))
-                seterr(err, "%s: missing tensor 'lm_head.weight' and tie_word_embeddings is false in config.json",
+                ax_seterr(err, "%s: missing tensor 'lm_head.weight' and tie_word_embeddings is false in config.json",
                        ck.index ? dir : ck.files[0]->path);
             bad = 1;
             break;
@@ -388,10 +381,10 @@ int ae_model_load(const char *dir, ae_model **out, char *err) {
             for (int d = 0; d < t->ndim && q < got + 100; d++)
                 q += snprintf(q, (size_t)(got + sizeof got - q), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
             if (nd == 2)
-                seterr(err, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]", wf[i]->path,
+                ax_seterr(err, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]", wf[i]->path,
                        w->name, got, (long long)w->rows, (long long)w->cols);
             else
-                seterr(err, "%s: tensor '%s' has shape [%s], config.json implies [%lld]", wf[i]->path, w->name,
+                ax_seterr(err, "%s: tensor '%s' has shape [%s], config.json implies [%lld]", wf[i]->path, w->name,
                        got, (long long)w->rows);
             bad = 1;
             break;
@@ -405,7 +398,7 @@ int ae_model_load(const char *dir, ae_model **out, char *err) {
             int known = tolerated_extra(tn, c->tie_embeddings);
             for (int j = 0; j < nw && !known; j++) known = !strcmp(want[j].name, tn);
             if (!known) {
-                seterr(err, "%s: unexpected tensor '%s' (config.json: %d layers, no biases%s)", ck.files[k]->path,
+                ax_seterr(err, "%s: unexpected tensor '%s' (config.json: %d layers, no biases%s)", ck.files[k]->path,
                        tn, c->n_layers, c->tie_embeddings ? ", tied embeddings" : "");
                 bad = 1;
             }
@@ -415,7 +408,7 @@ int ae_model_load(const char *dir, ae_model **out, char *err) {
     model_priv *pv = m->priv;
     if (!(pv->arena = malloc(total * sizeof(float)))) {
         free(wf); free(wt);
-        seterr(err, "%s: out of memory for %zu weights", dir, total);
+        ax_seterr(err, "%s: out of memory for %zu weights", dir, total);
         goto fail;
     }
     size_t off = 0;
@@ -432,7 +425,7 @@ int ae_model_load(const char *dir, ae_model **out, char *err) {
     *out = m;
     return 0;
 oom:
-    seterr(err, "%s: out of memory", dir);
+    ax_seterr(err, "%s: out of memory", dir);
 fail:
     free(want);
     ckpt_free(&ck);

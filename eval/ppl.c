@@ -14,15 +14,7 @@
 #include <immintrin.h>
 #endif
 
-__attribute__((format(printf, 2, 3)))
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
-#define SETERR(...) seterr(err, __VA_ARGS__)
+#define SETERR(...) ax_seterr(err, __VA_ARGS__)
 
 #define PPL_PROTOCOL                                                                               \
     "GPTQ/Atom/QuaRot: test rows joined with \"\\n\\n\", tokenized once with BOS at the start; "   \

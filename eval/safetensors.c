@@ -19,13 +19,6 @@
 
 #define AE_ST_MAX_HEADER (100u * 1024u * 1024u)   /* safetensors' own limit (MAX_HEADER_SIZE) */
 
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- dtypes ---------------------------------------------------------------------------------- */
 static const struct { const char *name; ae_dtype dt; size_t size; } dtype_table[] = {
@@ -42,10 +35,10 @@ int ae_dtype_parse(const char *s, ae_dtype *out, const char *what, char *err) {
         if (!strcmp(s, dtype_table[i].name)) { *out = dtype_table[i].dt; return 0; }
     for (int i = 0; dtype_unsupported[i]; i++)
         if (!strcmp(s, dtype_unsupported[i])) {
-            seterr(err, "%s: dtype %s is not supported (apex4 loads F32, F16 and BF16)", what, s);
+            ax_seterr(err, "%s: dtype %s is not supported (apex4 loads F32, F16 and BF16)", what, s);
             return -1;
         }
-    seterr(err, "%s: unknown dtype '%.40s' (apex4 loads F32, F16 and BF16)", what, s);
+    ax_seterr(err, "%s: unknown dtype '%.40s' (apex4 loads F32, F16 and BF16)", what, s);
     return -1;
 }
 const char *ae_dtype_name(ae_dtype d) {
@@ -85,82 +78,82 @@ static int parse_header(ae_st_file *f, const char *hdr, size_t hlen, uint64_t da
     const char *P = f->path;
     const char *end = NULL;
     if (hlen == 0 || hdr[0] != '{') {
-        seterr(err, "%s: header does not start with '{' (not a safetensors file?)", P);
+        ax_seterr(err, "%s: header does not start with '{' (not a safetensors file?)", P);
         return -1;
     }
     cJSON *root = cJSON_ParseWithLengthOpts(hdr, hlen, &end, 0);
     if (!root) {
         const char *e = cJSON_GetErrorPtr();
-        seterr(err, "%s: header is not valid JSON (near header byte %ld)", P, e ? (long)(e - hdr) : -1L);
+        ax_seterr(err, "%s: header is not valid JSON (near header byte %ld)", P, e ? (long)(e - hdr) : -1L);
         return -1;
     }
     int rc = -1;
-    if (!cJSON_IsObject(root)) { seterr(err, "%s: header is not a JSON object", P); goto out; }
+    if (!cJSON_IsObject(root)) { ax_seterr(err, "%s: header is not a JSON object", P); goto out; }
     for (const char *q = end; q && q < hdr + hlen; q++)   /* only padding may follow the object */
         if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' && *q != 0) {
-            seterr(err, "%s: junk after the header's JSON object (header byte %ld)", P, (long)(q - hdr));
+            ax_seterr(err, "%s: junk after the header's JSON object (header byte %ld)", P, (long)(q - hdr));
             goto out;
         }
     int n = 0;
     for (const cJSON *e = root->child; e; e = e->next)
         if (strcmp(e->string, "__metadata__")) n++;
     f->t = calloc((size_t)(n ? n : 1), sizeof *f->t);
-    if (!f->t) { seterr(err, "%s: out of memory", P); goto out; }
+    if (!f->t) { ax_seterr(err, "%s: out of memory", P); goto out; }
     for (const cJSON *e = root->child; e; e = e->next) {
         if (!strcmp(e->string, "__metadata__")) {
-            if (!cJSON_IsObject(e)) { seterr(err, "%s: __metadata__ is not an object", P); goto out; }
+            if (!cJSON_IsObject(e)) { ax_seterr(err, "%s: __metadata__ is not an object", P); goto out; }
             for (const cJSON *m = e->child; m; m = m->next)
                 if (!cJSON_IsString(m)) {
-                    seterr(err, "%s: __metadata__ value '%s' is not a string", P, m->string);
+                    ax_seterr(err, "%s: __metadata__ value '%s' is not a string", P, m->string);
                     goto out;
                 }
             continue;
         }
         ae_st_tensor *t = &f->t[f->n];
-        if (!(t->name = strdup(e->string))) { seterr(err, "%s: out of memory", P); goto out; }
+        if (!(t->name = strdup(e->string))) { ax_seterr(err, "%s: out of memory", P); goto out; }
         f->n++;
         char what[AX_PATH_LEN + 600];
         snprintf(what, sizeof what, "%.4000s: tensor '%.500s'", P, t->name);
-        if (!cJSON_IsObject(e)) { seterr(err, "%s is not an object", what); goto out; }
+        if (!cJSON_IsObject(e)) { ax_seterr(err, "%s is not an object", what); goto out; }
         const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
         const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
         const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-        if (!cJSON_IsString(dt)) { seterr(err, "%s has no \"dtype\" string", what); goto out; }
+        if (!cJSON_IsString(dt)) { ax_seterr(err, "%s has no \"dtype\" string", what); goto out; }
         if (ae_dtype_parse(dt->valuestring, &t->dtype, what, err)) goto out;
-        if (!cJSON_IsArray(sh)) { seterr(err, "%s has no \"shape\" array", what); goto out; }
+        if (!cJSON_IsArray(sh)) { ax_seterr(err, "%s has no \"shape\" array", what); goto out; }
         t->ndim = cJSON_GetArraySize(sh);
-        if (t->ndim > AE_ST_MAX_DIMS) { seterr(err, "%s has %d dimensions (max %d)", what, t->ndim, AE_ST_MAX_DIMS); goto out; }
+        if (t->ndim > AE_ST_MAX_DIMS) { ax_seterr(err, "%s has %d dimensions (max %d)", what, t->ndim, AE_ST_MAX_DIMS); goto out; }
         uint64_t numel = 1;
         int i = 0;
         for (const cJSON *d = sh->child; d; d = d->next, i++) {
             uint64_t v;
             if (json_u64(d, &v) || v > (uint64_t)INT64_MAX) {
-                seterr(err, "%s: shape[%d] is not a non-negative integer", what, i); goto out;
+                ax_seterr(err, "%s: shape[%d] is not a non-negative integer", what, i); goto out;
             }
             t->shape[i] = (int64_t)v;
-            if (v && numel > UINT64_MAX / v) { seterr(err, "%s: shape overflows", what); goto out; }
+            if (v && numel > UINT64_MAX / v) { ax_seterr(err, "%s: shape overflows", what); goto out; }
             numel *= v;
         }
         t->numel = numel;
         if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || json_u64(off->child, &t->begin) ||
             json_u64(off->child->next, &t->end)) {
-            seterr(err, "%s: \"data_offsets\" is not [begin, end] with non-negative integers", what);
+            ax_seterr(err, "%s: \"data_offsets\" is not [begin, end] with non-negative integers", what);
             goto out;
         }
         if (t->end < t->begin) {
-            seterr(err, "%s: data_offsets [%llu, %llu) has end < begin", what,
+            ax_seterr(err, "%s: data_offsets [%llu, %llu) has end < begin", what,
                    (unsigned long long)t->begin, (unsigned long long)t->end);
             goto out;
         }
         if (t->end > data_len) {
-            seterr(err, "%s: data_offsets [%llu, %llu) exceed the data section (%llu bytes; file size %zu)",
+            ax_seterr(err, "%s: data_offsets [%llu, %llu) exceed the data section (%llu bytes; file size %zu)",
                    what, (unsigned long long)t->begin, (unsigned long long)t->end,
                    (unsigned long long)data_len, f->size);
             goto out;
         }
         size_t es = ae_dtype_size(t->dtype);
         if (numel > UINT64_MAX / es || numel * es != t->end - t->begin) {
-            seterr(err, "%s: shape has %llu elements of %s (%llu bytes) but data_offsets [%llu, %llu) span %llu bytes",
+            ax_seterr(err, "%s: shape has %llu elements of %s (%llu bytes) but data_offsets [%llu, %llu) span %llu bytes",
                    what, (unsigned long long)numel, ae_dtype_name(t->dtype),
                    (unsigned long long)(numel * es), (unsigned long long)t->begin,
                    (unsigned long long)t->end, (unsigned long long)(t->end - t->begin));
@@ -169,12 +162,12 @@ static int parse_header(ae_st_file *f, const char *hdr, size_t hlen, uint64_t da
     }
     /* duplicate names, then the tiling of the data section */
     ae_st_tensor **ord = malloc((size_t)(f->n ? f->n : 1) * sizeof *ord);
-    if (!ord) { seterr(err, "%s: out of memory", P); goto out; }
+    if (!ord) { ax_seterr(err, "%s: out of memory", P); goto out; }
     for (int i = 0; i < f->n; i++) ord[i] = &f->t[i];
     qsort(ord, (size_t)f->n, sizeof *ord, cmp_names);
     for (int i = 1; i < f->n; i++)
         if (!strcmp(ord[i]->name, ord[i - 1]->name)) {
-            seterr(err, "%s: tensor '%s' appears twice in the header", P, ord[i]->name);
+            ax_seterr(err, "%s: tensor '%s' appears twice in the header", P, ord[i]->name);
             free(ord);
             goto out;
         }
@@ -183,13 +176,13 @@ static int parse_header(ae_st_file *f, const char *hdr, size_t hlen, uint64_t da
     for (int i = 0; i < f->n; i++) {
         const ae_st_tensor *t = ord[i];
         if (t->begin < pos) {
-            seterr(err, "%s: tensor '%s' data_offsets [%llu, %llu) overlap tensor '%s'", P, t->name,
+            ax_seterr(err, "%s: tensor '%s' data_offsets [%llu, %llu) overlap tensor '%s'", P, t->name,
                    (unsigned long long)t->begin, (unsigned long long)t->end, ord[i - 1]->name);
             free(ord);
             goto out;
         }
         if (t->begin > pos) {
-            seterr(err, "%s: bytes [%llu, %llu) of the data section belong to no tensor (before '%s')", P,
+            ax_seterr(err, "%s: bytes [%llu, %llu) of the data section belong to no tensor (before '%s')", P,
                    (unsigned long long)pos, (unsigned long long)t->begin, t->name);
             free(ord);
             goto out;
@@ -198,7 +191,7 @@ static int parse_header(ae_st_file *f, const char *hdr, size_t hlen, uint64_t da
     }
     free(ord);
     if (pos != data_len) {
-        seterr(err, "%s: the data section has %llu bytes but the tensors cover %llu (trailing bytes)", P,
+        ax_seterr(err, "%s: the data section has %llu bytes but the tensors cover %llu (trailing bytes)", P,
                (unsigned long long)data_len, (unsigned long long)pos);
         goto out;
     }
@@ -211,36 +204,36 @@ out:
 int ae_st_open(const char *path, ae_st_file **out, char *err) {
     *out = NULL;
     ae_st_file *f = calloc(1, sizeof *f);
-    if (!f) { seterr(err, "%s: out of memory", path); return -1; }
+    if (!f) { ax_seterr(err, "%s: out of memory", path); return -1; }
     snprintf(f->path, sizeof f->path, "%s", path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) { seterr(err, "%s: %s", path, strerror(errno)); free(f); return -1; }
+    if (fd < 0) { ax_seterr(err, "%s: %s", path, strerror(errno)); free(f); return -1; }
     struct stat st;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
-        seterr(err, "%s: not a regular file", path);
+        ax_seterr(err, "%s: not a regular file", path);
         close(fd); free(f);
         return -1;
     }
     f->size = (size_t)st.st_size;
     if (f->size < 8) {
-        seterr(err, "%s: %zu bytes, too short for the 8-byte header length (truncated?)", path, f->size);
+        ax_seterr(err, "%s: %zu bytes, too short for the 8-byte header length (truncated?)", path, f->size);
         close(fd); free(f);
         return -1;
     }
     void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
-    if (m == MAP_FAILED) { seterr(err, "%s: mmap: %s", path, strerror(errno)); free(f); return -1; }
+    if (m == MAP_FAILED) { ax_seterr(err, "%s: mmap: %s", path, strerror(errno)); free(f); return -1; }
     f->map = m;
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | f->map[i];   /* little-endian u64 */
     if (hl > AE_ST_MAX_HEADER) {
-        seterr(err, "%s: header length %llu is larger than safetensors' limit of %u bytes (corrupt file?)",
+        ax_seterr(err, "%s: header length %llu is larger than safetensors' limit of %u bytes (corrupt file?)",
                path, (unsigned long long)hl, AE_ST_MAX_HEADER);
         ae_st_close(f);
         return -1;
     }
     if (hl > f->size - 8) {
-        seterr(err, "%s: header length %llu exceeds the file size %zu (truncated?)", path,
+        ax_seterr(err, "%s: header length %llu exceeds the file size %zu (truncated?)", path,
                (unsigned long long)hl, f->size);
         ae_st_close(f);
         return -1;
@@ -276,7 +269,7 @@ int ae_st_read_f32(const ae_st_file *f, const ae_st_tensor *t, float *dst, char 
     }
     for (size_t i = 0; i < n; i++)
         if (!isfinite(dst[i])) {
-            seterr(err, "%s: tensor '%s' holds a non-finite value (%s) at flat index %zu", f->path, t->name,
+            ax_seterr(err, "%s: tensor '%s' holds a non-finite value (%s) at flat index %zu", f->path, t->name,
                    isnan(dst[i]) ? "NaN" : "inf", i);
             return -1;
         }
@@ -358,30 +351,30 @@ int ae_st_write_begin(const char *path, int n, const char *const *names, const a
     for (size_t i = hl; i < padded && !bad; i++) bad = fputc(' ', w->fp) == EOF;
     free(txt);
     cJSON_Delete(hdr);
-    if (bad) { seterr(err, "%s: write error", w->tmp); ae_st_write_abort(w); return -1; }
+    if (bad) { ax_seterr(err, "%s: write error", w->tmp); ae_st_write_abort(w); return -1; }
     *out = w;
     return 0;
 oom:
     free(txt);
     cJSON_Delete(hdr);
     writer_free(w);
-    seterr(err, "%s: out of memory", path);
+    ax_seterr(err, "%s: out of memory", path);
     return -1;
 }
 
 int ae_st_write_tensor(ae_st_writer *w, const float *data, char *err) {
-    if (w->next >= w->n) { seterr(err, "%s: more tensors written than declared (%d)", w->path, w->n); return -1; }
+    if (w->next >= w->n) { ax_seterr(err, "%s: more tensors written than declared (%d)", w->path, w->n); return -1; }
     int i = w->next++;
     size_t n = (size_t)w->numel[i], es = ae_dtype_size(w->dt[i]);
     const char *name = w->names[i];
     for (size_t k = 0; k < n; k++)
         if (!isfinite(data[k])) {
-            seterr(err, "%s: tensor '%s' value at flat index %zu is not finite", w->path, name, k);
+            ax_seterr(err, "%s: tensor '%s' value at flat index %zu is not finite", w->path, name, k);
             return -1;
         }
     const size_t chunk = 1u << 16;
     if (!w->buf) {
-        if (!(w->buf = malloc(chunk * 4))) { seterr(err, "%s: out of memory", w->path); return -1; }
+        if (!(w->buf = malloc(chunk * 4))) { ax_seterr(err, "%s: out of memory", w->path); return -1; }
     }
     for (size_t s = 0; s < n; s += chunk) {
         size_t m = n - s < chunk ? n - s : chunk;
@@ -394,7 +387,7 @@ int ae_st_write_tensor(ae_st_writer *w, const float *data, char *err) {
             } else {
                 uint16_t h = w->dt[i] == AE_DT_F16 ? aq_f32_to_f16(v) : f32_to_bf16_rne(v);
                 if ((h & 0x7FFFu) >= (w->dt[i] == AE_DT_F16 ? 0x7C00u : 0x7F80u)) {
-                    seterr(err, "%s: tensor '%s' value %g at flat index %zu overflows %s", w->path, name,
+                    ax_seterr(err, "%s: tensor '%s' value %g at flat index %zu overflows %s", w->path, name,
                            (double)v, s + k, ae_dtype_name(w->dt[i]));
                     return -1;
                 }
@@ -402,14 +395,14 @@ int ae_st_write_tensor(ae_st_writer *w, const float *data, char *err) {
                 w->buf[2 * k + 1] = (uint8_t)(h >> 8);
             }
         }
-        if (fwrite(w->buf, es, m, w->fp) != m) { seterr(err, "%s: write error", w->tmp); return -1; }
+        if (fwrite(w->buf, es, m, w->fp) != m) { ax_seterr(err, "%s: write error", w->tmp); return -1; }
     }
     return 0;
 }
 
 int ae_st_write_end(ae_st_writer *w, char *err) {
     if (w->next != w->n) {
-        seterr(err, "%s: %d of %d tensors written", w->path, w->next, w->n);
+        ax_seterr(err, "%s: %d of %d tensors written", w->path, w->next, w->n);
         ae_st_write_abort(w);
         return -1;
     }

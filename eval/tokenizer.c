@@ -29,13 +29,6 @@
 #include "aq.h"
 #include "ax_util.h"
 
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- small growable byte buffer ------------------------------------------------------------- */
 typedef struct { char *p; size_t n, cap; } sbuf;
@@ -221,48 +214,48 @@ static int load_normalizer(ae_tokenizer *t, const cJSON *n, const char *path, ch
     if (!n || cJSON_IsNull(n)) return 0;
     const cJSON *list = NULL;
     const char *type = jstr(n, "type");
-    if (!type) { seterr(err, "%s: normalizer has no \"type\"", path); return -1; }
+    if (!type) { ax_seterr(err, "%s: normalizer has no \"type\"", path); return -1; }
     int count = 1;
     if (!strcmp(type, "Sequence")) {
         list = cJSON_GetObjectItemCaseSensitive(n, "normalizers");
-        if (!cJSON_IsArray(list)) { seterr(err, "%s: normalizer Sequence without a \"normalizers\" array", path); return -1; }
+        if (!cJSON_IsArray(list)) { ax_seterr(err, "%s: normalizer Sequence without a \"normalizers\" array", path); return -1; }
         count = cJSON_GetArraySize(list);
     }
     t->norm = calloc((size_t)(count ? count : 1), sizeof *t->norm);
-    if (!t->norm) { seterr(err, "%s: out of memory", path); return -1; }
+    if (!t->norm) { ax_seterr(err, "%s: out of memory", path); return -1; }
     for (int i = 0; i < count; i++) {
         const cJSON *s = list ? cJSON_GetArrayItem(list, i) : n;
         const char *ty = jstr(s, "type");
         norm_step *st = &t->norm[t->n_norm];
-        if (!ty) { seterr(err, "%s: normalizer %d has no \"type\"", path, i); return -1; }
+        if (!ty) { ax_seterr(err, "%s: normalizer %d has no \"type\"", path, i); return -1; }
         if (!strcmp(ty, "Prepend")) {
             const char *p = jstr(s, "prepend");
-            if (!p) { seterr(err, "%s: normalizer Prepend without \"prepend\"", path); return -1; }
+            if (!p) { ax_seterr(err, "%s: normalizer Prepend without \"prepend\"", path); return -1; }
             st->kind = NORM_PREPEND;
-            if (!(st->a = xstrdup(p))) { seterr(err, "%s: out of memory", path); return -1; }
+            if (!(st->a = xstrdup(p))) { ax_seterr(err, "%s: out of memory", path); return -1; }
         } else if (!strcmp(ty, "Replace")) {
             const cJSON *pat = cJSON_GetObjectItemCaseSensitive(s, "pattern");
             const char *content = jstr(s, "content");
             const char *ps = jstr(pat, "String"), *pr = jstr(pat, "Regex");
             if (!content || (!ps && !pr)) {
-                seterr(err, "%s: normalizer Replace needs \"pattern\" {String|Regex} and \"content\"", path);
+                ax_seterr(err, "%s: normalizer Replace needs \"pattern\" {String|Regex} and \"content\"", path);
                 return -1;
             }
-            if (ps && !*ps) { seterr(err, "%s: normalizer Replace with an empty pattern", path); return -1; }
+            if (ps && !*ps) { ax_seterr(err, "%s: normalizer Replace with an empty pattern", path); return -1; }
             st->kind = ps ? NORM_REPLACE_STR : NORM_REPLACE_REGEX;
             st->a = xstrdup(ps ? ps : pr);
             st->b = xstrdup(content);
-            if (!st->a || !st->b) { seterr(err, "%s: out of memory", path); return -1; }
+            if (!st->a || !st->b) { ax_seterr(err, "%s: out of memory", path); return -1; }
             if (pr) {
                 if (!regex_supported(pr)) {
-                    seterr(err, "%s: normalizer Replace regex '%s' is not supported (only literal "
+                    ax_seterr(err, "%s: normalizer Replace regex '%s' is not supported (only literal "
                                 "characters, [..], (..), *, +, ?, {m,n}; no alternation or backslash escapes)",
                            path, pr);
                     t->n_norm++;
                     return -1;
                 }
                 if (regcomp(&st->re, pr, REG_EXTENDED)) {
-                    seterr(err, "%s: normalizer Replace regex '%s' does not compile", path, pr);
+                    ax_seterr(err, "%s: normalizer Replace regex '%s' does not compile", path, pr);
                     t->n_norm++;
                     return -1;
                 }
@@ -275,7 +268,7 @@ static int load_normalizer(ae_tokenizer *t, const cJSON *n, const char *path, ch
             st->left = l ? cJSON_IsTrue(l) : 1;
             st->right = r ? cJSON_IsTrue(r) : 1;
         } else {
-            seterr(err, "%s: normalizer '%s' is not supported (supported: Prepend, Replace, Strip, "
+            ax_seterr(err, "%s: normalizer '%s' is not supported (supported: Prepend, Replace, Strip, "
                         "Sequence of them)", path, ty);
             return -1;
         }
@@ -289,30 +282,30 @@ static int load_decoder(ae_tokenizer *t, const cJSON *d, const char *path, char 
     t->has_decoder = 1;
     const cJSON *list = NULL;
     const char *type = jstr(d, "type");
-    if (!type) { seterr(err, "%s: decoder has no \"type\"", path); return -1; }
+    if (!type) { ax_seterr(err, "%s: decoder has no \"type\"", path); return -1; }
     int count = 1;
     if (!strcmp(type, "Sequence")) {
         list = cJSON_GetObjectItemCaseSensitive(d, "decoders");
-        if (!cJSON_IsArray(list)) { seterr(err, "%s: decoder Sequence without a \"decoders\" array", path); return -1; }
+        if (!cJSON_IsArray(list)) { ax_seterr(err, "%s: decoder Sequence without a \"decoders\" array", path); return -1; }
         count = cJSON_GetArraySize(list);
     }
     t->dec = calloc((size_t)(count ? count : 1), sizeof *t->dec);
-    if (!t->dec) { seterr(err, "%s: out of memory", path); return -1; }
+    if (!t->dec) { ax_seterr(err, "%s: out of memory", path); return -1; }
     for (int i = 0; i < count; i++) {
         const cJSON *s = list ? cJSON_GetArrayItem(list, i) : d;
         const char *ty = jstr(s, "type");
         dec_step *st = &t->dec[t->n_dec];
-        if (!ty) { seterr(err, "%s: decoder %d has no \"type\"", path, i); return -1; }
+        if (!ty) { ax_seterr(err, "%s: decoder %d has no \"type\"", path, i); return -1; }
         if (!strcmp(ty, "Replace")) {
             const cJSON *pat = cJSON_GetObjectItemCaseSensitive(s, "pattern");
             const char *ps = jstr(pat, "String"), *content = jstr(s, "content");
             if (!ps || !*ps || !content) {
-                seterr(err, "%s: decoder Replace is supported with a non-empty String pattern only", path);
+                ax_seterr(err, "%s: decoder Replace is supported with a non-empty String pattern only", path);
                 return -1;
             }
             st->kind = DEC_REPLACE;
             st->a = xstrdup(ps); st->b = xstrdup(content);
-            if (!st->a || !st->b) { seterr(err, "%s: out of memory", path); return -1; }
+            if (!st->a || !st->b) { ax_seterr(err, "%s: out of memory", path); return -1; }
         } else if (!strcmp(ty, "ByteFallback")) {
             st->kind = DEC_BYTEFALLBACK;
         } else if (!strcmp(ty, "Fuse")) {
@@ -324,15 +317,15 @@ static int load_decoder(ae_tokenizer *t, const cJSON *d, const char *path, char 
             uint32_t cp;
             if (!c || !*c || utf8_next((const unsigned char *)c, strlen(c), &cp) != (int)strlen(c) ||
                 !cJSON_IsNumber(a) || !cJSON_IsNumber(b) || a->valuedouble < 0 || b->valuedouble < 0) {
-                seterr(err, "%s: decoder Strip needs one \"content\" character and \"start\"/\"stop\" >= 0", path);
+                ax_seterr(err, "%s: decoder Strip needs one \"content\" character and \"start\"/\"stop\" >= 0", path);
                 return -1;
             }
             st->kind = DEC_STRIP;
             st->a = xstrdup(c);
-            if (!st->a) { seterr(err, "%s: out of memory", path); return -1; }
+            if (!st->a) { ax_seterr(err, "%s: out of memory", path); return -1; }
             st->start = a->valueint; st->stop = b->valueint;
         } else {
-            seterr(err, "%s: decoder '%s' is not supported (supported: Replace, ByteFallback, Fuse, "
+            ax_seterr(err, "%s: decoder '%s' is not supported (supported: Replace, ByteFallback, Fuse, "
                         "Strip, Sequence of them)", path, ty);
             return -1;
         }
@@ -344,45 +337,45 @@ static int load_decoder(ae_tokenizer *t, const cJSON *d, const char *path, char 
 static int set_piece(ae_tokenizer *t, int id, const char *s, const char *path, char *err) {
     if (t->piece[id]) {
         if (strcmp(t->piece[id], s)) {
-            seterr(err, "%s: id %d is given to two pieces ('%s' and '%s')", path, id, t->piece[id], s);
+            ax_seterr(err, "%s: id %d is given to two pieces ('%s' and '%s')", path, id, t->piece[id], s);
             return -1;
         }
         return 0;
     }
-    if (!(t->piece[id] = xstrdup(s))) { seterr(err, "%s: out of memory", path); return -1; }
+    if (!(t->piece[id] = xstrdup(s))) { ax_seterr(err, "%s: out of memory", path); return -1; }
     t->piece_len[id] = (uint32_t)strlen(s);
     return 0;
 }
 
 static int load_json(ae_tokenizer *t, const cJSON *root, const char *path, char *err) {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!cJSON_IsObject(model)) { seterr(err, "%s: no \"model\" object", path); return -1; }
+    if (!cJSON_IsObject(model)) { ax_seterr(err, "%s: no \"model\" object", path); return -1; }
     const char *mtype = jstr(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
     if (mtype && strcmp(mtype, "BPE")) {
-        seterr(err, "%s: model type '%s' is not supported (only BPE)", path, mtype);
+        ax_seterr(err, "%s: model type '%s' is not supported (only BPE)", path, mtype);
         return -1;
     }
     if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        seterr(err, "%s: model is not a BPE model with \"vocab\" and \"merges\"", path);
+        ax_seterr(err, "%s: model is not a BPE model with \"vocab\" and \"merges\"", path);
         return -1;
     }
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     if (pre && !cJSON_IsNull(pre)) {
         const char *pt = jstr(pre, "type");
-        seterr(err, "%s: pre_tokenizer '%s' is not supported: byte-level BPE (LLaMA-3 style, regex "
+        ax_seterr(err, "%s: pre_tokenizer '%s' is not supported: byte-level BPE (LLaMA-3 style, regex "
                     "pre-tokenizer) and Metaspace tokenizers are a later step; only SentencePiece-style "
                     "BPE files with no pre-tokenizer (LLaMA-2) are supported", path, pt ? pt : "?");
         return -1;
     }
     if (!jnull(model, "continuing_subword_prefix") || !jnull(model, "end_of_word_suffix")) {
-        seterr(err, "%s: BPE continuing_subword_prefix / end_of_word_suffix are not supported", path);
+        ax_seterr(err, "%s: BPE continuing_subword_prefix / end_of_word_suffix are not supported", path);
         return -1;
     }
     const cJSON *drop = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (drop && !cJSON_IsNull(drop) && !(cJSON_IsNumber(drop) && drop->valuedouble == 0.0)) {
-        seterr(err, "%s: BPE dropout is not supported (encoding must be deterministic)", path);
+        ax_seterr(err, "%s: BPE dropout is not supported (encoding must be deterministic)", path);
         return -1;
     }
     t->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
@@ -394,26 +387,26 @@ static int load_json(ae_tokenizer *t, const cJSON *root, const char *path, char 
     for (const cJSON *e = vocab->child; e; e = e->next, nv++) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8 ||
             e->valuedouble != (double)e->valueint) {
-            seterr(err, "%s: vocab entry '%s' has no valid id", path, e->string ? e->string : "?");
+            ax_seterr(err, "%s: vocab entry '%s' has no valid id", path, e->string ? e->string : "?");
             return -1;
         }
         if (e->valueint > max_id) max_id = e->valueint;
     }
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added)) {
-        seterr(err, "%s: \"added_tokens\" is not an array", path); return -1;
+        ax_seterr(err, "%s: \"added_tokens\" is not an array", path); return -1;
     }
     for (const cJSON *e = added ? added->child : NULL; e; e = e->next) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
         if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 1e8 || !jstr(e, "content")) {
-            seterr(err, "%s: an added token has no valid \"id\" / \"content\"", path); return -1;
+            ax_seterr(err, "%s: an added token has no valid \"id\" / \"content\"", path); return -1;
         }
         if (id->valueint > max_id) max_id = id->valueint;
     }
-    if (max_id < 0) { seterr(err, "%s: empty vocab", path); return -1; }
+    if (max_id < 0) { ax_seterr(err, "%s: empty vocab", path); return -1; }
     int n_added = added ? cJSON_GetArraySize(added) : 0;
     if ((long)max_id >= 4L * (nv + n_added) + 1024) {   /* guards the id -> piece table's size */
-        seterr(err, "%s: ids are not dense (largest id %d for %d pieces)", path, max_id, nv + n_added);
+        ax_seterr(err, "%s: ids are not dense (largest id %d for %d pieces)", path, max_id, nv + n_added);
         return -1;
     }
     t->n_vocab = max_id + 1;
@@ -422,17 +415,17 @@ static int load_json(ae_tokenizer *t, const cJSON *root, const char *path, char 
     t->special = calloc((size_t)t->n_vocab, 1);
     t->vcap = pow2_at_least((size_t)nv * 2 + 1);
     t->vmap = malloc(t->vcap * sizeof *t->vmap);
-    if (!t->piece || !t->piece_len || !t->special || !t->vmap) { seterr(err, "%s: out of memory", path); return -1; }
+    if (!t->piece || !t->piece_len || !t->special || !t->vmap) { ax_seterr(err, "%s: out of memory", path); return -1; }
     memset(t->vmap, 0xFF, t->vcap * sizeof *t->vmap);
     for (const cJSON *e = vocab->child; e; e = e->next) {
         int id = e->valueint;
         if (t->piece[id]) {
-            seterr(err, "%s: vocab id %d is given to two pieces ('%s' and '%s')", path, id, t->piece[id], e->string);
+            ax_seterr(err, "%s: vocab id %d is given to two pieces ('%s' and '%s')", path, id, t->piece[id], e->string);
             return -1;
         }
         if (set_piece(t, id, e->string, path, err)) return -1;
         if (vmap_find(t, e->string, strlen(e->string)) >= 0) {
-            seterr(err, "%s: vocab piece '%s' appears twice", path, e->string); return -1;
+            ax_seterr(err, "%s: vocab piece '%s' appears twice", path, e->string); return -1;
         }
         vmap_insert(t, id);
     }
@@ -447,7 +440,7 @@ static int load_json(ae_tokenizer *t, const cJSON *root, const char *path, char 
     const char *unk = jstr(model, "unk_token");
     if (unk) {
         t->unk_id = vmap_find(t, unk, strlen(unk));
-        if (t->unk_id < 0) { seterr(err, "%s: unk_token '%s' is not in the vocab", path, unk); return -1; }
+        if (t->unk_id < 0) { ax_seterr(err, "%s: unk_token '%s' is not in the vocab", path, unk); return -1; }
     }
     for (int b = 0; b < 256; b++) {
         char s[8];
@@ -461,7 +454,7 @@ static int load_json(ae_tokenizer *t, const cJSON *root, const char *path, char 
     t->mcap = pow2_at_least((size_t)nm * 2 + 1);
     t->mkey = malloc(t->mcap * sizeof *t->mkey);
     t->mval = malloc(t->mcap * sizeof *t->mval);
-    if (!t->mkey || !t->mval) { seterr(err, "%s: out of memory", path); return -1; }
+    if (!t->mkey || !t->mval) { ax_seterr(err, "%s: out of memory", path); return -1; }
     memset(t->mkey, 0xFF, t->mcap * sizeof *t->mkey);
     sbuf cat = {0};
     int rank = 0, rc = 0;
@@ -471,7 +464,7 @@ static int load_json(ae_tokenizer *t, const cJSON *root, const char *path, char 
         if (cJSON_IsString(e)) {
             const char *sp = strchr(e->valuestring, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
-                seterr(err, "%s: merge %d '%s' is not two pieces separated by one space", path, rank, e->valuestring);
+                ax_seterr(err, "%s: merge %d '%s' is not two pieces separated by one space", path, rank, e->valuestring);
                 rc = -1; break;
             }
             a = e->valuestring; la = (size_t)(sp - a); b = sp + 1; lb = strlen(b);
@@ -480,15 +473,15 @@ static int load_json(ae_tokenizer *t, const cJSON *root, const char *path, char 
             a = e->child->valuestring; la = strlen(a);
             b = e->child->next->valuestring; lb = strlen(b);
         } else {
-            seterr(err, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
+            ax_seterr(err, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, rank);
             rc = -1; break;
         }
         int ia = vmap_find(t, a, la), ib = vmap_find(t, b, lb);
         cat.n = 0;
-        if (sb_add(&cat, a, la) || sb_add(&cat, b, lb)) { seterr(err, "%s: out of memory", path); rc = -1; break; }
+        if (sb_add(&cat, a, la) || sb_add(&cat, b, lb)) { ax_seterr(err, "%s: out of memory", path); rc = -1; break; }
         int inew = vmap_find(t, cat.p, cat.n);
         if (ia < 0 || ib < 0 || inew < 0) {
-            seterr(err, "%s: merge %d ('%.*s' + '%.*s') uses a piece that is not in the vocab", path, rank,
+            ax_seterr(err, "%s: merge %d ('%.*s' + '%.*s') uses a piece that is not in the vocab", path, rank,
                    (int)la, a, (int)lb, b);
             rc = -1; break;
         }
@@ -538,12 +531,12 @@ int ae_tokenizer_load(const char *path, ae_tokenizer **out, char *err) {
     if (!root) {
         long off = end ? (long)(end - data) : -1;
         if (!end) { const char *e = cJSON_GetErrorPtr(); off = e ? (long)(e - data) : -1; }
-        seterr(err, "%s: not valid JSON (near byte %ld)", path, off);
+        ax_seterr(err, "%s: not valid JSON (near byte %ld)", path, off);
         free(data);
         return -1;
     }
     ae_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) { cJSON_Delete(root); free(data); seterr(err, "%s: out of memory", path); return -1; }
+    if (!t) { cJSON_Delete(root); free(data); ax_seterr(err, "%s: out of memory", path); return -1; }
     int rc = load_json(t, root, path, err);
     cJSON_Delete(root);
     free(data);
@@ -654,18 +647,18 @@ static heap_ent heap_pop(heap_ent *h, size_t *n) {
 int ae_tokenize(const ae_tokenizer *t, const char *text, size_t len, int add_bos, int **ids,
                 size_t *n, char *err) {
     *ids = NULL; *n = 0;
-    if (add_bos && t->bos_id < 0) { seterr(err, "tokenizer has no BOS token"); return -1; }
+    if (add_bos && t->bos_id < 0) { ax_seterr(err, "tokenizer has no BOS token"); return -1; }
     /* the input must be UTF-8 (HF takes a Rust str) */
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         int l = utf8_next((const unsigned char *)text + i, len - i, &cp);
-        if (!l) { seterr(err, "text is not valid UTF-8 at byte offset %zu", i); return -1; }
+        if (!l) { ax_seterr(err, "text is not valid UTF-8 at byte offset %zu", i); return -1; }
         i += (size_t)l;
     }
     sbuf a = {0}, b = {0};
-    if (sb_add(&a, text, len)) { seterr(err, "out of memory"); return -1; }
+    if (sb_add(&a, text, len)) { ax_seterr(err, "out of memory"); return -1; }
     for (int k = 0; k < t->n_norm; k++) {
-        if (norm_apply(&t->norm[k], a.p, a.n, &b)) { free(a.p); free(b.p); seterr(err, "out of memory"); return -1; }
+        if (norm_apply(&t->norm[k], a.p, a.n, &b)) { free(a.p); free(b.p); ax_seterr(err, "out of memory"); return -1; }
         sbuf tmp = a; a = b; b = tmp;
     }
     free(b.p);
@@ -673,7 +666,7 @@ int ae_tokenize(const ae_tokenizer *t, const char *text, size_t len, int add_bos
     size_t sl = a.n;
     if (sl >= 0xFFFFFFFFu) {   /* heap entries carry 32-bit positions */
         free(a.p);
-        seterr(err, "text too long (%zu bytes after normalization; at most 4 GiB - 1)", sl);
+        ax_seterr(err, "text too long (%zu bytes after normalization; at most 4 GiB - 1)", sl);
         return -1;
     }
 
@@ -685,7 +678,7 @@ int ae_tokenize(const ae_tokenizer *t, const char *text, size_t len, int add_bos
     heap_ent *heap = NULL;
     size_t ns = 0, nres = 0;
     int rc = 0;
-    if (!sym || !prv || !nxt || !res) { seterr(err, "out of memory"); rc = -1; goto done; }
+    if (!sym || !prv || !nxt || !res) { ax_seterr(err, "out of memory"); rc = -1; goto done; }
     if (add_bos) res[nres++] = t->bos_id;
     if (sl == 0) goto done;
     if (t->ignore_merges) {
@@ -696,7 +689,7 @@ int ae_tokenize(const ae_tokenizer *t, const char *text, size_t len, int add_bos
     for (size_t i = 0; i < sl;) {
         uint32_t cp;
         int l = utf8_next((const unsigned char *)s + i, sl - i, &cp);
-        if (!l) { seterr(err, "normalized text is not valid UTF-8"); rc = -1; goto done; }
+        if (!l) { ax_seterr(err, "normalized text is not valid UTF-8"); rc = -1; goto done; }
         int id = vmap_find(t, s + i, (size_t)l);
         if (id >= 0) { sym[ns++] = id; prev_unk = 0; i += (size_t)l; continue; }
         if (t->byte_fallback) {
@@ -709,7 +702,7 @@ int ae_tokenize(const ae_tokenizer *t, const char *text, size_t len, int add_bos
             }
         }
         if (t->unk_id < 0) {
-            seterr(err, "character U+%04X at normalized byte %zu is not in the vocab and there is no unk_token", cp, i);
+            ax_seterr(err, "character U+%04X at normalized byte %zu is not in the vocab and there is no unk_token", cp, i);
             rc = -1; goto done;
         }
         if (!(t->fuse_unk && prev_unk)) sym[ns++] = t->unk_id;
@@ -719,7 +712,7 @@ int ae_tokenize(const ae_tokenizer *t, const char *text, size_t len, int add_bos
     for (size_t i = 0; i < ns; i++) { prv[i] = (int32_t)i - 1; nxt[i] = i + 1 < ns ? (int32_t)i + 1 : -1; }
     /* heap capacity: initial pairs (ns) + at most 2 pushes per merge (< ns merges) */
     heap = malloc((3 * ns + 1) * sizeof *heap);
-    if (!heap) { seterr(err, "out of memory"); rc = -1; goto done; }
+    if (!heap) { ax_seterr(err, "out of memory"); rc = -1; goto done; }
     size_t nh = 0;
     for (size_t i = 0; i + 1 < ns; i++) {
         const merge_val *m = mmap_find(t, sym[i], sym[i + 1]);

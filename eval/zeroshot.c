@@ -9,13 +9,6 @@
 #include "ax_util.h"
 #include "model.h"
 
-static void seterr(char *err, const char *fmt, ...) {
-    if (!err) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, AX_ERR_LEN, fmt, ap);
-    va_end(ap);
-}
 
 /* Prefix err with "what: ". */
 static void prefix_err(char *err, const char *fmt, ...) {
@@ -38,7 +31,7 @@ int ae_zs_score_rows(const float *rows, int n, int vocab, const int *cont, doubl
         const float *x = rows + (size_t)i * (size_t)vocab;
         int t = cont[i];
         if (t < 0 || t >= vocab) {
-            seterr(err, "continuation token %d (position %d) outside the vocabulary [0, %d)", t, i, vocab);
+            ax_seterr(err, "continuation token %d (position %d) outside the vocabulary [0, %d)", t, i, vocab);
             return -1;
         }
         /* log_softmax(x)[t] = x[t] - max - log Σ exp(x - max), accumulated in double */
@@ -49,7 +42,7 @@ int ae_zs_score_rows(const float *rows, int n, int vocab, const int *cont, doubl
         double s = 0.0;
         for (int v = 0; v < vocab; v++) s += (double)expf(x[v] - m);
         if (!isfinite(m) || !isfinite(s)) {
-            seterr(err, "non-finite logits at continuation position %d", i);
+            ax_seterr(err, "non-finite logits at continuation position %d", i);
             return -1;
         }
         sum_ll += ((double)x[t] - (double)m) - log(s);
@@ -104,7 +97,7 @@ int ae_zs_encode_pair(const ae_tokenizer *tok, const char *context, const char *
         size_t keep = lc;   /* n_spaces = len(context) - len(context.rstrip()) */
         while (keep > 0 && py_isspace((unsigned char)context[keep - 1])) keep--;
         char *joined = malloc(lc + lk + 1);
-        if (!joined) { seterr(err, "out of memory"); return -1; }
+        if (!joined) { ax_seterr(err, "out of memory"); return -1; }
         memcpy(joined, context, lc);
         memcpy(joined + lc, continuation, lk + 1);
         /* whole = enc(context + continuation) (the moved spaces sit between them either way) */
@@ -120,17 +113,17 @@ int ae_zs_encode_pair(const ae_tokenizer *tok, const char *context, const char *
         nw -= nc;
     }
     if (nw == 0) {
-        seterr(err, "continuation '%.60s' encodes to no tokens after the context", continuation);
+        ax_seterr(err, "continuation '%.60s' encodes to no tokens after the context", continuation);
         free(whole); free(ctx);
         return -1;
     }
     if (nc == 0) {   /* empty context: [prefix_token_id] as lm-eval does */
         free(ctx);
         ctx = malloc(sizeof *ctx);
-        if (!ctx) { free(whole); seterr(err, "out of memory"); return -1; }
+        if (!ctx) { free(whole); ax_seterr(err, "out of memory"); return -1; }
         ctx[0] = prefix_token(tok);
         nc = 1;
-        if (ctx[0] < 0) { free(ctx); free(whole); seterr(err, "empty context and the tokenizer has neither BOS nor EOS"); return -1; }
+        if (ctx[0] < 0) { free(ctx); free(whole); ax_seterr(err, "empty context and the tokenizer has neither BOS nor EOS"); return -1; }
     }
     out->ctx = ctx;   out->n_ctx = (int)nc;
     out->cont = whole; out->n_cont = (int)nw;
@@ -150,11 +143,11 @@ int ae_zs_encode_set(const ae_tokenizer *tok, const ad_zs_set *set, int add_bos,
                      ae_zs_encoded **out, char *err) {
     *out = NULL;
     ae_zs_encoded *e = calloc(1, sizeof *e);
-    if (!e) { seterr(err, "out of memory"); return -1; }
+    if (!e) { ax_seterr(err, "out of memory"); return -1; }
     e->set = set;
     e->req = calloc((size_t)(set->n_requests > 0 ? set->n_requests : 1), sizeof *e->req);
     e->first = calloc((size_t)set->n_docs + 1, sizeof *e->first);
-    if (!e->req || !e->first) { ae_zs_encoded_free(e); seterr(err, "out of memory"); return -1; }
+    if (!e->req || !e->first) { ae_zs_encoded_free(e); ax_seterr(err, "out of memory"); return -1; }
     long r = 0;
     for (int d = 0; d < set->n_docs; d++) {
         e->first[d] = (int)r;
@@ -223,7 +216,7 @@ int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result 
     double *x_ll = malloc((size_t)(set->n_docs + 1) * sizeof *x_ll);
     int rc = 0;
     if (!rows || !saved || !cached || !seq || !lls || !greedy || !x_acc || !x_norm || !x_ll) {
-        seterr(err, "out of memory (logits for %d positions of a %d-token vocabulary)", max_cont, V);
+        ax_seterr(err, "out of memory (logits for %d positions of a %d-token vocabulary)", max_cont, V);
         rc = -1;
         goto done;
     }
@@ -288,7 +281,7 @@ int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result 
         nd++;
     }
     if (!rc && nd == 0) {
-        seterr(err, "task %s: all %d documents have a continuation longer than the model's %d positions",
+        ax_seterr(err, "task %s: all %d documents have a continuation longer than the model's %d positions",
                tname, set->n_docs, maxlen);
         rc = -1;
     }
@@ -339,7 +332,7 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     *doc_out = NULL;
     double t_start = ax_now();
     char root[AX_PATH_LEN], tokpath[AX_PATH_LEN], name[1024];
-    if (o->n_tasks < 1 || o->n_modes < 1) { seterr(err, "no tasks or no modes given"); return -1; }
+    if (o->n_tasks < 1 || o->n_modes < 1) { ax_seterr(err, "no tasks or no modes given"); return -1; }
     if (o->data_root) snprintf(root, sizeof root, "%s", o->data_root);
     else if (ax_data_root(root, sizeof root, err)) return -1;
     /* validate names before any heavy work */
@@ -354,7 +347,7 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     ae_runner *runner = NULL;
     cJSON *doc = NULL;
     int rc = -1;
-    if (!modes || !tasks || !sets || !enc || !res) { seterr(err, "out of memory"); goto out; }
+    if (!modes || !tasks || !sets || !enc || !res) { ax_seterr(err, "out of memory"); goto out; }
     for (int i = 0; i < o->n_modes; i++)
         if (aq_mode_parse(o->modes[i], &modes[i], err)) { prefix_err(err, "--modes"); goto out; }
     for (int i = 0; i < o->n_tasks; i++) {
@@ -362,18 +355,18 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
             char list[256] = "";
             for (int k = 0; ad_zs_tasks[k].name; k++)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "", ad_zs_tasks[k].name);
-            seterr(err, "unknown task '%s' (known: %s)", o->tasks[i], list);
+            ax_seterr(err, "unknown task '%s' (known: %s)", o->tasks[i], list);
             goto out;
         }
         for (int k = 0; k < i; k++)
-            if (tasks[k] == tasks[i]) { seterr(err, "task '%s' given twice", o->tasks[i]); goto out; }
+            if (tasks[k] == tasks[i]) { ax_seterr(err, "task '%s' given twice", o->tasks[i]); goto out; }
     }
     if (o->tokenizer) snprintf(tokpath, sizeof tokpath, "%s", o->tokenizer);
     else snprintf(tokpath, sizeof tokpath, "%.4000s/tokenizer.json", o->model_dir);
     if (ae_model_load(o->model_dir, &m, err)) goto out;
     if (ae_tokenizer_load(tokpath, &tok, err)) goto out;
     if (ae_tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
-        seterr(err, "%s: %d tokens but the model %s has a vocabulary of %d", tokpath,
+        ax_seterr(err, "%s: %d tokens but the model %s has a vocabulary of %d", tokpath,
                ae_tokenizer_vocab_size(tok), o->model_dir, m->cfg.vocab_size);
         goto out;
     }

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void seterr(char *err, const char *fmt, ...) {
+void ax_seterr(char *err, const char *fmt, ...) {
     if (!err) return;
     va_list ap;
     va_start(ap, fmt);
@@ -36,7 +36,7 @@ int ax_data_root(char *buf, size_t len, char *err) {
     const char *env = getenv("APEX4_DATA");
     if (env && *env) {
         if (!is_dir(env)) {
-            seterr(err, "APEX4_DATA=%s is not a directory", env);
+            ax_seterr(err, "APEX4_DATA=%s is not a directory", env);
             return -1;
         }
         snprintf(buf, len, "%s", env);
@@ -60,7 +60,7 @@ int ax_data_root(char *buf, size_t len, char *err) {
             snprintf(buf, len, "%s", realpath(cand[i], real) ? real : cand[i]);
             return 0;
         }
-    seterr(err, "no data root found: set APEX4_DATA to a folder holding data/ and models/ "
+    ax_seterr(err, "no data root found: set APEX4_DATA to a folder holding data/ and models/ "
                 "(looked in ../shared, ../../shared and next to the apex4 checkout); README.md "
                 "'Data' says where to get the files");
     return -1;
@@ -71,7 +71,7 @@ int ax_data_file(const char *rel, const char *howto, char *buf, size_t len, char
     if (ax_data_root(root, sizeof root, err)) return -1;
     snprintf(buf, len, "%.3000s/%.1000s", root, rel);
     if (access(buf, R_OK) != 0) {
-        seterr(err, "%s: %s%s%s", buf, strerror(errno), howto ? "; " : "", howto ? howto : "");
+        ax_seterr(err, "%s: %s%s%s", buf, strerror(errno), howto ? "; " : "", howto ? howto : "");
         return -1;
     }
     return 0;
@@ -83,7 +83,7 @@ void ax_tmp_name(const char *path, char *tmp) {
 
 int ax_rename_into(const char *tmp, const char *path, char *err) {
     if (rename(tmp, path) != 0) {
-        seterr(err, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        ax_seterr(err, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
         unlink(tmp);
         return -1;
     }
@@ -93,7 +93,7 @@ int ax_rename_into(const char *tmp, const char *path, char *err) {
 FILE *ax_atomic_open(const char *path, char *tmp, char *err) {
     ax_tmp_name(path, tmp);
     FILE *f = fopen(tmp, "wb");
-    if (!f) seterr(err, "cannot create %s: %s", tmp, strerror(errno));
+    if (!f) ax_seterr(err, "cannot create %s: %s", tmp, strerror(errno));
     return f;
 }
 
@@ -102,7 +102,7 @@ int ax_atomic_commit(FILE *f, const char *tmp, const char *path, char *err) {
     if (!bad) bad = fsync(fileno(f)) != 0 && errno != EINVAL;
     if (fclose(f) != 0) bad = 1;
     if (bad) {
-        seterr(err, "cannot write %s: %s", tmp, strerror(errno));
+        ax_seterr(err, "cannot write %s: %s", tmp, strerror(errno));
         unlink(tmp);
         return -1;
     }
@@ -116,7 +116,7 @@ void ax_atomic_abort(FILE *f, const char *tmp) {
 
 int ax_write_json(const char *path, const cJSON *doc, char *err) {
     char *s = cJSON_Print(doc);
-    if (!s) { seterr(err, "%s: cannot serialise JSON (out of memory)", path); return -1; }
+    if (!s) { ax_seterr(err, "%s: cannot serialise JSON (out of memory)", path); return -1; }
     char tmp[AX_PATH_LEN];
     FILE *f = ax_atomic_open(path, tmp, err);
     if (!f) { free(s); return -1; }
@@ -209,7 +209,7 @@ static void sha256_final(sha256_ctx *c, uint8_t out[32]) {
 
 int ax_sha256_file(const char *path, char out[65], char *err) {
     FILE *f = fopen(path, "rb");
-    if (!f) { seterr(err, "%s: %s", path, strerror(errno)); return -1; }
+    if (!f) { ax_seterr(err, "%s: %s", path, strerror(errno)); return -1; }
     sha256_ctx c;
     sha256_init(&c);
     uint8_t buf[1 << 16];
@@ -217,7 +217,7 @@ int ax_sha256_file(const char *path, char out[65], char *err) {
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) sha256_update(&c, buf, n);
     int bad = ferror(f);
     fclose(f);
-    if (bad) { seterr(err, "%s: read error", path); return -1; }
+    if (bad) { ax_seterr(err, "%s: read error", path); return -1; }
     uint8_t d[32];
     sha256_final(&c, d);
     for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", d[i]);
@@ -279,22 +279,22 @@ void ax_progress_end(ax_progress *p, long done) {
 int ax_read_file(const char *path, char **data, size_t *len, char *err) {
     *data = NULL; *len = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) { seterr(err, "%s: %s", path, strerror(errno)); return -1; }
+    if (!f) { ax_seterr(err, "%s: %s", path, strerror(errno)); return -1; }
     size_t cap = 1 << 16, n = 0;
     char *b = malloc(cap);
-    if (!b) { fclose(f); seterr(err, "%s: out of memory", path); return -1; }
+    if (!b) { fclose(f); ax_seterr(err, "%s: out of memory", path); return -1; }
     size_t r;
     while ((r = fread(b + n, 1, cap - n - 1, f)) > 0) {
         n += r;
         if (cap - n - 1 == 0) {
             char *nb = realloc(b, cap * 2);
-            if (!nb) { free(b); fclose(f); seterr(err, "%s: out of memory", path); return -1; }
+            if (!nb) { free(b); fclose(f); ax_seterr(err, "%s: out of memory", path); return -1; }
             b = nb; cap *= 2;
         }
     }
     int bad = ferror(f);
     fclose(f);
-    if (bad) { free(b); seterr(err, "%s: read error", path); return -1; }
+    if (bad) { free(b); ax_seterr(err, "%s: read error", path); return -1; }
     b[n] = 0;
     *data = b; *len = n;
     return 0;

@@ -12,6 +12,11 @@
 #define APEX4_GIT_REV "unknown"
 #endif
 
+/* Write a printf-style message into err (AX_ERR_LEN bytes); no-op when err is NULL. The one error
+ * helper behind every library function's `char *err` (see quant/aq.h "Conventions"). */
+__attribute__((format(printf, 2, 3)))
+void ax_seterr(char *err, const char *fmt, ...);
+
 /* Data root: $APEX4_DATA if set, else the first of ../shared, ../../shared (relative to the current
  * directory) and <dir of the executable>/../../shared that holds data/ or models/. Writes the path to
  * buf and returns 0, or -1 when none is found (err says where it looked and how to set APEX4_DATA). */
