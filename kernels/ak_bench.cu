@@ -278,7 +278,13 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
     if (!Y) return -1;
     const int S = ak_gemm_splits(mode, M, N, K);
     void *ws = nullptr;
-    if (S > 1 && !(ws = P.get<uint8_t>((size_t)S * MN * 4, err, "split-K workspace"))) return -1;
+    if (S > 1) {
+        if (!(ws = P.get<uint8_t>(ak_ws_bytes(S, M, N), err, "split-K workspace"))) return -1;
+        if (cudaMemset(ws, 0, ak_ws_bytes(S, M, N)) != cudaSuccess) {
+            if (err) snprintf(err, AX_ERR_LEN, "ak_bench_gemm: cudaMemset split-K workspace failed");
+            return -1;
+        }
+    }
     const int smode = S == 1 ? AK_SPLIT_NONE
                              : (base.p[0].G == 1 && base.nparts == 1 ? AK_SPLIT_INT
                                 : (ak_split_mode(mode) == AK_SPLIT_INT && base.nparts == 1 ? AK_SPLIT_INT : AK_SPLIT_GROUP));

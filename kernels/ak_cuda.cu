@@ -225,6 +225,20 @@ int ak_split_mode(const aq_mode *m) {
 
 extern "C" int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {
     if (!m || M < 1 || N < 1 || K < 32 || !aq_mode_is_integer(m)) return 1;
+    if (M <= 16 && AK_GEMV) {   // gemv_kernel (ak_gemm.cu): warps of AK_GEMV_NCOLS columns
+        const long long warps = (N + AK_GEMV_NCOLS - 1) / AK_GEMV_NCOLS, want = 132LL * AK_GEMV_WARPS_PER_SM;
+        if (warps >= want) return 1;
+        int S = (int)((want + warps - 1) / warps);
+        const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
+        const int spans = ((K - o) * m->xbits / 8 + 63) / 64;
+        if (S > spans / AK_GEMV_MIN_SPANS) S = spans / AK_GEMV_MIN_SPANS;
+        if (ak_split_mode(m) == AK_SPLIT_GROUP) {
+            const int g = m->group ? m->group : K;
+            const int G = (K - o + g - 1) / g;
+            if (S > G) S = G;
+        }
+        return S < 1 ? 1 : S;
+    }
     // Same tile choice as launch_epi (ak_gemm.cu): split only the two smaller configurations.
     long long blocks;
     if (M <= 16) blocks = (long long)((N + AK_SMALL_BN - 1) / AK_SMALL_BN);
@@ -308,7 +322,10 @@ extern "C" int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path pa
     a.split_mode = k_splits > 1 ? (a.p[0].G == 1 && a.nparts == 1 ? AK_SPLIT_INT : ak_split_mode(&qx->mode))
                                 : AK_SPLIT_NONE;
     if (a.split_mode == AK_SPLIT_INT && a.nparts > 1) a.split_mode = AK_SPLIT_GROUP;
-    if (k_splits > 1) AK_CUDA_TRY(d.alloc(&a.ws, (size_t)k_splits * M * N * 4), "ak_gemm: cudaMalloc split-K workspace");
+    if (k_splits > 1) {
+        AK_CUDA_TRY(d.alloc(&a.ws, ak_ws_bytes(k_splits, M, N)), "ak_gemm: cudaMalloc split-K workspace");
+        AK_CUDA_TRY(cudaMemset(a.ws, 0, ak_ws_bytes(k_splits, M, N)), "ak_gemm: cudaMemset split-K workspace");
+    }
     if (ak_launch_gemm(a, path, 0, err)) goto fail;
     AK_CUDA_TRY(cudaDeviceSynchronize(), "ak_gemm: kernel");
     AK_CUDA_TRY(cudaMemcpy(y, a.Y, (size_t)M * N * 2, cudaMemcpyDeviceToHost), "ak_gemm: download Y");

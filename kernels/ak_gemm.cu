@@ -28,6 +28,7 @@
 #include "ak_internal.cuh"
 
 #include <cstdio>
+#include <type_traits>
 
 namespace {
 
@@ -423,27 +424,353 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
 // Combine split-K partials into Y, in the reference's order (aq_gemm): INT: P = sum of int32
 // partials (exact), then the single-group epilogue; GROUP: tot = a_0, tot = tot + a_s over the
 // non-empty splits s = 1.. (split s is empty when s*c >= G, except the last one with ATOM outliers).
-__global__ void combine_kernel(const ak_gemm_args a) {
+// One element (m, n) (flat index i = m N + n) of the split combine; CG: read the partials through
+// L2 (__ldcg), as the last block of gemv_kernel must (other blocks wrote them).
+template <bool CG>
+DEVI float combine_one(const ak_gemm_args &a, size_t i, int m, int n) {
     const size_t MN = (size_t)a.M * a.N;
     const int S = a.splits;
+    float y;
+    if (a.split_mode == AK_SPLIT_INT) {
+        const int *w = static_cast<const int *>(a.ws);
+        int P = 0;
+        for (int s = 0; s < S; s++) P += CG ? __ldcg(w + (size_t)s * MN + i) : w[(size_t)s * MN + i];
+        const float sig = __fmul_rn(__half2float(a.p[0].sa[m]), __half2float(a.p[0].sb[n]));
+        y = a.epi == AK_EPI_MIXED ? __fmul_rn(__int2float_rn(P), sig) : __fmaf_rn(__int2float_rn(P), sig, 0.0f);
+    } else {
+        const float *w = static_cast<const float *>(a.ws);
+        const int G = a.p[0].G, c = (G + S - 1) / S;
+        y = CG ? __ldcg(w + i) : w[i];
+        for (int s = 1; s < S; s++)
+            if (s * c < G || (s == S - 1 && a.nparts > 1))
+                y = __fadd_rn(y, CG ? __ldcg(w + (size_t)s * MN + i) : w[(size_t)s * MN + i]);
+    }
+    return y;
+}
+
+__global__ void combine_kernel(const ak_gemm_args a) {
+    const size_t MN = (size_t)a.M * a.N;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < MN; i += (size_t)gridDim.x * blockDim.x) {
         const int m = (int)(i / a.N), n = (int)(i % a.N);
-        float y;
-        if (a.split_mode == AK_SPLIT_INT) {
-            const int *w = static_cast<const int *>(a.ws);
-            int P = 0;
-            for (int s = 0; s < S; s++) P += w[(size_t)s * MN + i];
-            const float sig = __fmul_rn(__half2float(a.p[0].sa[m]), __half2float(a.p[0].sb[n]));
-            y = a.epi == AK_EPI_MIXED ? __fmul_rn(__int2float_rn(P), sig) : __fmaf_rn(__int2float_rn(P), sig, 0.0f);
-        } else {
-            const float *w = static_cast<const float *>(a.ws);
-            const int G = a.p[0].G, c = (G + S - 1) / S;
-            y = w[i];
-            for (int s = 1; s < S; s++)
-                if (s * c < G || (s == S - 1 && a.nparts > 1)) y = __fadd_rn(y, w[(size_t)s * MN + i]);
-        }
-        a.Y[i] = __float2half_rn(y);
+        a.Y[i] = __float2half_rn(combine_one<false>(a, i, m, n));
     }
+}
+
+// ---- M <= 16: GEMV-style kernel ---------------------------------------------------------------------
+// A warp owns AK_GEMV_NCOLS = 16 output columns (two octets n8) over its block's K range, walked in
+// spans of 4 consecutive 16-byte chunks (64 B per row). Lane (g = lane / 4, t = lane % 4) loads, per
+// span, chunk t of W rows n0 + g and n0 + 8 + g (16-byte ld.global.nc, L1 bypassed) and of X rows g
+// and g + 8 (16-byte __ldg, L1-cached: every warp of the SM reads the same X) straight into registers
+// (zero outside M, N and the K range); GV_U spans are loaded before any is used, so 16 loads of 16 B
+// per lane are in flight (a shared-memory cp.async ring per warp was tried: slower, kernels/NOTES.md). The 16 bytes of a lane are mma
+// fragments directly (the same K permutation for X and W, legal because a group's integer sum is
+// order free):
+//   4-bit, INT8 path: word w of the chunk -> lo = (w << 4) & 0xF0F0F0F0 (even nibbles, 16 q),
+//     hi = w & 0xF0F0F0F0 (odd nibbles): one m16n8k32.s8 per word (a0/a1 = lo of X rows g/g+8,
+//     a2/a3 = hi; b0 = lo, b1 = hi of W), acc = 256 p;
+//   4-bit, INT4 path: words (2h, 2h+1) are the k64 fragments of one m16n8k64.s4 (h = 0, 1);
+//   8-bit: words (2h, 2h+1) are the k32 fragments of one m16n8k32.s8.
+// The mma sums the span's 4 chunks (the 4 lanes of a quad); where a span holds chunks of several
+// groups (g < 128, or a group not aligned to the span) the span is run once per group with the X
+// fragments of the other chunks zeroed. Groups end in ascending K and run gemm_kernel's epilogue
+// (the next group's scales are loaded when a group ends). Split-K uses gemm_kernel's split rules
+// (AK_SPLIT_INT at span boundaries); the partials are combined in split order by the last block of
+// each column tile to finish (a counter per tile after the partials, ak_ws_bytes), with
+// combine_kernel's arithmetic: no second launch.
+constexpr int GV_WARPS = 4;                 // warps per block
+constexpr int GV_NO = AK_GEMV_NCOLS / 8;    // column octets per warp
+constexpr int GV_U = AK_GEMV_U;             // spans per batch of loads
+static_assert(GV_WARPS * AK_GEMV_NCOLS == AK_GEMV_BLOCK_COLS, "column tile of gemv_kernel");
+
+DEVI uint4 ldg_stream(const uint8_t *p) {
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+    return r;
+}
+DEVI void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+DEVI uint32_t u4w(const uint4 &v, int w) { return w == 0 ? v.x : (w == 1 ? v.y : (w == 2 ? v.z : v.w)); }
+
+template <int EPI, bool INT4>
+__global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const ak_gemm_args a) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int nw = (blockIdx.x * GV_WARPS + warp) * AK_GEMV_NCOLS;   // first column of this warp
+    const int M = a.M, N = a.N;
+    const bool live = nw < N;                // dead warps only join the barriers of the split combine
+    const int z = blockIdx.z, S = a.splits;
+    const bool isplit = a.split_mode == AK_SPLIT_INT;
+    const int nch0 = a.p[0].kb >> 4, nch1 = a.nparts > 1 ? a.p[1].kb >> 4 : 0;
+    int cs0 = 0, ce0 = nch0;
+    bool has1 = a.nparts > 1;
+    if (a.split_mode == AK_SPLIT_GROUP) {    // the contract's split, as gemm_kernel
+        const int G = a.p[0].G, c = (G + S - 1) / S;
+        const int j0 = min(z * c, G), j1 = min(j0 + c, G);
+        cs0 = min(j0 * a.p[0].gch, nch0);
+        ce0 = min(j1 * a.p[0].gch, nch0);
+        has1 = a.nparts > 1 && z == S - 1;
+    } else if (isplit) {                     // exact integer split, at span boundaries
+        const int T = (nch0 + 3) / 4, tps = (T + S - 1) / S;
+        const int t0 = min(z * tps, T), t1 = min(t0 + tps, T);
+        cs0 = t0 * 4;
+        ce0 = min(t1 * 4, nch0);
+        has1 = false;
+    }
+
+    int acc[GV_NO][4], accP[GV_NO][4];
+    float accf[GV_NO][4];
+#pragma unroll
+    for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) { acc[o][e] = 0; accP[o][e] = 0; accf[o][e] = 0.0f; }
+    // Scales of the current group (GROUP: sx, sw; MIXED: u), loaded when the previous group ends
+    // (two register sets loaded two groups ahead cost 25 registers and occupancy: slower).
+    float sx[2] = {0.0f, 0.0f}, sw[GV_NO][2];
+    int uu[GV_NO][2];
+#pragma unroll
+    for (int o = 0; o < GV_NO; o++) { sw[o][0] = sw[o][1] = 0.0f; uu[o][0] = uu[o][1] = 0; }
+    auto load_scales = [&](const ak_gpart &P, int j) {
+        if (j >= P.G) return;
+        if (EPI == AK_EPI_GROUP) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int r = g + h * 8;
+                sx[h] = r < M ? __half2float(P.sa[(size_t)r * P.G + j]) : 0.0f;
+            }
+#pragma unroll
+            for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int c = nw + o * 8 + 2 * t + h;
+                    sw[o][h] = c < N ? __half2float(P.sb[(size_t)c * P.G + j]) : 0.0f;
+                }
+        } else {
+#pragma unroll
+            for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int c = nw + o * 8 + 2 * t + h;
+                    uu[o][h] = c < N ? (int)P.u[(size_t)c * P.G + j] : 0;
+                }
+        }
+    };
+    // Epilogue of the current group (p = acc, 256 p on the widened path), as gemm_kernel's group_end.
+    auto group_end = [&](bool wide, bool b4) {
+#pragma unroll
+        for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int p = wide ? (acc[o][e] >> 8) : acc[o][e];
+                if (EPI == AK_EPI_GROUP && isplit) {
+                    accf[o][e] = __int_as_float(__float_as_int(accf[o][e]) + p);
+                } else if (EPI == AK_EPI_GROUP) {
+                    const float pf = b4 ? i2f_small(p) : __int2float_rn(p);
+                    accf[o][e] = __fmaf_rn(pf, __fmul_rn(sx[e >> 1], sw[o][e & 1]), accf[o][e]);
+                } else {
+                    accP[o][e] += uu[o][e & 1] * p;
+                }
+                acc[o][e] = 0;
+            }
+    };
+
+    auto run_part = [&](const ak_gpart &P, int cs, int ce, auto bits_c) {
+        constexpr int B = decltype(bits_c)::value;
+        constexpr bool WIDE = B == 4 && !INT4;
+        if (cs >= ce) return;
+        const int gch = P.gch, nch = P.kb >> 4;
+        int gj = cs / gch;
+        int gend = min((gj + 1) * gch, nch);
+        const bool scl = !(EPI == AK_EPI_GROUP && isplit);
+        if (scl) load_scales(P, gj);
+        const bool okx0 = g < M, okx1 = g + 8 < M;
+        const uint8_t *xr0 = P.A + (size_t)(okx0 ? g : 0) * P.lda;
+        const uint8_t *xr1 = P.A + (size_t)(okx1 ? g + 8 : 0) * P.lda;
+        const uint8_t *wr[GV_NO];
+        bool okw[GV_NO];
+#pragma unroll
+        for (int o = 0; o < GV_NO; o++) {
+            const int row = nw + o * 8 + g;
+            okw[o] = row < N;
+            wr[o] = P.B + (size_t)(okw[o] ? row : 0) * P.ldb;
+        }
+        const uint4 zero = make_uint4(0, 0, 0, 0);
+        for (int c0 = cs; c0 < ce; c0 += 4 * GV_U) {
+            if (scl && gch < 8 * GV_U) {
+                // The per-column scales (sw or u) of the next batch's groups, one DRAM round trip
+                // ahead: prefetched to L2 (no registers held); each is read by one lane only.
+                const int j0 = min((c0 + 4 * GV_U) / gch, P.G - 1);   // G <= 2048: 128 B lines hold 64 groups
+#pragma unroll
+                for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const int c = min(nw + o * 8 + 2 * t + h, N - 1);
+                        const void *p0 = EPI == AK_EPI_GROUP ? (const void *)(P.sb + (size_t)c * P.G + j0)
+                                                             : (const void *)(P.u + (size_t)c * P.G + j0);
+                        prefetch_l2(p0);
+                    }
+            }
+            uint4 xv[GV_U][2], wv[GV_U][GV_NO];
+#pragma unroll
+            for (int u = 0; u < GV_U; u++) {      // all loads of the batch first: GV_U * 4 in flight
+                const int c = c0 + 4 * u + t;
+                const bool in = c < ce;
+#pragma unroll
+                for (int o = 0; o < GV_NO; o++) wv[u][o] = in && okw[o] ? ldg_stream(wr[o] + (size_t)c * 16) : zero;
+                xv[u][0] = in && okx0 ? __ldg(reinterpret_cast<const uint4 *>(xr0 + (size_t)c * 16)) : zero;
+                xv[u][1] = in && okx1 ? __ldg(reinterpret_cast<const uint4 *>(xr1 + (size_t)c * 16)) : zero;
+            }
+#pragma unroll
+            for (int u = 0; u < GV_U; u++) {
+            const int cb = c0 + 4 * u;
+            if (cb >= ce) break;                  // uniform
+            const int cend = min(cb + 4, ce);
+            const uint4 xv0 = xv[u][0], xv1 = xv[u][1];
+            int lo = cb;
+            while (lo < cend) {                 // one pass per group in this span (uniform)
+                const int hi = min(gend, cend);
+                const bool act = (lo == cb && hi == cend) || (cb + t >= lo && cb + t < hi);
+                const uint4 x0 = act ? xv0 : zero, x1 = act ? xv1 : zero;
+                if (WIDE) {
+#pragma unroll
+                    for (int w = 0; w < 4; w++) {
+                        const uint32_t xa = u4w(x0, w), xb = u4w(x1, w);
+                        const uint32_t a0 = (xa << 4) & 0xF0F0F0F0u, a2 = xa & 0xF0F0F0F0u;
+                        const uint32_t a1 = (xb << 4) & 0xF0F0F0F0u, a3 = xb & 0xF0F0F0F0u;
+#pragma unroll
+                        for (int o = 0; o < GV_NO; o++) {
+                            const uint32_t wb = u4w(wv[u][o], w);
+                            mma_s8(acc[o], a0, a1, a2, a3, (wb << 4) & 0xF0F0F0F0u, wb & 0xF0F0F0F0u);
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const uint32_t a0 = u4w(x0, 2 * h), a1 = u4w(x1, 2 * h);
+                        const uint32_t a2 = u4w(x0, 2 * h + 1), a3 = u4w(x1, 2 * h + 1);
+#pragma unroll
+                        for (int o = 0; o < GV_NO; o++) {
+                            const uint32_t b0 = u4w(wv[u][o], 2 * h), b1 = u4w(wv[u][o], 2 * h + 1);
+                            if (B == 8) mma_s8(acc[o], a0, a1, a2, a3, b0, b1);
+                            else mma_s4(acc[o], a0, a1, a2, a3, b0, b1);
+                        }
+                    }
+                }
+                if (hi == gend) {                   // group gj ends here
+                    group_end(WIDE, B == 4);
+                    gj++;
+                    gend = min(gend + gch, nch);
+                    if (scl) load_scales(P, gj);
+                } else if (isplit && hi == ce) {    // end of this block's integer range
+                    group_end(WIDE, B == 4);
+                }
+                lo = hi;
+            }
+            }
+        }
+    };
+    if (live) {
+        if (a.p[0].bits == 4) run_part(a.p[0], cs0, ce0, std::integral_constant<int, 4>());
+        else run_part(a.p[0], cs0, ce0, std::integral_constant<int, 8>());
+        if (has1) {
+            if (a.p[1].bits == 8) run_part(a.p[1], 0, nch1, std::integral_constant<int, 8>());
+            else run_part(a.p[1], 0, nch1, std::integral_constant<int, 4>());
+        }
+    }
+
+    // Store: split partials (int32 P or fp32 acc, then the last block of the tile combines), else Y.
+    const ak_gpart &P0 = a.p[0];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = g + h * 8;
+        if (!live || r >= M) continue;
+        float sxm = 0.0f;
+        if (EPI == AK_EPI_MIXED && S == 1) sxm = __half2float(P0.sa[r]);
+#pragma unroll
+        for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const int c = nw + o * 8 + 2 * t + q;
+                if (c >= N) continue;
+                const int e = h * 2 + q;
+                if (S > 1) {
+                    const size_t i = ((size_t)z * M + r) * N + c;
+                    if (EPI == AK_EPI_MIXED) static_cast<int *>(a.ws)[i] = accP[o][e];
+                    else static_cast<float *>(a.ws)[i] = accf[o][e];   // int bits if isplit
+                } else {
+                    float v;
+                    if (EPI == AK_EPI_MIXED)
+                        v = __fmul_rn(__int2float_rn(accP[o][e]), __fmul_rn(sxm, __half2float(P0.sb[c])));
+                    else
+                        v = accf[o][e];
+                    a.Y[(size_t)r * N + c] = __float2half_rn(v);
+                }
+            }
+    }
+    if (S == 1) return;
+    __shared__ unsigned last;
+    unsigned *cnt = reinterpret_cast<unsigned *>(static_cast<uint8_t *>(a.ws) + (size_t)S * M * N * 4);
+    __threadfence();                         // this block's partials, visible before the count
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[blockIdx.x], 1u) == (unsigned)(S - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // combine_one's arithmetic, with the loops swapped (splits outer, this thread's PER elements
+    // inner) so that PER partial loads are in flight at a time; the split order per element is kept.
+    constexpr int PER = 16 * AK_GEMV_BLOCK_COLS / (GV_WARPS * 32);   // M <= 16
+    const int n0 = blockIdx.x * AK_GEMV_BLOCK_COLS, nc = min(AK_GEMV_BLOCK_COLS, N - n0), tot = M * nc;
+    const size_t MN = (size_t)M * N;
+    size_t off[PER];
+    int mm[PER], nn[PER];
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        const int i = min((int)threadIdx.x + k * GV_WARPS * 32, tot - 1);   // clamped: duplicates store the same
+        mm[k] = i / nc;
+        nn[k] = n0 + i % nc;
+        off[k] = (size_t)mm[k] * N + nn[k];
+    }
+    float y[PER];
+    if (a.split_mode == AK_SPLIT_INT) {
+        const int *w = static_cast<const int *>(a.ws);
+        int Pk[PER];
+#pragma unroll
+        for (int k = 0; k < PER; k++) Pk[k] = 0;
+        for (int s = 0; s < S; s++)
+#pragma unroll
+            for (int k = 0; k < PER; k++) Pk[k] += __ldcg(w + (size_t)s * MN + off[k]);
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            const float sig = __fmul_rn(__half2float(a.p[0].sa[mm[k]]), __half2float(a.p[0].sb[nn[k]]));
+            y[k] = a.epi == AK_EPI_MIXED ? __fmul_rn(__int2float_rn(Pk[k]), sig)
+                                         : __fmaf_rn(__int2float_rn(Pk[k]), sig, 0.0f);
+        }
+    } else {
+        const float *w = static_cast<const float *>(a.ws);
+        const int G = a.p[0].G, c = (G + S - 1) / S;
+#pragma unroll
+        for (int k = 0; k < PER; k++) y[k] = __ldcg(w + off[k]);
+        for (int s = 1; s < S; s++)
+            if (s * c < G || (s == S - 1 && a.nparts > 1))
+#pragma unroll
+                for (int k = 0; k < PER; k++) y[k] = __fadd_rn(y[k], __ldcg(w + (size_t)s * MN + off[k]));
+    }
+#pragma unroll
+    for (int k = 0; k < PER; k++)
+        if ((int)threadIdx.x + k * GV_WARPS * 32 < tot) a.Y[off[k]] = __float2half_rn(y[k]);
+    if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;   // ready for the next launch with this workspace
+}
+
+template <int EPI, bool INT4>
+int launch_gemv(const ak_gemm_args &a, cudaStream_t st, char *err) {
+    dim3 grid((a.N + AK_GEMV_BLOCK_COLS - 1) / AK_GEMV_BLOCK_COLS, 1, a.splits);
+    gemv_kernel<EPI, INT4><<<grid, GV_WARPS * 32, 0, st>>>(a);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: GEMV kernel launch failed: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
 }
 
 template <int BM, int BN, int BKB, int WM, int WN, int STAGES, int EPI, bool INT4>
@@ -476,6 +803,7 @@ int launch_cfg(const ak_gemm_args &a, cudaStream_t st, char *err) {
 template <int EPI, bool INT4>
 int launch_epi(const ak_gemm_args &a, cudaStream_t st, char *err) {
     const long long big_tiles = (long long)((a.M + 127) / 128) * ((a.N + 127) / 128);
+    if (a.M <= 16 && AK_GEMV) return launch_gemv<EPI, INT4>(a, st, err);
     if (a.M <= 16) return launch_cfg<16, AK_SMALL_BN, AK_SMALL_BKB, 1, 4, AK_SMALL_STAGES, EPI, INT4>(a, st, err);
     if (big_tiles < 264) return launch_cfg<64, 128, 128, 2, 4, 4, EPI, INT4>(a, st, err);
     return launch_cfg<128, 128, 128, 2, 4, 3, EPI, INT4>(a, st, err);

@@ -44,6 +44,32 @@ enum { AK_EPI_GROUP = 0, AK_EPI_MIXED = 1 };
 #define AK_SMALL_STAGES 3
 #endif
 
+// M <= 16 GEMV-style kernel (ak_gemm.cu gemv_kernel): AK_GEMV = 0 routes M <= 16 back to the
+// 16 x AK_SMALL_BN mma tile kernel. A warp owns AK_GEMV_NCOLS output columns; ak_gemm_splits splits K
+// until about AK_GEMV_WARPS_PER_SM warps per SM stream weights (best of 6, 12, 24 measured), with
+// at least AK_GEMV_MIN_SPANS 64-byte spans per row and split.
+#ifndef AK_GEMV
+#define AK_GEMV 1
+#endif
+#define AK_GEMV_NCOLS 16
+#ifndef AK_GEMV_U
+#define AK_GEMV_U 4     // 64-byte spans per batch of loads (16-byte loads in flight per lane: 4 U)
+#endif
+#define AK_GEMV_BLOCK_COLS 64   // columns of one gemv_kernel block (4 warps)
+
+// Bytes of the split-K workspace for (splits, M, N): the [splits, M, N] partials, then one counter
+// per AK_GEMV_BLOCK_COLS columns (gemv_kernel's split combine). Callers zero it once at allocation;
+// the combining block resets its counter, so the workspace can be reused by later launches.
+static inline size_t ak_ws_bytes(int S, int M, int N) {
+    return (size_t)S * M * N * 4 + (size_t)((N + AK_GEMV_BLOCK_COLS - 1) / AK_GEMV_BLOCK_COLS) * 4;
+}
+#ifndef AK_GEMV_WARPS_PER_SM
+#define AK_GEMV_WARPS_PER_SM 12
+#endif
+#ifndef AK_GEMV_MIN_SPANS
+#define AK_GEMV_MIN_SPANS 8
+#endif
+
 // Split-K (gridDim.z = splits):
 //  AK_SPLIT_INT   single-group GROUP modes (w4a4-pc, w8a8) and MIXED: the integer sum P is split
 //                 by k-tiles across blocks and the int32 partials are added (exact, order free), so
@@ -61,7 +87,8 @@ struct ak_gemm_args {
     __half *Y;             // [M, N] fp16
     int splits;            // >= 1
     int split_mode;        // AK_SPLIT_*
-    void *ws;              // splits > 1: [splits, M, N] int32 (INT) or fp32 (GROUP) partials
+    void *ws;              // splits > 1: [splits, M, N] int32 (INT) or fp32 (GROUP) partials, then
+                           // gemv_kernel's tile counters (ak_ws_bytes; zeroed at allocation)
 };
 
 // Split count and mode the kernels use for (mode, M, N, K) when the caller lets them choose

@@ -9,15 +9,23 @@
 // Fused variants: ATOM (gather through the channel permutation from a shared-memory copy of the
 // row, 4-bit main groups + INT8 per-token outliers, in one launch) and MIXED (per-token, g = K).
 //
-// One block per token (row). Thread tid owns chunks c = tid + i * NT (i < NCH) of 8 consecutive
-// (permuted) channels, loaded as one 16-byte vector (or gathered) and kept as raw fp16 bits. Group
-// absmax: chunks of one group sit in consecutive lanes, so a group of 8·2^k <= 256 channels is an
-// xor-shuffle reduction; larger groups (per-token) reduce per warp, then with a shared-memory
-// atomicMax on the float bits (non-negative floats order like their bit patterns). Codes: 8 nibbles
-// -> one 32-bit store (4-bit) or 8 bytes (8-bit), coalesced; the first chunk of a group stores s.
+// One block per token (row). Thread tid owns quads c = tid + i * NT (i < NQ) of 32 consecutive
+// (permuted) channels, loaded as four 16-byte vectors (or gathered) and kept as raw fp16 bits. Group
+// absmax (groups are multiples of 32 channels, so a quad never straddles two): the quads of a group
+// of 32·2^k <= 1024 channels sit in consecutive lanes (xor-shuffle reduction); larger groups
+// (per-token) reduce per warp, then with a shared-memory atomicMax on the float bits (non-negative
+// floats order like their bit patterns). The non-finite check is one compare on the packed max of
+// |bits| (|bits| >= 0x7c00 iff inf/NaN). Codes: 32 nibbles -> one 16-byte store (4-bit) or 32 bytes
+// -> two (8-bit); the first quad of a group stores s. Measurements: kernels/NOTES.md.
 #include "ak_internal.cuh"
 
 #include <cstdio>
+
+// Resident threads per SM the quantizer asks ptxas to fit (registers capped to match; at most 16
+// blocks, the smallest per-SM block limit of the targets, sm_86).
+#ifndef AK_QUANT_THREADS_PER_SM
+#define AK_QUANT_THREADS_PER_SM 1536
+#endif
 
 namespace {
 
@@ -33,36 +41,59 @@ DEVI int code_ref(float v, float s, int qmin, int qmax) {
 }
 
 // The same integer without a division or float->int conversion per value (both run on the
-// quarter-rate pipes and made the quantizer instruction-bound). For v and s fp16 values (s > 0)
-// and r ~ 1/s (a few ulp):
-//   k   = rne(v * r) via the 1.5*2^23 magic add (input pre-clamped to +-1024: only the clamp
-//         can see values that far out);
-//   rem = v - k*s with one fma: exact (k*s has <= 22 significant bits, and |rem| <= 1.5 s is a
-//         multiple of min(ulp(v), ulp(s)) with <= 13 significant bits);
-//   |rem| > s/2 moves k one step toward v/s; |rem| == s/2 is a tie, resolved to the even k.
-// This is rne(v/s) exactly. It equals rne(RN32(v/s)) (the contract's double rounding) because for
-// fp16 v, s a quotient that is not a tie stays at least 2^-13 away from k + 1/2, far more than
-// the half-ulp (<= 2^-20 below 2^4) that RN32 can move it. ak_selftest_rounding checks all
-// fp16 (v, s) pairs against code_ref on the device.
-// Branch-free core: returns the bits of 1.5*2^23 + q (q = the clamped code), whose low 8 bits are
-// q in two's complement (1.5*2^23 + q = 2^23 + 2^22 + q and 2^22 is a multiple of 256).
-DEVI int code_bits(float v, float s, float r, float qminf, float qmaxf) {
+// quarter-rate pipes and made the quantizer instruction-bound). For v and s fp16 values (s > 0),
+// r = RN(1/s) and h = s/2 (exact):
+//   kb  = M + rne(v * r), M = 1.5*2^23 (magic-number rounding; v*r pre-clamped to +-1024: only the
+//         clamp can see values that far out), k = kb - M (exact);
+//   rem = v - k*s with one fma: exact (k*s has <= 22 significant bits, and |rem| <= 0.51 s is a
+//         multiple of min(ulp(v), ulp(s)) with <= 13 significant bits), so v/s = k + rem/s exactly;
+//   not a tie (|rem| != h): M + rne(v/s) = RN(kb + rem*r) with one fma: rem*r is within
+//         1.5*2^-24 of rem/s and a non-tie quotient of fp16 values stays >= 2^-13 away from a
+//         half-integer, so the single rounding at ulp 1 (the fma result lies in [2^23, 2^24)) picks
+//         the integer nearest to v/s; this also equals rne(RN32(v/s)) (the contract's double
+//         rounding), since RN32 moves the quotient by at most 2^-20 below 2^4;
+//   a tie (|rem| == h): RN(kb +- 0.5) rounds half to even (M is even), as rne does.
+// The clamp to [qmin, qmax] is applied in the M + q domain (also covers the pre-clamped far-out
+// quotients, whose fma result lands beyond M + qmax or below M + qmin). ak_selftest_rounding
+// checks every fp16 (v, s) pair against code_ref on the device (tests/test_gpu.c).
+// Returns the bits of M + q, whose low 8 bits are q in two's complement (M = 2^23 + 2^22 and 2^22
+// is a multiple of 256).
+DEVI int code_bits(float v, float s, float r, float h, float lo, float hi) {
     float x = __fmul_rn(v, r);
     x = fminf(fmaxf(x, -1024.0f), 1024.0f);
-    const int kb = __float_as_int(__fadd_rn(x, 12582912.0f));       // 1.5*2^23 + rne(x)
-    float k = __fsub_rn(__int_as_float(kb), 12582912.0f);
-    const float rem = __fmaf_rn(-k, s, v), h = __fmul_rn(0.5f, s), ar = fabsf(rem);
-    const bool up = ar > h || (ar == h && (kb & 1));                   // tie: move off an odd k
-    k = up ? __fadd_rn(k, rem < 0.0f ? -1.0f : 1.0f) : k;
-    k = fminf(fmaxf(k, qminf), qmaxf);
-    return __float_as_int(__fadd_rn(k, 12582912.0f));
+    const float kb = __fadd_rn(x, 12582912.0f);                       // M + rne(x)
+    const float k = __fsub_rn(kb, 12582912.0f);
+    const float rem = __fmaf_rn(-k, s, v);
+    const float tie = __fadd_rn(kb, copysignf(0.5f, rem));
+    const float nt = __fmaf_rn(rem, r, kb);
+    float q = fabsf(rem) == h ? tie : nt;
+    q = fminf(fmaxf(q, lo), hi);
+    return __float_as_int(q);
 }
 DEVI int code_fast(float v, float s, float r, int qmin, int qmax) {
-    return code_bits(v, s, r, (float)qmin, (float)qmax) - 0x4B400000;
+    return code_bits(v, s, r, __fmul_rn(0.5f, s), __fadd_rn(12582912.0f, (float)qmin),
+                     __fadd_rn(12582912.0f, (float)qmax)) - 0x4B400000;
 }
 
-template <int NT, int NCH, bool PERM>
-__global__ void __launch_bounds__(NT) quant_kernel(const ak_quant_args a) {
+// 8 codes (bits of M + q, q in the low byte) -> one 32-bit word of nibbles, even index low.
+DEVI uint32_t pack4(const int *q) {
+    const uint32_t w0 = __byte_perm(__byte_perm(q[0], q[1], 0x0040), __byte_perm(q[2], q[3], 0x0040), 0x5410);
+    const uint32_t w1 = __byte_perm(__byte_perm(q[4], q[5], 0x0040), __byte_perm(q[6], q[7], 0x0040), 0x5410);
+    // byte 0 = q0 | q1 << 4, byte 2 = q2 | q3 << 4 (bitwise select of w and w >> 4)
+    const uint32_t u0 = (w0 & 0x0F0F0F0Fu) | ((w0 >> 4) & 0xF0F0F0F0u);
+    const uint32_t u1 = (w1 & 0x0F0F0F0Fu) | ((w1 >> 4) & 0xF0F0F0F0u);
+    return __byte_perm(u0, u1, 0x6420);
+}
+// 4 codes -> 4 int8 bytes.
+DEVI uint32_t pack8(const int *q) {
+    return __byte_perm(__byte_perm(q[0], q[1], 0x0040), __byte_perm(q[2], q[3], 0x0040), 0x5410);
+}
+
+// One block per token (row); thread tid owns quads c = tid + i * NT (i < NQ) of 32 consecutive
+// (permuted) channels (four 16-byte loads in flight per quad). Group sizes are multiples of 32, so a
+// quad lies in one group and a group's quads sit in consecutive lanes.
+template <int NT, int NQ, bool PERM>
+__global__ void __launch_bounds__(NT, AK_QUANT_THREADS_PER_SM / NT < 16 ? AK_QUANT_THREADS_PER_SM / NT : 16) quant_kernel(const ak_quant_args a) {
     extern __shared__ __align__(16) uint8_t qsm[];
     const int m = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
     const int K = a.K;
@@ -74,119 +105,141 @@ __global__ void __launch_bounds__(NT) quant_kernel(const ak_quant_args a) {
         for (int c = tid; c < K / 8; c += NT) {
             uint4 v = *reinterpret_cast<const uint4 *>(xrow + c * 8);
             *reinterpret_cast<uint4 *>(xs + c * 8) = v;
-            const unsigned short *h = reinterpret_cast<const unsigned short *>(&v);
-#pragma unroll
-            for (int e = 0; e < 8; e++)
-                if ((h[e] & 0x7c00u) == 0x7c00u) atomicMin(a.bad, (unsigned long long)m * K + c * 8 + e);
+            const uint32_t mx = __vmaxu2(__vmaxu2(v.x & 0x7fff7fffu, v.y & 0x7fff7fffu),
+                                         __vmaxu2(v.z & 0x7fff7fffu, v.w & 0x7fff7fffu));
+            if (__vcmpgeu2(mx, 0x7c007c00u)) {   // rare: name the first non-finite index
+                const unsigned short *h = reinterpret_cast<const unsigned short *>(&v);
+                for (int e = 0; e < 8; e++)
+                    if ((h[e] & 0x7c00u) == 0x7c00u) atomicMin(a.bad, (unsigned long long)m * K + c * 8 + e);
+            }
         }
         __syncthreads();
     }
 
     for (int part = 0; part < a.nparts; part++) {
         const ak_qpart &P = part ? a.p[1] : a.p[0];
-        const int nchunks = P.cols / 8, gch = P.g / 8;
+        const int nq = P.cols / 32, gq = P.g >= P.cols ? nq : P.g / 32;   // quads per row / per group
         const int qmax = (1 << (P.bits - 1)) - 1, qmin = -(1 << (P.bits - 1));
-        uint4 raw[NCH];          // 8 fp16 values per chunk, as loaded (4 registers)
-        float am[NCH];
+        uint4 raw[NQ][4];        // 32 fp16 values per quad, as loaded
+        float am[NQ];
 #pragma unroll
-        for (int i = 0; i < NCH; i++) {
+        for (int i = 0; i < NQ; i++) {
             const int c = tid + i * NT;
-            raw[i] = make_uint4(0, 0, 0, 0);
-            if (c < nchunks) {
-                unsigned short *h = reinterpret_cast<unsigned short *>(&raw[i]);
-                if (PERM) {
 #pragma unroll
-                    for (int e = 0; e < 8; e++) h[e] = xs[a.perm[P.col0 + c * 8 + e]];
+            for (int j = 0; j < 4; j++) raw[i][j] = make_uint4(0, 0, 0, 0);
+            if (c < nq) {
+                if (PERM) {
+                    // col0 and c * 32 are multiples of 32: the 32 indices are eight 16-byte loads
+                    const int4 *pi = reinterpret_cast<const int4 *>(a.perm + P.col0 + c * 32);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        const int4 i0 = __ldg(pi + 2 * j), i1 = __ldg(pi + 2 * j + 1);
+                        raw[i][j] = make_uint4(xs[i0.x] | (uint32_t)xs[i0.y] << 16, xs[i0.z] | (uint32_t)xs[i0.w] << 16,
+                                               xs[i1.x] | (uint32_t)xs[i1.y] << 16, xs[i1.z] | (uint32_t)xs[i1.w] << 16);
+                    }
                 } else {
-                    raw[i] = *reinterpret_cast<const uint4 *>(xrow + P.col0 + c * 8);
+                    const uint4 *src = reinterpret_cast<const uint4 *>(xrow + P.col0 + c * 32);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) raw[i][j] = src[j];
                 }
             }
         }
 #pragma unroll
-        for (int i = 0; i < NCH; i++) {
+        for (int i = 0; i < NQ; i++) {
             const int c = tid + i * NT;
-            const uint32_t w[4] = {raw[i].x, raw[i].y, raw[i].z, raw[i].w};
-            // non-finite check, two halves per op (exponent all ones); rare slow path names the index
-            uint32_t nf = 0, mx = 0;
+            // |v| of a finite fp16 orders like its bits, and v is non-finite iff |bits| >= 0x7c00
+            uint32_t mx = 0;
 #pragma unroll
-            for (int q = 0; q < 4; q++) {
-                nf |= __vcmpeq2(w[q] & 0x7c007c00u, 0x7c007c00u);
-                mx = __vmaxu2(mx, w[q] & 0x7fff7fffu);   // |v| of finite fp16 orders like its bits
+            for (int j = 0; j < 4; j++) {
+                mx = __vmaxu2(mx, raw[i][j].x & 0x7fff7fffu);
+                mx = __vmaxu2(mx, raw[i][j].y & 0x7fff7fffu);
+                mx = __vmaxu2(mx, raw[i][j].z & 0x7fff7fffu);
+                mx = __vmaxu2(mx, raw[i][j].w & 0x7fff7fffu);
             }
-            if (!PERM && nf && c < nchunks) {
-                const unsigned short *h = reinterpret_cast<const unsigned short *>(&raw[i]);
-                for (int e = 0; e < 8; e++)
-                    if ((h[e] & 0x7c00u) == 0x7c00u) atomicMin(a.bad, (unsigned long long)m * K + P.col0 + c * 8 + e);
+            uint32_t m16 = (mx >> 16) > (mx & 0xffffu) ? (mx >> 16) : (mx & 0xffffu);
+            if (m16 >= 0x7c00u) {            // rare slow path: name the first non-finite index
+                if (!PERM && c < nq) {
+                    for (int j = 0; j < 4; j++) {
+                        const unsigned short *h = reinterpret_cast<const unsigned short *>(&raw[i][j]);
+                        for (int e = 0; e < 8; e++)
+                            if ((h[e] & 0x7c00u) == 0x7c00u)
+                                atomicMin(a.bad, (unsigned long long)m * K + P.col0 + c * 32 + j * 8 + e);
+                    }
+                }
+                m16 = 0;                     // the call fails; keep the arithmetic below finite
             }
-            const uint32_t m16 = (mx >> 16) > (mx & 0xffffu) ? (mx >> 16) : (mx & 0xffffu);
             am[i] = h2f_bits((unsigned short)m16);
         }
         // Group absmax.
-        if (gch <= 32 && (gch & (gch - 1)) == 0) {
-            for (int off = 1; off < gch; off <<= 1)
+        if (gq <= 32 && (gq & (gq - 1)) == 0) {
+            for (int off = 1; off < gq; off <<= 1)
 #pragma unroll
-                for (int i = 0; i < NCH; i++) am[i] = fmaxf(am[i], __shfl_xor_sync(0xffffffffu, am[i], off));
+                for (int i = 0; i < NQ; i++) am[i] = fmaxf(am[i], __shfl_xor_sync(0xffffffffu, am[i], off));
         } else {
             for (int j = tid; j < P.G; j += NT) gmax[j] = 0u;
             __syncthreads();
-            const bool whole_warp = gch % 32 == 0;
+            const bool whole_warp = gq % 32 == 0;
 #pragma unroll
-            for (int i = 0; i < NCH; i++) {
+            for (int i = 0; i < NQ; i++) {
                 const int c = tid + i * NT;
                 float r = am[i];
                 if (whole_warp) {
 #pragma unroll
                     for (int off = 1; off < 32; off <<= 1) r = fmaxf(r, __shfl_xor_sync(0xffffffffu, r, off));
-                    if (lane == 0 && c < nchunks) atomicMax(&gmax[c / gch], __float_as_uint(r));
-                } else if (c < nchunks) {
-                    atomicMax(&gmax[c / gch], __float_as_uint(r));
+                    if (lane == 0 && c < nq) atomicMax(&gmax[c / gq], __float_as_uint(r));
+                } else if (c < nq) {
+                    atomicMax(&gmax[c / gq], __float_as_uint(r));
                 }
             }
             __syncthreads();
 #pragma unroll
-            for (int i = 0; i < NCH; i++) {
+            for (int i = 0; i < NQ; i++) {
                 const int c = tid + i * NT;
-                if (c < nchunks) am[i] = __uint_as_float(gmax[c / gch]);
+                if (c < nq) am[i] = __uint_as_float(gmax[c / gq]);
             }
         }
         // Scales and codes.
 #pragma unroll
-        for (int i = 0; i < NCH; i++) {
+        for (int i = 0; i < NQ; i++) {
             const int c = tid + i * NT;
-            if (c >= nchunks) continue;
+            if (c >= nq) continue;
             const float t = P.alpha == 1.0f ? am[i] : __fmul_rn(am[i], P.alpha);
             const float s32 = __fdiv_rn(t, (float)qmax);
             const __half s = __float2half_rn(s32 < 65504.0f ? s32 : 65504.0f);
             const float sf = __half2float(s);
-            const float rs = sf == 0.0f ? 0.0f : __frcp_rn(sf);
-            const __half2 *h2 = reinterpret_cast<const __half2 *>(&raw[i]);
-            int q[8];                                   // bits with the code in the low 8 bits
+            uint8_t *dst = P.codes + (size_t)m * P.rb;
             if (sf == 0.0f) {
-#pragma unroll
-                for (int e = 0; e < 8; e++) q[e] = 0;
+                if (P.bits == 4) *reinterpret_cast<uint4 *>(dst + c * 16) = make_uint4(0, 0, 0, 0);
+                else {
+                    *reinterpret_cast<uint4 *>(dst + c * 32) = make_uint4(0, 0, 0, 0);
+                    *reinterpret_cast<uint4 *>(dst + c * 32 + 16) = make_uint4(0, 0, 0, 0);
+                }
             } else {
-                const float qminf = (float)qmin, qmaxf = (float)qmax;
+                const float rs = __frcp_rn(sf), hs = __fmul_rn(0.5f, sf);
+                const float lo = __fadd_rn(12582912.0f, (float)qmin), hi = __fadd_rn(12582912.0f, (float)qmax);
+                uint32_t out[8];
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float2 f = __half22float2(h2[e]);
-                    q[2 * e] = code_bits(f.x, sf, rs, qminf, qmaxf);
-                    q[2 * e + 1] = code_bits(f.y, sf, rs, qminf, qmaxf);
+                for (int j = 0; j < 4; j++) {
+                    const __half2 *h2 = reinterpret_cast<const __half2 *>(&raw[i][j]);
+                    int q[8];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const float2 f = __half22float2(h2[e]);
+                        q[2 * e] = code_bits(f.x, sf, rs, hs, lo, hi);
+                        q[2 * e + 1] = code_bits(f.y, sf, rs, hs, lo, hi);
+                    }
+                    if (P.bits == 4) out[j] = pack4(q);
+                    else { out[2 * j] = pack8(q); out[2 * j + 1] = pack8(q + 4); }
+                }
+                if (P.bits == 4) *reinterpret_cast<uint4 *>(dst + c * 16) = make_uint4(out[0], out[1], out[2], out[3]);
+                else {
+                    *reinterpret_cast<uint4 *>(dst + c * 32) = make_uint4(out[0], out[1], out[2], out[3]);
+                    *reinterpret_cast<uint4 *>(dst + c * 32 + 16) = make_uint4(out[4], out[5], out[6], out[7]);
                 }
             }
-            uint8_t *dst = P.codes + (size_t)m * P.rb;
-            if (P.bits == 4) {
-                uint32_t w = 0;
-#pragma unroll
-                for (int e = 0; e < 8; e++) w |= (uint32_t)(q[e] & 0xF) << (4 * e);
-                *reinterpret_cast<uint32_t *>(dst + c * 4) = w;
-            } else {
-                const uint32_t w0 = __byte_perm(__byte_perm(q[0], q[1], 0x0040), __byte_perm(q[2], q[3], 0x0040), 0x5410);
-                const uint32_t w1 = __byte_perm(__byte_perm(q[4], q[5], 0x0040), __byte_perm(q[6], q[7], 0x0040), 0x5410);
-                *reinterpret_cast<uint2 *>(dst + c * 8) = make_uint2(w0, w1);
-            }
-            if (c % gch == 0) P.scales[(size_t)m * P.G + c / gch] = s;
+            if (c % gq == 0) P.scales[(size_t)m * P.G + c / gq] = s;
         }
-        __syncthreads();   // gmax is reused by the next part
+        if (part + 1 < a.nparts) __syncthreads();   // gmax is reused by the next part
     }
 }
 
@@ -208,14 +261,15 @@ int launch_q(const ak_quant_args &a, cudaStream_t st, char *err) {
     return 0;
 }
 
-// One thread per 8-channel chunk up to 1024 chunks (K <= 8192), then 2 or 4 chunks per thread.
+// One thread per 32-channel quad (K <= 32768: at most 1024 quads per row).
 template <bool PERM>
-int launch_perm(const ak_quant_args &a, int nch, cudaStream_t st, char *err) {
-    if (nch <= 256) return launch_q<256, 1, PERM>(a, st, err);
-    if (nch <= 512) return launch_q<512, 1, PERM>(a, st, err);
-    if (nch <= 1024) return launch_q<1024, 1, PERM>(a, st, err);
-    if (nch <= 2048) return launch_q<1024, 2, PERM>(a, st, err);
-    return launch_q<1024, 4, PERM>(a, st, err);
+int launch_perm(const ak_quant_args &a, int nq, cudaStream_t st, char *err) {
+    if (nq <= 32) return launch_q<32, 1, PERM>(a, st, err);
+    if (nq <= 64) return launch_q<64, 1, PERM>(a, st, err);
+    if (nq <= 128) return launch_q<128, 1, PERM>(a, st, err);
+    if (nq <= 256) return launch_q<256, 1, PERM>(a, st, err);
+    if (nq <= 512) return launch_q<512, 1, PERM>(a, st, err);
+    return launch_q<1024, 1, PERM>(a, st, err);
 }
 
 // Exhaustive check of code_fast against code_ref: all positive finite fp16 s (0x0001..0x7bff) x
@@ -267,11 +321,13 @@ done:
 }
 
 int ak_launch_quant(const ak_quant_args &a, cudaStream_t st, char *err) {
-    int nch = a.p[0].cols / 8;
-    if (a.nparts > 1 && a.p[1].cols / 8 > nch) nch = a.p[1].cols / 8;
-    if (nch > 4096 || a.M < 1) {
+    int nq = a.p[0].cols / 32;
+    if (a.nparts > 1 && a.p[1].cols / 32 > nq) nq = a.p[1].cols / 32;
+    for (int i = 0; i < a.nparts; i++)
+        if (a.p[i].cols % 32 || (a.p[i].g % 32 && a.p[i].g < a.p[i].cols)) nq = 0x7fffffff;
+    if (nq > 1024 || a.M < 1) {
         if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: shape M = %d, K = %d outside the kernel's range", a.M, a.K);
         return -1;
     }
-    return a.perm ? launch_perm<true>(a, nch, st, err) : launch_perm<false>(a, nch, st, err);
+    return a.perm ? launch_perm<true>(a, nq, st, err) : launch_perm<false>(a, nq, st, err);
 }
