@@ -17,29 +17,10 @@
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static int data_root(char *buf, size_t len) {
-    char err[AX_ERR_LEN];
-    return ax_data_root(buf, len, err);
-}
-
 /* A random-weight checkpoint (ae_make_model) with shapes chosen for the test: K multiples of 128
  * (every group size applies, and dim 256 > 128 Atom outliers), GQA 4 heads over 2 KV heads. */
 static void make_model(char *dir, size_t len, int dim, int hidden, int layers, int vocab) {
-    cr_assert_eq(tu_mkdtemp(dir, len), 0);
-    char cfg[512], out[600];
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    FILE *f = fopen(cfg, "w");
-    cr_assert_not_null(f);
-    fprintf(f, "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":%d,"
-               "\"intermediate_size\":%d,\"num_hidden_layers\":%d,\"num_attention_heads\":4,"
-               "\"num_key_value_heads\":2,\"vocab_size\":%d,\"max_position_embeddings\":128,"
-               "\"rms_norm_eps\":1e-05,\"rope_theta\":10000.0,\"tie_word_embeddings\":false,"
-               "\"torch_dtype\":\"float16\",\"bos_token_id\":1,\"eos_token_id\":2}\n",
-            dim, hidden, layers, vocab);
-    fclose(f);
-    snprintf(out, sizeof out, "%s/m", dir);
-    char err[AX_ERR_LEN] = "";
-    cr_assert_eq(ae_make_model(cfg, 1234, out, 1, err), 0, "make_model: %s", err);
+    tu_make_model(dir, len, dim, hidden, layers, vocab, 0, 1234);
     snprintf(dir + strlen(dir), len - strlen(dir), "/m");
 }
 
@@ -236,7 +217,7 @@ static float *run_logits(ae_runner *r, const int *tok, int T) {
  * out exactly: 256 new tokens after BOS, decoded. The expected text is read from REFERENCE.md. */
 Test(forward, generate_stories260k_matches_published_reference) {
     char root[AX_PATH_LEN], dir[AX_PATH_LEN + 64], ref[AX_PATH_LEN + 128];
-    if (data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
+    if (tu_data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
     snprintf(dir, sizeof dir, "%.4000s/models/stories260K", root);
     snprintf(ref, sizeof ref, "%.4100s/REFERENCE.md", dir);
     char *md = NULL, err[AX_ERR_LEN] = "";
@@ -273,7 +254,7 @@ Test(forward, generate_stories260k_matches_published_reference) {
 /* stories260K (trained, fp32) logits vs the float64 reference: fp32 rounding only. */
 Test(forward, stories260k_logits_match_float64_reference) {
     char root[AX_PATH_LEN], dir[AX_PATH_LEN + 64];
-    if (data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
+    if (tu_data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
     snprintf(dir, sizeof dir, "%.4000s/models/stories260K", root);
     ae_model *m = load(dir);
     int T = 40, tok[40];
@@ -484,7 +465,7 @@ Test(forward, errors_are_reported_not_crashed) {
 /* `apex4 generate` on stories260K prints the reference text (plus a final newline). */
 Test(forward, cli_generate_prints_reference) {
     char root[AX_PATH_LEN];
-    if (data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
+    if (tu_data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
     const char *bin = getenv("APEX4_BIN");
     if (!bin) cr_skip_test("skipped: APEX4_BIN not set (run through make test)");
     char cmd[AX_PATH_LEN * 2], ref[AX_PATH_LEN + 64], err[AX_ERR_LEN];
@@ -552,7 +533,7 @@ Test(forward, exp_shifted_accuracy_and_vector_scalar_identity) {
  * wrote (same path, same sums), and says which split it used. */
 Test(forward, calib_obtain_caches_and_reloads) {
     char root[AX_PATH_LEN], dir[AX_PATH_LEN + 64], tp[AX_PATH_LEN + 128];
-    if (data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
+    if (tu_data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
     snprintf(dir, sizeof dir, "%.4000s/models/stories260K", root);
     snprintf(tp, sizeof tp, "%.4100s/tokenizer.json", dir);
     ae_model *m = load(dir);

@@ -17,27 +17,8 @@
 #include "tokenizer.h"
 #include "wikitext.h"
 
-static int data_root(char *buf, size_t len) {
-    char err[AX_ERR_LEN];
-    return ax_data_root(buf, len, err);
-}
-
 static void make_model(char *dir, size_t len, int dim, int hidden, int layers, int vocab) {
-    cr_assert_eq(tu_mkdtemp(dir, len), 0);
-    char cfg[512], out[600];
-    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
-    FILE *f = fopen(cfg, "w");
-    cr_assert_not_null(f);
-    fprintf(f, "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_size\":%d,"
-               "\"intermediate_size\":%d,\"num_hidden_layers\":%d,\"num_attention_heads\":4,"
-               "\"num_key_value_heads\":2,\"vocab_size\":%d,\"max_position_embeddings\":128,"
-               "\"rms_norm_eps\":1e-05,\"rope_theta\":10000.0,\"tie_word_embeddings\":true,"
-               "\"torch_dtype\":\"float16\",\"bos_token_id\":1,\"eos_token_id\":2}\n",
-            dim, hidden, layers, vocab);
-    fclose(f);
-    snprintf(out, sizeof out, "%s/m", dir);
-    char err[AX_ERR_LEN] = "";
-    cr_assert_eq(ae_make_model(cfg, 99, out, 1, err), 0, "make_model: %s", err);
+    tu_make_model(dir, len, dim, hidden, layers, vocab, 1, 99);
 }
 
 static void rm_tree(const char *dir) {
@@ -284,7 +265,7 @@ Test(ppl, wikitext_join_by_hand) {
  * (MANIFEST.md, computed with HF tokenizers and SentencePiece): the joining is the HF one. */
 Test(ppl, wikitext_test_split_matches_manifest) {
     char root[AX_PATH_LEN];
-    if (data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
+    if (tu_data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
     ad_text t;
     char err[AX_ERR_LEN] = "";
     cr_assert_eq(ad_wikitext_load("test", &t, err), 0, "%s", err);
@@ -344,7 +325,7 @@ Test(ppl, cli_missing_dataset_names_path_and_source) {
 /* stories260K through the CLI: seqlen capped to 512 with a notice, two windows, JSON fields. */
 Test(ppl, cli_stories260k_two_windows_json) {
     char root[AX_PATH_LEN];
-    if (data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
+    if (tu_data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
     const char *bin = getenv("APEX4_BIN");
     if (!bin) cr_skip_test("skipped: APEX4_BIN not set (run through make test)");
     char tmp[64], cmd[AX_PATH_LEN * 2], out[16384], json[128];
