@@ -299,3 +299,173 @@ int ax_read_file(const char *path, char **data, size_t *len, char *err) {
     *data = b; *len = n;
     return 0;
 }
+
+/* ---- strict input parsing ---------------------------------------------------------------------- */
+
+#include <ctype.h>
+#include <limits.h>
+#include <math.h>
+
+/* Walk the raw text once, checking what cJSON accepts but Python/safetensors do not: NUL bytes and
+ * \u0000 escapes inside strings. Returns the offending offset or -1. */
+static long json_scan_nul(const char *t, size_t len, const char **why) {
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)t[i];
+        if (c == 0) { *why = "NUL byte"; return (long)i; }
+        if (!in_str) { if (c == '"') in_str = 1; continue; }
+        if (c == '"') { in_str = 0; continue; }
+        if (c == '\\' && i + 1 < len) {
+            if (t[i + 1] == 'u' && i + 5 < len && t[i + 2] == '0' && t[i + 3] == '0' &&
+                t[i + 4] == '0' && t[i + 5] == '0') { *why = "\\u0000 escape inside a string"; return (long)i; }
+            i++;   /* skip the escaped character (handles \" and \\) */
+        }
+    }
+    return -1;
+}
+
+static int json_check_tree(const cJSON *node, int depth, const char *parent, const char *what, char *err) {
+    if (depth > 256) { ax_seterr(err, "%s: JSON nested deeper than 256 levels", what); return -1; }
+    if (cJSON_IsObject(node)) {
+        for (const cJSON *a = node->child; a; a = a->next) {
+            for (const cJSON *b = a->next; b; b = b->next)
+                if (a->string && b->string && !strcmp(a->string, b->string)) {
+                    ax_seterr(err, "%s: duplicate key \"%.200s\" (in %s)", what, a->string,
+                              parent ? parent : "the top-level object");
+                    return -1;
+                }
+        }
+    }
+    for (const cJSON *c = node->child; c; c = c->next) {
+        char where[256];
+        if (c->string) snprintf(where, sizeof where, "\"%.200s\"", c->string);
+        else snprintf(where, sizeof where, "%s", parent ? parent : "the top-level array");
+        if (json_check_tree(c, depth + 1, where, what, err)) return -1;
+    }
+    return 0;
+}
+
+cJSON *ax_json_parse_strict(const char *text, size_t len, const char *what, char *err) {
+    if (!text) { ax_seterr(err, "%s: no JSON text", what); return NULL; }
+    const char *why = NULL;
+    long bad = json_scan_nul(text, len, &why);
+    if (bad >= 0) { ax_seterr(err, "%s: %s (byte %ld)", what, why, bad); return NULL; }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        const char *e = cJSON_GetErrorPtr();
+        long off = (e && e >= text && e <= text + len) ? (long)(e - text) : -1;
+        ax_seterr(err, "%s: not valid JSON (byte %ld)", what, off);
+        return NULL;
+    }
+    for (const char *p = end; p && p < text + len; p++)
+        if (!(*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
+            ax_seterr(err, "%s: trailing data after the JSON value (byte %ld)", what, (long)(p - text));
+            cJSON_Delete(root);
+            return NULL;
+        }
+    if (json_check_tree(root, 0, NULL, what, err)) { cJSON_Delete(root); return NULL; }
+    return root;
+}
+
+int ax_parse_long(const char *s, long lo, long hi, const char *what, long *out, char *err) {
+    const char *p = s;
+    if (p && (*p == '-' || *p == '+')) p++;
+    int ok = p && *p;
+    for (const char *q = p; ok && *q; q++) if (!isdigit((unsigned char)*q)) ok = 0;
+    long v = 0;
+    if (ok) {
+        errno = 0;
+        char *e;
+        v = strtol(s, &e, 10);
+        if (errno == ERANGE || *e) ok = 0;
+    }
+    if (!ok || v < lo || v > hi) {
+        ax_seterr(err, "%s: expected an integer in [%ld, %ld], got '%.80s'", what, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int ax_parse_u64(const char *s, const char *what, uint64_t *out, char *err) {
+    int ok = s && *s && isdigit((unsigned char)*s);
+    int base = 10;
+    const char *digits = s;
+    if (ok && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) { base = 16; digits = s + 2; ok = *digits != 0; }
+    for (const char *q = digits; ok && *q; q++)
+        if (!(base == 16 ? isxdigit((unsigned char)*q) : isdigit((unsigned char)*q))) ok = 0;
+    unsigned long long v = 0;
+    if (ok) {
+        errno = 0;
+        char *e;
+        v = strtoull(s, &e, base);
+        if (errno == ERANGE || *e) ok = 0;
+    }
+    if (!ok) {
+        ax_seterr(err, "%s: expected an unsigned 64-bit integer (decimal or 0x hex), got '%.80s'", what, s ? s : "");
+        return -1;
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int ax_parse_double(const char *s, double lo, double hi, const char *what, double *out, char *err) {
+    int ok = s && *s && !isspace((unsigned char)*s);
+    double v = 0;
+    if (ok) {
+        errno = 0;
+        char *e;
+        v = strtod(s, &e);
+        if (*e || !isfinite(v)) ok = 0;
+    }
+    if (!ok || !(v >= lo && v <= hi)) {
+        ax_seterr(err, "%s: expected a number in [%g, %g], got '%.80s'", what, lo, hi, s ? s : "");
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int ax_mul_size(size_t a, size_t b, size_t *out, const char *what, char *err) {
+    if (a && b > SIZE_MAX / a) {
+        ax_seterr(err, "%s: size %zu x %zu overflows", what, a, b);
+        return -1;
+    }
+    *out = a * b;
+    return 0;
+}
+
+int ax_mul3_size(size_t a, size_t b, size_t c, size_t *out, const char *what, char *err) {
+    size_t ab;
+    if (ax_mul_size(a, b, &ab, what, err)) return -1;
+    if (ab && c > SIZE_MAX / ab) {
+        ax_seterr(err, "%s: size %zu x %zu x %zu overflows", what, a, b, c);
+        return -1;
+    }
+    *out = ab * c;
+    return 0;
+}
+
+int ax_check_out_path(const char *path, const char *opt, char *err) {
+    if (!path || !*path) { ax_seterr(err, "%s: empty path", opt); return -1; }
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        ax_seterr(err, "%s '%s': is a directory", opt, path);
+        return -1;
+    }
+    size_t n = strlen(path);
+    if (path[n - 1] == '/') { ax_seterr(err, "%s '%s': names a directory, not a file", opt, path); return -1; }
+    char dir[AX_PATH_LEN];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash - path < AX_PATH_LEN - 1 ? slash - path : AX_PATH_LEN - 1), path);
+    if (stat(dir, &st) != 0) { ax_seterr(err, "%s '%s': directory '%s' does not exist", opt, path, dir); return -1; }
+    if (!S_ISDIR(st.st_mode)) { ax_seterr(err, "%s '%s': '%s' is not a directory", opt, path, dir); return -1; }
+    if (access(dir, W_OK | X_OK) != 0) {
+        ax_seterr(err, "%s '%s': directory '%s' is not writable (%s)", opt, path, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
