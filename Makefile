@@ -54,11 +54,11 @@ NVCC_GENCODE ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,c
 NVCCFLAGS ?= -O3 -std=c++17 $(NVCC_GENCODE) -Xcompiler -Wall,-Wextra,-Werror,-fPIC \
              -Iquant -Ikernels -lineinfo
 KOBJ    := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC)) \
-           $(patsubst %.c,$(BUILD)/%.o,$(filter-out kernels/ak_nocuda.c kernels/cmd_%.c,$(wildcard kernels/*.c)))
+           $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(wildcard kernels/*_nocuda.c) kernels/cmd_%.c,$(wildcard kernels/*.c)))
 CFLAGS  += -DAPEX4_CUDA=1 -I$(CUDA_HOME)/include
 LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 else
-KOBJ    := $(BUILD)/kernels/ak_nocuda.o
+KOBJ    := $(patsubst %.c,$(BUILD)/%.o,$(wildcard kernels/*_nocuda.c))
 endif
 
 LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
@@ -73,7 +73,7 @@ $(BUILD)/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/kernels/%.o: kernels/%.cu $(HDRS) $(wildcard kernels/*.cuh)
+$(BUILD)/kernels/%.o: kernels/%.cu $(HDRS) $(wildcard kernels/*.cuh) $(wildcard kernels/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
