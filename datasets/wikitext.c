@@ -5,11 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int only_space(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\f' && s[i] != '\v') return 0;
-    return 1;
-}
+#include "ustr.h"
+
+/* HF's wikitext builder keeps a row only when row.strip() is non-empty: Python (Unicode) whitespace. */
+static int only_space(const char *s, size_t n) { return ad_py_lstrip_off(s, n) == n; }
 
 int ad_wikitext_join(const char *raw, size_t n, char **joined, size_t *jlen, long *rows) {
     /* The output is never longer than the input plus two "\n" per row. */
@@ -44,8 +43,22 @@ int ad_wikitext_load_file(const char *path, ad_text *out, char *err) {
     char *raw = NULL;
     size_t n = 0;
     if (ax_read_file(path, &raw, &n, err)) return -1;
-    if (memchr(raw, '\0', n)) {
-        if (err) snprintf(err, AX_ERR_LEN, "%s: contains a NUL byte: not a WikiText raw text file", path);
+    /* A NUL byte or invalid UTF-8 (Python's strict decoder, which HF datasets use to read the file)
+     * is reported here, with the offset in this file, not later by the tokenizer in the joined text. */
+    const char *nul = memchr(raw, '\0', n);
+    size_t bad = ad_u8_check(raw, n);
+    if (nul || bad != (size_t)-1) {
+        size_t off = nul && (size_t)(nul - raw) < bad ? (size_t)(nul - raw) : bad;
+        long line = 1;
+        size_t bol = 0;
+        for (size_t i = 0; i < off; i++)
+            if (raw[i] == '\n') { line++; bol = i + 1; }
+        if (nul && (size_t)(nul - raw) == off)
+            ax_seterr(err, "%s: NUL byte at byte offset %zu (line %ld, column %zu): not a WikiText raw "
+                      "text file", path, off, line, off - bol + 1);
+        else
+            ax_seterr(err, "%s: invalid UTF-8 (byte 0x%02x) at byte offset %zu (line %ld, column %zu)",
+                      path, (unsigned char)raw[off], off, line, off - bol + 1);
         free(raw);
         return -1;
     }

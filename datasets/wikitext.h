@@ -28,11 +28,13 @@ typedef struct {
  * <data root>/data/wikitext-2-raw/ and build the evaluation text as "\n\n".join(rows) of the HF
  * wikitext-2-raw-v1 split (what GPTQ/Atom/QuaRot tokenize): one row per line of the file; a line
  * with non-whitespace keeps its trailing "\n" (HF rows do: " = Robert Boulter = \n"), a
- * whitespace-only line becomes "". Checked: with the LLaMA-2 tokenizer the test text gives 341,469
- * ids incl. BOS (shared/models/MANIFEST.md, computed with HF tokenizers); dropping the "\n" would
- * give 2,891 fewer (one per non-empty line). Errors (-1, err): unknown
- * split; no data root or missing file (err names the path looked for and AD_WIKITEXT_HOWTO);
- * unreadable file; a NUL byte in the file. out is owned by the caller: ad_text_free. */
+ * whitespace-only line (Python str.strip() whitespace, Unicode-aware: datasets' wikitext builder
+ * keeps a row only when row.strip() is non-empty) becomes "". Checked: with the LLaMA-2 tokenizer
+ * the test text gives 341,469 ids incl. BOS (shared/models/MANIFEST.md, computed with HF
+ * tokenizers); dropping the "\n" would give 2,891 fewer (one per non-empty line). Errors (-1, err):
+ * unknown split; no data root or missing file (err names the path looked for and
+ * AD_WIKITEXT_HOWTO); unreadable file; a NUL byte or invalid UTF-8 in the file (err names the file,
+ * the byte offset in that file, line and column). out is owned by the caller: ad_text_free. */
 int ad_wikitext_load(const char *split, ad_text *out, char *err);
 
 /* The same joining applied to a file at an explicit path (tests, other corpora in that format). */

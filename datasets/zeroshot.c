@@ -1,8 +1,8 @@
 /* zeroshot.c — zero-shot task table, loaders and lm-eval request building (see zeroshot.h). */
 #include "zeroshot.h"
 
-#include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +12,7 @@
 
 #include "aq.h"
 #include "ax_util.h"
+#include "ustr.h"
 
 
 static char *xstrdup(const char *s) {
@@ -28,41 +29,6 @@ static char *cat2(const char *a, const char *b) {
     if (!d) return NULL;
     memcpy(d, a, na);
     memcpy(d + na, b, nb + 1);
-    return d;
-}
-
-size_t ad_utf8_len(const char *text) {
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
-        if ((*p & 0xC0) != 0x80) n++;   /* count every byte that is not a continuation byte */
-    return n;
-}
-
-char *ad_py_capitalize(const char *text) {
-    char *d = xstrdup(text);
-    if (!d) return NULL;
-    for (size_t i = 0; d[i]; i++) {
-        unsigned char c = (unsigned char)d[i];
-        if (c >= 0x80) continue;   /* non-ASCII left as is (Python would case-map it) */
-        d[i] = (char)(i == 0 ? toupper(c) : tolower(c));
-    }
-    return d;
-}
-
-static int py_isspace(unsigned char c) {   /* ASCII part of Python's str.isspace() */
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' ||
-           (c >= 0x1c && c <= 0x1f);
-}
-
-/* Python str.strip() (ASCII whitespace) into a new string. */
-static char *py_strip(const char *s) {
-    size_t a = 0, b = strlen(s);
-    while (a < b && py_isspace((unsigned char)s[a])) a++;
-    while (b > a && py_isspace((unsigned char)s[b - 1])) b--;
-    char *d = malloc(b - a + 1);
-    if (!d) return NULL;
-    memcpy(d, s + a, b - a);
-    d[b - a] = 0;
     return d;
 }
 
@@ -87,7 +53,7 @@ char *ad_hellaswag_preprocess(const char *text) {
     /* lm_eval/tasks/hellaswag/utils.py preprocess():
      *   text = text.strip(); text = text.replace(" [title]", ". ");
      *   text = re.sub("\\[.*?\\]", "", text); text = text.replace("  ", " ") */
-    char *a = py_strip(text);
+    char *a = ad_py_strip(text);   /* Unicode whitespace, as Python */
     if (!a) return NULL;
     char *b = py_replace(a, " [title]", ". ");
     free(a);
@@ -170,7 +136,7 @@ int ad_zs_add_winogrande(ad_zs_set *s, const char *sentence, const char *option1
     if (!doc) return -1;
     doc->gold = gold;
     size_t idx = (size_t)(us - sentence);
-    char *target = py_strip(us + 1);           /* sentence[idx+1:].strip() */
+    char *target = ad_py_strip(us + 1);        /* sentence[idx+1:].strip() */
     const char *opt[2] = {option1, option2};
     for (int i = 0; i < 2; i++) {
         char *ctx = malloc(idx + strlen(opt[i]) + 1);
@@ -207,7 +173,8 @@ typedef struct {          /* line iterator over a mutable buffer */
     long   lineno;
 } line_iter;
 
-/* Next line (NUL-terminated in place, "\r\n" handled); NULL at the end. */
+/* Next line (NUL-terminated in place, "\r\n" handled); NULL at the end. The buffer has been checked
+ * for NUL bytes (check_text), so strlen() sees the whole line. */
 static char *next_line(line_iter *it) {
     if (it->p >= it->end) return NULL;
     char *s = it->p, *nl = memchr(s, '\n', (size_t)(it->end - s));
@@ -218,30 +185,52 @@ static char *next_line(line_iter *it) {
     return s;
 }
 
-static int blank(const char *s) {
-    for (; *s; s++) if (!isspace((unsigned char)*s)) return 0;
+static int blank(const char *s) {   /* JSON whitespace only (a JSON-lines blank line) */
+    for (; *s; s++) if (*s != ' ' && *s != '\t' && *s != '\r') return 0;
     return 1;
 }
 
-/* Read a labels file (one integer per non-blank line) into *lab (malloc'd), *n. */
+/* A data file must be text: no NUL byte (it would cut a line short without a word) and UTF-8 that
+ * Python's strict decoder accepts (lm-eval's loaders would raise UnicodeDecodeError). Errors name
+ * file:line, the column and the byte offset in the file. */
+static int check_text(const char *path, const char *buf, size_t len, char *err) {
+    const char *nul = memchr(buf, 0, len);
+    size_t bad = ad_u8_check(buf, len);
+    size_t off = nul ? (size_t)(nul - buf) : bad;
+    if (off == (size_t)-1) return 0;
+    if (bad < off) off = bad;
+    long line = 1;
+    size_t bol = 0;
+    for (size_t i = 0; i < off; i++)
+        if (buf[i] == '\n') { line++; bol = i + 1; }
+    if (nul && (size_t)(nul - buf) == off)
+        ax_seterr(err, "%s:%ld: NUL byte at column %zu (byte offset %zu): not a text file", path, line,
+                  off - bol + 1, off);
+    else
+        ax_seterr(err, "%s:%ld: invalid UTF-8 (byte 0x%02x) at column %zu (byte offset %zu)", path,
+                  line, (unsigned char)buf[off], off - bol + 1, off);
+    return -1;
+}
+
+/* Read a labels file (one integer per non-blank line) into *lab (malloc'd), *n >= 1. */
 static int read_labels(const char *path, int **lab, int *n, char *err) {
     char *buf; size_t len;
+    *lab = NULL; *n = 0;
     if (ax_read_file(path, &buf, &len, err)) return -1;
-    if (memchr(buf, 0, len)) { ax_seterr(err, "%s: contains a NUL byte (not a text labels file)", path); free(buf); return -1; }
+    if (check_text(path, buf, len, err)) { free(buf); return -1; }
     line_iter it = {buf, buf + len, 0};
     int cap = 0, cnt = 0, *a = NULL;
     char *ln;
     while ((ln = next_line(&it))) {
-        if (blank(ln)) continue;
-        char *e;
-        errno = 0;
-        long v = strtol(ln, &e, 10);
-        while (*e && isspace((unsigned char)*e)) e++;
-        if (errno || e == ln || *e || v < -1000000 || v > 1000000) {
-            ax_seterr(err, "%s:%ld: label '%.40s' is not an integer", path, it.lineno, ln);
-            free(a); free(buf);
-            return -1;
-        }
+        char *t = ad_py_strip(ln);
+        if (!t) { ax_seterr(err, "out of memory"); free(a); free(buf); return -1; }
+        if (!*t) { free(t); continue; }
+        char what[AX_PATH_LEN + 64], msg[AX_ERR_LEN];
+        snprintf(what, sizeof what, "%s:%ld: label", path, it.lineno);
+        long v;
+        int bad = ax_parse_long(t, -1000000, 1000000, what, &v, msg);
+        free(t);
+        if (bad) { ax_seterr(err, "%s", msg); free(a); free(buf); return -1; }
         if (cnt == cap) {
             cap = cap ? 2 * cap : 1024;
             int *b = realloc(a, (size_t)cap * sizeof *b);
@@ -251,17 +240,72 @@ static int read_labels(const char *path, int **lab, int *n, char *err) {
         a[cnt++] = (int)v;
     }
     free(buf);
+    if (cnt == 0) {   /* an empty labels file: every record would lack its label */
+        ax_seterr(err, "%s: no labels (empty labels file; expected one label per record)", path);
+        free(a);
+        return -1;
+    }
     *lab = a; *n = cnt;
     return 0;
 }
 
-static const char *jstr(const cJSON *o, const char *key) {
+/* ---- typed access to a record's keys (errors: file:line, the key, the expected and found type) -- */
+static const char *json_type(const cJSON *v) {
+    if (!v) return "nothing";
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsBool(v)) return "true/false";
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
+    return "an unknown JSON value";
+}
+
+typedef struct { const char *path; long lineno; } rec_at;   /* where a record is */
+
+static int type_err(const rec_at *at, const char *key, const char *want, const cJSON *got, char *err) {
+    if (!got) ax_seterr(err, "%s:%ld: key '%s' missing (expected %s)", at->path, at->lineno, key, want);
+    else ax_seterr(err, "%s:%ld: key '%s' must be %s, got %s", at->path, at->lineno, key, want, json_type(got));
+    return -1;
+}
+
+/* *out = the string o[key] (named `name` in messages); optional: a missing key gives *out = NULL. */
+static int get_str(const cJSON *o, const char *key, const char *name, int optional, const rec_at *at,
+                   const char **out, char *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
+    *out = NULL;
+    if (!v && optional) return 0;
+    if (!cJSON_IsString(v)) return type_err(at, name ? name : key, "a string", v, err);
+    *out = v->valuestring;
+    return 0;
+}
+
+/* An integer-valued JSON number, or a string of decimal digits (HF datasets store labels as
+ * strings), in [lo, hi]. */
+static int get_index(const cJSON *v, const char *name, long lo, long hi, const rec_at *at, long *out,
+                     char *err) {
+    if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        if (d == floor(d) && d >= (double)lo && d <= (double)hi) { *out = (long)d; return 0; }
+        ax_seterr(err, "%s:%ld: key '%s' must be an integer in [%ld, %ld], got %g", at->path, at->lineno,
+                  name, lo, hi, d);
+        return -1;
+    }
+    if (cJSON_IsString(v)) {
+        char what[AX_PATH_LEN + 128];
+        snprintf(what, sizeof what, "%s:%ld: key '%s'", at->path, at->lineno, name);
+        for (const char *p = v->valuestring; *p; p++)
+            if (*p < '0' || *p > '9') {   /* digits only: no sign, no spaces */
+                ax_seterr(err, "%s: expected an integer in [%ld, %ld], got '%.40s'", what, lo, hi, v->valuestring);
+                return -1;
+            }
+        return ax_parse_long(v->valuestring, lo, hi, what, out, err);
+    }
+    return type_err(at, name, "an integer (number or digit string)", v, err);
 }
 
 /* JSON-lines driver: calls rec() for each non-blank line with the parsed object. */
-typedef int (*rec_fn)(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int rec_idx,
+typedef int (*rec_fn)(ad_zs_set *s, const cJSON *o, const rec_at *at, int rec_idx,
                       const int *labels, char *err);
 
 static int read_jsonl(ad_zs_set *s, const char *path, const char *labels_path, rec_fn rec,
@@ -270,31 +314,47 @@ static int read_jsonl(ad_zs_set *s, const char *path, const char *labels_path, r
     if (labels_path && read_labels(labels_path, &labels, &n_labels, err)) return -1;
     char *buf; size_t len;
     if (ax_read_file(path, &buf, &len, err)) { free(labels); return -1; }
+    if (check_text(path, buf, len, err)) { free(buf); free(labels); return -1; }
     line_iter it = {buf, buf + len, 0};
     char *ln;
     int rc = 0, idx = 0;
     while ((ln = next_line(&it))) {
         if (blank(ln)) continue;
-        cJSON *o = cJSON_ParseWithOpts(ln, NULL, 1);   /* nothing may follow the object */
+        /* strict: duplicate keys, trailing garbage, \u0000 escapes rejected */
+        char msg[AX_ERR_LEN];
+        cJSON *o = ax_json_parse_strict(ln, strlen(ln), "malformed JSON line", msg);
+        if (!o) {
+            ax_seterr(err, "%s:%ld: %s", path, it.lineno, msg);
+            rc = -1;
+            break;
+        }
         if (!cJSON_IsObject(o)) {
-            ax_seterr(err, "%s:%ld: not a JSON object (malformed JSON line)", path, it.lineno);
+            ax_seterr(err, "%s:%ld: malformed JSON line: expected an object, got %s", path, it.lineno,
+                      json_type(o));
             cJSON_Delete(o);
             rc = -1;
             break;
         }
-        if (labels && idx >= n_labels) {
+        if (labels_path && idx >= n_labels) {
             ax_seterr(err, "%s has %d labels but %s has more records (record %d at line %ld)",
                    labels_path, n_labels, path, idx + 1, it.lineno);
             cJSON_Delete(o);
             rc = -1;
             break;
         }
-        rc = rec(s, o, path, it.lineno, idx, labels, err);
+        if (idx == 1 << 30) {
+            ax_seterr(err, "%s:%ld: more than 2^30 records", path, it.lineno);
+            cJSON_Delete(o);
+            rc = -1;
+            break;
+        }
+        rec_at at = {path, it.lineno};
+        rc = rec(s, o, &at, idx, labels, err);
         cJSON_Delete(o);
         if (rc) break;
         idx++;
     }
-    if (!rc && labels && idx != n_labels) {
+    if (!rc && labels_path && idx != n_labels) {
         ax_seterr(err, "%s has %d labels but %s has %d records", labels_path, n_labels, path, idx);
         rc = -1;
     }
@@ -305,31 +365,28 @@ static int read_jsonl(ad_zs_set *s, const char *path, const char *labels_path, r
 }
 
 #define NEED_STR(var, obj, key)                                                                    \
-    const char *var = jstr(obj, key);                                                              \
-    if (!var) {                                                                                    \
-        ax_seterr(err, "%s:%ld: field '%s' missing or not a string", path, lineno, key);              \
-        return -1;                                                                                 \
-    }
+    const char *var;                                                                               \
+    if (get_str(obj, key, NULL, 0, at, &var, err)) return -1;
 
 /* Prefix an error from a builder with file:line. */
-static int at_line(int rc, const char *path, long lineno, char *err) {
+static int at_line(int rc, const rec_at *at, char *err) {
     if (rc && err) {
         char tmp[AX_ERR_LEN];
         snprintf(tmp, sizeof tmp, "%s", err);
-        ax_seterr(err, "%s:%ld: %s", path, lineno, tmp);
+        ax_seterr(err, "%s:%ld: %s", at->path, at->lineno, tmp);
     }
     return rc;
 }
 
 /* ---- piqa ---------------------------------------------------------------------------------------- */
-static int rec_piqa(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
-                    const int *labels, char *err) {
+static int rec_piqa(ad_zs_set *s, const cJSON *o, const rec_at *at, int idx, const int *labels,
+                    char *err) {
     NEED_STR(goal, o, "goal");
     NEED_STR(sol1, o, "sol1");
     NEED_STR(sol2, o, "sol2");
     if (labels[idx] != 0 && labels[idx] != 1) {
         ax_seterr(err, "%s: label %d of record %d (line %ld of %s) is not 0 or 1", s->task->labels,
-               labels[idx], idx + 1, lineno, path);
+               labels[idx], idx + 1, at->lineno, at->path);
         return -1;
     }
     char *ctx = malloc(strlen(goal) + 32);   /* piqa.yaml: "Question: {{goal}}\nAnswer:" */
@@ -338,7 +395,7 @@ static int rec_piqa(ad_zs_set *s, const cJSON *o, const char *path, long lineno,
     const char *ch[2] = {sol1, sol2};
     int rc = ad_zs_add_mc(s, ctx, ch, 2, labels[idx], err);
     free(ctx);
-    return at_line(rc, path, lineno, err);
+    return at_line(rc, at, err);
 }
 
 static int load_piqa(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,
@@ -350,61 +407,61 @@ static int load_piqa(const ad_zs_task *t, const char *path, const char *labels, 
 /* ---- arc ----------------------------------------------------------------------------------------- */
 /* Original ARC schema {"question": {"stem", "choices": [{"text", "label"}]}, "answerKey"}; the HF
  * schema {"question": str, "choices": {"text": [], "label": []}, "answerKey"} is accepted too. */
-static int rec_arc(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
-                   const int *labels, char *err) {
+static int rec_arc(ad_zs_set *s, const cJSON *o, const rec_at *at, int idx, const int *labels,
+                   char *err) {
     (void)idx; (void)labels;
     NEED_STR(key, o, "answerKey");
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(o, "question");
     const char *stem = NULL;
     const char *texts[16], *labs[16];
+    char name[64];
     int n = 0;
     if (cJSON_IsObject(q)) {
-        stem = jstr(q, "stem");
+        if (get_str(q, "stem", "question.stem", 0, at, &stem, err)) return -1;
         const cJSON *ch = cJSON_GetObjectItemCaseSensitive(q, "choices"), *c;
-        if (!cJSON_IsArray(ch)) {
-            ax_seterr(err, "%s:%ld: field 'question.choices' missing or not an array", path, lineno);
-            return -1;
-        }
+        if (!cJSON_IsArray(ch)) return type_err(at, "question.choices", "an array", ch, err);
         cJSON_ArrayForEach(c, ch) {
-            if (n == 16) { ax_seterr(err, "%s:%ld: more than 16 answer choices", path, lineno); return -1; }
-            texts[n] = jstr(c, "text");
-            labs[n] = jstr(c, "label");
-            if (!texts[n] || !labs[n]) {
-                ax_seterr(err, "%s:%ld: choice %d lacks a string 'text' or 'label'", path, lineno, n + 1);
-                return -1;
-            }
+            if (n == 16) { ax_seterr(err, "%s:%ld: more than 16 answer choices", at->path, at->lineno); return -1; }
+            snprintf(name, sizeof name, "question.choices[%d]", n);
+            if (!cJSON_IsObject(c)) return type_err(at, name, "an object", c, err);
+            snprintf(name, sizeof name, "question.choices[%d].text", n);
+            if (get_str(c, "text", name, 0, at, &texts[n], err)) return -1;
+            snprintf(name, sizeof name, "question.choices[%d].label", n);
+            if (get_str(c, "label", name, 0, at, &labs[n], err)) return -1;
             n++;
         }
     } else if (cJSON_IsString(q)) {
         stem = q->valuestring;
         const cJSON *ch = cJSON_GetObjectItemCaseSensitive(o, "choices");
+        if (!cJSON_IsObject(ch)) return type_err(at, "choices", "an object", ch, err);
         const cJSON *tx = cJSON_GetObjectItemCaseSensitive(ch, "text");
         const cJSON *lb = cJSON_GetObjectItemCaseSensitive(ch, "label");
-        if (!cJSON_IsArray(tx) || !cJSON_IsArray(lb) || cJSON_GetArraySize(tx) != cJSON_GetArraySize(lb)) {
-            ax_seterr(err, "%s:%ld: field 'choices' must hold equal-length 'text' and 'label' arrays", path, lineno);
+        if (!cJSON_IsArray(tx)) return type_err(at, "choices.text", "an array", tx, err);
+        if (!cJSON_IsArray(lb)) return type_err(at, "choices.label", "an array", lb, err);
+        if (cJSON_GetArraySize(tx) != cJSON_GetArraySize(lb)) {
+            ax_seterr(err, "%s:%ld: keys 'choices.text' and 'choices.label' must have equal lengths (%d vs %d)",
+                      at->path, at->lineno, cJSON_GetArraySize(tx), cJSON_GetArraySize(lb));
             return -1;
         }
-        if (cJSON_GetArraySize(tx) > 16) { ax_seterr(err, "%s:%ld: more than 16 answer choices", path, lineno); return -1; }
+        if (cJSON_GetArraySize(tx) > 16) { ax_seterr(err, "%s:%ld: more than 16 answer choices", at->path, at->lineno); return -1; }
         for (int i = 0; i < cJSON_GetArraySize(tx); i++, n++) {
             const cJSON *a = cJSON_GetArrayItem(tx, i), *b = cJSON_GetArrayItem(lb, i);
-            if (!cJSON_IsString(a) || !cJSON_IsString(b)) {
-                ax_seterr(err, "%s:%ld: choice %d is not a string", path, lineno, i + 1);
-                return -1;
-            }
+            snprintf(name, sizeof name, "choices.text[%d]", i);
+            if (!cJSON_IsString(a)) return type_err(at, name, "a string", a, err);
+            snprintf(name, sizeof name, "choices.label[%d]", i);
+            if (!cJSON_IsString(b)) return type_err(at, name, "a string", b, err);
             texts[n] = a->valuestring;
             labs[n] = b->valuestring;
         }
+    } else {
+        return type_err(at, "question", "an object (ARC) or a string (HF ai2_arc)", q, err);
     }
-    if (!stem) {
-        ax_seterr(err, "%s:%ld: field 'question' (or 'question.stem') missing or not a string", path, lineno);
-        return -1;
-    }
-    if (n < 1) { ax_seterr(err, "%s:%ld: no answer choices", path, lineno); return -1; }
+    if (n < 1) { ax_seterr(err, "%s:%ld: no answer choices", at->path, at->lineno); return -1; }
     int gold = -1;   /* arc_easy.yaml: doc_to_target "{{choices.label.index(answerKey)}}" */
     for (int i = 0; i < n; i++)
         if (!strcmp(labs[i], key)) { gold = i; break; }
     if (gold < 0) {
-        ax_seterr(err, "%s:%ld: answerKey '%s' is not one of the choice labels", path, lineno, key);
+        ax_seterr(err, "%s:%ld: answerKey '%.40s' is not one of the choice labels", at->path, at->lineno, key);
         return -1;
     }
     char *ctx = malloc(strlen(stem) + 32);   /* "Question: {{question}}\nAnswer:" */
@@ -412,7 +469,7 @@ static int rec_arc(ad_zs_set *s, const cJSON *o, const char *path, long lineno, 
     sprintf(ctx, "Question: %s\nAnswer:", stem);
     int rc = ad_zs_add_mc(s, ctx, texts, n, gold, err);
     free(ctx);
-    return at_line(rc, path, lineno, err);
+    return at_line(rc, at, err);
 }
 
 static int load_arc(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,
@@ -422,29 +479,44 @@ static int load_arc(const ad_zs_task *t, const char *path, const char *labels, a
 }
 
 /* ---- boolq --------------------------------------------------------------------------------------- */
-/* Original BoolQ dev.jsonl: question, passage, answer (bool); SuperGLUE's label (0/1) accepted. */
-static int rec_boolq(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
-                     const int *labels, char *err) {
+/* lm-eval reads SuperGLUE BoolQ (question, passage, label, idx), whose passage is
+ * "<title> -- <passage>" built from Google's original dev.jsonl (question, title, answer (bool),
+ * passage). A record with a `title` is in Google's form: passage = title + " -- " + passage; one
+ * without is taken as SuperGLUE's and used as it is. The gold comes from `answer` (bool) or
+ * SuperGLUE's `label` (bool, or 0/1 as in HF super_glue). */
+static int rec_boolq(ad_zs_set *s, const cJSON *o, const rec_at *at, int idx, const int *labels,
+                     char *err) {
     (void)idx; (void)labels;
     NEED_STR(question, o, "question");
     NEED_STR(passage, o, "passage");
+    const char *title;
+    if (get_str(o, "title", NULL, 1, at, &title, err)) return -1;
     const cJSON *ans = cJSON_GetObjectItemCaseSensitive(o, "answer");
     const cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
     int gold;
-    if (cJSON_IsBool(ans)) gold = cJSON_IsTrue(ans) ? 1 : 0;
-    else if (cJSON_IsNumber(lab) && (lab->valueint == 0 || lab->valueint == 1)) gold = lab->valueint;
-    else {
-        ax_seterr(err, "%s:%ld: field 'answer' missing or not true/false", path, lineno);
-        return -1;
+    if (ans) {
+        if (!cJSON_IsBool(ans)) return type_err(at, "answer", "true/false", ans, err);
+        gold = cJSON_IsTrue(ans) ? 1 : 0;
+    } else if (cJSON_IsBool(lab)) {
+        gold = cJSON_IsTrue(lab) ? 1 : 0;
+    } else if (lab) {
+        long v;
+        if (!cJSON_IsNumber(lab)) return type_err(at, "label", "true/false or 0/1", lab, err);
+        if (get_index(lab, "label", 0, 1, at, &v, err)) return -1;
+        gold = (int)v;
+    } else {
+        return type_err(at, "answer", "true/false (or SuperGLUE's 'label')", NULL, err);
     }
     /* boolq/default.yaml: "{{passage}}\nQuestion: {{question}}?\nAnswer:", choices ["no", "yes"] */
-    char *ctx = malloc(strlen(passage) + strlen(question) + 32);
+    size_t np = strlen(passage) + (title ? strlen(title) + 4 : 0);
+    char *ctx = malloc(np + strlen(question) + 32);
     if (!ctx) { ax_seterr(err, "out of memory"); return -1; }
-    sprintf(ctx, "%s\nQuestion: %s?\nAnswer:", passage, question);
+    if (title) sprintf(ctx, "%s -- %s\nQuestion: %s?\nAnswer:", title, passage, question);
+    else sprintf(ctx, "%s\nQuestion: %s?\nAnswer:", passage, question);
     const char *ch[2] = {"no", "yes"};
     int rc = ad_zs_add_mc(s, ctx, ch, 2, gold, err);
     free(ctx);
-    return at_line(rc, path, lineno, err);
+    return at_line(rc, at, err);
 }
 
 static int load_boolq(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,
@@ -457,21 +529,27 @@ static int load_boolq(const ad_zs_task *t, const char *path, const char *labels,
 /* Original hellaswag_val.jsonl (rowanz/hellaswag): activity_label, ctx_a, ctx_b, endings[4], label.
  * utils.py process_docs: query = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize()),
  * choices = [preprocess(e) for e in endings], gold = int(label). */
-static int rec_hellaswag(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
-                         const int *labels, char *err) {
+static int rec_hellaswag(ad_zs_set *s, const cJSON *o, const rec_at *at, int idx, const int *labels,
+                         char *err) {
     (void)idx; (void)labels;
     NEED_STR(act, o, "activity_label");
     NEED_STR(ctx_a, o, "ctx_a");
     NEED_STR(ctx_b, o, "ctx_b");
     const cJSON *end = cJSON_GetObjectItemCaseSensitive(o, "endings");
-    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(o, "label");
-    int gold = -1;
-    if (cJSON_IsNumber(lab)) gold = lab->valueint;
-    else if (cJSON_IsString(lab) && lab->valuestring[0] >= '0' && lab->valuestring[0] <= '9' && !lab->valuestring[1])
-        gold = lab->valuestring[0] - '0';
-    int n = cJSON_IsArray(end) ? cJSON_GetArraySize(end) : 0;
-    if (n < 1 || n > 16) { ax_seterr(err, "%s:%ld: field 'endings' missing or not a list of 1..16 strings", path, lineno); return -1; }
-    if (gold < 0 || gold >= n) { ax_seterr(err, "%s:%ld: field 'label' missing or not an ending index", path, lineno); return -1; }
+    if (!cJSON_IsArray(end)) return type_err(at, "endings", "an array of strings", end, err);
+    int n = cJSON_GetArraySize(end);
+    if (n < 1 || n > 16) {
+        ax_seterr(err, "%s:%ld: key 'endings' must hold 1..16 strings, has %d", at->path, at->lineno, n);
+        return -1;
+    }
+    long gold;
+    if (get_index(cJSON_GetObjectItemCaseSensitive(o, "label"), "label", 0, n - 1, at, &gold, err)) return -1;
+    for (int i = 0; i < n; i++) {
+        const cJSON *e = cJSON_GetArrayItem(end, i);
+        char name[32];
+        snprintf(name, sizeof name, "endings[%d]", i);
+        if (!cJSON_IsString(e)) return type_err(at, name, "a string", e, err);
+    }
     char *cap = ad_py_capitalize(ctx_b);
     char *raw = cap ? malloc(strlen(act) + strlen(ctx_a) + strlen(cap) + 4) : NULL;
     if (!raw) { free(cap); ax_seterr(err, "out of memory"); return -1; }
@@ -481,13 +559,10 @@ static int rec_hellaswag(ad_zs_set *s, const cJSON *o, const char *path, long li
     free(raw);
     char *ch[16] = {0};
     int rc = query ? 0 : -1;
-    for (int i = 0; i < n && !rc; i++) {
-        const cJSON *e = cJSON_GetArrayItem(end, i);
-        if (!cJSON_IsString(e)) { ax_seterr(err, "%s:%ld: ending %d is not a string", path, lineno, i + 1); rc = -2; break; }
-        if (!(ch[i] = ad_hellaswag_preprocess(e->valuestring))) rc = -1;
-    }
-    if (rc == -1) ax_seterr(err, "out of memory");
-    if (!rc) rc = at_line(ad_zs_add_mc(s, query, (const char *const *)ch, n, gold, err), path, lineno, err);
+    for (int i = 0; i < n && !rc; i++)
+        if (!(ch[i] = ad_hellaswag_preprocess(cJSON_GetArrayItem(end, i)->valuestring))) rc = -1;
+    if (rc) ax_seterr(err, "out of memory");
+    else rc = at_line(ad_zs_add_mc(s, query, (const char *const *)ch, n, (int)gold, err), at, err);
     for (int i = 0; i < n; i++) free(ch[i]);
     free(query);
     return rc ? -1 : 0;
@@ -498,6 +573,7 @@ static int rec_hellaswag(ad_zs_set *s, const cJSON *o, const char *path, long li
 static int load_hellaswag_txt(ad_zs_set *s, const char *path, char *err) {
     char *buf; size_t len;
     if (ax_read_file(path, &buf, &len, err)) return -1;
+    if (check_text(path, buf, len, err)) { free(buf); return -1; }
     line_iter it = {buf, buf + len, 0};
     char *ln[6];
     int rc = 0, got;
@@ -518,7 +594,8 @@ static int load_hellaswag_txt(ad_zs_set *s, const char *path, char *err) {
             break;
         }
         const char *ch[4] = {ln[2], ln[3], ln[4], ln[5]};
-        if ((rc = at_line(ad_zs_add_mc(s, ln[0], ch, 4, ln[1][0] - '0', err), path, first, err)))
+        rec_at at = {path, first};
+        if ((rc = at_line(ad_zs_add_mc(s, ln[0], ch, 4, ln[1][0] - '0', err), &at, err)))
             break;
     }
     if (!rc && s->n_docs == 0) { ax_seterr(err, "%s: no tasks", path); rc = -1; }
@@ -546,8 +623,8 @@ static int load_hellaswag(const ad_zs_task *t, const char *path, const char *lab
 }
 
 /* ---- winogrande ---------------------------------------------------------------------------------- */
-static int rec_winogrande(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
-                          const int *labels, char *err) {
+static int rec_winogrande(ad_zs_set *s, const cJSON *o, const rec_at *at, int idx, const int *labels,
+                          char *err) {
     NEED_STR(sentence, o, "sentence");
     NEED_STR(o1, o, "option1");
     NEED_STR(o2, o, "option2");
@@ -555,10 +632,10 @@ static int rec_winogrande(ad_zs_set *s, const cJSON *o, const char *path, long l
     int lab = labels[idx];
     if (lab != 1 && lab != 2) {
         ax_seterr(err, "%s: label %d of record %d (line %ld of %s) is not 1 or 2", s->task->labels, lab,
-               idx + 1, lineno, path);
+               idx + 1, at->lineno, at->path);
         return -1;
     }
-    return at_line(ad_zs_add_winogrande(s, sentence, o1, o2, lab - 1, err), path, lineno, err);
+    return at_line(ad_zs_add_winogrande(s, sentence, o1, o2, lab - 1, err), at, err);
 }
 
 static int load_winogrande(const ad_zs_task *t, const char *path, const char *labels,
@@ -568,11 +645,11 @@ static int load_winogrande(const ad_zs_task *t, const char *path, const char *la
 }
 
 /* ---- lambada ------------------------------------------------------------------------------------- */
-static int rec_lambada(ad_zs_set *s, const cJSON *o, const char *path, long lineno, int idx,
-                       const int *labels, char *err) {
+static int rec_lambada(ad_zs_set *s, const cJSON *o, const rec_at *at, int idx, const int *labels,
+                       char *err) {
     (void)idx; (void)labels;
     NEED_STR(text, o, "text");
-    return at_line(ad_zs_add_lambada(s, text, err), path, lineno, err);
+    return at_line(ad_zs_add_lambada(s, text, err), at, err);
 }
 
 static int load_lambada(const ad_zs_task *t, const char *path, const char *labels, ad_zs_set *s,

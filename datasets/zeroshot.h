@@ -12,7 +12,8 @@
  *   lm_eval/tasks/arc/arc_easy.yaml (and arc_challenge.yaml) "Question: {{question}}\nAnswer:",
  *                                 choices choices.text, gold choices.label.index(answerKey)
  *   lm_eval/tasks/super_glue/boolq/default.yaml "{{passage}}\nQuestion: {{question}}?\nAnswer:",
- *                                 choices ["no", "yes"], metric acc only
+ *                                 choices ["no", "yes"], metric acc only; SuperGLUE's passage is
+ *                                 "<title> -- <passage>" of Google's BoolQ (rebuilt from `title`)
  *   lm_eval/tasks/hellaswag/hellaswag.yaml + utils.py  query = preprocess(activity_label + ": " +
  *                                 ctx_a + " " + ctx_b.capitalize()), choices = preprocess(endings)
  *   lm_eval/tasks/winogrande/default.yaml + preprocess_winogrande.py  partial evaluation, acc only
@@ -26,6 +27,8 @@
 #define APEX4_AD_ZEROSHOT_H
 
 #include <stddef.h>
+
+#include "ustr.h"
 
 /* Metrics a task reports (bit set). */
 enum {
@@ -97,8 +100,11 @@ const ad_zs_task *ad_zs_task_find(const char *name);
 
 /* Load task t from data_root (the folder holding data/, e.g. ../shared): alt_file when present,
  * else file (+ labels). limit > 0 keeps the first `limit` documents (lm-eval --limit N); 0 keeps
- * all. Errors: missing file (names the path and t->howto), malformed record (file:line and field),
- * label count mismatch, label out of range. *out is owned by the caller: ad_zs_set_free. */
+ * all. Errors: missing file (names the path and t->howto); a NUL byte or invalid UTF-8 in a data or
+ * labels file (file:line, column, byte offset); a JSON line that ax_json_parse_strict rejects
+ * (file:line; duplicate keys, trailing data, \u0000); a key missing or of the wrong JSON type
+ * (file:line, key, expected and found type); an empty labels file, label count mismatch, label out
+ * of range (the labels file). *out is owned by the caller: ad_zs_set_free. */
 int ad_zs_load(const ad_zs_task *t, const char *data_root, long limit, ad_zs_set **out, char *err);
 void ad_zs_set_free(ad_zs_set *s);
 
@@ -117,13 +123,9 @@ int ad_zs_add_winogrande(ad_zs_set *s, const char *sentence, const char *option1
  * " " + last word. */
 int ad_zs_add_lambada(ad_zs_set *s, const char *text, char *err);
 
-/* HellaSwag preprocessing of lm-eval utils.py: strip; " [title]" -> ". "; remove every "[...]"
+/* HellaSwag preprocessing of lm-eval utils.py: strip (Python str.strip: Unicode whitespace); " [title]" -> ". "; remove every "[...]"
  * (non-greedy, not across '\n'); "  " -> " " (one left-to-right pass). Returns a malloc'd string. */
 char *ad_hellaswag_preprocess(const char *text);
-/* Python str.capitalize() for ASCII letters (first upper, rest lower; other bytes unchanged).
- * Returns a malloc'd string. */
-char *ad_py_capitalize(const char *text);
-/* Number of Unicode code points in UTF-8 text (Python len()). */
-size_t ad_utf8_len(const char *text);
+/* Python str methods on UTF-8 (len, strip, capitalize, ...): see ustr.h. */
 
 #endif

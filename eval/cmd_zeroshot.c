@@ -1,10 +1,8 @@
 /* eval/cmd_zeroshot.c — `apex4 eval zeroshot`: argument parsing and printing only; the work is
  * ae_zs_run (eval/zeroshot.h). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ax_util.h"
 #include "zeroshot.h"
@@ -17,7 +15,7 @@ static void usage(FILE *f) {
     fprintf(f,
         "usage: apex4 eval zeroshot --model DIR [--tasks LIST] [--modes LIST] [--limit N]\n"
         "                           [--out results.json] [--tokenizer FILE] [--bos] [--threads N]\n"
-        "                           [--gemm fake|exact] [--kv4]\n"
+        "                           [--gemm fake|exact] [--kv4] [--log-samples FILE.jsonl]\n"
         "  Zero-shot accuracy scored as lm-evaluation-harness scores it (0-shot, target delimiter \" \").\n"
         "  --model DIR      Hugging Face LLaMA checkpoint folder (config.json, model.safetensors)\n"
         "  --tasks LIST     comma-separated, default " DEFAULT_TASKS "\n"
@@ -30,6 +28,9 @@ static void usage(FILE *f) {
         "  --threads N      worker threads (default: all cores)\n"
         "  --gemm K         fake (fake-quant + sgemm, default) or exact (integer reference GEMM)\n"
         "  --kv4            4-bit KV cache\n"
+        "  --log-samples F  one JSON line per request (lm-eval --log_samples): mode, task, doc, choice,\n"
+        "                   context, continuation, ctx_ids, cont_ids, ll (nats), greedy, skipped,\n"
+        "                   choice_len (characters), gold; written atomically\n"
         "  Data: <data root>/data/... (APEX4_DATA or ../shared; see data/MANIFEST.md there).\n");
 }
 
@@ -45,8 +46,9 @@ static int split_list(char *s, const char **list, int max) {
 }
 
 int cmd_eval_zeroshot(int argc, char **argv) {
-    const char *model = NULL, *out = NULL, *tokenizer = NULL;
+    const char *model = NULL, *out = NULL, *tokenizer = NULL, *log_samples = NULL;
     char *tasks_s = NULL, *modes_s = NULL;
+    char err[AX_ERR_LEN] = "";
     ae_zs_opts o;
     memset(&o, 0, sizeof o);
     o.gemm = AE_GEMM_FAKE;
@@ -59,25 +61,29 @@ int cmd_eval_zeroshot(int argc, char **argv) {
         else if (!strcmp(a, "--kv4")) o.kv4 = 1;
         else if (!has && (!strcmp(a, "--model") || !strcmp(a, "--tasks") || !strcmp(a, "--modes") ||
                           !strcmp(a, "--limit") || !strcmp(a, "--out") || !strcmp(a, "--tokenizer") ||
-                          !strcmp(a, "--threads") || !strcmp(a, "--gemm"))) {
+                          !strcmp(a, "--threads") || !strcmp(a, "--gemm") || !strcmp(a, "--log-samples"))) {
             fprintf(stderr, "apex4 eval zeroshot: %s needs a value\n", a);
             goto done;
         } else if (!strcmp(a, "--model")) model = argv[++i];
         else if (!strcmp(a, "--tasks")) { free(tasks_s); tasks_s = strdup(argv[++i]); }
         else if (!strcmp(a, "--modes")) { free(modes_s); modes_s = strdup(argv[++i]); }
         else if (!strcmp(a, "--out")) out = argv[++i];
+        else if (!strcmp(a, "--log-samples")) log_samples = argv[++i];
         else if (!strcmp(a, "--tokenizer")) tokenizer = argv[++i];
-        else if (!strcmp(a, "--limit") || !strcmp(a, "--threads")) {
-            const char *v = argv[++i];
-            char *e;
-            errno = 0;
-            long n = strtol(v, &e, 10);
-            if (errno || e == v || *e || n < (strcmp(a, "--limit") ? 0 : 1) || n > 100000000) {
-                fprintf(stderr, "apex4 eval zeroshot: %s '%s' is not a %s integer\n", a, v,
-                        strcmp(a, "--limit") ? "non-negative" : "positive");
+        else if (!strcmp(a, "--limit")) {
+            long n;   /* documents per task: 1 .. 10^8 (no set is near that) */
+            if (ax_parse_long(argv[++i], 1, 100000000, "--limit", &n, err)) {
+                fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
                 goto done;
             }
-            if (!strcmp(a, "--limit")) o.limit = n; else o.nthreads = (int)n;
+            o.limit = n;
+        } else if (!strcmp(a, "--threads")) {
+            long n;   /* 0 = all cores */
+            if (ax_parse_long(argv[++i], 0, 4096, "--threads", &n, err)) {
+                fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
+                goto done;
+            }
+            o.nthreads = (int)n;
         } else if (!strcmp(a, "--gemm")) {
             const char *v = argv[++i];
             if (!strcmp(v, "fake")) o.gemm = AE_GEMM_FAKE;
@@ -90,23 +96,30 @@ int cmd_eval_zeroshot(int argc, char **argv) {
         }
     }
     if (!model) { fprintf(stderr, "apex4 eval zeroshot: --model DIR is required\n\n"); usage(stderr); goto done; }
+    if (!*model) { fprintf(stderr, "apex4 eval zeroshot: --model: empty path\n"); goto done; }
+    if (tokenizer && !*tokenizer) { fprintf(stderr, "apex4 eval zeroshot: --tokenizer: empty path\n"); goto done; }
+    /* output paths: checked before any work, not after hours of it */
+    if (out && ax_check_out_path(out, "--out", err)) { fprintf(stderr, "apex4 eval zeroshot: %s\n", err); goto done; }
+    if (log_samples && ax_check_out_path(log_samples, "--log-samples", err)) {
+        fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
+        goto done;
+    }
+    if (out && log_samples && !strcmp(out, log_samples)) {
+        fprintf(stderr, "apex4 eval zeroshot: --out and --log-samples name the same file '%s'\n", out);
+        goto done;
+    }
     if (!tasks_s) tasks_s = strdup(DEFAULT_TASKS);
     if (!modes_s) modes_s = strdup("fp16");
     const char *tasks[64], *modes[64];
     int nt = tasks_s ? split_list(tasks_s, tasks, 64) : -1;
     int nm = modes_s ? split_list(modes_s, modes, 64) : -1;
     if (nt < 1 || nm < 1) { fprintf(stderr, "apex4 eval zeroshot: empty or too long --tasks/--modes list\n"); goto done; }
-    char calib_dir[AX_PATH_LEN] = ".";
+    char calib_dir[AX_PATH_LEN] = ".";   /* the folder of --out (checked writable above) */
     if (out) {
         snprintf(calib_dir, sizeof calib_dir, "%s", out);
         char *slash = strrchr(calib_dir, '/');
         if (slash) { if (slash == calib_dir) slash[1] = 0; else *slash = 0; }
         else snprintf(calib_dir, sizeof calib_dir, ".");
-    }
-    if (out && access(calib_dir, W_OK) != 0) {   /* fail before hours of work, not after */
-        fprintf(stderr, "apex4 eval zeroshot: --out %s: folder %s is not writable: %s\n", out, calib_dir,
-                strerror(errno));
-        goto done;
     }
     o.model_dir = model;
     o.tokenizer = tokenizer;
@@ -114,7 +127,7 @@ int cmd_eval_zeroshot(int argc, char **argv) {
     o.modes = modes; o.n_modes = nm;
     o.calib_dir = calib_dir;
     o.log = stderr;
-    char err[AX_ERR_LEN] = "";
+    o.log_samples = log_samples;
     cJSON *doc = NULL;
     if (ae_zs_run(&o, &doc, err)) {
         fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
@@ -130,6 +143,7 @@ int cmd_eval_zeroshot(int argc, char **argv) {
         }
         fprintf(stderr, "results written to %s\n", out);
     }
+    if (log_samples) fprintf(stderr, "samples written to %s\n", log_samples);
     cJSON_Delete(doc);
     rc = 0;
 done:

@@ -8,6 +8,7 @@
 
 #include "ax_util.h"
 #include "model.h"
+#include "ustr.h"
 
 
 /* Prefix err with "what: ". */
@@ -74,11 +75,6 @@ void ae_zs_mean_stderr(const double *x, long n, double *mean, double *stderr_) {
 }
 
 /* ---- encoding ------------------------------------------------------------------------------------ */
-static int py_isspace(unsigned char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' ||
-           (c >= 0x1c && c <= 0x1f);
-}
-
 static int prefix_token(const ae_tokenizer *tok) {
     int b = ae_tokenizer_bos(tok);
     return b >= 0 ? b : ae_tokenizer_eos(tok);
@@ -94,8 +90,8 @@ int ae_zs_encode_pair(const ae_tokenizer *tok, const char *context, const char *
         /* TemplateLM.loglikelihood: context "" -> ([prefix_token_id], tok_encode(continuation)) */
         if (ae_tokenize(tok, continuation, lk, 0, &whole, &nw, err)) return -1;
     } else {
-        size_t keep = lc;   /* n_spaces = len(context) - len(context.rstrip()) */
-        while (keep > 0 && py_isspace((unsigned char)context[keep - 1])) keep--;
+        /* n_spaces = len(context) - len(context.rstrip()): Python's (Unicode) whitespace */
+        size_t keep = ad_py_rstrip_len(context, lc);
         char *joined = malloc(lc + lk + 1);
         if (!joined) { ax_seterr(err, "out of memory"); return -1; }
         memcpy(joined, context, lc);
@@ -185,8 +181,8 @@ ae_zs_lm ae_zs_lm_from_runner(ae_runner *r, int max_seq) {
 
 /* ---- the request loop ---------------------------------------------------------------------------- */
 int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result *res,
-                       ae_zs_progress_fn progress, void *progress_ctx, long progress_base,
-                       char *err) {
+                       ae_zs_req_score *per_req, ae_zs_progress_fn progress, void *progress_ctx,
+                       long progress_base, char *err) {
     const ad_zs_set *set = e->set;
     const char *tname = set->task->name;
     double t0 = ax_now();
@@ -222,6 +218,12 @@ int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result 
     }
     int ncached = 0, row_len = 0;   /* tokens held by the LM; context length of `saved` (0: none) */
     lm->truncate(lm->ctx, 0);
+    if (per_req)
+        for (long r = 0; r < set->n_requests; r++) {
+            per_req[r].ll = NAN;
+            per_req[r].greedy = 0;
+            per_req[r].scored = 0;
+        }
     long done_req = 0, nd = 0;   /* nd: documents scored */
     for (int d = 0; d < set->n_docs && !rc; d++) {
         const ad_zs_doc *doc = &set->docs[d];
@@ -259,6 +261,12 @@ int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result 
             memcpy(cached, seq, (size_t)L * sizeof *seq);
             ncached = L;
             if ((rc = ae_zs_score_rows(rows, nn, V, q->cont, &lls[j], &greedy[j], err))) break;
+            if (per_req) {
+                ae_zs_req_score *ps = &per_req[e->first[d] + j];
+                ps->ll = lls[j];
+                ps->greedy = greedy[j];
+                ps->scored = 1;
+            }
             res->tokens += L;
             done_req++;
             if (progress) progress(progress_ctx, progress_base + done_req);
@@ -328,11 +336,57 @@ static double task_headline(const ad_zs_task *t, const ae_zs_result *r) {
     return (t->metrics & AD_ZS_ACC_NORM) ? r->acc_norm : r->acc;
 }
 
+/* --log-samples: one JSON line per request of task set e under `mode` (see ae_zs_opts). */
+static int write_samples(FILE *f, const char *path, const char *mode, const ae_zs_encoded *e,
+                         const ae_zs_req_score *sc, char *err) {
+    const ad_zs_set *set = e->set;
+    for (int d = 0; d < set->n_docs; d++) {
+        const ad_zs_doc *doc = &set->docs[d];
+        for (int j = 0; j < doc->n_req; j++) {
+            long r = e->first[d] + j;
+            const ae_zs_ids *q = &e->req[r];
+            cJSON *o = cJSON_CreateObject();
+            int ok = o != NULL;
+            ok = ok && cJSON_AddStringToObject(o, "mode", mode);
+            ok = ok && cJSON_AddStringToObject(o, "task", set->task->name);
+            ok = ok && cJSON_AddNumberToObject(o, "doc", d);
+            ok = ok && cJSON_AddNumberToObject(o, "choice", j);
+            ok = ok && cJSON_AddStringToObject(o, "context", doc->req[j].context);
+            ok = ok && cJSON_AddStringToObject(o, "continuation", doc->req[j].continuation);
+            cJSON *ci = ok ? cJSON_CreateIntArray(q->ctx, q->n_ctx) : NULL;
+            ok = ok && ci && cJSON_AddItemToObject(o, "ctx_ids", ci);
+            if (!ok) cJSON_Delete(ci);
+            cJSON *ki = ok ? cJSON_CreateIntArray(q->cont, q->n_cont) : NULL;
+            ok = ok && ki && cJSON_AddItemToObject(o, "cont_ids", ki);
+            if (!ok) cJSON_Delete(ki);
+            if (sc[r].scored) {
+                ok = ok && cJSON_AddNumberToObject(o, "ll", sc[r].ll);
+                ok = ok && cJSON_AddBoolToObject(o, "greedy", sc[r].greedy != 0);
+            } else {   /* a document left out (continuation longer than max_length) */
+                ok = ok && cJSON_AddNullToObject(o, "ll");
+                ok = ok && cJSON_AddNullToObject(o, "greedy");
+            }
+            ok = ok && cJSON_AddBoolToObject(o, "skipped", !sc[r].scored);
+            ok = ok && cJSON_AddNumberToObject(o, "choice_len", doc->choice_len[j]);
+            ok = ok && cJSON_AddNumberToObject(o, "gold", doc->gold);
+            char *line = ok ? cJSON_PrintUnformatted(o) : NULL;
+            cJSON_Delete(o);
+            if (!line) { ax_seterr(err, "%s: out of memory writing a sample line", path); return -1; }
+            fputs(line, f);
+            fputc('\n', f);
+            free(line);
+        }
+    }
+    if (ferror(f)) { ax_seterr(err, "%s: write error", path); return -1; }
+    return 0;
+}
+
 int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     *doc_out = NULL;
     double t_start = ax_now();
     char root[AX_PATH_LEN], tokpath[AX_PATH_LEN], name[1024];
     if (o->n_tasks < 1 || o->n_modes < 1) { ax_seterr(err, "no tasks or no modes given"); return -1; }
+    if (o->log_samples && ax_check_out_path(o->log_samples, "--log-samples", err)) return -1;
     if (o->data_root) snprintf(root, sizeof root, "%s", o->data_root);
     else if (ax_data_root(root, sizeof root, err)) return -1;
     /* validate names before any heavy work */
@@ -346,6 +400,9 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     ae_calib *calib = NULL;
     ae_runner *runner = NULL;
     cJSON *doc = NULL;
+    FILE *samples = NULL;
+    char samples_tmp[AX_PATH_LEN] = "";
+    ae_zs_req_score *scores = NULL;
     int rc = -1;
     if (!modes || !tasks || !sets || !enc || !res) { ax_seterr(err, "out of memory"); goto out; }
     for (int i = 0; i < o->n_modes; i++)
@@ -361,6 +418,14 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         for (int k = 0; k < i; k++)
             if (tasks[k] == tasks[i]) { ax_seterr(err, "task '%s' given twice", o->tasks[i]); goto out; }
     }
+    /* the data first: a bad data file is reported before a model is read */
+    long max_req = 1;
+    for (int i = 0; i < o->n_tasks; i++) {
+        if (ad_zs_load(tasks[i], root, o->limit, &sets[i], err)) goto out;
+        if (o->log && tasks[i]->alt_file)
+            fprintf(o->log, "%s: %s (%s)\n", tasks[i]->name, sets[i]->variant, sets[i]->path);
+        if (sets[i]->n_requests > max_req) max_req = sets[i]->n_requests;
+    }
     if (o->tokenizer) snprintf(tokpath, sizeof tokpath, "%s", o->tokenizer);
     else snprintf(tokpath, sizeof tokpath, "%.4000s/tokenizer.json", o->model_dir);
     if (ae_model_load(o->model_dir, &m, err)) goto out;
@@ -373,9 +438,6 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     long total_req = 0;
     int max_seq = 1;
     for (int i = 0; i < o->n_tasks; i++) {
-        if (ad_zs_load(tasks[i], root, o->limit, &sets[i], err)) goto out;
-        if (o->log && tasks[i]->alt_file)
-            fprintf(o->log, "%s: %s (%s)\n", tasks[i]->name, sets[i]->variant, sets[i]->path);
         if (ae_zs_encode_set(tok, sets[i], o->bos, &enc[i], err)) goto out;
         total_req += sets[i]->n_requests;
         for (long r = 0; r < sets[i]->n_requests; r++) {
@@ -384,6 +446,12 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         }
     }
     if (max_seq > m->cfg.max_pos) max_seq = m->cfg.max_pos;
+
+    if (o->log_samples) {
+        scores = calloc((size_t)max_req, sizeof *scores);
+        if (!scores) { ax_seterr(err, "out of memory"); goto out; }
+        if (!(samples = ax_atomic_open(o->log_samples, samples_tmp, err))) goto out;
+    }
 
     doc = ax_envelope_new("eval zeroshot");
     /* top-level keys as the ppl results (eval/ppl.c) name them, so one report reads both */
@@ -468,11 +536,13 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         ax_progress_start(&pg.bar, modes[mi].name, total_req, "req");
         long base = 0;
         for (int i = 0; i < o->n_tasks; i++) {
-            if (ae_zs_eval_encoded(&lm, enc[i], &res[i], progress_cb, &pg, base, err)) {
+            if (ae_zs_eval_encoded(&lm, enc[i], &res[i], scores, progress_cb, &pg, base, err)) {
                 ax_progress_end(&pg.bar, base);
                 prefix_err(err, "mode %s", modes[mi].name);
                 goto out;
             }
+            if (samples && write_samples(samples, o->log_samples, modes[mi].name, enc[i], scores, err))
+                goto out;
             base += sets[i]->n_requests;
         }
         ax_progress_end(&pg.bar, base);
@@ -509,11 +579,19 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         cJSON_AddNumberToObject(jmode, "requests", (double)total_req);
         put_num(jmode, "requests_per_s", secs > 0 ? (double)total_req / secs : NAN);
     }
+    if (samples) {
+        int bad = ax_atomic_commit(samples, samples_tmp, o->log_samples, err);
+        samples = NULL;
+        if (bad) goto out;
+        cJSON_AddStringToObject(doc, "log_samples", o->log_samples);
+    }
     cJSON_AddNumberToObject(doc, "seconds", ax_now() - t_start);
     *doc_out = doc;
     doc = NULL;
     rc = 0;
 out:
+    if (samples) ax_atomic_abort(samples, samples_tmp);
+    free(scores);
     ae_runner_free(runner);
     ae_calib_free(calib);
     for (int i = 0; i < o->n_tasks && enc; i++) ae_zs_encoded_free(enc[i]);

@@ -4,8 +4,8 @@
  * Tasks and request strings come from datasets/zeroshot.h.
  *
  * Sources (github.com/EleutherAI/lm-evaluation-harness):
- *  - lm_eval/api/model.py TemplateLM._encode_pair: trailing whitespace of the context moves to the
- *    continuation; whole = enc(context + continuation), ctx = enc(context), continuation tokens =
+ *  - lm_eval/api/model.py TemplateLM._encode_pair: trailing whitespace of the context (what Python's
+ *    str.rstrip() strips: Unicode whitespace, datasets/ustr.h) moves to the continuation; whole = enc(context + continuation), ctx = enc(context), continuation tokens =
  *    whole[len(ctx):]; TemplateLM.loglikelihood: an empty context becomes [prefix_token_id].
  *  - lm_eval/models/huggingface.py HFLM.tok_encode: for causal LMs add_special_tokens =
  *    add_bos_token, which defaults to False up to v0.4.9 (the versions Atom and QuaRot used): no BOS.
@@ -90,15 +90,25 @@ typedef struct {
 /* Progress callback: done requests so far (for the bar). */
 typedef void (*ae_zs_progress_fn)(void *ctx, long done);
 
+/* One request's score (--log-samples): ll = Σ log p(continuation token) in nats, greedy = every
+ * continuation token was the argmax; scored = 0 for the requests of a document left out (then ll is
+ * NaN). */
+typedef struct {
+    double ll;
+    int    greedy;
+    int    scored;
+} ae_zs_req_score;
+
 /* Score every request of e with lm, reusing cached context (the KV cache keeps the longest common
  * token prefix with the previous request; a context equal to the previous one is not recomputed, its
  * last-position logits are kept), then compute the task's metrics. Inputs longer than lm->max_len
  * are left-truncated as lm-eval does. A document with a continuation longer than max_len cannot be
  * scored (lm-eval asserts there): it is left out and counted in res->skipped, the metrics are over
- * the others (res->n). Errors: LM errors, every document skipped. */
+ * the others (res->n). per_req [e->set->n_requests] (or NULL) receives each request's score, in
+ * the order of e->req. Errors: LM errors, every document skipped. */
 int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result *res,
-                       ae_zs_progress_fn progress, void *progress_ctx, long progress_base,
-                       char *err);
+                       ae_zs_req_score *per_req, ae_zs_progress_fn progress, void *progress_ctx,
+                       long progress_base, char *err);
 
 /* ---- the whole evaluation (what `apex4 eval zeroshot` runs) ------------------------------------ */
 typedef struct {
@@ -114,12 +124,25 @@ typedef struct {
     int          kv4;
     const char  *calib_dir;      /* where the Atom calibration cache lives (NULL: ".")             */
     FILE        *log;            /* notices (calibration, hellaswag variant); NULL = silent         */
+    /* --log-samples (lm-eval --log_samples): JSON-lines file written atomically at the end, one line
+     * per request of every applicable mode, in mode, task, document, choice order:
+     *   {"mode": str, "task": str, "doc": int (0-based document index after --limit), "choice": int,
+     *    "context": str, "continuation": str (the request strings lm-eval passes to loglikelihood),
+     *    "ctx_ids": [int], "cont_ids": [int] (_encode_pair's split, before any left truncation to
+     *    max_length), "ll": number (Σ log-probabilities of cont_ids, nats, the value acc / acc_norm
+     *    were decided on) or null, "greedy": bool or null, "skipped": bool (the document was left
+     *    out: a continuation longer than max_length; ll and greedy are then null),
+     *    "choice_len": int (characters, i.e. code points, of the choice string, acc_norm's divisor),
+     *    "gold": int (the gold choice of the document)}
+     * NULL: none. The path is checked (ax_check_out_path) before any work. */
+    const char  *log_samples;
 } ae_zs_opts;
 
 /* Load the model, tokenizer and tasks, run every mode over every task, and build the results
  * document (ax_envelope_new("eval zeroshot") + model, data, protocol, per-mode per-task results and
  * the Atom/QuaRot average: acc_norm where defined, else acc). *doc is owned by the caller
- * (cJSON_Delete). Errors name the file, task or mode. */
+ * (cJSON_Delete). The data files are loaded (and checked) before the model. Errors name the file,
+ * task or mode. */
 int ae_zs_run(const ae_zs_opts *o, cJSON **doc, char *err);
 
 /* Print the results table (tasks × modes, value ± stderr, then the average row) of a document made

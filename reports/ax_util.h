@@ -11,36 +11,6 @@
 
 #ifndef APEX4_GIT_REV
 #define APEX4_GIT_REV "unknown"
-/* ---- strict input parsing (hostile input: every number and JSON document checked) -------------- */
-
-/* Parse a JSON document as strictly as Python's json module plus the safetensors library: RFC 8259
- * (cJSON), and additionally rejects (1) a NUL byte anywhere in text[0..len), (2) a "\u0000" escape
- * inside any string (C strings would silently truncate it), (3) anything but whitespace after the
- * top-level value, (4) a key that occurs twice in one object (Python keeps the last, safetensors
- * rejects: we reject), (5) nesting deeper than 256. `what` names the input in messages (a file path,
- * "model.safetensors header", ...). Returns the tree (caller cJSON_Delete's it) or NULL with err
- * "<what>: <reason> (byte <offset>)" or "<what>: duplicate key \"k\" (in <parent key>)". */
-cJSON *ax_json_parse_strict(const char *text, size_t len, const char *what, char *err);
-
-/* Parse an integer option or field: decimal digits with an optional sign only (no "1e3", no hex, no
- * trailing characters, no empty string), within [lo, hi]. On failure -1 with err
- * "<what>: expected an integer in [lo, hi], got 's'". what names the option ("--seqlen") or the
- * file and field ("config.json: hidden_size"). */
-int ax_parse_long(const char *s, long lo, long hi, const char *what, long *out, char *err);
-/* The same for unsigned 64-bit values (seeds): decimal, or hex with 0x; no sign. */
-int ax_parse_u64(const char *s, const char *what, uint64_t *out, char *err);
-/* A finite double in [lo, hi] (strtod syntax, nothing may follow). */
-int ax_parse_double(const char *s, double lo, double hi, const char *what, double *out, char *err);
-
-/* *out = a * b (and a * b * c) when it does not overflow size_t; else -1 with err naming `what`. */
-int ax_mul_size(size_t a, size_t b, size_t *out, const char *what, char *err);
-int ax_mul3_size(size_t a, size_t b, size_t c, size_t *out, const char *what, char *err);
-
-/* Check, before any long work starts, that `path` can be written atomically later: non-empty, not
- * an existing directory, and its parent directory exists and is writable. `opt` names the option
- * ("--out"). Returns 0 or -1 with err "<opt> '<path>': <reason>". */
-int ax_check_out_path(const char *path, const char *opt, char *err);
-
 #endif
 
 /* Write a printf-style message into err (AX_ERR_LEN bytes); no-op when err is NULL. The one error

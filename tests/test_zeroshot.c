@@ -1,7 +1,9 @@
 /* test_zeroshot.c — zero-shot tasks: request building per task (expected strings written out by
- * hand from the lm-eval task files), --limit, data file errors, scoring and normalisation on
- * hand-made logits, the shared-context request loop against a naive reference on a fake LM, the
- * _encode_pair split on the LLaMA-2 tokenizer, and an end-to-end run on stories260K. */
+ * hand from the lm-eval task files), --limit, data file errors (hostile input: NUL bytes, invalid
+ * UTF-8, strict JSON, wrong key types, empty labels files), scoring and normalisation on hand-made
+ * logits, the shared-context request loop against a naive reference on a fake LM, the _encode_pair
+ * split on the LLaMA-2 tokenizer (Unicode trailing whitespace too), an end-to-end run on
+ * stories260K, --log-samples, and the CLI's option checks. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,7 +19,8 @@
 #include "zeroshot.h"
 
 /* ---- helpers ----------------------------------------------------------------------------------- */
-static void write_file(const char *root, const char *rel, const char *text) {
+/* root/rel <- n bytes (NUL bytes included); parent folders created */
+static void write_bytes(const char *root, const char *rel, const char *bytes, size_t n) {
     char p[4096];
     snprintf(p, sizeof p, "%s/%s", root, rel);
     for (char *s = strchr(p + strlen(root) + 1, '/'); s; s = strchr(s + 1, '/')) {
@@ -27,8 +30,12 @@ static void write_file(const char *root, const char *rel, const char *text) {
     }
     FILE *f = fopen(p, "wb");
     cr_assert(f, "cannot create %s", p);
-    fputs(text, f);
+    cr_assert_eq(fwrite(bytes, 1, n, f), n);
     fclose(f);
+}
+
+static void write_file(const char *root, const char *rel, const char *text) {
+    write_bytes(root, rel, text, strlen(text));
 }
 
 static void rm_rf(const char *dir) {
@@ -102,16 +109,26 @@ Test(zeroshot_requests, arc_original_and_numeric_labels) {
 Test(zeroshot_requests, boolq) {
     char root[64];
     cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    /* Google's dev.jsonl form (title, passage, answer) and SuperGLUE's form (passage already
+     * "<title> -- <passage>", label true/false or 0/1, no title) */
     write_file(root, "data/boolq/dev.jsonl",
                "{\"question\": \"is the sky blue\", \"title\": \"Sky\", \"answer\": true, \"passage\": \"The sky is blue.\"}\n"
-               "{\"question\": \"do fish fly\", \"title\": \"Fish\", \"answer\": false, \"passage\": \"Fish swim.\"}\n");
+               "{\"question\": \"do fish fly\", \"title\": \"Fish\", \"answer\": false, \"passage\": \"Fish swim.\"}\n"
+               "{\"question\": \"is it\", \"passage\": \"Sun -- It is hot.\", \"idx\": 2, \"label\": true}\n"
+               "{\"question\": \"is it\", \"passage\": \"Moon -- It is cold.\", \"idx\": 3, \"label\": 0}\n");
     ad_zs_set *s = load_ok("boolq", root, 0);
-    /* boolq/default.yaml: "{{passage}}\nQuestion: {{question}}?\nAnswer:", choices ["no", "yes"] */
-    expect_req(s, 0, 0, "The sky is blue.\nQuestion: is the sky blue?\nAnswer:", " no");
-    expect_req(s, 0, 1, "The sky is blue.\nQuestion: is the sky blue?\nAnswer:", " yes");
-    expect_req(s, 1, 1, "Fish swim.\nQuestion: do fish fly?\nAnswer:", " yes");
+    cr_assert_eq(s->n_docs, 4);
+    /* boolq/default.yaml: "{{passage}}\nQuestion: {{question}}?\nAnswer:", choices ["no", "yes"], on
+     * SuperGLUE's passage = title + " -- " + passage */
+    expect_req(s, 0, 0, "Sky -- The sky is blue.\nQuestion: is the sky blue?\nAnswer:", " no");
+    expect_req(s, 0, 1, "Sky -- The sky is blue.\nQuestion: is the sky blue?\nAnswer:", " yes");
+    expect_req(s, 1, 1, "Fish -- Fish swim.\nQuestion: do fish fly?\nAnswer:", " yes");
+    expect_req(s, 2, 0, "Sun -- It is hot.\nQuestion: is it?\nAnswer:", " no");
+    expect_req(s, 3, 1, "Moon -- It is cold.\nQuestion: is it?\nAnswer:", " yes");
     cr_expect_eq(s->docs[0].gold, 1);
     cr_expect_eq(s->docs[1].gold, 0);
+    cr_expect_eq(s->docs[2].gold, 1);
+    cr_expect_eq(s->docs[3].gold, 0);
     ad_zs_set_free(s);
     rm_rf(root);
 }
@@ -228,6 +245,14 @@ Test(zeroshot_data, real_files_match_the_manifest) {
         if (want[i].gold_sum >= 0) cr_expect_eq(g, want[i].gold_sum, "%s gold labels", want[i].task);
         ad_zs_set_free(s);
     }
+    /* the first BoolQ record (title "Ethanol fuel", passage "All biomass goes through ...") as
+     * SuperGLUE's validation[0] passage reads: "Ethanol fuel -- All biomass goes through ..." */
+    ad_zs_set *b = load_ok("boolq", root, 1);
+    cr_expect(!strncmp(b->docs[0].req[0].context, "Ethanol fuel -- All biomass goes through at least some of these steps",
+                       strlen("Ethanol fuel -- All biomass goes through at least some of these steps")),
+              "%.80s", b->docs[0].req[0].context);
+    cr_expect(strstr(b->docs[0].req[0].context, "\nQuestion: does ethanol take more energy make that produces?\nAnswer:") != NULL);
+    ad_zs_set_free(b);
     /* MANIFEST.md: the first HellaSwag task is "Roof shingle removal: A man is sitting on a roof. he" */
     ad_zs_set *s = load_ok("hellaswag", root, 1);
     cr_expect_str_eq(s->docs[0].req[0].context, "Roof shingle removal: A man is sitting on a roof. he");
@@ -299,6 +324,116 @@ Test(zeroshot_data, missing_and_malformed_files_are_named) {
     expect_load_error("boolq", root, "dev.jsonl:1", "'answer'");
     write_file(root, "data/lambada_openai/lambada_test.jsonl", "");
     expect_load_error("lambada_openai", root, "lambada_test.jsonl", "no records");
+    rm_rf(root);
+}
+
+/* Regression: an empty labels file used to crash (NULL labels read as record 1's label). */
+Test(zeroshot_data, empty_labels_file_is_an_error_naming_it) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/piqa/valid.jsonl", "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    write_file(root, "data/piqa/valid-labels.lst", "");
+    expect_load_error("piqa", root, "valid-labels.lst", "no labels");
+    write_file(root, "data/piqa/valid-labels.lst", "\n  \n");   /* blank lines only */
+    expect_load_error("piqa", root, "valid-labels.lst", "no labels");
+    write_file(root, "data/winogrande/dev.jsonl",
+               "{\"sentence\": \"a _ b\", \"option1\": \"x\", \"option2\": \"y\"}\n");
+    write_file(root, "data/winogrande/dev-labels.lst", "");
+    expect_load_error("winogrande", root, "dev-labels.lst", "no labels");
+    write_file(root, "data/winogrande/dev-labels.lst", "1e3\n");
+    expect_load_error("winogrande", root, "dev-labels.lst:1", "label");
+    rm_rf(root);
+}
+
+/* Hostile JSON lines: NUL bytes, invalid UTF-8, duplicate keys, \u0000, wrong types. Each error
+ * names file:line and, for a type error, the key and the expected type. */
+Test(zeroshot_data, hostile_json_lines_are_rejected_with_file_line_and_key) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/piqa/valid-labels.lst", "0\n1\n");
+    /* a NUL byte inside line 2 (it used to cut the line short: the record parsed as a shorter one) */
+    const char nul[] = "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n"
+                       "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\0 junk\n";
+    write_bytes(root, "data/piqa/valid.jsonl", nul, sizeof nul - 1);
+    expect_load_error("piqa", root, "valid.jsonl:2", "NUL byte");
+    /* invalid UTF-8 (a lone 0xff) in line 2 */
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": \"g\xff\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    expect_load_error("piqa", root, "valid.jsonl:2", "invalid UTF-8");
+    /* duplicate key (Python's json keeps the last one silently: rejected) */
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\", \"goal\": \"h\"}\n{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    expect_load_error("piqa", root, "valid.jsonl:1", "duplicate key \"goal\"");
+    /* \u0000 escape (would truncate the C string) */
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": \"g\\u0000x\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    expect_load_error("piqa", root, "valid.jsonl:2", "\\u0000");
+    /* a JSON value that is not an object */
+    write_file(root, "data/piqa/valid.jsonl", "[1, 2]\n{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    expect_load_error("piqa", root, "valid.jsonl:1", "expected an object, got an array");
+    /* wrong types: key, expected and found type */
+    write_file(root, "data/piqa/valid.jsonl",
+               "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n{\"goal\": 7, \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    expect_load_error("piqa", root, "valid.jsonl:2: key 'goal' must be a string, got a number", NULL);
+    write_file(root, "data/boolq/dev.jsonl",
+               "{\"question\": \"q\", \"title\": 3, \"passage\": \"p\", \"answer\": true}\n");
+    expect_load_error("boolq", root, "dev.jsonl:1: key 'title' must be a string, got a number", NULL);
+    write_file(root, "data/boolq/dev.jsonl", "{\"question\": \"q\", \"passage\": \"p\", \"label\": 2}\n");
+    expect_load_error("boolq", root, "dev.jsonl:1: key 'label'", "[0, 1]");
+    write_file(root, "data/boolq/dev.jsonl", "{\"question\": \"q\", \"passage\": \"p\"}\n");
+    expect_load_error("boolq", root, "dev.jsonl:1: key 'answer' missing", "true/false");
+    write_file(root, "data/lambada_openai/lambada_test.jsonl", "{\"text\": null}\n");
+    expect_load_error("lambada_openai", root, "lambada_test.jsonl:1: key 'text' must be a string, got null", NULL);
+    write_file(root, "data/arc_easy/ARC-Easy-Test.jsonl", "{\"question\": 5, \"answerKey\": \"A\"}\n");
+    expect_load_error("arc_easy", root, "ARC-Easy-Test.jsonl:1: key 'question' must be", "got a number");
+    write_file(root, "data/arc_easy/ARC-Easy-Test.jsonl",
+               "{\"question\":{\"stem\":\"s\",\"choices\":[{\"text\":\"a\",\"label\":1}]},\"answerKey\":\"A\"}\n");
+    expect_load_error("arc_easy", root, "key 'question.choices[0].label' must be a string, got a number", NULL);
+    write_file(root, "data/hellaswag/hellaswag_val.jsonl",
+               "{\"activity_label\": \"a\", \"ctx_a\": \"b\", \"ctx_b\": \"c\", \"endings\": [\"w\", \"x\", \"y\", \"z\"], \"label\": 1.5}\n");
+    expect_load_error("hellaswag", root, "hellaswag_val.jsonl:1: key 'label'", "integer");
+    write_file(root, "data/hellaswag/hellaswag_val.jsonl",
+               "{\"activity_label\": \"a\", \"ctx_a\": \"b\", \"ctx_b\": \"c\", \"endings\": [\"w\", 2, \"y\", \"z\"], \"label\": 1}\n");
+    expect_load_error("hellaswag", root, "hellaswag_val.jsonl:1: key 'endings[1]' must be a string, got a number", NULL);
+    write_file(root, "data/hellaswag/hellaswag_val.jsonl",
+               "{\"activity_label\": \"a\", \"ctx_a\": \"b\", \"ctx_b\": \"c\", \"endings\": \"wxyz\", \"label\": 1}\n");
+    expect_load_error("hellaswag", root, "key 'endings' must be an array of strings, got a string", NULL);
+    rm_rf(root);
+    /* the llama.cpp hellaswag text and a labels file: NUL bytes named by file:line */
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    const char hs[] = "ctx\n1\na\nb\0c\nc\nd\n";
+    write_bytes(root, "data/hellaswag/hellaswag_val_full.txt", hs, sizeof hs - 1);
+    expect_load_error("hellaswag", root, "hellaswag_val_full.txt:4", "NUL byte");
+    write_file(root, "data/piqa/valid.jsonl", "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    write_bytes(root, "data/piqa/valid-labels.lst", "0\0\n", 3);
+    expect_load_error("piqa", root, "valid-labels.lst:1", "NUL byte");
+    rm_rf(root);
+}
+
+/* Python's (Unicode) strip and capitalize inside the prompts. Expectations from Python:
+ *   python3 -c "print(repr(' \u3000was fine.\xa0'.strip()), repr('\xe9lan'.capitalize()))"
+ *   -> 'was fine.' '\xc9lan' */
+Test(zeroshot_requests, unicode_whitespace_and_capitalize_as_python) {
+    char root[64];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/winogrande/dev.jsonl",
+               "{\"sentence\": \"The bed was ruined but the _ \\u3000was fine.\\u00a0\", \"option1\": \"blanket\", "
+               "\"option2\": \"bed\"}\n");
+    write_file(root, "data/winogrande/dev-labels.lst", "1\n");
+    ad_zs_set *s = load_ok("winogrande", root, 0);
+    expect_req(s, 0, 0, "The bed was ruined but the blanket", " was fine.");
+    ad_zs_set_free(s);
+    /* hellaswag: ctx_b.capitalize() of "\u00e9lan VITAL" is "\u00c9lan vital"; endings stripped of
+     * U+3000 / U+00A0 / U+2028 (preprocess: text.strip()) */
+    write_file(root, "data/hellaswag/hellaswag_val.jsonl",
+               "{\"activity_label\": \"Dance\", \"ctx_a\": \"She bows.\", \"ctx_b\": \"\\u00e9lan VITAL\", "
+               "\"endings\": [\"\\u3000spins.\\u00a0\", \"\\u2028jumps.\", \"sits.\", \"\\u00dfleeps.\"], \"label\": 0}\n");
+    s = load_ok("hellaswag", root, 0);
+    expect_req(s, 0, 0, "Dance: She bows. \xc3\x89lan vital", " spins.");
+    expect_req(s, 0, 1, "Dance: She bows. \xc3\x89lan vital", " jumps.");
+    expect_req(s, 0, 3, "Dance: She bows. \xc3\x89lan vital", " \xc3\x9fleeps.");
+    cr_expect_eq(s->docs[0].choice_len[3], 7.0);   /* len('\u00dfleeps.') == 7 */
+    ad_zs_set_free(s);
     rm_rf(root);
 }
 
@@ -451,7 +586,8 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
     memset(&f, 0, sizeof f);
     ae_zs_lm lm = {&f, FV, max_len, fake_forward, fake_truncate};
     ae_zs_result res;
-    cr_assert_eq(ae_zs_eval_encoded(&lm, &e, &res, NULL, NULL, 0, err), 0, "%s", err);
+    ae_zs_req_score *per = calloc((size_t)set.n_requests, sizeof *per);
+    cr_assert_eq(ae_zs_eval_encoded(&lm, &e, &res, per, NULL, NULL, 0, err), 0, "%s", err);
     /* naive reference: every request from scratch */
     double acc = 0, accn = 0, llsum = 0, naive_tokens = 0;
     int scored = 0, skipped = 0;
@@ -459,12 +595,21 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
         double lls[4];
         int g[4], too_long = 0;
         for (int j = 0; j < set.docs[d].n_req; j++) too_long |= e.req[e.first[d] + j].n_cont > max_len;
-        if (too_long) { skipped++; continue; }   /* cannot be scored in the window: left out */
+        if (too_long) {   /* cannot be scored in the window: left out */
+            skipped++;
+            for (int j = 0; j < set.docs[d].n_req; j++) cr_expect_eq(per[e.first[d] + j].scored, 0);
+            continue;
+        }
         scored++;
         for (int j = 0; j < set.docs[d].n_req; j++) {
             const ae_zs_ids *q = &e.req[e.first[d] + j];
             lls[j] = naive_ll(q, max_len, &g[j]);
             naive_tokens += q->n_ctx + q->n_cont - 1;
+            /* the per-request scores (--log-samples) are the naive ones */
+            const ae_zs_req_score *ps = &per[e.first[d] + j];
+            cr_expect_eq(ps->scored, 1);
+            cr_expect_float_eq(ps->ll, lls[j], 1e-9, "doc %d choice %d", d, j);
+            cr_expect_eq(ps->greedy, g[j]);
         }
         int p, pn;
         ae_zs_decide(lls, set.docs[d].choice_len, set.docs[d].n_req, &p, &pn);
@@ -484,6 +629,7 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
     if (metrics & AD_ZS_PPL) cr_expect_float_eq(res.ppl, exp(-llsum / scored), 1e-9 * res.ppl);
     /* shared contexts are computed once: fewer tokens forwarded than the naive loop */
     if (kind != AD_ZS_LOGLIKELIHOOD) cr_expect_lt((double)f.forwarded, naive_tokens);
+    free(per);
     for (long i = 0; i < set.n_requests; i++) { free(e.req[i].ctx); free(e.req[i].cont); }
     free(e.req);
     free(e.first);
@@ -566,6 +712,33 @@ Test(zeroshot_encode, encode_pair_split_and_trailing_space) {
     ae_tokenizer_free(tok);
 }
 
+/* _encode_pair moves the context's trailing whitespace as Python's str.rstrip() finds it, Unicode
+ * included: (ctx + ws, cont) must encode exactly as (ctx, ws + cont) (lm-eval model.py:
+ * n_spaces = len(context) - len(context.rstrip())). U+00A0, U+3000, U+2028 are whitespace to Python. */
+Test(zeroshot_encode, encode_pair_moves_unicode_trailing_whitespace) {
+    char root[AX_PATH_LEN], path[AX_PATH_LEN + 64], err[AX_ERR_LEN];
+    if (data_root_or_skip(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    snprintf(path, sizeof path, "%s/models/llama2-tokenizer/tokenizer.json", root);
+    ae_tokenizer *tok;
+    cr_assert_eq(ae_tokenizer_load(path, &tok, err), 0, "%s", err);
+    const char *ws[3] = {"\xc2\xa0", "\xe3\x80\x80 ", "\xe2\x80\xa8"};
+    for (int k = 0; k < 3; k++) {
+        char ctx_ws[128], cont_ws[128];
+        snprintf(ctx_ws, sizeof ctx_ws, "Question: Is it?\nAnswer:%s", ws[k]);
+        snprintf(cont_ws, sizeof cont_ws, "%syes", ws[k]);
+        ae_zs_ids a, b;
+        cr_assert_eq(ae_zs_encode_pair(tok, ctx_ws, "yes", 0, &a, err), 0, "%s", err);
+        cr_assert_eq(ae_zs_encode_pair(tok, "Question: Is it?\nAnswer:", cont_ws, 0, &b, err), 0, "%s", err);
+        cr_expect_eq(a.n_ctx, b.n_ctx, "whitespace %d: context lengths", k);
+        cr_expect_eq(a.n_cont, b.n_cont, "whitespace %d: continuation lengths", k);
+        if (a.n_ctx == b.n_ctx) cr_expect_eq(memcmp(a.ctx, b.ctx, (size_t)a.n_ctx * sizeof(int)), 0);
+        if (a.n_cont == b.n_cont) cr_expect_eq(memcmp(a.cont, b.cont, (size_t)a.n_cont * sizeof(int)), 0);
+        cr_expect_eq(a.ctx[a.n_ctx - 1], 29901, "the context ends in ':' (29901), whitespace %d", k);
+        free(a.ctx); free(a.cont); free(b.ctx); free(b.cont);
+    }
+    ae_tokenizer_free(tok);
+}
+
 /* ---- end to end on stories260K ------------------------------------------------------------------ */
 Test(zeroshot_e2e, two_tasks_on_stories260k) {
     char root[AX_PATH_LEN], model[AX_PATH_LEN + 64], err[AX_ERR_LEN];
@@ -643,18 +816,212 @@ Test(zeroshot_e2e, two_tasks_on_stories260k) {
     cJSON_Delete(doc);
 }
 
+/* ---- --log-samples ---------------------------------------------------------------------------- */
+/* Each line of a JSON-lines file, parsed strictly; *n lines. */
+static cJSON **read_lines(const char *path, int *n) {
+    char *text, err[AX_ERR_LEN];
+    size_t len;
+    cr_assert_eq(ax_read_file(path, &text, &len, err), 0, "%s", err);
+    cr_assert(len > 0 && text[len - 1] == '\n', "%s ends with a newline", path);
+    int cap = 0;
+    cJSON **v = NULL;
+    *n = 0;
+    for (char *p = text, *nl; p < text + len; p = nl + 1) {
+        nl = memchr(p, '\n', (size_t)(text + len - p));
+        cr_assert_not_null(nl);
+        if (*n == cap) { cap = cap ? 2 * cap : 64; v = realloc(v, (size_t)cap * sizeof *v); }
+        v[*n] = ax_json_parse_strict(p, (size_t)(nl - p), "sample line", err);
+        cr_assert_not_null(v[*n], "line %d: %s", *n + 1, err);
+        (*n)++;
+    }
+    free(text);
+    return v;
+}
+
+static const cJSON *key(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+
+static int is_int(const cJSON *v) { return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble); }
+
+static int no_tmp_left(const char *dir) {   /* the atomic writer leaves no "*.tmp.*" behind */
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls '%s' | grep -q '\\.tmp\\.'", dir);
+    return system(cmd) != 0;
+}
+
+Test(zeroshot_e2e, log_samples_one_line_per_request_with_the_scored_ll, .timeout = 300) {
+    char root[AX_PATH_LEN], model[AX_PATH_LEN + 64], err[AX_ERR_LEN], tmp[64], logp[128];
+    if (data_root_or_skip(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    snprintf(model, sizeof model, "%s/models/stories260K", root);
+    cr_assert_eq(tu_mkdtemp(tmp, sizeof tmp), 0);
+    snprintf(logp, sizeof logp, "%s/samples.jsonl", tmp);
+    const char *tasks[2] = {"piqa", "lambada_openai"};
+    const char *modes[2] = {"fp16", "w4a4-g32"};
+    ae_zs_opts o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = model;
+    o.tasks = tasks; o.n_tasks = 2;
+    o.modes = modes; o.n_modes = 2;
+    o.limit = 3;
+    o.nthreads = 2;
+    o.log_samples = logp;
+    cJSON *doc = NULL;
+    cr_assert_eq(ae_zs_run(&o, &doc, err), 0, "%s", err);
+    int n;
+    cJSON **ln = read_lines(logp, &n);
+    /* requests: piqa 3 documents x 2 choices + lambada 3 x 1 = 9 per mode, 2 modes */
+    long per_mode = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, key(doc, "tasks")) per_mode += (long)key(t, "requests")->valuedouble;
+    cr_expect_eq(per_mode, 9);
+    cr_assert_eq(n, 2 * per_mode, "one line per request and mode: %d lines", n);
+    cr_expect(no_tmp_left(tmp));
+    /* the strings are those ad_zs_load builds, the ids an independent _encode_pair of them */
+    ad_zs_set *sets[2] = {load_ok("piqa", root, 3), load_ok("lambada_openai", root, 3)};
+    char tokp[AX_PATH_LEN + 80];
+    snprintf(tokp, sizeof tokp, "%s/tokenizer.json", model);
+    ae_tokenizer *tok;
+    cr_assert_eq(ae_tokenizer_load(tokp, &tok, err), 0, "%s", err);
+    int li = 0;
+    for (int mi = 0; mi < 2; mi++) {
+        const cJSON *mres = key(cJSON_GetArrayItem(key(doc, "modes"), mi), "tasks");
+        for (int ti = 0; ti < 2; ti++) {
+            const ad_zs_set *s = sets[ti];
+            double acc = 0, accn = 0, gold_ll = 0;
+            for (int d = 0; d < s->n_docs; d++) {
+                double lls[8], best = -INFINITY, bestn = -INFINITY;
+                int pred = 0, predn = 0, greedy0 = 0;
+                for (int j = 0; j < s->docs[d].n_req; j++, li++) {
+                    const cJSON *l = ln[li];
+                    cr_assert(cJSON_IsString(key(l, "mode")) && cJSON_IsString(key(l, "task")));
+                    cr_expect_str_eq(key(l, "mode")->valuestring, modes[mi]);
+                    cr_expect_str_eq(key(l, "task")->valuestring, tasks[ti]);
+                    cr_assert(is_int(key(l, "doc")) && is_int(key(l, "choice")) && is_int(key(l, "gold")));
+                    cr_expect_eq(key(l, "doc")->valueint, d);
+                    cr_expect_eq(key(l, "choice")->valueint, j);
+                    cr_expect_eq(key(l, "gold")->valueint, s->docs[d].gold);
+                    cr_assert(cJSON_IsString(key(l, "context")) && cJSON_IsString(key(l, "continuation")));
+                    cr_expect_str_eq(key(l, "context")->valuestring, s->docs[d].req[j].context);
+                    cr_expect_str_eq(key(l, "continuation")->valuestring, s->docs[d].req[j].continuation);
+                    cr_assert(cJSON_IsNumber(key(l, "ll")), "ll is a number");
+                    cr_assert(cJSON_IsBool(key(l, "greedy")) && cJSON_IsFalse(key(l, "skipped")));
+                    cr_assert(is_int(key(l, "choice_len")));
+                    const char *cont = key(l, "continuation")->valuestring;
+                    if (s->task->kind == AD_ZS_MULTIPLE_CHOICE) {
+                        /* choice = continuation without the target delimiter " "; its length in
+                         * code points = bytes that are not UTF-8 continuation bytes */
+                        int cp = 0;
+                        for (const char *c = cont + 1; *c; c++) cp += ((unsigned char)*c & 0xC0) != 0x80;
+                        cr_expect_eq(key(l, "choice_len")->valueint, cp, "%s", cont);
+                    }
+                    ae_zs_ids q;
+                    cr_assert_eq(ae_zs_encode_pair(tok, key(l, "context")->valuestring, cont, 0, &q, err), 0, "%s", err);
+                    const cJSON *ci = key(l, "ctx_ids"), *ki = key(l, "cont_ids");
+                    cr_assert(cJSON_IsArray(ci) && cJSON_IsArray(ki));
+                    cr_assert_eq(cJSON_GetArraySize(ci), q.n_ctx);
+                    cr_assert_eq(cJSON_GetArraySize(ki), q.n_cont);
+                    for (int i = 0; i < q.n_ctx; i++) cr_expect_eq(cJSON_GetArrayItem(ci, i)->valueint, q.ctx[i]);
+                    for (int i = 0; i < q.n_cont; i++) cr_expect_eq(cJSON_GetArrayItem(ki, i)->valueint, q.cont[i]);
+                    free(q.ctx); free(q.cont);
+                    lls[j] = key(l, "ll")->valuedouble;
+                    cr_expect(lls[j] < 0 && isfinite(lls[j]), "ll %g", lls[j]);
+                    if (j == 0) greedy0 = cJSON_IsTrue(key(l, "greedy"));
+                    /* np.argmax: first maximum; acc_norm divides by choice_len */
+                    if (lls[j] > best) { best = lls[j]; pred = j; }
+                    double nl = lls[j] / key(l, "choice_len")->valuedouble;
+                    if (nl > bestn) { bestn = nl; predn = j; }
+                }
+                gold_ll += lls[s->docs[d].gold];
+                if (s->task->kind == AD_ZS_LOGLIKELIHOOD) acc += greedy0;
+                else { acc += pred == s->docs[d].gold; accn += predn == s->docs[d].gold; }
+            }
+            /* the logged values are the ones the metrics were computed from */
+            const cJSON *r = key(mres, tasks[ti]);
+            cr_expect_float_eq(key(r, "acc")->valuedouble, acc / s->n_docs, 1e-12, "%s %s acc", modes[mi], tasks[ti]);
+            if (s->task->metrics & AD_ZS_ACC_NORM)
+                cr_expect_float_eq(key(r, "acc_norm")->valuedouble, accn / s->n_docs, 1e-12);
+            cr_expect_float_eq(key(r, "mean_ll_gold")->valuedouble, gold_ll / s->n_docs, 1e-12,
+                               "%s %s mean gold ll", modes[mi], tasks[ti]);
+        }
+    }
+    cr_expect(cJSON_IsString(key(doc, "log_samples")));
+    for (int i = 0; i < n; i++) cJSON_Delete(ln[i]);
+    free(ln);
+    ae_tokenizer_free(tok);
+    ad_zs_set_free(sets[0]); ad_zs_set_free(sets[1]);
+    cJSON_Delete(doc);
+    rm_rf(tmp);
+}
+
 /* ---- the CLI ------------------------------------------------------------------------------------ */
-static int run_cli(const char *args, char *out, size_t outlen) {
+/* Run `[env] apex4 eval zeroshot args`, output (stdout + stderr) into out; the exit status. */
+static int run_cli_env(const char *env, const char *args, char *out, size_t outlen) {
     const char *bin = getenv("APEX4_BIN");
     if (!bin) bin = "build/apex4";
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s eval zeroshot %s 2>&1", bin, args);
+    snprintf(cmd, sizeof cmd, "%s %s eval zeroshot %s 2>&1", env, bin, args);
     FILE *p = popen(cmd, "r");
     cr_assert(p);
     size_t n = fread(out, 1, outlen - 1, p);
     out[n] = 0;
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int run_cli(const char *args, char *out, size_t outlen) { return run_cli_env("", args, out, outlen); }
+
+static void expect_no_sanitizer_report(const char *out) {
+    cr_expect(strstr(out, "AddressSanitizer") == NULL && strstr(out, "runtime error") == NULL &&
+              strstr(out, "Segmentation") == NULL, "crash report: %s", out);
+}
+
+/* Options are checked before any work: with --model /nonexistent the error is about the option, not
+ * the model (which would be read first otherwise). */
+Test(zeroshot_cli, bad_paths_and_numbers_fail_before_any_work) {
+    char out[8192];
+    cr_expect_eq(run_cli("--model /nonexistent --out ''", out, sizeof out), 2);
+    cr_expect(strstr(out, "--out") && strstr(out, "empty"), "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --out /nonexistent-dir/x.json", out, sizeof out), 2);
+    cr_expect(strstr(out, "--out '/nonexistent-dir/x.json'") && strstr(out, "does not exist"), "%s", out);
+    cr_expect(strstr(out, "/nonexistent:") == NULL, "nothing was loaded: %s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --out /tmp", out, sizeof out), 2);
+    cr_expect(strstr(out, "--out") && strstr(out, "directory"), "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --log-samples /nonexistent-dir/s.jsonl", out, sizeof out), 2);
+    cr_expect(strstr(out, "--log-samples '/nonexistent-dir/s.jsonl'"), "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --log-samples ''", out, sizeof out), 2);
+    cr_expect(strstr(out, "--log-samples") && strstr(out, "empty"), "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --out /tmp/apex4-zs-same.json --log-samples /tmp/apex4-zs-same.json",
+                         out, sizeof out), 2);
+    cr_expect(strstr(out, "same file"), "%s", out);
+    const char *bad_num[] = {"--limit 1e20", "--limit 99999999999999999999999", "--limit 0", "--limit ''",
+                             "--limit 5x", "--threads -1", "--threads 1e3", "--threads 100000"};
+    for (size_t i = 0; i < sizeof bad_num / sizeof bad_num[0]; i++) {
+        char args[256], opt[16];
+        snprintf(args, sizeof args, "--model /nonexistent %s", bad_num[i]);
+        snprintf(opt, sizeof opt, "%.*s", (int)strcspn(bad_num[i], " "), bad_num[i]);
+        cr_expect_eq(run_cli(args, out, sizeof out), 2, "%s", bad_num[i]);
+        cr_expect(strstr(out, opt) && strstr(out, "expected an integer"), "%s: %s", bad_num[i], out);
+    }
+}
+
+/* Regression: an empty labels file crashed `eval zeroshot --tasks piqa|winogrande` (sanitizer
+ * report); now an error naming the file, before the model is read. */
+Test(zeroshot_cli, empty_labels_file_names_the_file) {
+    char root[64], env[128], out[8192];
+    cr_assert_eq(tu_mkdtemp(root, sizeof root), 0);
+    write_file(root, "data/piqa/valid.jsonl", "{\"goal\": \"g\", \"sol1\": \"a\", \"sol2\": \"b\"}\n");
+    write_file(root, "data/piqa/valid-labels.lst", "");
+    write_file(root, "data/winogrande/dev.jsonl", "{\"sentence\": \"a _ b\", \"option1\": \"x\", \"option2\": \"y\"}\n");
+    write_file(root, "data/winogrande/dev-labels.lst", "");
+    snprintf(env, sizeof env, "APEX4_DATA='%s'", root);
+    const char *tasks[2] = {"piqa", "winogrande"}, *files[2] = {"valid-labels.lst", "dev-labels.lst"};
+    for (int i = 0; i < 2; i++) {
+        char args[256];
+        snprintf(args, sizeof args, "--model /nonexistent --tasks %s", tasks[i]);
+        cr_expect_eq(run_cli_env(env, args, out, sizeof out), 2, "%s", out);
+        cr_expect(strstr(out, files[i]) && strstr(out, "no labels"), "%s: %s", tasks[i], out);
+        expect_no_sanitizer_report(out);
+    }
+    rm_rf(root);
 }
 
 Test(zeroshot_cli, usage_errors_exit_2) {
@@ -676,7 +1043,7 @@ Test(zeroshot_cli, end_to_end_json_and_table) {
     if (data_root_or_skip(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
     cr_assert_eq(tu_mkdtemp(tmp, sizeof tmp), 0);
     snprintf(args, sizeof args, "--model %s/models/stories260K --tasks boolq,lambada_openai --modes fp16,atom-g128-o128 "
-             "--limit 3 --threads 2 --out %s/zs.json", root, tmp);
+             "--limit 3 --threads 2 --out %s/zs.json --log-samples %s/samples.jsonl", root, tmp, tmp);
     int rc = run_cli(args, out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
     cr_expect(strstr(out, "lambada_openai") && strstr(out, "ppl"), "table: %s", out);
@@ -698,6 +1065,24 @@ Test(zeroshot_cli, end_to_end_json_and_table) {
     cr_expect_float_eq(ppl, exp(-mll), 1e-9 * ppl);
     const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "modes"), 1);
     cr_expect(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(r1, "applicable")));
+    /* --log-samples: one line per request of the one applicable mode (boolq 3 x 2 + lambada 3);
+     * the fp16 lambada lines' gold lls average to mean_ll_gold */
+    snprintf(path, sizeof path, "%s/samples.jsonl", tmp);
+    int n;
+    cJSON **ln = read_lines(path, &n);
+    cr_expect_eq(n, 9, "%d sample lines", n);
+    double sum = 0;
+    int nl = 0;
+    for (int i = 0; i < n; i++) {
+        cr_expect_str_eq(key(ln[i], "mode")->valuestring, "fp16");
+        if (!strcmp(key(ln[i], "task")->valuestring, "lambada_openai")) { sum += key(ln[i], "ll")->valuedouble; nl++; }
+        cJSON_Delete(ln[i]);
+    }
+    free(ln);
+    cr_expect_eq(nl, 3);
+    cr_expect_float_eq(sum / 3, mll, 1e-12);
+    cr_expect(strstr(out, "samples written to") != NULL, "%s", out);
+    cr_expect(no_tmp_left(tmp));
     cJSON_Delete(d);
     rm_rf(tmp);
 }
