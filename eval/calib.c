@@ -8,6 +8,7 @@
  *   per (layer, site): int32 perm[width], float64 sumsq[width] | uint64 FNV-1a of all bytes before. */
 #include "forward.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,7 @@ int ae_calib_load(const ae_model *m, const char *path, ae_calib **out, char *err
         SETERR("%s: %zu bytes, expected %zu (truncated or corrupt)", path, len, need);
         goto fail;
     }
+    if (tokens < 1) { SETERR("%s: calibration token count %lld is not positive (corrupt)", path, (long long)tokens); goto fail; }
     memcpy(&h_file, buf + len - 8, 8);
     h = fnv1a(FNV_BASIS, buf, len - 8);
     if (h != h_file) { SETERR("%s: checksum mismatch (corrupt file)", path); goto fail; }
@@ -198,6 +200,12 @@ int ae_calib_load(const ae_model *m, const char *path, ae_calib **out, char *err
         p += (size_t)n * 4;
         memcpy(c->sumsq[i], p, (size_t)n * 8);
         p += (size_t)n * 8;
+        for (int k = 0; k < n; k++)   /* a NaN would make the sort order meaningless */
+            if (!isfinite(c->sumsq[i][k]) || c->sumsq[i][k] < 0) {
+                SETERR("%s: layer %d site %d channel %d: sum of squares %g is not a finite non-negative number "
+                       "(corrupt)", path, i / AE_NSITES, i % AE_NSITES, k, c->sumsq[i][k]);
+                goto fail;
+            }
         int32_t *chk = malloc((size_t)n * sizeof *chk);
         if (!chk || order_of(c->sumsq[i], n, chk)) { free(chk); SETERR("out of memory"); goto fail; }
         int same = !memcmp(chk, c->perm[i], (size_t)n * 4);
@@ -280,8 +288,14 @@ int ae_calib_obtain(const ae_model *m, const struct ae_tokenizer *tok, int seqle
     const char *name = strrchr(dir, '/');
     name = name ? name + 1 : dir;
     char path[AX_PATH_LEN];
-    snprintf(path, sizeof path, "%.3000s/calib-%.200s-%016llx.bin", cache_dir && *cache_dir ? cache_dir : ".",
-             name, (unsigned long long)h);
+    const char *cd = cache_dir && *cache_dir ? cache_dir : ".";
+    if (strlen(cd) > 3000) {   /* a cut path would write the cache somewhere else */
+        SETERR("calibration cache folder '%.200s...' is %zu bytes long, more than the 3000 supported", cd, strlen(cd));
+        free(ids);
+        ad_text_free(&txt);
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/calib-%.200s-%016llx.bin", cd, name, (unsigned long long)h);
     if (path_out) snprintf(path_out, AX_PATH_LEN, "%s", path);
     FILE *probe = fopen(path, "rb");
     if (probe) {

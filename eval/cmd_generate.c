@@ -3,10 +3,12 @@
 #include <cblas.h>
 #include <errno.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ax_util.h"
 #include "forward.h"
 #include "tokenizer.h"
 
@@ -21,12 +23,12 @@ static void usage(FILE *f) {
             "values, fp32 compute). Atom modes calibrate on WikiText-2 validation (cached in --calib-dir, \".\").\n");
 }
 
-static int parse_int(const char *opt, const char *s, int lo, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > INT_MAX) {
-        fprintf(stderr, "apex4 generate: %s expects an integer >= %d, got '%s'\n", opt, lo, s);
+/* An int option in [lo, hi] (ax_parse_long: digits only, no "1e20", no trailing characters). */
+static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
+    char err[AX_ERR_LEN];
+    long v;
+    if (ax_parse_long(s, lo, hi, opt, &v, err)) {
+        fprintf(stderr, "apex4 generate: %s\n", err);
         return -1;
     }
     *out = (int)v;
@@ -70,8 +72,9 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(a, "--prompt")) prompt = v;
         else if (!strcmp(a, "--tokenizer")) tok_path = v;
         else if (!strcmp(a, "--calib-dir")) calib_dir = v;
-        else if (!strcmp(a, "-n")) { if (parse_int(a, v, 0, &n_new)) return 2; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, &nthreads)) return 2; }
+        /* -n up to max_position_embeddings' own limit (2^24; capped by the model's with a notice) */
+        else if (!strcmp(a, "-n")) { if (parse_int(a, v, 0, 1L << 24, &n_new)) return 2; }
+        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &nthreads)) return 2; }
         else if (!strcmp(a, "--gemm")) {
             if (!strcmp(v, "fake")) gemm = AE_GEMM_FAKE;
             else if (!strcmp(v, "exact")) gemm = AE_GEMM_EXACT;
@@ -82,6 +85,17 @@ int cmd_generate(int argc, char **argv) {
         i++;
     }
     if (!model_dir) { fprintf(stderr, "apex4 generate: --model DIR is required\n"); usage(stderr); return 2; }
+    /* paths checked before the model loads: --tokenizer, and --calib-dir (where the Atom
+     * calibration cache is written) must be an existing folder */
+    if (tok_path && !*tok_path) { fprintf(stderr, "apex4 generate: --tokenizer: empty path\n"); return 2; }
+    if (!*calib_dir) { fprintf(stderr, "apex4 generate: --calib-dir: empty path\n"); return 2; }
+    if (tok_path && strlen(tok_path) >= 4096) { fprintf(stderr, "apex4 generate: --tokenizer: path too long\n"); return 2; }
+    struct stat st;
+    if (stat(calib_dir, &st) != 0) {
+        fprintf(stderr, "apex4 generate: --calib-dir '%s': %s\n", calib_dir, strerror(errno));
+        return 2;
+    }
+    if (!S_ISDIR(st.st_mode)) { fprintf(stderr, "apex4 generate: --calib-dir '%s': not a folder\n", calib_dir); return 2; }
     if (nthreads > 0) openblas_set_num_threads(nthreads);
     char err[AX_ERR_LEN] = "", path[4096];
     aq_mode mode;
@@ -96,6 +110,7 @@ int cmd_generate(int argc, char **argv) {
     if (tok_path) snprintf(path, sizeof path, "%s", tok_path);
     else snprintf(path, sizeof path, "%.4000s/tokenizer.json", model_dir);
     if (ae_tokenizer_load(path, &tok, err)) goto done;
+    if (ae_model_check_tokenizer(m, tok, path, err)) goto done;   /* the check eval ppl / zeroshot run */
     int bos = ae_tokenizer_bos(tok) >= 0 ? ae_tokenizer_bos(tok) : m->cfg.bos_id;
     int eos = ae_tokenizer_eos(tok) >= 0 ? ae_tokenizer_eos(tok) : m->cfg.eos_id;
     if (*prompt) {

@@ -1,10 +1,10 @@
 /* eval/cmd_make_model.c — `apex4 make-model`: write a random-weight LLaMA checkpoint in the HF
  * layout (thin front end over ae_make_model_ex, eval/model.h). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "aq.h"
+#include "ax_util.h"
 #include "model.h"
 
 int cmd_make_model(int argc, char **argv);
@@ -22,6 +22,7 @@ static void usage(FILE *f) {
 int cmd_make_model(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *dtype = NULL, *seed_s = NULL;
     long shards = 1;
+    char err[AX_ERR_LEN];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has = i + 1 < argc;
@@ -31,11 +32,9 @@ int cmd_make_model(int argc, char **argv) {
         else if (!strcmp(a, "--dtype") && has) dtype = argv[++i];
         else if (!strcmp(a, "--seed") && has) seed_s = argv[++i];
         else if (!strcmp(a, "--shards") && has) {
-            char *end;
-            errno = 0;
-            shards = strtol(argv[++i], &end, 10);
-            if (*end || errno || shards < 1 || shards > 99999) {
-                fprintf(stderr, "apex4 make-model: --shards must be an integer in [1, 99999], got '%s'\n", argv[i]);
+            /* the file names model-NNNNN-of-NNNNN.safetensors carry 5 digits */
+            if (ax_parse_long(argv[++i], 1, 99999, "--shards", &shards, err)) {
+                fprintf(stderr, "apex4 make-model: %s\n", err);
                 return 2;
             }
         } else {
@@ -49,15 +48,14 @@ int cmd_make_model(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    char *end;
-    errno = 0;
-    unsigned long long seed = strtoull(seed_s, &end, 0);
-    if (*end || errno || seed_s[0] == '-' || !seed_s[0]) {
-        fprintf(stderr, "apex4 make-model: --seed must be an unsigned integer, got '%s'\n", seed_s);
+    if (!*config) { fprintf(stderr, "apex4 make-model: --config: empty path\n"); return 2; }
+    if (!*out) { fprintf(stderr, "apex4 make-model: --out: empty path\n"); return 2; }
+    uint64_t seed;
+    if (ax_parse_u64(seed_s, "--seed", &seed, err)) {
+        fprintf(stderr, "apex4 make-model: %s\n", err);
         return 2;
     }
-    char err[AX_ERR_LEN];
-    if (ae_make_model_ex(config, (uint64_t)seed, out, (int)shards, dtype, err)) {
+    if (ae_make_model_ex(config, seed, out, (int)shards, dtype, err)) {
         fprintf(stderr, "apex4 make-model: %s\n", err);
         return 2;
     }
@@ -70,6 +68,6 @@ int cmd_make_model(int argc, char **argv) {
                                                 (long long)c.dim * c.n_kv_heads * c.head_dim * 2 +
                                                 3LL * c.dim * c.hidden_dim);
     printf("wrote %s: %lld parameters, %d layers, dim %d, %s, %ld shard%s, seed %llu\n", out, params,
-           c.n_layers, c.dim, dtype ? dtype : "config dtype", shards, shards > 1 ? "s" : "", seed);
+           c.n_layers, c.dim, dtype ? dtype : "config dtype", shards, shards > 1 ? "s" : "", (unsigned long long)seed);
     return 0;
 }

@@ -1,12 +1,11 @@
 /* eval/cmd_ppl.c — `apex4 eval ppl`: argument parsing and printing only; the work is
  * ae_ppl_run_job (eval/ppl.c). */
 #include <cblas.h>
-#include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ax_util.h"
 #include "ppl.h"
 
 int cmd_eval_ppl(int argc, char **argv);
@@ -23,12 +22,12 @@ static void usage(FILE *f) {
             "max_position_embeddings), fake-quant + sgemm. Atom calibration is cached next to --out.\n");
 }
 
-static int parse_int(const char *opt, const char *s, int lo, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > INT_MAX) {
-        fprintf(stderr, "apex4 eval ppl: %s expects an integer >= %d, got '%s'\n", opt, lo, s);
+/* An int option in [lo, hi] (ax_parse_long: digits only, no "1e20", no trailing characters). */
+static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
+    char err[AX_ERR_LEN];
+    long v;
+    if (ax_parse_long(s, lo, hi, opt, &v, err)) {
+        fprintf(stderr, "apex4 eval ppl: %s\n", err);
         return -1;
     }
     *out = (int)v;
@@ -54,10 +53,12 @@ int cmd_eval_ppl(int argc, char **argv) {
         else if (!strcmp(a, "--modes")) job.modes = v;
         else if (!strcmp(a, "--out")) job.out = v;
         else if (!strcmp(a, "--tokenizer")) job.tokenizer = v;
-        else if (!strcmp(a, "--seqlen")) { if (parse_int(a, v, 2, &job.seqlen)) return 2; }
-        else if (!strcmp(a, "--max-windows")) { if (parse_int(a, v, 1, &job.max_windows)) return 2; }
-        else if (!strcmp(a, "--calib-windows")) { if (parse_int(a, v, 1, &job.calib_windows)) return 2; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, &job.nthreads)) return 2; }
+        /* ranges: seqlen up to max_position_embeddings' own limit (config.json, 2^24); windows and
+         * calibration windows up to 2^24; threads up to 1024 */
+        else if (!strcmp(a, "--seqlen")) { if (parse_int(a, v, 2, 1L << 24, &job.seqlen)) return 2; }
+        else if (!strcmp(a, "--max-windows")) { if (parse_int(a, v, 1, 1L << 24, &job.max_windows)) return 2; }
+        else if (!strcmp(a, "--calib-windows")) { if (parse_int(a, v, 1, 1L << 24, &job.calib_windows)) return 2; }
+        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &job.nthreads)) return 2; }
         else if (!strcmp(a, "--gemm")) {
             if (!strcmp(v, "fake")) job.gemm = AE_GEMM_FAKE;
             else if (!strcmp(v, "exact")) job.gemm = AE_GEMM_EXACT;
@@ -77,8 +78,14 @@ int cmd_eval_ppl(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (job.nthreads > 0) openblas_set_num_threads(job.nthreads);
     char err[AX_ERR_LEN] = "";
+    /* before any work: an unwritable --out would otherwise fail after the whole evaluation
+     * (ae_ppl_run_job checks it again for library callers) */
+    if (job.out && ax_check_out_path(job.out, "--out", err)) {
+        fprintf(stderr, "apex4 eval ppl: %s\n", err);
+        return 2;
+    }
+    if (job.nthreads > 0) openblas_set_num_threads(job.nthreads);
     if (ae_ppl_run_job(&job, stdout, stderr, err)) {
         fprintf(stderr, "apex4 eval ppl: %s\n", err);
         return 2;

@@ -80,6 +80,11 @@ static int mkdir_p(const char *dir, char *err) {
 int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir, int shards,
                      const char *dtype, char *err) {
     ae_config c;
+    if (!out_dir || !*out_dir) { ax_seterr(err, "--out: empty path (give the output folder)"); return -1; }
+    if (strlen(out_dir) > 4000) {
+        ax_seterr(err, "--out '%.200s...': path is %zu bytes, longer than the 4000 supported", out_dir, strlen(out_dir));
+        return -1;
+    }
     if (ae_config_load(config_path, &c, err)) return -1;
     if (shards < 1) { ax_seterr(err, "shards must be >= 1 (got %d)", shards); return -1; }
 
@@ -87,9 +92,9 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
     char *txt = NULL;
     size_t len = 0;
     if (ax_read_file(config_path, &txt, &len, err)) return -1;
-    cJSON *cj = cJSON_ParseWithLength(txt, len);
+    cJSON *cj = ax_json_parse_strict(txt, len, config_path, err);
     free(txt);
-    if (!cj) { ax_seterr(err, "%s: not valid JSON", config_path); return -1; }
+    if (!cj) return -1;
     ae_dtype dt = AE_DT_F16;
     const cJSON *td = cJSON_GetObjectItemCaseSensitive(cj, "torch_dtype");
     if (!cJSON_IsString(td)) td = cJSON_GetObjectItemCaseSensitive(cj, "dtype");
@@ -145,7 +150,10 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
     uint64_t total_bytes = 0;
     for (int i = 0; i < n; i++) {
         names[i] = T[i].name; dts[i] = dt; nd[i] = T[i].ndim; shp[i] = T[i].shape;
-        size_t el = (size_t)T[i].shape[0] * (size_t)(T[i].ndim == 2 ? T[i].shape[1] : 1);
+        size_t el, eb;
+        if (ax_mul_size((size_t)T[i].shape[0], (size_t)(T[i].ndim == 2 ? T[i].shape[1] : 1), &el, T[i].name, err) ||
+            ax_mul_size(el, sizeof(float), &eb, T[i].name, err))
+            goto out;
         if (el > maxel) maxel = el;
         total_bytes += el * ae_dtype_size(dt);
     }

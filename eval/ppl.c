@@ -137,6 +137,23 @@ static void score_rows(void *vc, long a, long b, int tid) {
                      &c->nll[t], &c->kld[t], &c->same[t]);
 }
 
+/* The scored rows 0..T-2 of one window's logits (T, V) must be finite: -1 with err naming the mode,
+ * the window (0-based, of nw), the position, the token id and the value. */
+int ae_ppl_check_logits(const float *logits, int T, int V, const char *mode, long w, long nw, const char *model,
+                        char *err) {
+    for (int t = 0; t < T - 1; t++) {
+        const float *row = logits + (size_t)t * V;
+        for (int v = 0; v < V; v++)
+            if (!isfinite(row[v])) {
+                SETERR("mode %s, window %ld of %ld (0-based), position %d: non-finite logits (lm_head output): "
+                       "the logit of token id %d is %s (model %s)", mode, w, nw, t, v, isnan(row[v]) ? "NaN" : "inf",
+                       model);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 typedef struct {
     double s_nll, s_nll2, s_kld, s_kld2, kld_max;
     long n, n_same;
@@ -171,6 +188,8 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
             SETERR("token %d at index %zu is outside the vocabulary [0, %d) of %s", tokens[i], i, V, m->dir);
             return -1;
         }
+    size_t tvb;
+    if (ax_mul3_size((size_t)T, (size_t)V, sizeof(float), &tvb, "seqlen x vocab_size logits", err)) return -1;
     res->seqlen = T;
     res->windows = (int)nw;
     res->stream_tokens = (long)n_tokens;
@@ -233,9 +252,11 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
         ae_runner_truncate(ref, 0);
         if (ae_forward(ref, tw, T, 0, 0, ref_logits, err)) goto done;
         ae_parallel_for(o->nthreads, T - 1, 4, ref_rows, &rctx);
-        for (int t = 0; t < T - 1; t++)  /* a NaN/inf logit makes lse non-finite */
+        if (ae_ppl_check_logits(ref_logits, T, V, "fp16 (reference)", w, nw, m->dir, err)) goto done;
+        for (int t = 0; t < T - 1; t++)  /* finite logits give a finite lse: a guard, not expected */
             if (!isfinite(ref_lse[t]) || !isfinite(ref_psum[t])) {
-                SETERR("fp16 reference: non-finite logits in window %ld at position %d", w, t);
+                SETERR("mode fp16 (reference), window %ld of %ld, position %d: log-sum-exp of the logits "
+                       "(lm_head output) is not finite", w, nw, t);
                 goto done;
             }
         for (int t = 0; t < T - 1; t++) ref_s_nll += ref_lse[t] - (double)ref_logits[(size_t)t * V + tw[t + 1]];
@@ -254,13 +275,15 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
                     goto done;
                 }
                 lg = logits;
+                if (ae_ppl_check_logits(logits, T, V, o->modes[k].name, w, nw, m->dir, err)) goto done;
             }
             score_ctx sc = {V, &rctx, lg, tw, nll, kld, same};
             ae_parallel_for(o->nthreads, T - 1, 4, score_rows, &sc);
             acc_t *a = &acc[k];
             for (int t = 0; t < T - 1; t++)
                 if (!isfinite(nll[t]) || !isfinite(kld[t])) {
-                    SETERR("mode %s: non-finite logits in window %ld at position %d", o->modes[k].name, w, t);
+                    SETERR("mode %s, window %ld of %ld, position %d: non-finite NLL or KL divergence from "
+                           "finite logits (lm_head output)", o->modes[k].name, w, nw, t);
                     goto done;
                 }
             for (int t = 0; t < T - 1; t++) {  /* in order: independent of the thread split */
@@ -423,6 +446,11 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     char calib_path[AX_PATH_LEN] = "";
     double t0 = ax_now();
 
+    /* everything that can be checked without work first: --out (else an unwritable path fails
+     * after the whole evaluation), empty paths */
+    if (job->out && ax_check_out_path(job->out, "--out", err)) return -1;
+    if (job->tokenizer && !*job->tokenizer) { SETERR("--tokenizer: empty path"); return -1; }
+    if (job->tokenizer && strlen(job->tokenizer) >= AX_PATH_LEN) { SETERR("--tokenizer: path too long"); return -1; }
     const char *dataset = job->dataset ? job->dataset : "wikitext2";
     if (strcmp(dataset, "wikitext2")) { SETERR("--dataset: unknown dataset '%s' (known: wikitext2)", dataset); return -1; }
     if (!job->model_dir) { SETERR("--model DIR is required"); return -1; }
@@ -433,11 +461,7 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     if (job->tokenizer) snprintf(tokpath, sizeof tokpath, "%s", job->tokenizer);
     else snprintf(tokpath, sizeof tokpath, "%.4000s/tokenizer.json", job->model_dir);
     if (ae_tokenizer_load(tokpath, &tok, err)) goto done;
-    if (ae_tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
-        SETERR("%s has %d tokens, more than the model's vocab_size %d", tokpath, ae_tokenizer_vocab_size(tok),
-               m->cfg.vocab_size);
-        goto done;
-    }
+    if (ae_model_check_tokenizer(m, tok, tokpath, err)) goto done;
     int seqlen = job->seqlen > 0 ? job->seqlen : 2048;
     if (seqlen > m->cfg.max_pos) {
         if (log) fprintf(log, "notice: seqlen %d capped to max_position_embeddings %d of %s\n", seqlen,

@@ -57,7 +57,8 @@ typedef struct {
 /* Evaluate tokens [n_tokens] (ids < vocab_size) for every mode in o. Modes that do not fit the
  * model (ae_mode_check) are reported with applicable = 0 and do not stop the run; every other
  * problem is an error (-1, err): fewer than one window, seqlen outside [2, max_pos], a missing
- * calibration, non-finite logits (naming the mode and window). res is owned by the caller
+ * calibration, non-finite logits (the lm_head output: the message names the mode, the window
+ * "w of nw" (0-based), the position, the token id and NaN/inf). res is owned by the caller
  * (ae_ppl_result_free). */
 int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_ppl_opts *o,
                 ae_ppl_result *res, char *err);
@@ -75,6 +76,13 @@ void ae_score_row(const float *ref_logits, double ref_lse, double ref_psum, cons
                   int ref_argmax, const float *logits, int V, int target, double *nll, double *kld,
                   int *same);
 
+/* The non-finite-logits check ae_eval_ppl runs on every window of every mode (exposed for tests):
+ * rows 0..T-2 of logits (T, V) (the lm_head output of window w of nw) must be finite; else -1 with
+ * err "mode <mode>, window <w> of <nw> (0-based), position <t>: non-finite logits (lm_head output):
+ * the logit of token id <v> is NaN|inf (model <model>)" for the first such value in row order. */
+int ae_ppl_check_logits(const float *logits, int T, int V, const char *mode, long w, long nw, const char *model,
+                        char *err);
+
 /* The evaluation as `apex4 eval ppl` runs it. */
 typedef struct {
     const char *model_dir;    /* checkpoint folder                                               */
@@ -91,7 +99,9 @@ typedef struct {
 
 /* Load the model, tokenizer and dataset, calibrate (cached next to `out`, or in "." without one)
  * when an Atom mode is listed, evaluate, print notices to `log` and the table to `table`, and
- * write the results JSON atomically. Errors: -1 with err (bad mode list, missing files, ...). */
+ * write the results JSON atomically. Checked before any work: out (ax_check_out_path: "--out: empty
+ * path", a missing or unwritable folder), an empty tokenizer path. The tokenizer must fit the
+ * model (ae_model_check_tokenizer). Errors: -1 with err (bad mode list, missing files, ...). */
 int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err);
 
 /* Table (one row per mode: ppl, Δppl vs FP16, NLL, KLD ± se, top-1 ± se, seconds). */

@@ -55,13 +55,28 @@ void ae_st_close(ae_st_file *f) {
     free(f);
 }
 
-/* A JSON number that is a non-negative integer exactly representable (< 2^53). */
+/* What a JSON value is, for messages ("got a string"). */
+static const char *json_kind(const cJSON *v) {
+    return cJSON_IsString(v) ? "a string" : cJSON_IsNumber(v) ? "a number" : cJSON_IsBool(v) ? "a boolean"
+         : cJSON_IsNull(v) ? "null" : cJSON_IsArray(v) ? "an array" : cJSON_IsObject(v) ? "an object" : "nothing";
+}
+
+/* A JSON number that is a non-negative integer exactly representable (<= 2^53). */
 static int json_u64(const cJSON *v, uint64_t *out) {
     if (!cJSON_IsNumber(v)) return -1;
     double d = v->valuedouble;
     if (!(d >= 0) || d > 9007199254740992.0 || d != floor(d)) return -1;
     *out = (uint64_t)d;
     return 0;
+}
+/* "got a string" / "got 2.5" for a value json_u64 rejected. */
+static const char *got_of(const cJSON *v, char *buf, size_t len) {
+    if (cJSON_IsNumber(v)) {   /* shortest of 15 or 17 digits that reads back exactly */
+        snprintf(buf, len, "%.15g", v->valuedouble);
+        if (strtod(buf, NULL) != v->valuedouble) snprintf(buf, len, "%.17g", v->valuedouble);
+        return buf;
+    }
+    return json_kind(v);
 }
 
 static int cmp_offsets(const void *a, const void *b) {
@@ -74,26 +89,93 @@ static int cmp_names(const void *a, const void *b) {
     return strcmp((*(const ae_st_tensor *const *)a)->name, (*(const ae_st_tensor *const *)b)->name);
 }
 
+/* One header entry {"dtype": str, "shape": [int...], "data_offsets": [int, int]} into t. */
+static int parse_entry(const ae_st_file *f, const cJSON *e, ae_st_tensor *t, uint64_t data_len, char *err) {
+    char what[AX_PATH_LEN + 600], got[64];
+    snprintf(what, sizeof what, "%.4000s: tensor '%.500s'", f->path, t->name);
+    if (!cJSON_IsObject(e)) {
+        ax_seterr(err, "%s: header entry must be an object {dtype, shape, data_offsets}, got %s", what, json_kind(e));
+        return -1;
+    }
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dt)) {
+        ax_seterr(err, "%s: \"dtype\" must be a string, got %s", what, dt ? json_kind(dt) : "nothing (missing)");
+        return -1;
+    }
+    if (ae_dtype_parse(dt->valuestring, &t->dtype, what, err)) return -1;
+    if (!cJSON_IsArray(sh)) {
+        ax_seterr(err, "%s: \"shape\" must be an array of non-negative integers, got %s", what,
+                  sh ? json_kind(sh) : "nothing (missing)");
+        return -1;
+    }
+    int nd = cJSON_GetArraySize(sh);
+    if (nd > AE_ST_MAX_DIMS) { ax_seterr(err, "%s has %d dimensions (max %d)", what, nd, AE_ST_MAX_DIMS); return -1; }
+    t->ndim = nd;
+    size_t numel = 1;
+    int i = 0;
+    for (const cJSON *d = sh->child; d; d = d->next, i++) {
+        uint64_t v;
+        if (json_u64(d, &v)) {
+            ax_seterr(err, "%s: shape[%d] must be a non-negative integer (<= 2^53), got %s", what, i,
+                      got_of(d, got, sizeof got));
+            return -1;
+        }
+        t->shape[i] = (int64_t)v;
+        char w2[AX_PATH_LEN + 640];
+        snprintf(w2, sizeof w2, "%s: shape (element count)", what);
+        if (ax_mul_size(numel, (size_t)v, &numel, w2, err)) return -1;
+    }
+    t->numel = numel;
+    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2) {
+        ax_seterr(err, "%s: \"data_offsets\" must be [begin, end] (2 non-negative integers), got %s", what,
+                  !off ? "nothing (missing)" : cJSON_IsArray(off) ? "an array of another length" : json_kind(off));
+        return -1;
+    }
+    if (json_u64(off->child, &t->begin) || json_u64(off->child->next, &t->end)) {
+        const cJSON *b = json_u64(off->child, &t->begin) ? off->child : off->child->next;
+        ax_seterr(err, "%s: \"data_offsets\" must hold 2 non-negative integers (<= 2^53), got %s", what,
+                  got_of(b, got, sizeof got));
+        return -1;
+    }
+    if (t->end < t->begin) {
+        ax_seterr(err, "%s: data_offsets [%llu, %llu) has end < begin", what, (unsigned long long)t->begin,
+                  (unsigned long long)t->end);
+        return -1;
+    }
+    if (t->end > data_len) {
+        ax_seterr(err, "%s: data_offsets [%llu, %llu) exceed the data section (%llu bytes; file size %zu)", what,
+                  (unsigned long long)t->begin, (unsigned long long)t->end, (unsigned long long)data_len, f->size);
+        return -1;
+    }
+    size_t bytes;
+    char w3[AX_PATH_LEN + 640];
+    snprintf(w3, sizeof w3, "%s: shape x dtype size (bytes)", what);
+    if (ax_mul_size(numel, ae_dtype_size(t->dtype), &bytes, w3, err)) return -1;
+    if ((uint64_t)bytes != t->end - t->begin) {
+        ax_seterr(err, "%s: shape has %zu elements of %s (%zu bytes) but data_offsets [%llu, %llu) span %llu bytes",
+                  what, numel, ae_dtype_name(t->dtype), bytes, (unsigned long long)t->begin,
+                  (unsigned long long)t->end, (unsigned long long)(t->end - t->begin));
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_header(ae_st_file *f, const char *hdr, size_t hlen, uint64_t data_len, char *err) {
     const char *P = f->path;
-    const char *end = NULL;
     if (hlen == 0 || hdr[0] != '{') {
         ax_seterr(err, "%s: header does not start with '{' (not a safetensors file?)", P);
         return -1;
     }
-    cJSON *root = cJSON_ParseWithLengthOpts(hdr, hlen, &end, 0);
-    if (!root) {
-        const char *e = cJSON_GetErrorPtr();
-        ax_seterr(err, "%s: header is not valid JSON (near header byte %ld)", P, e ? (long)(e - hdr) : -1L);
-        return -1;
-    }
+    /* strict: NUL bytes, \u0000 escapes, duplicate names and anything but the space padding after
+     * the object are errors (as safetensors' serde_json parse) */
+    char what[AX_PATH_LEN + 16];
+    snprintf(what, sizeof what, "%s: header", P);
+    cJSON *root = ax_json_parse_strict(hdr, hlen, what, err);
+    if (!root) return -1;
     int rc = -1;
     if (!cJSON_IsObject(root)) { ax_seterr(err, "%s: header is not a JSON object", P); goto out; }
-    for (const char *q = end; q && q < hdr + hlen; q++)   /* only padding may follow the object */
-        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r' && *q != 0) {
-            ax_seterr(err, "%s: junk after the header's JSON object (header byte %ld)", P, (long)(q - hdr));
-            goto out;
-        }
     int n = 0;
     for (const cJSON *e = root->child; e; e = e->next)
         if (strcmp(e->string, "__metadata__")) n++;
@@ -101,10 +183,14 @@ static int parse_header(ae_st_file *f, const char *hdr, size_t hlen, uint64_t da
     if (!f->t) { ax_seterr(err, "%s: out of memory", P); goto out; }
     for (const cJSON *e = root->child; e; e = e->next) {
         if (!strcmp(e->string, "__metadata__")) {
-            if (!cJSON_IsObject(e)) { ax_seterr(err, "%s: __metadata__ is not an object", P); goto out; }
+            if (!cJSON_IsObject(e)) {
+                ax_seterr(err, "%s: \"__metadata__\" must be an object of strings, got %s", P, json_kind(e));
+                goto out;
+            }
             for (const cJSON *m = e->child; m; m = m->next)
                 if (!cJSON_IsString(m)) {
-                    ax_seterr(err, "%s: __metadata__ value '%s' is not a string", P, m->string);
+                    ax_seterr(err, "%s: \"__metadata__\" value \"%.200s\" must be a string, got %s", P, m->string,
+                              json_kind(m));
                     goto out;
                 }
             continue;
@@ -112,53 +198,7 @@ static int parse_header(ae_st_file *f, const char *hdr, size_t hlen, uint64_t da
         ae_st_tensor *t = &f->t[f->n];
         if (!(t->name = strdup(e->string))) { ax_seterr(err, "%s: out of memory", P); goto out; }
         f->n++;
-        char what[AX_PATH_LEN + 600];
-        snprintf(what, sizeof what, "%.4000s: tensor '%.500s'", P, t->name);
-        if (!cJSON_IsObject(e)) { ax_seterr(err, "%s is not an object", what); goto out; }
-        const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
-        const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
-        const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-        if (!cJSON_IsString(dt)) { ax_seterr(err, "%s has no \"dtype\" string", what); goto out; }
-        if (ae_dtype_parse(dt->valuestring, &t->dtype, what, err)) goto out;
-        if (!cJSON_IsArray(sh)) { ax_seterr(err, "%s has no \"shape\" array", what); goto out; }
-        t->ndim = cJSON_GetArraySize(sh);
-        if (t->ndim > AE_ST_MAX_DIMS) { ax_seterr(err, "%s has %d dimensions (max %d)", what, t->ndim, AE_ST_MAX_DIMS); goto out; }
-        uint64_t numel = 1;
-        int i = 0;
-        for (const cJSON *d = sh->child; d; d = d->next, i++) {
-            uint64_t v;
-            if (json_u64(d, &v) || v > (uint64_t)INT64_MAX) {
-                ax_seterr(err, "%s: shape[%d] is not a non-negative integer", what, i); goto out;
-            }
-            t->shape[i] = (int64_t)v;
-            if (v && numel > UINT64_MAX / v) { ax_seterr(err, "%s: shape overflows", what); goto out; }
-            numel *= v;
-        }
-        t->numel = numel;
-        if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || json_u64(off->child, &t->begin) ||
-            json_u64(off->child->next, &t->end)) {
-            ax_seterr(err, "%s: \"data_offsets\" is not [begin, end] with non-negative integers", what);
-            goto out;
-        }
-        if (t->end < t->begin) {
-            ax_seterr(err, "%s: data_offsets [%llu, %llu) has end < begin", what,
-                   (unsigned long long)t->begin, (unsigned long long)t->end);
-            goto out;
-        }
-        if (t->end > data_len) {
-            ax_seterr(err, "%s: data_offsets [%llu, %llu) exceed the data section (%llu bytes; file size %zu)",
-                   what, (unsigned long long)t->begin, (unsigned long long)t->end,
-                   (unsigned long long)data_len, f->size);
-            goto out;
-        }
-        size_t es = ae_dtype_size(t->dtype);
-        if (numel > UINT64_MAX / es || numel * es != t->end - t->begin) {
-            ax_seterr(err, "%s: shape has %llu elements of %s (%llu bytes) but data_offsets [%llu, %llu) span %llu bytes",
-                   what, (unsigned long long)numel, ae_dtype_name(t->dtype),
-                   (unsigned long long)(numel * es), (unsigned long long)t->begin,
-                   (unsigned long long)t->end, (unsigned long long)(t->end - t->begin));
-            goto out;
-        }
+        if (parse_entry(f, e, t, data_len, err)) goto out;
     }
     /* duplicate names, then the tiling of the data section */
     ae_st_tensor **ord = malloc((size_t)(f->n ? f->n : 1) * sizeof *ord);
@@ -205,8 +245,15 @@ int ae_st_open(const char *path, ae_st_file **out, char *err) {
     *out = NULL;
     ae_st_file *f = calloc(1, sizeof *f);
     if (!f) { ax_seterr(err, "%s: out of memory", path); return -1; }
+    if (!*path) { ax_seterr(err, "safetensors file: empty path"); free(f); return -1; }
+    if (strlen(path) >= sizeof f->path) {
+        ax_seterr(err, "%.200s...: path is %zu bytes, longer than the %zu supported", path, strlen(path),
+                  sizeof f->path - 1);
+        free(f);
+        return -1;
+    }
     snprintf(f->path, sizeof f->path, "%s", path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* O_NONBLOCK: a FIFO must not hang us */
     if (fd < 0) { ax_seterr(err, "%s: %s", path, strerror(errno)); free(f); return -1; }
     struct stat st;
     if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
@@ -274,6 +321,132 @@ int ae_st_read_f32(const ae_st_file *f, const ae_st_tensor *t, float *dst, char 
             return -1;
         }
     return 0;
+}
+
+/* ---- model.safetensors.index.json ----------------------------------------------------------- */
+void ae_st_index_free(ae_st_index *x) {
+    if (!x) return;
+    for (int i = 0; i < x->n_files; i++) free(x->files[i]);
+    for (int i = 0; i < x->n; i++) free(x->names[i]);
+    free(x->files); free(x->names); free(x->file);
+    free(x);
+}
+
+/* Sort tensor i by name, carrying file[i] along. */
+typedef struct { char *name; int file; } idx_item;
+static int cmp_idx(const void *a, const void *b) { return strcmp(((const idx_item *)a)->name, ((const idx_item *)b)->name); }
+/* Group entries by shard file name without a quadratic scan: sort (file name, entry order). */
+typedef struct { const char *fn; int i; } fn_item;
+static int cmp_fn(const void *a, const void *b) {
+    const fn_item *x = a, *y = b;
+    int c = strcmp(x->fn, y->fn);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+static int cmp_first(const void *a, const void *b) {
+    const fn_item *x = a, *y = b;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+int ae_st_index_load(const char *path, ae_st_index **out, char *err) {
+    *out = NULL;
+    if (!path || !*path) { ax_seterr(err, "safetensors index: empty path"); return -1; }
+    if (strlen(path) >= sizeof ((ae_st_index *)0)->path) {
+        ax_seterr(err, "%.200s...: path is %zu bytes, longer than the %d supported", path, strlen(path), 4095);
+        return -1;
+    }
+    char *data = NULL;
+    size_t len = 0;
+    if (ax_read_file(path, &data, &len, err)) return -1;
+    cJSON *root = ax_json_parse_strict(data, len, path, err);
+    free(data);
+    if (!root) return -1;
+    ae_st_index *x = calloc(1, sizeof *x);
+    idx_item *items = NULL;
+    fn_item *fi = NULL, *groups = NULL;
+    int *gid = NULL, n = 0, rc = -1;
+    if (!x) { ax_seterr(err, "%s: out of memory", path); goto out; }
+    if (!cJSON_IsObject(root)) { ax_seterr(err, "%s: must be a JSON object, got %s", path, json_kind(root)); goto out; }
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+    if (meta && !cJSON_IsNull(meta) && !cJSON_IsObject(meta)) {
+        ax_seterr(err, "%s: \"metadata\" must be an object, got %s", path, json_kind(meta));
+        goto out;
+    }
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+    if (!cJSON_IsObject(wm) || !wm->child) {
+        ax_seterr(err, "%s: \"weight_map\" must be a non-empty object {tensor name: shard file name}, got %s", path,
+                  !wm ? "nothing (missing)" : cJSON_IsObject(wm) ? "an empty object" : json_kind(wm));
+        goto out;
+    }
+    n = cJSON_GetArraySize(wm);
+    x->files = calloc((size_t)n, sizeof *x->files);
+    x->names = calloc((size_t)n, sizeof *x->names);
+    x->file = calloc((size_t)n, sizeof *x->file);
+    items = calloc((size_t)n, sizeof *items);
+    fi = calloc((size_t)n, sizeof *fi);
+    groups = calloc((size_t)n, sizeof *groups);
+    gid = calloc((size_t)n, sizeof *gid);
+    if (!x->files || !x->names || !x->file || !items || !fi || !groups || !gid) {
+        ax_seterr(err, "%s: out of memory", path);
+        goto out;
+    }
+    int i = 0;
+    for (const cJSON *e = wm->child; e; e = e->next, i++) {
+        if (!cJSON_IsString(e)) {
+            ax_seterr(err, "%s: weight_map[\"%.200s\"] must be a shard file name (a string), got %s", path, e->string,
+                      json_kind(e));
+            goto out;
+        }
+        const char *fn = e->valuestring;
+        /* a plain file name in the checkpoint folder: nothing that climbs out of it or into a
+         * subfolder (NUL bytes were already rejected by the strict parse) */
+        if (!*fn || strchr(fn, '/') || !strcmp(fn, ".") || !strcmp(fn, "..")) {
+            ax_seterr(err, "%s: weight_map[\"%.200s\"] = \"%.200s\" is not a file name in the checkpoint folder "
+                      "(empty, '.', '..' or containing '/')", path, e->string, fn);
+            goto out;
+        }
+        fi[i].fn = fn;
+        fi[i].i = i;
+        if (!(items[i].name = strdup(e->string))) { ax_seterr(err, "%s: out of memory", path); goto out; }
+    }
+    /* distinct shard names, numbered in order of first use, in O(n log n) (a hostile index may
+     * list millions of entries): sort by (name, order); each group's first entry has its smallest
+     * order; number the groups by that order */
+    qsort(fi, (size_t)n, sizeof *fi, cmp_fn);
+    int ng = 0;
+    for (int j = 0; j < n; j++)
+        if (j == 0 || strcmp(fi[j].fn, fi[j - 1].fn)) groups[ng++] = fi[j];
+    qsort(groups, (size_t)ng, sizeof *groups, cmp_first);
+    for (int g = 0; g < ng; g++) {
+        if (!(x->files[g] = strdup(groups[g].fn))) { ax_seterr(err, "%s: out of memory", path); goto out; }
+        x->n_files = g + 1;
+        gid[groups[g].i] = g;   /* file id, kept at the group's first entry */
+    }
+    for (int j = 0, first = 0; j < n; j++) {
+        if (j > 0 && strcmp(fi[j].fn, fi[j - 1].fn)) first = j;
+        items[fi[j].i].file = gid[fi[first].i];
+    }
+    qsort(items, (size_t)n, sizeof *items, cmp_idx);
+    for (i = 0; i < n; i++) { x->names[i] = items[i].name; x->file[i] = items[i].file; items[i].name = NULL; }
+    x->n = n;
+    snprintf(x->path, sizeof x->path, "%s", path);
+    rc = 0;
+out:
+    if (items) for (int j = 0; j < n; j++) free(items[j].name);
+    free(items); free(fi); free(groups); free(gid);
+    cJSON_Delete(root);
+    if (rc) ae_st_index_free(x);
+    else *out = x;
+    return rc;
+}
+
+const char *ae_st_index_file(const ae_st_index *x, const char *tensor) {
+    int lo = 0, hi = x->n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(x->names[mid], tensor);
+        if (!c) return x->files[x->file[mid]];
+        if (c < 0) lo = mid + 1; else hi = mid - 1;
+    }
+    return NULL;
 }
 
 /* ---- writer ---------------------------------------------------------------------------------- */

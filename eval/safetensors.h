@@ -39,10 +39,15 @@ int         ae_dtype_parse(const char *s, ae_dtype *out, const char *what, char 
 const char *ae_dtype_name(ae_dtype d);
 size_t      ae_dtype_size(ae_dtype d);
 
-/* Open and validate a safetensors file. Errors name the file and, when one is at fault, the tensor:
- * short file, header length past the end, header not JSON / not an object, bad dtype / shape /
- * data_offsets fields, numel * dtype size != end - begin, offsets past the data section,
- * overlapping tensors, gaps, trailing bytes, duplicate names. */
+/* Open and validate a safetensors file (the entry point for a safetensors file / header: fuzz
+ * harnesses call it on a file path). Errors name the file and, when one is at fault, the tensor:
+ * empty or overlong path, short file, header length past the end or over 100 MiB, header not JSON
+ * / not an object, a header that ax_json_parse_strict rejects (NUL byte, \u0000 escape, duplicate
+ * name, anything but whitespace after the object), an entry that is not an object with a string
+ * "dtype", an array "shape" of integers in [0, 2^53] (at most AE_ST_MAX_DIMS) and "data_offsets"
+ * of exactly 2 such integers, "__metadata__" that is not an object of strings, an element count
+ * or byte size that overflows size_t, numel * dtype size != end - begin, offsets past the data
+ * section, overlapping tensors, gaps, trailing bytes. */
 int  ae_st_open(const char *path, ae_st_file **out, char *err);
 void ae_st_close(ae_st_file *f);
 /* The tensor called name, or NULL. */
@@ -50,6 +55,26 @@ const ae_st_tensor *ae_st_find(const ae_st_file *f, const char *name);
 /* Widen tensor t to fp32 (exact) into dst [t->numel]. Non-finite values (NaN, ±inf) are an error
  * naming the file, the tensor and the flat index. */
 int  ae_st_read_f32(const ae_st_file *f, const ae_st_tensor *t, float *dst, char *err);
+
+/* model.safetensors.index.json, transformers' sharded layout (modeling_utils.py,
+ * load_sharded_checkpoint): {"metadata": {...}?, "weight_map": {tensor name: shard file name}}.
+ * Parsed strictly (ax_json_parse_strict: duplicate keys, trailing data, NUL bytes and \u0000 are
+ * errors). Every shard name must be a plain file name in the checkpoint folder: not empty, not "."
+ * or "..", no '/' (errors name the index file and the weight_map key). Other top-level keys are
+ * ignored; "metadata" must be an object when present. This is the entry point for index.json
+ * (fuzz harnesses call it on a file path). Owners in pairs: ae_st_index_load / ae_st_index_free. */
+typedef struct {
+    char   path[4096];
+    int    n_files;
+    char **files;   /* (n_files) distinct shard file names, in weight_map order of first use     */
+    int    n;
+    char **names;   /* (n) tensor names, sorted by strcmp                                        */
+    int   *file;    /* (n) index into files of the shard holding names[i]                        */
+} ae_st_index;
+int  ae_st_index_load(const char *path, ae_st_index **out, char *err);
+void ae_st_index_free(ae_st_index *x);
+/* The shard file name the index gives for tensor, or NULL when it is not listed. */
+const char *ae_st_index_file(const ae_st_index *x, const char *tensor);
 
 /* Streaming writer: ae_st_write_begin writes the header for n tensors (names[n], dtypes[n],
  * shapes ndims[n] x dims) to a temporary file next to path, padded with spaces to a multiple of 8

@@ -359,3 +359,136 @@ Test(ppl, cli_stories260k_two_windows_json) {
     free(doc);
     rm_tree(tmp);
 }
+
+/* ==== hostile input (issue: black-box mutation run against the ASan+UBSan build) ================= */
+
+/* The check on its own, on logits by hand: (T = 4, V = 6) with a NaN at position 2, token 5 and an
+ * inf in row 3 (= T-1, not scored: nothing predicts past the window). */
+Test(ppl, check_logits_names_mode_window_position_and_token) {
+    float l[4 * 6];
+    for (int i = 0; i < 24; i++) l[i] = 0.25f * (float)i;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_ppl_check_logits(l, 4, 6, "w4a4-g32", 3, 7, "M", err), 0, "%s", err);
+    l[3 * 6 + 0] = INFINITY;
+    cr_assert_eq(ae_ppl_check_logits(l, 4, 6, "w4a4-g32", 3, 7, "M", err), 0, "row T-1 is not scored");
+    l[2 * 6 + 5] = NAN;
+    cr_assert_neq(ae_ppl_check_logits(l, 4, 6, "w4a4-g32", 3, 7, "M", err), 0);
+    const char *want[] = {"mode w4a4-g32", "window 3 of 7", "position 2", "logits (lm_head output)",
+                          "token id 5 is NaN", "model M"};
+    for (int i = 0; i < 6; i++) cr_assert(strstr(err, want[i]), "'%s' should mention '%s'", err, want[i]);
+    l[1 * 6 + 1] = -INFINITY;
+    cr_assert_neq(ae_ppl_check_logits(l, 4, 6, "fp16", 0, 1, "M", err), 0);
+    cr_assert(strstr(err, "position 1") && strstr(err, "token id 1 is inf"), "%s", err);
+}
+
+/* End to end: an untied checkpoint whose embedding row for token X is NaN. X occurs once, at
+ * stream index 32 = window 1 (T = 32), position 0. Window 0 never sees it (each window is its own
+ * forward pass from position 0), so the first non-finite logits are the reference's in window 1 at
+ * position 0, starting at token id 0 (the hidden state is NaN, so every logit is). (X later in a
+ * window would not do: the blocked P·V product multiplies masked zeros by the NaN value rows.) */
+Test(ppl, nonfinite_logits_in_a_window_are_named) {
+    char dir[256];
+    tu_make_model(dir, sizeof dir, 128, 256, 1, 260, 0, 99);
+    ae_model *m = load_sub(dir);
+    const int X = 259, T = 32;
+    for (int k = 0; k < 128; k++) m->w.tok_emb[(size_t)X * 128 + k] = NAN;
+    int tok[64];
+    uint64_t s = 5;
+    for (int i = 0; i < 64; i++) tok[i] = (int)(tu_rand_u64(&s) % 259);   /* never X */
+    tok[32] = X;
+    aq_mode modes[1];
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(aq_mode_parse("w4a4-g32", &modes[0], err), 0);
+    ae_ppl_opts o = {modes, 1, T, 0, AE_GEMM_FAKE, 0, 1, NULL, 0};
+    ae_ppl_result res;
+    cr_assert_neq(ae_eval_ppl(m, tok, 64, &o, &res, err), 0);
+    const char *want[] = {"mode fp16 (reference)", "window 1 of 2", "position 0", "non-finite logits (lm_head output)",
+                          "token id 0 is NaN"};
+    for (int i = 0; i < 5; i++) cr_assert(strstr(err, want[i]), "'%s' should mention '%s'", err, want[i]);
+    cr_assert_null(res.modes);
+    /* without X the same model evaluates */
+    tok[32] = 3;
+    cr_assert_eq(ae_eval_ppl(m, tok, 64, &o, &res, err), 0, "%s", err);
+    ae_ppl_result_free(&res);
+    ae_model_free(m);
+    rm_tree(dir);
+}
+
+/* exit 2 and every needle in the combined output; `absent` must not appear */
+static void expect_cli(const char *cmd, const char *n1, const char *n2, const char *absent) {
+    char out[8192];
+    cr_assert_eq(run_cmd(cmd, out, sizeof out), 2, "%s -> %s", cmd, out);
+    cr_assert(strstr(out, n1), "%s: '%s' should mention '%s'", cmd, out, n1);
+    if (n2) cr_assert(strstr(out, n2), "%s: '%s' should mention '%s'", cmd, out, n2);
+    if (absent) cr_assert_null(strstr(out, absent), "%s: '%s' should not mention '%s'", cmd, out, absent);
+}
+
+/* --out is checked before any work: with an empty data root the dataset would fail first, so a
+ * message about --out (and none about WikiText) shows the order. Numbers are range-checked. */
+Test(ppl, cli_out_path_and_numbers_checked_before_any_work) {
+    const char *bin = getenv("APEX4_BIN");
+    if (!bin) cr_skip_test("skipped: APEX4_BIN not set (run through make test)");
+    char tmp[64], cmd[1024];
+    cr_assert_eq(tu_mkdtemp(tmp, sizeof tmp), 0);
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s/models", tmp);
+    cr_assert_eq(mkdir(sub, 0755), 0);
+#define PPL "APEX4_DATA='%s' '%s' eval ppl --model '%s' --modes fp16 "
+    snprintf(cmd, sizeof cmd, PPL "--out /nonexistent-dir/ppl.json 2>&1", tmp, bin, tmp);
+    expect_cli(cmd, "--out '/nonexistent-dir/ppl.json'", "'/nonexistent-dir' does not exist", "wiki");
+    snprintf(cmd, sizeof cmd, PPL "--out '' 2>&1", tmp, bin, tmp);
+    expect_cli(cmd, "--out: empty path", NULL, "wiki");
+    snprintf(cmd, sizeof cmd, PPL "--out '%s' 2>&1", tmp, bin, tmp, tmp);
+    expect_cli(cmd, "--out", "is a directory", "wiki");
+    snprintf(cmd, sizeof cmd, PPL "--tokenizer '' 2>&1", tmp, bin, tmp);
+    expect_cli(cmd, "--tokenizer: empty path", NULL, "wiki");
+    const char *nums[][2] = {
+        {"--seqlen 1e20", "--seqlen: expected an integer in [2, 16777216], got '1e20'"},
+        {"--seqlen 99999999999999999999", "--seqlen"},
+        {"--seqlen 1", "--seqlen"},
+        {"--max-windows 0", "--max-windows: expected an integer in [1, 16777216], got '0'"},
+        {"--max-windows 2.5", "--max-windows"},
+        {"--calib-windows -3", "--calib-windows"},
+        {"--threads 5000", "--threads: expected an integer in [1, 1024], got '5000'"},
+        {"--threads ''", "--threads"},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        snprintf(cmd, sizeof cmd, PPL "%s 2>&1", tmp, bin, tmp, nums[i][0]);
+        expect_cli(cmd, nums[i][1], NULL, "wiki");
+    }
+#undef PPL
+    rm_tree(tmp);
+}
+
+/* With the data root: an empty --model says so (not "/config.json"), and the LLaMA-2 tokenizer
+ * (32,000 pieces, shared/models/MANIFEST.md) is refused for stories260K (vocab 512) through the
+ * same check generate and zeroshot use. */
+Test(ppl, empty_model_and_foreign_tokenizer_are_refused) {
+    char root[AX_PATH_LEN];
+    if (tu_data_root(root, sizeof root)) cr_skip_test("skipped: no data root (set APEX4_DATA or ../shared)");
+    char model[AX_PATH_LEN + 64], tokp[AX_PATH_LEN + 64], err[AX_ERR_LEN] = "";
+    snprintf(model, sizeof model, "%s/models/stories260K", root);
+    snprintf(tokp, sizeof tokp, "%s/models/llama2-tokenizer/tokenizer.json", root);
+    ae_ppl_job job;
+    memset(&job, 0, sizeof job);
+    job.model_dir = "";
+    job.modes = "fp16";
+    cr_assert_neq(ae_ppl_run_job(&job, NULL, NULL, err), 0);
+    cr_assert(strstr(err, "--model: empty path"), "%s", err);
+    cr_assert_null(strstr(err, "/config.json"), "%s", err);
+    job.model_dir = model;
+    job.tokenizer = tokp;
+    cr_assert_neq(ae_ppl_run_job(&job, NULL, NULL, err), 0);
+    cr_assert(strstr(err, tokp) && strstr(err, "32000 tokens, more than the vocab_size 512"), "%s", err);
+    ae_model *m = NULL;
+    ae_tokenizer *tok = NULL;
+    cr_assert_eq(ae_model_load(model, &m, err), 0, "%s", err);
+    cr_assert_eq(ae_tokenizer_load(tokp, &tok, err), 0, "%s", err);
+    cr_assert_neq(ae_model_check_tokenizer(m, tok, tokp, err), 0);
+    ae_tokenizer_free(tok);
+    snprintf(tokp, sizeof tokp, "%s/models/stories260K/tokenizer.json", root);
+    cr_assert_eq(ae_tokenizer_load(tokp, &tok, err), 0, "%s", err);
+    cr_assert_eq(ae_model_check_tokenizer(m, tok, tokp, err), 0, "%s", err);
+    ae_tokenizer_free(tok);
+    ae_model_free(m);
+}
