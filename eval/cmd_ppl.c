@@ -13,13 +13,15 @@ int cmd_eval_ppl(int argc, char **argv);
 static void usage(FILE *f) {
     fprintf(f,
             "usage: apex4 eval ppl --model DIR [--dataset wikitext2] [--modes M1,M2,...|standard]\n"
-            "                      [--seqlen N] [--max-windows N] [--out results.json] [--gemm fake|exact]\n"
+            "                      [--seqlen N] [--max-windows N] [--out results.json] [--device cpu|cuda|auto]\n"
+            "                      [--gemm exact|fake]\n"
             "                      [--kv4] [--threads N] [--tokenizer tokenizer.json] [--calib-windows N]\n"
             "                      [--no-progress]\n"
             "WikiText-2 test perplexity (GPTQ/Atom/QuaRot protocol: rows joined with \"\\n\\n\", numel // seqlen\n"
             "windows, positions 1..seqlen-1 scored), KL divergence from FP16 and top-1 agreement per mode\n"
             "(llama.cpp --kl-divergence). Defaults: all standard modes, seqlen 2048 (capped by the model's\n"
-            "max_position_embeddings), fake-quant + sgemm. Atom calibration is cached next to --out.\n");
+            "max_position_embeddings), --device auto (cuda when a GPU is present), --gemm exact on cuda (apex4's\n"
+            "bit-exact kernels) and fake on cpu (fake-quant + sgemm). Atom calibration is cached next to --out.\n");
 }
 
 /* An int option in [lo, hi] (ax_parse_long: digits only, no "1e20", no trailing characters). */
@@ -39,13 +41,14 @@ int cmd_eval_ppl(int argc, char **argv) {
     memset(&job, 0, sizeof job);
     job.dataset = "wikitext2";
     job.progress = 1;
+    const char *gemm_s = NULL, *device_s = "auto";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = !strcmp(a, "--model") || !strcmp(a, "--dataset") || !strcmp(a, "--modes") ||
                     !strcmp(a, "--seqlen") || !strcmp(a, "--max-windows") || !strcmp(a, "--out") ||
                     !strcmp(a, "--gemm") || !strcmp(a, "--threads") || !strcmp(a, "--tokenizer") ||
-                    !strcmp(a, "--calib-windows");
+                    !strcmp(a, "--calib-windows") || !strcmp(a, "--device");
         if (takes && !v) { fprintf(stderr, "apex4 eval ppl: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--model")) job.model_dir = v;
@@ -59,11 +62,8 @@ int cmd_eval_ppl(int argc, char **argv) {
         else if (!strcmp(a, "--max-windows")) { if (parse_int(a, v, 1, 1L << 24, &job.max_windows)) return 2; }
         else if (!strcmp(a, "--calib-windows")) { if (parse_int(a, v, 1, 1L << 24, &job.calib_windows)) return 2; }
         else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &job.nthreads)) return 2; }
-        else if (!strcmp(a, "--gemm")) {
-            if (!strcmp(v, "fake")) job.gemm = AE_GEMM_FAKE;
-            else if (!strcmp(v, "exact")) job.gemm = AE_GEMM_EXACT;
-            else { fprintf(stderr, "apex4 eval ppl: --gemm expects fake or exact, got '%s'\n", v); return 2; }
-        }
+        else if (!strcmp(a, "--gemm")) { gemm_s = v; }
+        else if (!strcmp(a, "--device")) { device_s = v; }
         else if (!strcmp(a, "--kv4")) { job.kv4 = 1; continue; }
         else if (!strcmp(a, "--no-progress")) { job.progress = 0; continue; }
         else {
@@ -79,6 +79,13 @@ int cmd_eval_ppl(int argc, char **argv) {
         return 2;
     }
     char err[AX_ERR_LEN] = "";
+    if (ae_device_parse(device_s, "--device", &job.device, err) ||
+        (gemm_s && ae_gemm_parse(gemm_s, "--gemm", &job.gemm, err))) {
+        fprintf(stderr, "apex4 eval ppl: %s\n", err);
+        return 2;
+    }
+    /* the integer kernels are the GPU default: accuracy of what gets deployed */
+    if (!gemm_s) job.gemm = job.device == AE_DEV_CUDA ? AE_GEMM_EXACT : AE_GEMM_FAKE;
     /* before any work: an unwritable --out would otherwise fail after the whole evaluation
      * (ae_ppl_run_job checks it again for library callers) */
     if (job.out && ax_check_out_path(job.out, "--out", err)) {

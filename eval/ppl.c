@@ -166,6 +166,135 @@ void ae_ppl_result_free(ae_ppl_result *res) {
     res->n_modes = 0;
 }
 
+static void acc_add(acc_t *a, const double *nll, const double *kld, const int *same, int n) {
+    for (int t = 0; t < n; t++) {  /* in order: the same sums on every backend and schedule */
+        a->s_nll += nll[t];
+        a->s_nll2 += nll[t] * nll[t];
+        double k = kld ? kld[t] : 0.0;
+        a->s_kld += k;
+        a->s_kld2 += k * k;
+        if (k > a->kld_max) a->kld_max = k;
+        a->n_same += same ? same[t] : 1;
+        a->n++;
+    }
+}
+
+/* The device schedule (ppl.h ae_ppl_opts.device): the FP16 reference over every window first, its
+ * log-probs kept once in an ae_refstore; then each mode alone, scored against the store. Modes'
+ * accumulators see the same (window, position) order as the cpu schedule. */
+static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const ae_ppl_opts *o,
+                           ae_ppl_result *res, char *err) {
+    const int T = o->seqlen;
+    int rc = -1;
+    ae_engine *eng = NULL;
+    ae_refstore *rs = NULL;
+    acc_t *acc = calloc((size_t)o->n_modes, sizeof *acc);
+    int *reuse = calloc((size_t)o->n_modes, sizeof *reuse);
+    double *nll = malloc((size_t)T * sizeof(double)), *kld = malloc((size_t)T * sizeof(double));
+    int *same = malloc((size_t)T * sizeof(int));
+    double ref_s_nll = 0;
+    ax_progress pg;
+    char label[96] = "ppl";
+    if (!acc || !reuse || !nll || !kld || !same) { SETERR("out of memory"); goto done; }
+    ae_engine_opts ro;
+    memset(&ro, 0, sizeof ro);
+    ro.device = o->device;
+    if (aq_mode_parse("fp16", &ro.mode, err)) goto done;
+    ro.gemm = AE_GEMM_FAKE;
+    ro.nthreads = o->nthreads;
+    ro.max_seq = T;
+    int n_forward = 1;
+    for (int k = 0; k < o->n_modes; k++) {
+        ae_ppl_mode_result *r = &res->modes[k];
+        r->mode = o->modes[k];
+        if (ae_mode_check(m, &o->modes[k], r->note)) { r->applicable = 0; continue; }
+        r->applicable = 1;
+        if (o->modes[k].kind == AQ_KIND_FP16 && !o->kv4) reuse[k] = 1;
+        else n_forward++;
+    }
+    if (o->progress) ax_progress_start(&pg, label, nw * n_forward * (long)T, "tok");
+    double t0 = ax_now();
+    if (ae_engine_new(m, &ro, NULL, &eng, err)) goto done;
+    ae_engine_describe(eng, res->backend, sizeof res->backend);
+    if (ae_refstore_new(eng, (int)nw, T, &rs, err)) goto done;
+    res->ref_store_gib = (double)nw * (T - 1) * m->cfg.vocab_size * 4.0 / 1073741824.0;
+    for (long w = 0; w < nw; w++) {
+        const int *tw = tokens + (size_t)w * T;
+        snprintf(label, sizeof label, "ppl fp16 (reference) window %ld/%ld", w + 1, nw);
+        char e2[AX_ERR_LEN];
+        if (ae_engine_score_window(eng, tw, T, rs, w, 1, nll, NULL, NULL, e2)) {
+            SETERR("mode fp16 (reference), window %ld of %ld: %s", w, nw, e2);
+            goto done;
+        }
+        for (int t = 0; t < T - 1; t++) ref_s_nll += nll[t];
+        for (int k = 0; k < o->n_modes; k++)
+            if (res->modes[k].applicable && reuse[k]) acc_add(&acc[k], nll, NULL, NULL, T - 1);
+        if (o->progress) ax_progress_update(&pg, (w + 1) * (long)T);
+    }
+    res->ref_seconds = ax_now() - t0;
+    double ref_peak = (double)ae_engine_peak_bytes(eng);
+    ae_engine_free(eng);
+    eng = NULL;
+    int done_modes = 1;
+    for (int k = 0; k < o->n_modes; k++) {
+        ae_ppl_mode_result *r = &res->modes[k];
+        if (!r->applicable) continue;
+        if (reuse[k]) { r->seconds = res->ref_seconds; r->peak_gib = ref_peak / 1073741824.0; continue; }
+        double t1 = ax_now();
+        ae_engine_opts mo = ro;
+        mo.mode = o->modes[k];
+        mo.gemm = o->gemm;
+        mo.kv4 = o->kv4;
+        char e2[AX_ERR_LEN];
+        if (ae_engine_new(m, &mo, o->calib, &eng, e2)) { SETERR("mode %s: %s", o->modes[k].name, e2); goto done; }
+        for (long w = 0; w < nw; w++) {
+            const int *tw = tokens + (size_t)w * T;
+            snprintf(label, sizeof label, "ppl %s window %ld/%ld", o->modes[k].name, w + 1, nw);
+            if (ae_engine_score_window(eng, tw, T, rs, w, 0, nll, kld, same, e2)) {
+                SETERR("mode %s, window %ld of %ld: %s", o->modes[k].name, w, nw, e2);
+                goto done;
+            }
+            for (int t = 0; t < T - 1; t++)
+                if (!isfinite(nll[t]) || !isfinite(kld[t])) {
+                    SETERR("mode %s, window %ld of %ld, position %d: non-finite NLL or KL divergence "
+                           "(lm_head output)", o->modes[k].name, w, nw, t);
+                    goto done;
+                }
+            acc_add(&acc[k], nll, kld, same, T - 1);
+            if (o->progress) ax_progress_update(&pg, (done_modes * nw + w + 1) * (long)T);
+        }
+        r->peak_gib = (double)ae_engine_peak_bytes(eng) / 1073741824.0;
+        ae_engine_free(eng);
+        eng = NULL;
+        r->seconds = ax_now() - t1;
+        done_modes++;
+    }
+    if (o->progress) ax_progress_end(&pg, nw * n_forward * (long)T);
+    res->forward_tokens = nw * n_forward * (long)T;
+    res->ref_nll = ref_s_nll / (double)res->scored;
+    for (int k = 0; k < o->n_modes; k++) {
+        ae_ppl_mode_result *r = &res->modes[k];
+        if (!r->applicable) continue;
+        acc_t *a = &acc[k];
+        double n = (double)a->n;
+        r->n = a->n;
+        r->nll = a->s_nll / n;
+        r->ppl = exp(r->nll);
+        r->nll_stderr = n > 1 ? sqrt(fmax(a->s_nll2 / n - r->nll * r->nll, 0) / (n - 1)) : 0;
+        r->kld = a->s_kld / n;
+        r->kld_stderr = n > 1 ? sqrt(fmax(a->s_kld2 / n - r->kld * r->kld, 0) / (n - 1)) : 0;
+        r->kld_max = a->kld_max;
+        r->top1 = (double)a->n_same / n;
+        r->top1_stderr = n > 1 ? sqrt(r->top1 * (1 - r->top1) / (n - 1)) : 0;
+    }
+    rc = 0;
+done:
+    ae_engine_free(eng);
+    ae_refstore_free(rs);
+    free(acc); free(reuse); free(nll); free(kld); free(same);
+    return rc;
+}
+
 int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_ppl_opts *o,
                 ae_ppl_result *res, char *err) {
     memset(res, 0, sizeof *res);
@@ -196,7 +325,13 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
     res->scored = nw * (T - 1);
     res->n_modes = o->n_modes;
     res->modes = calloc((size_t)o->n_modes, sizeof *res->modes);
-    ae_runner **run = calloc((size_t)o->n_modes, sizeof *run);
+    if (o->device == AE_DEV_CUDA) {
+        int rc2 = eval_ppl_stored(m, tokens, nw, o, res, err);
+        res->seconds = ax_now() - t_start;
+        if (rc2) ae_ppl_result_free(res);
+        return rc2;
+    }
+    ae_engine **run = calloc((size_t)o->n_modes, sizeof *run);
     int *reuse = calloc((size_t)o->n_modes, sizeof *reuse);
     acc_t *acc = calloc((size_t)o->n_modes, sizeof *acc);
     size_t TV = (size_t)T * V;
@@ -206,7 +341,7 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
     double *ref_psum = malloc((size_t)T * sizeof(double));
     double *kld = malloc((size_t)T * sizeof(double));
     int *amax = malloc((size_t)T * sizeof(int)), *same = malloc((size_t)T * sizeof(int));
-    ae_runner *ref = NULL;
+    ae_engine *ref = NULL;
     int rc = -1;
     double ref_s_nll = 0;
     if (!res->modes || !run || !reuse || !acc || !ref_logits || !ref_p || !logits || !ref_lse || !nll ||
@@ -214,13 +349,15 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
         SETERR("out of memory (seqlen %d x vocab %d logits buffers)", T, V);
         goto done;
     }
-    ae_run_opts ro;
+    ae_engine_opts ro;
     memset(&ro, 0, sizeof ro);
+    ro.device = AE_DEV_CPU;
     if (aq_mode_parse("fp16", &ro.mode, err)) goto done;
     ro.gemm = AE_GEMM_FAKE;
     ro.nthreads = o->nthreads;
     ro.max_seq = T;
-    if (ae_runner_build(m, &ro, NULL, &ref, err)) goto done;
+    if (ae_engine_new(m, &ro, NULL, &ref, err)) goto done;
+    ae_engine_describe(ref, res->backend, sizeof res->backend);
     for (int k = 0; k < o->n_modes; k++) {
         ae_ppl_mode_result *r = &res->modes[k];
         r->mode = o->modes[k];
@@ -229,12 +366,12 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
         /* fp16 without kv4 is the reference itself: score its logits (KLD exactly 0 by construction
          * of ae_score_row, which recomputes both log-distributions the same way) */
         if (o->modes[k].kind == AQ_KIND_FP16 && !o->kv4) { reuse[k] = 1; continue; }
-        ae_run_opts mo = ro;
+        ae_engine_opts mo = ro;
         mo.mode = o->modes[k];
         mo.gemm = o->gemm;
         mo.kv4 = o->kv4;
         char e2[AX_ERR_LEN];
-        if (ae_runner_build(m, &mo, o->calib, &run[k], e2)) {
+        if (ae_engine_new(m, &mo, o->calib, &run[k], e2)) {
             SETERR("mode %s: %s", o->modes[k].name, e2);
             goto done;
         }
@@ -249,8 +386,8 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
         const int *tw = tokens + (size_t)w * T;
         snprintf(label, sizeof label, "ppl window %ld/%ld", w + 1, nw);
         double t0 = ax_now();
-        ae_runner_truncate(ref, 0);
-        if (ae_forward(ref, tw, T, 0, 0, ref_logits, err)) goto done;
+        ae_engine_truncate(ref, 0);
+        if (ae_engine_forward(ref, tw, T, 0, 0, ref_logits, err)) goto done;
         ae_parallel_for(o->nthreads, T - 1, 4, ref_rows, &rctx);
         if (ae_ppl_check_logits(ref_logits, T, V, "fp16 (reference)", w, nw, m->dir, err)) goto done;
         for (int t = 0; t < T - 1; t++)  /* finite logits give a finite lse: a guard, not expected */
@@ -268,9 +405,9 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
             double t1 = ax_now();
             const float *lg = ref_logits;
             if (!reuse[k]) {
-                ae_runner_truncate(run[k], 0);
+                ae_engine_truncate(run[k], 0);
                 char e2[AX_ERR_LEN];
-                if (ae_forward(run[k], tw, T, 0, 0, logits, e2)) {
+                if (ae_engine_forward(run[k], tw, T, 0, 0, logits, e2)) {
                     SETERR("mode %s, window %ld: %s", o->modes[k].name, w, e2);
                     goto done;
                 }
@@ -322,8 +459,8 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
     rc = 0;
 done:
     if (run)
-        for (int k = 0; k < o->n_modes; k++) ae_runner_free(run[k]);
-    ae_runner_free(ref);
+        for (int k = 0; k < o->n_modes; k++) ae_engine_free(run[k]);
+    ae_engine_free(ref);
     free(run); free(reuse); free(acc);
     free(ref_logits); free(ref_p); free(logits); free(ref_lse); free(ref_psum); free(nll); free(kld);
     free(amax); free(same);
@@ -370,6 +507,7 @@ static cJSON *result_json(const ae_ppl_result *res) {
             cJSON_AddNumberToObject(o, "top1_agreement_stderr", r->top1_stderr);
             cJSON_AddNumberToObject(o, "predictions", (double)r->n);
             cJSON_AddNumberToObject(o, "seconds", r->seconds);
+            if (r->peak_gib > 0) cJSON_AddNumberToObject(o, "peak_device_gib", r->peak_gib);
         }
         cJSON_AddItemToArray(arr, o);
     }
@@ -483,12 +621,13 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
         if (ae_calib_obtain(m, tok, seqlen, cw, cdir, job->nthreads, log, &calib, calib_path, err)) goto done;
     }
     ae_ppl_opts o = {modes, n_modes, seqlen, job->max_windows, job->gemm, job->kv4, job->nthreads, calib,
-                     job->progress};
+                     job->progress, job->device};
     if (ae_eval_ppl(m, ids, n_ids, &o, &res, err)) goto done;
     double wall = ax_now() - t0;
     if (table) {
-        fprintf(table, "%s  wikitext2 test  seqlen %d  windows %d  predictions %ld  gemm %s%s\n", job->model_dir,
-                res.seqlen, res.windows, res.scored, job->gemm == AE_GEMM_EXACT ? "exact" : "fake-quant+sgemm",
+        fprintf(table, "%s  wikitext2 test  seqlen %d  windows %d  predictions %ld  device %s  gemm %s%s\n",
+                job->model_dir, res.seqlen, res.windows, res.scored, res.backend,
+                job->gemm == AE_GEMM_EXACT ? "exact" : (job->device == AE_DEV_CUDA ? "fake-quant+cuBLAS" : "fake-quant+sgemm"),
                 job->kv4 ? "  kv4" : "");
         ae_ppl_print_table(table, &res);
         fprintf(table, "FP16 reference ppl %.4f; evaluation %.1f s (%.0f tok/s over %ld forward tokens), total %.1f s\n",
@@ -512,7 +651,13 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
         cJSON_AddNumberToObject(doc, "windows", res.windows);
         cJSON_AddNumberToObject(doc, "tokens", (double)res.scored);
         cJSON_AddNumberToObject(doc, "stream_tokens", (double)res.stream_tokens);
-        cJSON_AddStringToObject(doc, "gemm", job->gemm == AE_GEMM_EXACT ? "exact" : "fake");
+        cJSON_AddStringToObject(doc, "gemm", ae_gemm_name(job->gemm));
+        cJSON_AddStringToObject(doc, "device", ae_device_name(job->device));
+        cJSON_AddStringToObject(doc, "backend", res.backend);
+        if (job->device == AE_DEV_CUDA) {
+            cJSON_AddStringToObject(doc, "gpu", res.backend);
+            cJSON_AddNumberToObject(doc, "reference_store_gib", res.ref_store_gib);
+        }
         cJSON_AddBoolToObject(doc, "kv4", job->kv4);
         cJSON_AddStringToObject(doc, "reference", "fp16: the checkpoint's values in fp32, fp32 compute, no KV quantization");
         cJSON_AddNumberToObject(doc, "reference_ppl", exp(res.ref_nll));

@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 #include <cjson/cJSON.h>
+#include "engine.h"
 #include "forward.h"
 
 typedef struct {
@@ -27,6 +28,11 @@ typedef struct {
     int  nthreads;            /* 0 = all cores                                                    */
     const ae_calib *calib;    /* required when an applicable ATOM mode is listed                  */
     int  progress;            /* 1: progress bar on stderr (windows, tokens/s, ETA)               */
+    ae_device device;         /* backend (engine.h). cpu: windows outer, every mode's engine alive,
+                                 the reference scored in host memory; cuda: the FP16 reference runs
+                                 first and keeps its log-probs once on the device (ae_refstore),
+                                 then one mode at a time (device memory does not grow with modes).
+                                 The per-mode sums are taken in the same window/position order.   */
 } ae_ppl_opts;
 
 typedef struct {
@@ -40,6 +46,7 @@ typedef struct {
     double kld_max;           /* largest per-token KL divergence                                 */
     double top1, top1_stderr; /* fraction of predictions whose argmax equals FP16's, its error    */
     double seconds;           /* forward + scoring time of this mode                             */
+    double peak_gib;          /* cuda: peak device memory of this mode's engine (GiB)            */
 } ae_ppl_mode_result;
 
 typedef struct {
@@ -49,6 +56,8 @@ typedef struct {
     double ref_nll;           /* FP16 reference mean NLL (= the fp16 row when listed without kv4) */
     double ref_seconds;       /* reference forward + preparation time                             */
     double seconds;           /* wall time of ae_eval_ppl                                         */
+    char   backend[160];      /* ae_engine_describe of the reference engine ("cpu (2 threads)", GPU name) */
+    double ref_store_gib;     /* cuda: size of the reference log-prob store (GiB)                  */
     long   forward_tokens;    /* tokens through all forward passes (reference + modes)            */
     int    n_modes;
     ae_ppl_mode_result *modes;/* (n_modes), in the order given                                   */
@@ -95,6 +104,7 @@ typedef struct {
     int calib_windows;        /* Atom calibration windows (0 = 128)                              */
     int kv4, nthreads, progress;
     ae_gemm_kind gemm;
+    ae_device device;         /* cpu (default) or cuda                                           */
 } ae_ppl_job;
 
 /* Load the model, tokenizer and dataset, calibrate (cached next to `out`, or in "." without one)

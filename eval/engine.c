@@ -1,0 +1,213 @@
+/* engine.c — the language-model interface and its cpu backend (see engine.h). The cuda backend is
+ * eval/engine_cuda.c; both are rows of ae_backend (engine_internal.h). */
+#include "engine_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ak.h"
+#include "ax_util.h"
+#include "ppl.h"
+
+#define SETERR(...) ax_seterr(err, __VA_ARGS__)
+
+int ae_device_parse(const char *s, const char *opt, ae_device *out, char *err) {
+    if (!s || !strcmp(s, "cpu")) { *out = AE_DEV_CPU; return 0; }
+    if (!strcmp(s, "auto")) { *out = ak_device_count() > 0 ? AE_DEV_CUDA : AE_DEV_CPU; return 0; }
+    if (!strcmp(s, "cuda")) {
+        if (ak_device_count() <= 0) {
+            char why[256];
+            ak_device_describe(why, sizeof why);
+            SETERR("%s cuda: no usable CUDA device (%s)", opt, why);
+            return -1;
+        }
+        *out = AE_DEV_CUDA;
+        return 0;
+    }
+    SETERR("%s: expected cpu, cuda or auto, got '%.80s'", opt, s);
+    return -1;
+}
+
+const char *ae_device_name(ae_device d) { return d == AE_DEV_CUDA ? "cuda" : "cpu"; }
+
+int ae_gemm_parse(const char *s, const char *opt, ae_gemm_kind *out, char *err) {
+    if (s && !strcmp(s, "fake")) { *out = AE_GEMM_FAKE; return 0; }
+    if (s && !strcmp(s, "exact")) { *out = AE_GEMM_EXACT; return 0; }
+    SETERR("%s: expected exact or fake, got '%.80s'", opt, s ? s : "");
+    return -1;
+}
+
+const char *ae_gemm_name(ae_gemm_kind g) { return g == AE_GEMM_EXACT ? "exact" : "fake"; }
+
+/* ---- cpu backend: eval/forward.c ------------------------------------------------------------- */
+
+static int cpu_build(ae_engine *e, const ae_calib *calib, char *err) {
+    ae_run_opts ro;
+    memset(&ro, 0, sizeof ro);
+    ro.mode = e->o.mode;
+    ro.gemm = e->o.gemm;
+    ro.kv4 = e->o.kv4;
+    ro.nthreads = e->o.nthreads;
+    ro.max_seq = e->o.max_seq;
+    return ae_runner_build(e->m, &ro, e->o.mode.kind == AQ_KIND_ATOM ? calib : NULL, &e->runner, err);
+}
+
+static void cpu_destroy(ae_engine *e) { ae_runner_free(e->runner); e->runner = NULL; }
+
+static int cpu_forward(ae_engine *e, const int *tokens, int T, int pos, int logits_from, float *logits,
+                       char *err) {
+    return ae_forward(e->runner, tokens, T, pos, logits_from, logits, err);
+}
+
+static void cpu_truncate(ae_engine *e, int pos) { ae_runner_truncate(e->runner, pos); }
+
+static int cpu_refstore_alloc(ae_engine *e, ae_refstore *rs, char *err) {
+    size_t n;
+    if (ax_mul3_size((size_t)rs->n_windows, (size_t)(rs->seqlen - 1), (size_t)rs->vocab, &n,
+                     "reference log-probs", err))
+        return -1;
+    rs->host = malloc(n * sizeof(float));
+    rs->argmax = malloc((size_t)rs->n_windows * (size_t)(rs->seqlen - 1) * sizeof(int));
+    if (!rs->host || !rs->argmax) {
+        SETERR("reference log-probs: out of memory (%zu bytes for %d windows x %d positions x vocab %d)",
+               n * sizeof(float), rs->n_windows, rs->seqlen - 1, rs->vocab);
+        return -1;
+    }
+    (void)e;
+    return 0;
+}
+
+static void cpu_refstore_release(ae_refstore *rs) { free(rs->host); free(rs->argmax); }
+
+static int cpu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window, int store,
+                     double *nll, double *kld, int *same, char *err) {
+    const int V = e->m->cfg.vocab_size;
+    float *lg = malloc((size_t)T * (size_t)V * sizeof(float));
+    if (!lg) { SETERR("logits: out of memory (%d x %d)", T, V); return -1; }
+    ae_runner_truncate(e->runner, 0);
+    if (ae_forward(e->runner, tokens, T, 0, 0, lg, err)) { free(lg); return -1; }
+    for (int t = 0; t < T - 1; t++) {
+        const float *l = lg + (size_t)t * V;
+        double lse = ae_logsumexp(l, V);
+        if (!isfinite(lse)) {
+            SETERR("mode %s: non-finite logits (lm_head output) in window %ld at position %d",
+                   e->o.mode.name, window, t);
+            free(lg);
+            return -1;
+        }
+        nll[t] = lse - (double)l[tokens[t + 1]];
+        int am = 0;
+        for (int v = 1; v < V; v++) if (l[v] > l[am]) am = v;
+        if (!rs) continue;
+        float *lp = rs->host + ((size_t)window * (size_t)(T - 1) + (size_t)t) * (size_t)V;
+        int *ram = rs->argmax + (size_t)window * (size_t)(T - 1) + (size_t)t;
+        if (store) {
+            for (int v = 0; v < V; v++) lp[v] = (float)((double)l[v] - lse);
+            *ram = am;
+        } else {
+            double s = 0;
+            for (int v = 0; v < V; v++) {
+                double lq = (double)l[v] - lse;
+                s += exp((double)lp[v]) * ((double)lp[v] - lq);
+            }
+            if (kld) kld[t] = s;
+            if (same) same[t] = am == *ram;
+        }
+    }
+    free(lg);
+    return 0;
+}
+
+static void cpu_describe(const ae_engine *e, char *buf, size_t len) {
+    snprintf(buf, len, "cpu (%d threads)", ae_runner_opts(e->runner)->nthreads);
+}
+
+const ae_backend ae_backend_cpu = {"cpu", cpu_build, cpu_destroy, cpu_forward, cpu_truncate,
+                                   cpu_refstore_alloc, cpu_refstore_release, cpu_score, cpu_describe};
+
+/* ---- the interface ---------------------------------------------------------------------------- */
+
+int ae_engine_new(const ae_model *m, const ae_engine_opts *o, const ae_calib *calib, ae_engine **out,
+                  char *err) {
+    *out = NULL;
+    if (!m || !o) { SETERR("engine: model or options missing"); return -1; }
+    if (o->max_seq < 1) { SETERR("engine: max_seq %d < 1", o->max_seq); return -1; }
+    if (o->mode.kind == AQ_KIND_ATOM && !calib) {
+        SETERR("mode %s needs the Atom calibration (channel orders)", o->mode.name);
+        return -1;
+    }
+    ae_engine *e = calloc(1, sizeof *e);
+    if (!e) { SETERR("engine: out of memory"); return -1; }
+    e->m = m;
+    e->o = *o;
+    e->be = o->device == AE_DEV_CUDA ? &ae_backend_cuda : &ae_backend_cpu;
+    if (e->be->build(e, calib, err)) { ae_engine_free(e); return -1; }
+    *out = e;
+    return 0;
+}
+
+void ae_engine_free(ae_engine *e) {
+    if (!e) return;
+    if (e->be) e->be->destroy(e);
+    free(e);
+}
+
+int ae_engine_forward(ae_engine *e, const int *tokens, int T, int pos, int logits_from, float *logits,
+                      char *err) {
+    int rc = e->be->forward(e, tokens, T, pos, logits_from, logits, err);
+    e->pos = rc ? pos : pos + T;
+    return rc;
+}
+
+void ae_engine_truncate(ae_engine *e, int pos) {
+    if (pos < 0) pos = 0;
+    if (pos < e->pos) { e->be->truncate(e, pos); e->pos = pos; }
+}
+
+int ae_engine_pos(const ae_engine *e) { return e->pos; }
+const ae_engine_opts *ae_engine_opts_of(const ae_engine *e) { return &e->o; }
+const ae_model *ae_engine_model(const ae_engine *e) { return e->m; }
+ae_runner *ae_engine_runner(ae_engine *e) { return e->runner; }
+void ae_engine_describe(const ae_engine *e, char *buf, size_t len) { e->be->describe(e, buf, len); }
+size_t ae_engine_peak_bytes(const ae_engine *e) { return e->peak_bytes; }
+
+int ae_refstore_new(ae_engine *e, int n_windows, int seqlen, ae_refstore **out, char *err) {
+    *out = NULL;
+    if (n_windows < 1 || seqlen < 2) { SETERR("reference store: %d windows of %d tokens", n_windows, seqlen); return -1; }
+    ae_refstore *rs = calloc(1, sizeof *rs);
+    if (!rs) { SETERR("reference store: out of memory"); return -1; }
+    rs->be = e->be;
+    rs->n_windows = n_windows;
+    rs->seqlen = seqlen;
+    rs->vocab = e->m->cfg.vocab_size;
+    if (e->be->refstore_alloc(e, rs, err)) { ae_refstore_free(rs); return -1; }
+    *out = rs;
+    return 0;
+}
+
+void ae_refstore_free(ae_refstore *rs) {
+    if (!rs) return;
+    rs->be->refstore_release(rs);
+    free(rs);
+}
+
+int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window,
+                           int store, double *nll, double *kld, int *same, char *err) {
+    if (T < 2 || T > e->o.max_seq) { SETERR("window of %d tokens outside [2, %d]", T, e->o.max_seq); return -1; }
+    if (rs && (window < 0 || window >= rs->n_windows || T != rs->seqlen)) {
+        SETERR("window %ld (T %d) outside the reference store (%d windows of %d)", window, T, rs->n_windows,
+               rs->seqlen);
+        return -1;
+    }
+    if (rs && rs->be != e->be) { SETERR("reference store belongs to another backend"); return -1; }
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= e->m->cfg.vocab_size) {
+            SETERR("token %d at window position %d is outside the vocabulary [0, %d)", tokens[t], t,
+                   e->m->cfg.vocab_size);
+            return -1;
+        }
+    int rc = e->be->score(e, tokens, T, rs, window, store, nll, kld, same, err);
+    e->pos = rc ? 0 : T;
+    return rc;
+}

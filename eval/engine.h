@@ -1,0 +1,91 @@
+/* engine.h — one language-model interface for every evaluator (prefix ae_engine_): perplexity,
+ * zero-shot, generation and calibration call this, never a backend directly (llama.cpp's perplexity
+ * tool sees only llama_decode / llama_get_logits; ../shared/design/LAYOUT.md "eval/engine").
+ *
+ * Backends:
+ *   cpu   the fp32 forward of eval/forward.c (ae_runner): projections fake-quant + OpenBLAS sgemm, or
+ *         with --gemm exact the integer reference aq_gemm (quant/).
+ *   cuda  activations fp16 on the device between layers as Hugging Face fp16 inference
+ *         (modeling_llama.py); embeddings, RMSNorm (fp32 inside), rotate-half RoPE, GQA causal
+ *         attention, SwiGLU and residuals by kernels/ak_ops.h; lm_head by cuBLAS with fp32 logits.
+ *         Projections by the mode row: fp16 by cuBLAS; integer modes with --gemm exact by apex4's
+ *         activation quantizer and GEMM kernels (kernels/ak.h, bit-exact with the CPU reference)
+ *         on device-resident weights quantized on the device (byte-identical to aq_quantize_w);
+ *         --gemm fake: activations quantized and dequantized by a kernel, weights dequantized once,
+ *         cuBLAS (the simulation Atom and QuaRot evaluate with); w4a16: weights dequantized to fp16.
+ * Owners in pairs: ae_engine_new / ae_engine_free. */
+#ifndef APEX4_AE_ENGINE_H
+#define APEX4_AE_ENGINE_H
+
+#include <stddef.h>
+#include "forward.h"
+
+typedef enum { AE_DEV_CPU = 0, AE_DEV_CUDA = 1 } ae_device;
+
+/* "cpu", "cuda" or "auto" (cuda when ak_device_count() > 0, else cpu) -> *out. "cuda" without a
+ * device (or in a build without CUDA) is an error naming `opt` and the reason; anything else is an
+ * error listing the valid values. */
+int ae_device_parse(const char *s, const char *opt, ae_device *out, char *err);
+const char *ae_device_name(ae_device d);   /* "cpu" / "cuda" */
+
+/* "exact" / "fake" -> *out; error naming `opt` otherwise. */
+int ae_gemm_parse(const char *s, const char *opt, ae_gemm_kind *out, char *err);
+const char *ae_gemm_name(ae_gemm_kind g);  /* "fake" / "exact" */
+
+typedef struct {
+    ae_device    device;
+    aq_mode      mode;
+    ae_gemm_kind gemm;      /* fake-quant or the integer path (reference on cpu, kernels on cuda)   */
+    int          kv4;       /* 4-bit KV cache (NUMERICS.md "KV-cache 4-bit")                       */
+    int          nthreads;  /* cpu backend: 0 = all cores                                          */
+    int          max_seq;   /* KV cache capacity in positions (>= 1)                               */
+} ae_engine_opts;
+
+typedef struct ae_engine ae_engine;
+
+/* Build an engine for model m (which must outlive it) in mode o->mode; calib is required for ATOM
+ * modes (copied; may be freed after the call). Errors (-1, err): those of ae_runner_build (cpu), no
+ * CUDA device / build without CUDA, a mode or shape the kernels do not take (ak_supports, named),
+ * out of device memory (the tensor named), a weight not representable in fp16. */
+int  ae_engine_new(const ae_model *m, const ae_engine_opts *o, const ae_calib *calib, ae_engine **out,
+                   char *err);
+void ae_engine_free(ae_engine *e);
+
+/* As ae_forward (forward.h): run tokens [T] at positions pos .. pos+T-1 appending to the KV cache
+ * (which must hold exactly `pos` positions), writing logits [T - logits_from, vocab] fp32 to host
+ * memory. Same errors as ae_forward, plus CUDA failures (the step named). */
+int  ae_engine_forward(ae_engine *e, const int *tokens, int T, int pos, int logits_from, float *logits,
+                       char *err);
+void ae_engine_truncate(ae_engine *e, int pos);
+int  ae_engine_pos(const ae_engine *e);
+const ae_engine_opts *ae_engine_opts_of(const ae_engine *e);
+const ae_model *ae_engine_model(const ae_engine *e);
+/* The ae_runner behind a cpu engine (NULL for cuda): calibration hooks and greedy generation. */
+ae_runner *ae_engine_runner(ae_engine *e);
+/* "cpu (N threads)" or the GPU's name ("NVIDIA H200"). */
+void ae_engine_describe(const ae_engine *e, char *buf, size_t len);
+/* Peak device memory in bytes allocated by this engine (0 on cpu). */
+size_t ae_engine_peak_bytes(const ae_engine *e);
+
+/* ---- perplexity scoring on the backend (logits never leave the device on cuda) ----------------- */
+
+/* Reference store: the FP16 model's log-probabilities log p_v for every scored position of n_windows
+ * windows of seqlen tokens, fp32 [n_windows, seqlen - 1, vocab], kept once in the backend's memory
+ * (device memory on cuda) so that every mode runs alone afterwards and memory does not grow with the
+ * number of modes (llama.cpp perplexity --kl-divergence-base). Errors: out of memory (bytes named). */
+typedef struct ae_refstore ae_refstore;
+int  ae_refstore_new(ae_engine *e, int n_windows, int seqlen, ae_refstore **out, char *err);
+void ae_refstore_free(ae_refstore *rs);
+
+/* Forward window tokens [T] from position 0 (the cache is truncated first) and score positions
+ * t = 0 .. T-2 predicting tokens[t+1]: nll[t] = logsumexp(l) - l[target] (nats). With store != 0 the
+ * window's log-probs are written to slot `window` of rs (the reference run) and kld/same are not
+ * written; with store == 0 and rs != NULL, kld[t] = KL(P_ref || Q) = Σ_v p_v (log p_v - log q_v) and
+ * same[t] = (argmax Q == argmax P) (ties to the lowest id) against slot `window`. rs == NULL: only nll.
+ * Arrays nll, kld [T-1] double, same [T-1] int (kld/same may be NULL when not written).
+ * Errors: T outside [2, max_seq], window outside the store, non-finite logits (window-local position
+ * named), forward errors. */
+int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window,
+                           int store, double *nll, double *kld, int *same, char *err);
+
+#endif

@@ -1,0 +1,45 @@
+/* engine_internal.h — the backend table behind eval/engine.h (not a public interface). */
+#ifndef APEX4_AE_ENGINE_INTERNAL_H
+#define APEX4_AE_ENGINE_INTERNAL_H
+
+#include "engine.h"
+
+/* One backend = one row of function pointers (ggml's backend interface in miniature). */
+typedef struct {
+    const char *name;
+    int  (*build)(ae_engine *e, const ae_calib *calib, char *err);
+    void (*destroy)(ae_engine *e);
+    int  (*forward)(ae_engine *e, const int *tokens, int T, int pos, int logits_from, float *logits,
+                    char *err);
+    void (*truncate)(ae_engine *e, int pos);
+    int  (*refstore_alloc)(ae_engine *e, ae_refstore *rs, char *err);
+    void (*refstore_release)(ae_refstore *rs);
+    int  (*score)(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window, int store,
+                  double *nll, double *kld, int *same, char *err);
+    void (*describe)(const ae_engine *e, char *buf, size_t len);
+} ae_backend;
+
+struct ae_engine {
+    const ae_model   *m;
+    ae_engine_opts    o;
+    const ae_backend *be;
+    int               pos;        /* cached positions                                           */
+    ae_runner        *runner;     /* cpu                                                        */
+    void             *dev;        /* cuda: backend state (eval/engine_cuda.c)                   */
+    size_t            peak_bytes; /* cuda: peak device bytes allocated by this engine           */
+};
+
+struct ae_refstore {
+    const ae_backend *be; /* the backend whose memory holds it (outlives the engine that made it) */
+    int        device;    /* cuda: device index                                                 */
+    int        n_windows, seqlen, vocab;
+    float     *host;      /* cpu: [n_windows, seqlen-1, vocab] log-probs                         */
+    void      *dev;       /* cuda: device buffer of the same layout                              */
+    int       *argmax;    /* cpu: [n_windows, seqlen-1]                                          */
+    void      *dev_argmax;/* cuda                                                               */
+};
+
+extern const ae_backend ae_backend_cpu;
+extern const ae_backend ae_backend_cuda;
+
+#endif
