@@ -107,7 +107,7 @@ Test(ppl, fp16_ppl_matches_direct_computation_and_kld_is_zero) {
     char err[AX_ERR_LEN] = "";
     cr_assert_eq(aq_mode_parse("fp16", &modes[0], err), 0);
     cr_assert_eq(aq_mode_parse("w4a4-g64", &modes[1], err), 0);
-    ae_ppl_opts o = {modes, 2, T, 0, AE_GEMM_FAKE, 0, 2, NULL, 0};
+    ae_ppl_opts o = {modes, 2, T, 0, AE_GEMM_FAKE, 0, 2, NULL, 0, AE_DEV_CPU};
     ae_ppl_result res;
     cr_assert_eq(ae_eval_ppl(m, tok, (size_t)n, &o, &res, err), 0, "%s", err);
     cr_assert_eq(res.windows, 3);
@@ -182,7 +182,7 @@ Test(ppl, every_standard_mode_runs_end_to_end) {
         if (!strcmp(modes[i].name, "w4a4-pc")) i_pc = i;
     }
     cr_assert(i_fp16 >= 0 && i_w8 >= 0 && i_pc >= 0);
-    ae_ppl_opts o = {modes, nm, T, 0, AE_GEMM_FAKE, 0, 2, cal, 0};
+    ae_ppl_opts o = {modes, nm, T, 0, AE_GEMM_FAKE, 0, 2, cal, 0, AE_DEV_CPU};
     ae_ppl_result res;
     cr_assert_eq(ae_eval_ppl(m, tok, (size_t)n, &o, &res, err), 0, "%s", err);
     for (int i = 0; i < nm; i++) {
@@ -197,7 +197,7 @@ Test(ppl, every_standard_mode_runs_end_to_end) {
     ae_ppl_result_free(&res);
     /* kv4 (fp16 then gets its own runner) and the exact integer GEMM */
     aq_mode two[2] = {modes[i_fp16], modes[i_pc]};
-    ae_ppl_opts o2 = {two, 2, T, 1, AE_GEMM_FAKE, 1, 2, cal, 0};
+    ae_ppl_opts o2 = {two, 2, T, 1, AE_GEMM_FAKE, 1, 2, cal, 0, AE_DEV_CPU};
     cr_assert_eq(ae_eval_ppl(m, tok, (size_t)n, &o2, &res, err), 0, "%s", err);
     cr_assert_gt(res.modes[0].kld, 0.0, "fp16 + kv4 must differ from fp16");
     double pc_fake = 0;
@@ -230,7 +230,7 @@ Test(ppl, inapplicable_mode_is_reported_not_fatal) {
     char err[AX_ERR_LEN] = "";
     cr_assert_eq(aq_mode_parse("atom-g128-o128", &modes[0], err), 0);
     cr_assert_eq(aq_mode_parse("w4a4-g32", &modes[1], err), 0);
-    ae_ppl_opts o = {modes, 2, 32, 0, AE_GEMM_FAKE, 0, 1, NULL, 0};
+    ae_ppl_opts o = {modes, 2, 32, 0, AE_GEMM_FAKE, 0, 1, NULL, 0, AE_DEV_CPU};
     ae_ppl_result res;
     cr_assert_eq(ae_eval_ppl(m, tok, 64, &o, &res, err), 0, "%s", err);
     cr_assert_eq(res.modes[0].applicable, 0);
@@ -399,7 +399,7 @@ Test(ppl, nonfinite_logits_in_a_window_are_named) {
     aq_mode modes[1];
     char err[AX_ERR_LEN] = "";
     cr_assert_eq(aq_mode_parse("w4a4-g32", &modes[0], err), 0);
-    ae_ppl_opts o = {modes, 1, T, 0, AE_GEMM_FAKE, 0, 1, NULL, 0};
+    ae_ppl_opts o = {modes, 1, T, 0, AE_GEMM_FAKE, 0, 1, NULL, 0, AE_DEV_CPU};
     ae_ppl_result res;
     cr_assert_neq(ae_eval_ppl(m, tok, 64, &o, &res, err), 0);
     const char *want[] = {"mode fp16 (reference)", "window 1 of 2", "position 0", "non-finite logits (lm_head output)",

@@ -1,0 +1,167 @@
+/* test_engine.c — the language-model interface (eval/engine.h): option parsing, the cpu backend
+ * against the runner it wraps, window scoring against an independent long-double log-softmax, and
+ * the reference store (KL divergence of a model against itself is 0, top-1 agreement 1; against a
+ * quantized mode, KL equals Σ p (log p − log q) recomputed here from both engines' logits). The cuda
+ * backend's tests run on the device (tests/test_gpu_engine.c). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "ak.h"
+#include "engine.h"
+#include "testutil.h"
+
+Test(engine_opts, device_and_gemm_strings) {
+    ae_device d;
+    ae_gemm_kind g;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_device_parse("cpu", "--device", &d, err), 0);
+    cr_assert_eq(d, AE_DEV_CPU);
+    cr_assert_eq(ae_device_parse("auto", "--device", &d, err), 0);
+    cr_assert_eq(d, ak_device_count() > 0 ? AE_DEV_CUDA : AE_DEV_CPU);
+    if (ak_device_count() == 0) {
+        cr_assert_neq(ae_device_parse("cuda", "--device", &d, err), 0);
+        cr_assert(strstr(err, "--device") && strstr(err, "CUDA"), "%s", err);
+    }
+    cr_assert_neq(ae_device_parse("gpu", "--device", &d, err), 0);
+    cr_assert(strstr(err, "cpu, cuda or auto") && strstr(err, "'gpu'"), "%s", err);
+    cr_assert_eq(ae_gemm_parse("exact", "--gemm", &g, err), 0);
+    cr_assert_eq(g, AE_GEMM_EXACT);
+    cr_assert_eq(ae_gemm_parse("fake", "--gemm", &g, err), 0);
+    cr_assert_eq(g, AE_GEMM_FAKE);
+    cr_assert_neq(ae_gemm_parse("", "--gemm", &g, err), 0);
+    cr_assert(strstr(err, "--gemm"), "%s", err);
+}
+
+static ae_model *small_model(char *dir, size_t len) {
+    tu_make_model(dir, len, 128, 256, 2, 300, 0, 7);
+    char p[512], err[AX_ERR_LEN] = "";
+    snprintf(p, sizeof p, "%s/m", dir);
+    ae_model *m = NULL;
+    cr_assert_eq(ae_model_load(p, &m, err), 0, "%s", err);
+    return m;
+}
+
+static ae_engine *cpu_engine(const ae_model *m, const char *mode, int T) {
+    ae_engine_opts o;
+    memset(&o, 0, sizeof o);
+    o.device = AE_DEV_CPU;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(aq_mode_parse(mode, &o.mode, err), 0, "%s", err);
+    o.gemm = AE_GEMM_FAKE;
+    o.nthreads = 1;
+    o.max_seq = T;
+    ae_engine *e = NULL;
+    cr_assert_eq(ae_engine_new(m, &o, NULL, &e, err), 0, "%s", err);
+    return e;
+}
+
+/* The cpu engine is the runner: the same logits bit for bit, and the same cache bookkeeping. */
+Test(engine_cpu, forward_is_the_runner_bit_for_bit) {
+    char dir[256];
+    ae_model *m = small_model(dir, sizeof dir);
+    const int T = 24, V = 300;
+    int tok[24];
+    uint64_t s = 3;
+    for (int i = 0; i < T; i++) tok[i] = (int)(tu_rand_u64(&s) % V);
+    ae_engine *e = cpu_engine(m, "w4a4-g64", T);
+    ae_run_opts ro;
+    memset(&ro, 0, sizeof ro);
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(aq_mode_parse("w4a4-g64", &ro.mode, err), 0);
+    ro.max_seq = T;
+    ro.nthreads = 1;
+    ae_runner *r = NULL;
+    cr_assert_eq(ae_runner_build(m, &ro, NULL, &r, err), 0, "%s", err);
+    float *a = malloc(sizeof(float) * T * V), *b = malloc(sizeof(float) * T * V);
+    cr_assert_eq(ae_engine_forward(e, tok, 10, 0, 0, a, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_forward(e, tok + 10, T - 10, 10, 0, a + 10 * V, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_pos(e), T);
+    cr_assert_eq(ae_forward(r, tok, T, 0, 0, b, err), 0, "%s", err);
+    /* incremental vs one batch in the runner give the same logits (test_forward checks this), so
+     * the engine's two calls must equal the runner's one call */
+    cr_assert_eq(memcmp(a, b, sizeof(float) * T * V), 0, "engine and runner logits differ");
+    ae_engine_truncate(e, 5);
+    cr_assert_eq(ae_engine_pos(e), 5);
+    cr_assert_neq(ae_engine_forward(e, tok, 2, 0, 0, a, err), 0, "pos 0 with 5 cached must fail");
+    char desc[160];
+    ae_engine_describe(e, desc, sizeof desc);
+    cr_assert(strstr(desc, "cpu"), "%s", desc);
+    cr_assert_eq(ae_engine_peak_bytes(e), 0);
+    free(a); free(b);
+    ae_runner_free(r);
+    ae_engine_free(e);
+    ae_model_free(m);
+}
+
+/* nll from score_window against a long-double log-softmax of the engine's own logits; KL of the
+ * model against itself through the store is exactly the formula's value on identical inputs (0),
+ * top-1 agreement 1; against w4a4-g64, KL recomputed here in long double from both logits. */
+Test(engine_cpu, score_window_and_reference_store) {
+    char dir[256];
+    ae_model *m = small_model(dir, sizeof dir);
+    const int T = 20, V = 300, NW = 2;
+    int tok[40];
+    uint64_t s = 11;
+    for (int i = 0; i < T * NW; i++) tok[i] = (int)(tu_rand_u64(&s) % V);
+    ae_engine *ref = cpu_engine(m, "fp16", T), *q = cpu_engine(m, "w4a4-g64", T);
+    char err[AX_ERR_LEN] = "";
+    ae_refstore *rs = NULL;
+    cr_assert_eq(ae_refstore_new(ref, NW, T, &rs, err), 0, "%s", err);
+    double nll[20], kld[20];
+    int same[20];
+    float *lr = malloc(sizeof(float) * T * V), *lq = malloc(sizeof(float) * T * V);
+    for (int w = 0; w < NW; w++) {
+        const int *tw = tok + w * T;
+        cr_assert_eq(ae_engine_score_window(ref, tw, T, rs, w, 1, nll, NULL, NULL, err), 0, "%s", err);
+        ae_engine_truncate(ref, 0);
+        cr_assert_eq(ae_engine_forward(ref, tw, T, 0, 0, lr, err), 0, "%s", err);
+        for (int t = 0; t < T - 1; t++) {
+            const float *l = lr + (size_t)t * V;
+            long double mx = l[0], z = 0;
+            for (int v = 1; v < V; v++) if (l[v] > mx) mx = l[v];
+            for (int v = 0; v < V; v++) z += expl((long double)l[v] - mx);
+            long double want = mx + logl(z) - l[tw[t + 1]];
+            cr_assert(fabsl((long double)nll[t] - want) < 1e-9L * (1 + fabsl(want)), "w %d t %d: %.12f vs %.12Lf",
+                      w, t, nll[t], want);
+        }
+    }
+    /* itself against the store */
+    cr_assert_eq(ae_engine_score_window(ref, tok, T, rs, 0, 0, nll, kld, same, err), 0, "%s", err);
+    for (int t = 0; t < T - 1; t++) {
+        cr_assert(fabs(kld[t]) < 1e-6, "self-KL at %d = %g", t, kld[t]);
+        cr_assert_eq(same[t], 1);
+    }
+    /* a quantized mode against the store, window 1 */
+    const int *tw = tok + T;
+    cr_assert_eq(ae_engine_score_window(q, tw, T, rs, 1, 0, nll, kld, same, err), 0, "%s", err);
+    ae_engine_truncate(ref, 0);
+    cr_assert_eq(ae_engine_forward(ref, tw, T, 0, 0, lr, err), 0, "%s", err);
+    ae_engine_truncate(q, 0);
+    cr_assert_eq(ae_engine_forward(q, tw, T, 0, 0, lq, err), 0, "%s", err);
+    int differ = 0;
+    for (int t = 0; t < T - 1; t++) {
+        const float *a = lr + (size_t)t * V, *b = lq + (size_t)t * V;
+        long double ma = a[0], mb = b[0], za = 0, zb = 0;
+        int aa = 0, ab = 0;
+        for (int v = 1; v < V; v++) { if (a[v] > ma) { ma = a[v]; aa = v; } if (b[v] > mb) { mb = b[v]; ab = v; } }
+        for (int v = 0; v < V; v++) { za += expl(a[v] - ma); zb += expl(b[v] - mb); }
+        long double la = ma + logl(za), lb = mb + logl(zb), k = 0;
+        for (int v = 0; v < V; v++) k += expl(a[v] - la) * ((a[v] - la) - (b[v] - lb));
+        cr_assert(fabsl((long double)kld[t] - k) < 1e-5L + 1e-4L * fabsl(k), "t %d: %.9f vs %.9Lf", t, kld[t], k);
+        cr_assert_eq(same[t], aa == ab, "t %d", t);
+        differ += k > 1e-6L;
+    }
+    cr_assert_gt(differ, 0, "w4a4-g64 logits should differ from fp16");
+    /* bad window / foreign shape */
+    cr_assert_neq(ae_engine_score_window(q, tw, T, rs, 2, 0, nll, kld, same, err), 0);
+    cr_assert(strstr(err, "window 2"), "%s", err);
+    /* the store outlives the engine that filled it */
+    ae_engine_free(ref);
+    ae_refstore_free(rs);
+    free(lr); free(lq);
+    ae_engine_free(q);
+    ae_model_free(m);
+}
