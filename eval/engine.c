@@ -124,7 +124,7 @@ static void cpu_describe(const ae_engine *e, char *buf, size_t len) {
 }
 
 const ae_backend ae_backend_cpu = {"cpu", cpu_build, cpu_destroy, cpu_forward, cpu_truncate,
-                                   cpu_refstore_alloc, cpu_refstore_release, cpu_score, cpu_describe};
+                                   cpu_refstore_alloc, cpu_refstore_release, cpu_score, cpu_describe, NULL};
 
 /* ---- the interface ---------------------------------------------------------------------------- */
 
@@ -150,11 +150,13 @@ int ae_engine_new(const ae_model *m, const ae_engine_opts *o, const ae_calib *ca
 void ae_engine_free(ae_engine *e) {
     if (!e) return;
     if (e->be) e->be->destroy(e);
+    free(e->last_seq);
     free(e);
 }
 
 int ae_engine_forward(ae_engine *e, const int *tokens, int T, int pos, int logits_from, float *logits,
                       char *err) {
+    e->last_len = 0;   /* the cache no longer holds loglik_packed's last sequence */
     int rc = e->be->forward(e, tokens, T, pos, logits_from, logits, err);
     e->pos = rc ? pos : pos + T;
     return rc;
@@ -210,4 +212,85 @@ int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *
     int rc = e->be->score(e, tokens, T, rs, window, store, nll, kld, same, err);
     e->pos = rc ? 0 : T;
     return rc;
+}
+
+/* Sequence by sequence through forward, the KV cache kept for the prefix shared with the previous
+ * sequence (lm-evaluation-harness requests of one document share their context). */
+static int loglik_sequential(ae_engine *e, const int *tokens, const int *offsets, int n_seqs,
+                             const int *targets, double *logp, int *greedy, char *err) {
+    const int V = e->m->cfg.vocab_size;
+    int maxlen = 0;
+    for (int i = 0; i < n_seqs; i++)
+        if (offsets[i + 1] - offsets[i] > maxlen) maxlen = offsets[i + 1] - offsets[i];
+    float *lg = malloc((size_t)maxlen * (size_t)V * sizeof(float));
+    if (!lg) { SETERR("logits: out of memory (%d x %d)", maxlen, V); return -1; }
+    if (e->last_cap < maxlen) {
+        int *p = realloc(e->last_seq, (size_t)maxlen * sizeof(int));
+        if (!p) { free(lg); SETERR("out of memory"); return -1; }
+        e->last_seq = p;
+        e->last_cap = maxlen;
+    }
+    for (int i = 0; i < n_seqs; i++) {
+        const int *sq = tokens + offsets[i];
+        int L = offsets[i + 1] - offsets[i];
+        int p = 0;   /* common prefix with the cached sequence, at most L - 1 (one token must run) */
+        int cached = e->pos < e->last_len ? e->pos : e->last_len;
+        while (p < cached && p < L - 1 && e->last_seq[p] == sq[p]) p++;
+        /* rows for positions < p are not recomputed: they must not be scored */
+        int first_scored = L;
+        for (int j = 0; j < L; j++) if (targets[offsets[i] + j] >= 0) { first_scored = j; break; }
+        if (first_scored < p) p = first_scored;
+        if (p < e->pos) { e->be->truncate(e, p); e->pos = p; }
+        if (e->be->forward(e, sq + p, L - p, p, 0, lg, err)) {
+            free(lg);
+            e->last_len = 0;
+            e->pos = p;
+            return -1;
+        }
+        e->pos = L;
+        memcpy(e->last_seq, sq, (size_t)L * sizeof(int));
+        e->last_len = L;
+        for (int j = p; j < L; j++) {
+            int tg = targets[offsets[i] + j];
+            if (tg < 0) continue;
+            const float *l = lg + (size_t)(j - p) * V;
+            double lse = ae_logsumexp(l, V);
+            if (!isfinite(lse)) {
+                SETERR("sequence %d, position %d: non-finite logits (lm_head output), mode %s", i, j,
+                       e->o.mode.name);
+                free(lg);
+                return -1;
+            }
+            int am = 0;
+            for (int v = 1; v < V; v++) if (l[v] > l[am]) am = v;
+            logp[offsets[i] + j] = (double)l[tg] - lse;
+            greedy[offsets[i] + j] = am == tg;
+        }
+    }
+    free(lg);
+    return 0;
+}
+
+int ae_engine_loglik_packed(ae_engine *e, const int *tokens, const int *offsets, int n_seqs,
+                            const int *targets, double *logp, int *greedy, char *err) {
+    const int V = e->m->cfg.vocab_size;
+    if (n_seqs < 1 || !offsets || offsets[0] != 0) { SETERR("packed batch: %d sequences, offsets[0] must be 0", n_seqs); return -1; }
+    for (int i = 0; i < n_seqs; i++) {
+        int L = offsets[i + 1] - offsets[i];
+        if (L < 1 || L > e->o.max_seq) {
+            SETERR("packed batch: sequence %d has %d tokens, outside [1, %d]", i, L, e->o.max_seq);
+            return -1;
+        }
+    }
+    for (int j = 0; j < offsets[n_seqs]; j++) {
+        if (tokens[j] < 0 || tokens[j] >= V) { SETERR("packed batch: token %d at index %d outside [0, %d)", tokens[j], j, V); return -1; }
+        if (targets[j] >= V) { SETERR("packed batch: target %d at index %d outside [0, %d)", targets[j], j, V); return -1; }
+    }
+    if (e->be->loglik_packed) {
+        e->last_len = 0;
+        int rc = e->be->loglik_packed(e, tokens, offsets, n_seqs, targets, logp, greedy, err);
+        e->pos = 0;
+        return rc;
+    }
+    return loglik_sequential(e, tokens, offsets, n_seqs, targets, logp, greedy, err);
 }

@@ -88,4 +88,21 @@ void ae_refstore_free(ae_refstore *rs);
 int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window,
                            int store, double *nll, double *kld, int *same, char *err);
 
+/* ---- log-likelihood of packed sequences (zero-shot, lm-evaluation-harness loglikelihood) -------- */
+
+/* n_seqs independent sequences packed back to back: sequence i is tokens[offsets[i] .. offsets[i+1])
+ * (offsets [n_seqs + 1], offsets[0] = 0, each length in [1, max_seq]), each run from position 0 with
+ * its own causal attention. For every packed token j with targets[j] >= 0 (targets [offsets[n_seqs]]
+ * int32; -1 = not scored; the last token of a sequence may be scored only against an id the caller
+ * supplies), writes logp[j] = log softmax(logits_j)[targets[j]] (nats, double) and greedy[j] =
+ * (argmax logits_j == targets[j], ties to the lowest id); other entries are left untouched.
+ * The cpu backend runs the sequences one after another, reusing the KV cache for the prefix a
+ * sequence shares with the one before it (as lm-evaluation-harness requests of one document share
+ * their context; the logits then differ from a one-batch forward only by sgemm rounding); the cuda backend runs the whole pack in one forward
+ * (positions restart at 0 per sequence, attention masked per sequence) and keeps logits on the device.
+ * Errors: bad offsets, a sequence longer than max_seq, a token or target outside the vocabulary
+ * (index named), non-finite logits (sequence and position named), forward errors. */
+int ae_engine_loglik_packed(ae_engine *e, const int *tokens, const int *offsets, int n_seqs,
+                            const int *targets, double *logp, int *greedy, char *err);
+
 #endif

@@ -25,4 +25,4 @@ static int cu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, lon
 static void cu_describe(const ae_engine *e, char *buf, size_t len) { (void)e; snprintf(buf, len, "cuda"); }
 
 const ae_backend ae_backend_cuda = {"cuda", cu_build, cu_destroy, cu_forward, cu_truncate, cu_rs_alloc,
-                                    cu_rs_release, cu_score, cu_describe};
+                                    cu_rs_release, cu_score, cu_describe, NULL};

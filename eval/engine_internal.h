@@ -17,6 +17,9 @@ typedef struct {
     int  (*score)(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window, int store,
                   double *nll, double *kld, int *same, char *err);
     void (*describe)(const ae_engine *e, char *buf, size_t len);
+    /* NULL: ae_engine_loglik_packed runs sequence by sequence through forward */
+    int  (*loglik_packed)(ae_engine *e, const int *tokens, const int *offsets, int n_seqs,
+                          const int *targets, double *logp, int *greedy, char *err);
 } ae_backend;
 
 struct ae_engine {
@@ -27,6 +30,8 @@ struct ae_engine {
     ae_runner        *runner;     /* cpu                                                        */
     void             *dev;        /* cuda: backend state (eval/engine_cuda.c)                   */
     size_t            peak_bytes; /* cuda: peak device bytes allocated by this engine           */
+    int              *last_seq;   /* the last sequence run by loglik_packed (prefix reuse)      */
+    int               last_len, last_cap;
 };
 
 struct ae_refstore {

@@ -165,3 +165,62 @@ Test(engine_cpu, score_window_and_reference_store) {
     ae_engine_free(q);
     ae_model_free(m);
 }
+
+/* loglik_packed: every scored position equals log softmax of a fresh full forward of its sequence
+ * (computed here in long double), whatever prefix the engine reused from the sequence before — to
+ * float rounding: OpenBLAS picks its sgemm blocking by the row count, so a continuation run on a
+ * cached context rounds differently from the whole sequence in one batch (seen: 5e-9 relative). */
+Test(engine_cpu, loglik_packed_matches_fresh_forwards) {
+    char dir[256];
+    ae_model *m = small_model(dir, sizeof dir);
+    const int V = 300;
+    /* three sequences: a context + two continuations sharing it, then an unrelated one */
+    int ctx[9] = {1, 17, 250, 3, 99, 42, 7, 7, 120};
+    int toks[64], off[5], tg[64];
+    int n = 0, ns = 0;
+    off[0] = 0;
+    int conts[3][3] = {{5, 6, 9}, {5, 8, 2}, {200, 201, 202}};
+    for (int c = 0; c < 3; c++) {
+        int L = c < 2 ? 9 : 4;
+        for (int j = 0; j < L; j++) toks[n + j] = c < 2 ? ctx[j] : 30 + j;
+        for (int j = 0; j < 3; j++) toks[n + L + j] = conts[c][j];
+        for (int j = 0; j < L + 3; j++) tg[n + j] = -1;
+        for (int j = L - 1; j < L + 2; j++) tg[n + j] = toks[n + j + 1];
+        tg[n + L + 2] = 11;   /* the last token scored against a caller-given id */
+        n += L + 3;
+        off[++ns] = n;
+    }
+    double lp[64];
+    int gr[64];
+    for (int j = 0; j < n; j++) { lp[j] = 99; gr[j] = 7; }
+    ae_engine *e = cpu_engine(m, "w4a4-g64", 32);
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_engine_loglik_packed(e, toks, off, ns, tg, lp, gr, err), 0, "%s", err);
+    ae_engine *f = cpu_engine(m, "w4a4-g64", 32);
+    float *l = malloc(sizeof(float) * 32 * V);
+    for (int i = 0; i < ns; i++) {
+        int L = off[i + 1] - off[i];
+        ae_engine_truncate(f, 0);
+        cr_assert_eq(ae_engine_forward(f, toks + off[i], L, 0, 0, l, err), 0, "%s", err);
+        for (int j = 0; j < L; j++) {
+            int k = off[i] + j;
+            if (tg[k] < 0) { cr_assert_eq(lp[k], 99); cr_assert_eq(gr[k], 7); continue; }
+            const float *r = l + (size_t)j * V;
+            long double mx = r[0], z = 0;
+            int am = 0;
+            for (int v = 1; v < V; v++) if (r[v] > mx) { mx = r[v]; am = v; }
+            for (int v = 0; v < V; v++) z += expl(r[v] - mx);
+            long double want = r[tg[k]] - (mx + logl(z));
+            cr_assert(fabsl(lp[k] - want) < 1e-6L * (1 + fabsl(want)), "seq %d pos %d: %.12f vs %.12Lf", i, j, lp[k], want);
+            if (fabsl(r[am] - r[tg[k]]) > 1e-4L) cr_assert_eq(gr[k], am == tg[k]);
+        }
+    }
+    /* bad input */
+    int bad_off[2] = {0, 40};
+    cr_assert_neq(ae_engine_loglik_packed(e, toks, bad_off, 1, tg, lp, gr, err), 0);
+    cr_assert(strstr(err, "sequence 0"), "%s", err);
+    free(l);
+    ae_engine_free(e);
+    ae_engine_free(f);
+    ae_model_free(m);
+}
