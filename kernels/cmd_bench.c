@@ -38,20 +38,27 @@ static void usage(FILE *f) {
             "  --modes default: w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8\n");
 }
 
-static int parse_ints(char *s, int *out, int max) {
+/* Split a comma list in place; -1 when it has more than max entries (never silently dropped). */
+static int split_list(char *s, char **out, int max) {
     int n = 0;
-    for (char *t = strtok(s, ","); t && n < max; t = strtok(NULL, ",")) {
-        char *e;
-        long v = strtol(t, &e, 10);
-        if (*e || v < 1 || v > 1000000) return -1;
-        out[n++] = (int)v;
+    for (char *t = strtok(s, ","); t; t = strtok(NULL, ",")) {
+        if (n == max) return -1;
+        out[n++] = t;
     }
     return n;
 }
 
-static int split_list(char *s, char **out, int max) {
-    int n = 0;
-    for (char *t = strtok(s, ","); t && n < max; t = strtok(NULL, ",")) out[n++] = t;
+/* --m: a comma list of at most `max` integers 1..1000000 (ax_parse_long each); count or -1 with err. */
+static int parse_ints(char *s, int *out, int max, char *err) {
+    char *t[16];
+    int n = split_list(s, t, max < 16 ? max : 16);
+    if (n < 0) { ax_seterr(err, "--m: more than %d values", max < 16 ? max : 16); return -1; }
+    if (n == 0) { ax_seterr(err, "--m: expected a comma list of positive integers, got an empty list"); return -1; }
+    for (int i = 0; i < n; i++) {
+        long v;
+        if (ax_parse_long(t[i], 1, 1000000, "--m", &v, err)) return -1;
+        out[i] = (int)v;
+    }
     return n;
 }
 
@@ -82,27 +89,42 @@ int cmd_bench_gemm(int argc, char **argv) {
     char paths_buf[32] = "int8";
     const char *out = NULL;
     int runs = 25, warmup = 5, do_quant = 1;
+    char err[AX_ERR_LEN];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *buf = NULL;
+        size_t cap = 0;
+        long x;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--no-quant")) do_quant = 0;
-        else if (v && !strcmp(a, "--shapes")) { snprintf(shapes_buf, sizeof shapes_buf, "%s", v); i++; }
-        else if (v && !strcmp(a, "--m")) { snprintf(m_buf, sizeof m_buf, "%s", v); i++; }
-        else if (v && !strcmp(a, "--modes")) { snprintf(modes_buf, sizeof modes_buf, "%s", v); i++; }
-        else if (v && !strcmp(a, "--paths")) { snprintf(paths_buf, sizeof paths_buf, "%s", v); i++; }
-        else if (v && !strcmp(a, "--runs")) { runs = atoi(v); i++; }
-        else if (v && !strcmp(a, "--warmup")) { warmup = atoi(v); i++; }
-        else if (v && !strcmp(a, "--out")) { out = v; i++; }
+        else if (v && !strcmp(a, "--shapes")) { buf = shapes_buf; cap = sizeof shapes_buf; i++; }
+        else if (v && !strcmp(a, "--m")) { buf = m_buf; cap = sizeof m_buf; i++; }
+        else if (v && !strcmp(a, "--modes")) { buf = modes_buf; cap = sizeof modes_buf; i++; }
+        else if (v && !strcmp(a, "--paths")) { buf = paths_buf; cap = sizeof paths_buf; i++; }
+        else if (v && !strcmp(a, "--runs")) {
+            if (ax_parse_long(v, 20, 10000, "--runs", &x, err)) { fprintf(stderr, "apex4 bench gemm: %s\n", err); return 2; }
+            runs = (int)x;
+            i++;
+        } else if (v && !strcmp(a, "--warmup")) {
+            if (ax_parse_long(v, 1, 1000, "--warmup", &x, err)) { fprintf(stderr, "apex4 bench gemm: %s\n", err); return 2; }
+            warmup = (int)x;
+            i++;
+        } else if (v && !strcmp(a, "--out")) { out = v; i++; }
         else { fprintf(stderr, "apex4 bench gemm: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+        if (buf && (size_t)snprintf(buf, cap, "%s", v) >= cap) {
+            fprintf(stderr, "apex4 bench gemm: %s: list too long (at most %zu characters)\n", a, cap - 1);
+            return 2;
+        }
     }
-    if (runs < 20 || runs > 10000 || warmup < 1 || warmup > 1000) {
-        fprintf(stderr, "apex4 bench gemm: --runs must be 20..10000 and --warmup 1..1000\n");
-        return 2;
-    }
-    int ms[16], nmv = parse_ints(m_buf, ms, 16);
-    if (nmv <= 0) { fprintf(stderr, "apex4 bench gemm: --m must be a comma list of positive integers\n"); return 2; }
+    int ms[16], nmv = parse_ints(m_buf, ms, 16, err);
+    if (nmv < 0) { fprintf(stderr, "apex4 bench gemm: %s\n", err); return 2; }
     char *snames[8], *mnames[32], *pnames[4];
     int ns = split_list(shapes_buf, snames, 8), nm = split_list(modes_buf, mnames, 32), np = split_list(paths_buf, pnames, 4);
+    if (ns < 0 || nm < 0 || np < 0) {
+        fprintf(stderr, "apex4 bench gemm: too many entries in %s (at most %d)\n",
+                ns < 0 ? "--shapes" : nm < 0 ? "--modes" : "--paths", ns < 0 ? 8 : nm < 0 ? 32 : 4);
+        return 2;
+    }
     int use_shape[NSHAPES] = {0};
     for (int i = 0; i < ns; i++) {
         int hit = 0;
@@ -110,20 +132,21 @@ int cmd_bench_gemm(int argc, char **argv) {
             if (!strcmp(snames[i], all_shapes[s].model)) { use_shape[s] = 1; hit = 1; }
         if (!hit) { fprintf(stderr, "apex4 bench gemm: unknown shape set '%s' (llama2-7b, llama2-70b)\n", snames[i]); return 2; }
     }
-    char err[AX_ERR_LEN];
     aq_mode modes[32];
     for (int i = 0; i < nm; i++)
-        if (aq_mode_parse(mnames[i], &modes[i], err) || !aq_mode_is_integer(&modes[i])) {
-            fprintf(stderr, "apex4 bench gemm: %s\n", aq_mode_is_integer(&modes[i]) ? err : "--modes: only integer modes have kernels");
+        if (aq_mode_parse(mnames[i], &modes[i], err)) { fprintf(stderr, "apex4 bench gemm: --modes: %s\n", err); return 2; }
+        else if (!aq_mode_is_integer(&modes[i])) {
+            fprintf(stderr, "apex4 bench gemm: --modes: '%s' has no integer kernels\n", modes[i].name);
             return 2;
         }
+    if (nm < 1) { fprintf(stderr, "apex4 bench gemm: --modes is empty\n"); return 2; }
     ak_path paths[2];
+    if (np < 1 || np > 2) { fprintf(stderr, "apex4 bench gemm: --paths needs int8 and/or int4\n"); return 2; }
     for (int i = 0; i < np; i++) {
         if (!strcmp(pnames[i], "int8")) paths[i] = AK_PATH_INT8;
         else if (!strcmp(pnames[i], "int4")) paths[i] = AK_PATH_INT4;
         else { fprintf(stderr, "apex4 bench gemm: unknown path '%s' (int8, int4)\n", pnames[i]); return 2; }
     }
-    if (np < 1 || np > 2) { fprintf(stderr, "apex4 bench gemm: --paths needs int8 and/or int4\n"); return 2; }
 
     ak_devinfo di;
     ak_bench *b = NULL;

@@ -2,7 +2,9 @@
  * compared byte for byte with the CPU reference by ak_check_case (kernels/ak_check.c). Thin front
  * end: parses arguments, builds the case list, runs it on a few threads, prints one line per case and
  * a summary. Exit 0 when every case matched, 1 on any difference or failed case, 2 on usage errors. */
+#include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 
 #include "aq.h"
 #include "ak.h"
+#include "ax_util.h"
 
 int cmd_check(int argc, char **argv);
 
@@ -61,9 +64,13 @@ static void *worker(void *arg) {
     }
 }
 
+/* Split a comma list in place; -1 when it has more than max entries (never silently dropped). */
 static int split_list(char *s, char **out, int max) {
     int n = 0;
-    for (char *t = strtok(s, ","); t && n < max; t = strtok(NULL, ",")) out[n++] = t;
+    for (char *t = strtok(s, ","); t; t = strtok(NULL, ",")) {
+        if (n == max) return -1;
+        out[n++] = t;
+    }
     return n;
 }
 
@@ -73,39 +80,58 @@ int cmd_check(int argc, char **argv) {
     char inputs_buf[128] = "normal,heavy,adversarial", paths_buf[64] = "int8,int4";
     int quick = 0, llama = 1, threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     unsigned seed = 1;
+    char err[AX_ERR_LEN];
+    if (threads < 1) threads = 1;
+    if (threads > 256) threads = 256;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *buf = NULL;
+        size_t cap = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--no-llama")) llama = 0;
         else if (v && !strcmp(a, "--device")) { device = v; i++; }
-        else if (v && !strcmp(a, "--modes")) { snprintf(modes_buf, sizeof modes_buf, "%s", v); i++; }
-        else if (v && !strcmp(a, "--inputs")) { snprintf(inputs_buf, sizeof inputs_buf, "%s", v); i++; }
-        else if (v && !strcmp(a, "--paths")) { snprintf(paths_buf, sizeof paths_buf, "%s", v); i++; }
-        else if (v && !strcmp(a, "--threads")) { threads = atoi(v); i++; }
-        else if (v && !strcmp(a, "--seed")) { seed = (unsigned)strtoul(v, NULL, 10); i++; }
-        else { fprintf(stderr, "apex4 check: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+        else if (v && !strcmp(a, "--modes")) { buf = modes_buf; cap = sizeof modes_buf; i++; }
+        else if (v && !strcmp(a, "--inputs")) { buf = inputs_buf; cap = sizeof inputs_buf; i++; }
+        else if (v && !strcmp(a, "--paths")) { buf = paths_buf; cap = sizeof paths_buf; i++; }
+        else if (v && !strcmp(a, "--threads")) {
+            long t;
+            if (ax_parse_long(v, 1, 256, "--threads", &t, err)) { fprintf(stderr, "apex4 check: %s\n", err); return 2; }
+            threads = (int)t;
+            i++;
+        } else if (v && !strcmp(a, "--seed")) {
+            uint64_t sd;
+            if (ax_parse_u64(v, "--seed", &sd, err)) { fprintf(stderr, "apex4 check: %s\n", err); return 2; }
+            if (sd > UINT_MAX) {
+                fprintf(stderr, "apex4 check: --seed: expected an integer in [0, %u], got '%.80s'\n", UINT_MAX, v);
+                return 2;
+            }
+            seed = (unsigned)sd;
+            i++;
+        } else { fprintf(stderr, "apex4 check: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+        if (buf && (size_t)snprintf(buf, cap, "%s", v) >= cap) {
+            fprintf(stderr, "apex4 check: %s: list too long (at most %zu characters)\n", a, cap - 1);
+            return 2;
+        }
     }
     if (!device || strcmp(device, "cuda")) {
         fprintf(stderr, "apex4 check: --device cuda is required (the only device this check knows)\n");
         return 2;
     }
-    if (threads < 1 || threads > 256) { fprintf(stderr, "apex4 check: --threads must be 1..256\n"); return 2; }
-    if (ak_device_count() < 1) {
-        char d[256];
-        ak_device_describe(d, sizeof d);
-        fprintf(stderr, "apex4 check: %s\n", d);
-        return 2;
-    }
-    char err[AX_ERR_LEN];
     char *mnames[32], *inames[8], *pnames[4];
     int nm = split_list(modes_buf, mnames, 32), ni = split_list(inputs_buf, inames, 8), np = split_list(paths_buf, pnames, 4);
+    if (nm < 0 || ni < 0 || np < 0) {
+        fprintf(stderr, "apex4 check: too many entries in %s (at most %d)\n", nm < 0 ? "--modes" : ni < 0 ? "--inputs" : "--paths",
+                nm < 0 ? 32 : ni < 0 ? 8 : 4);
+        return 2;
+    }
     aq_mode modes[32];
     ak_input ins[8];
     int paths = 0;
     for (int i = 0; i < nm; i++)
-        if (aq_mode_parse(mnames[i], &modes[i], err) || !aq_mode_is_integer(&modes[i])) {
-            fprintf(stderr, "apex4 check: %s\n", aq_mode_is_integer(&modes[i]) ? err : "--modes: only integer modes have kernels");
+        if (aq_mode_parse(mnames[i], &modes[i], err)) { fprintf(stderr, "apex4 check: --modes: %s\n", err); return 2; }
+        else if (!aq_mode_is_integer(&modes[i])) {
+            fprintf(stderr, "apex4 check: --modes: '%s' has no integer kernels\n", modes[i].name);
             return 2;
         }
     for (int i = 0; i < ni; i++) {
@@ -119,6 +145,12 @@ int cmd_check(int argc, char **argv) {
         else { fprintf(stderr, "apex4 check: unknown path '%s' (int8, int4)\n", pnames[i]); return 2; }
     }
     if (!nm || !ni || !paths) { fprintf(stderr, "apex4 check: empty --modes, --inputs or --paths\n"); return 2; }
+    if (ak_device_count() < 1) {
+        char d[256];
+        ak_device_describe(d, sizeof d);
+        fprintf(stderr, "apex4 check: %s\n", d);
+        return 2;
+    }
 
     /* Shapes. LLaMA layers first (longest cases start early). */
     static const int llama_nk[][2] = {

@@ -5,9 +5,13 @@
 #include "aq_priv.h"
 #include "ax_util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #if defined(__has_include)
@@ -125,69 +129,472 @@ static size_t ds_bytes(const dsinfo *d) {
     return n;
 }
 
+/* ---- structural pre-check of the HDF5 metadata (before libhdf5 sees the file) ------------------
+ * libhdf5 1.10 trusts the sizes and addresses it reads: a flipped byte makes it ask for terabytes
+ * (a local heap's data size) or fail halfway through loading an object header, which leaves metadata
+ * cache entries behind (leaked under LeakSanitizer, "HDF5: infinite loop closing library" at exit).
+ * So before H5Fopen the metadata that the reads touch is walked here and checked against the file
+ * size and the HDF5 File Format Specification (version 2.0: II.A superblock, III.A.1 v1 B-tree,
+ * III.C symbol table node, III.D local heap, IV.A.1 v1 object header, IV.A.2.c continuation and
+ * IV.A.2.r symbol table messages; checks mirror libhdf5 1.10 H5Fsuper_cache.c, H5Ocache.c,
+ * H5HLcache.c, H5Bcache.c, H5Gcache.c). It covers the layout libhdf5 writes by default and apex4
+ * writes: superblock version 0 or 1 with 8-byte addresses and lengths, version 1 object headers, the
+ * root group as a symbol table (v1 B-tree, SNOD nodes, local heap), and the object header of every
+ * root-group member. Newer-format metadata (superblock 2/3, "OHDR" object headers, link messages)
+ * carries checksums that libhdf5 verifies; there only the sizes read before the checksum (end of
+ * file, first chunk size) are checked. */
+
+#define PC_UNDEF UINT64_MAX     /* the undefined address (all bits set) */
+#define PC_MAX_CHUNKS 64        /* object header chunks per object      */
+#define PC_MAX_BLOCK  (16u << 20) /* largest metadata block read (16 MiB) */
+
+typedef struct {
+    int         fd;
+    uint64_t    fsize, base, eoa;   /* file size; superblock base address; end of allocated space   */
+    unsigned    leafk, nodek;       /* symbol table node K and group B-tree K (superblock)          */
+    int         budget;             /* metadata blocks left to read (bounds cycles and fan-out)     */
+    uint64_t    bytes_left;         /* metadata bytes left to read (the same)                       */
+    const char *path;
+    char       *err;
+} h5pc;
+
+static uint64_t pc_le(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+__attribute__((format(printf, 2, 3)))
+static int pc_fail(h5pc *c, const char *fmt, ...) {
+    char why[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    snprintf(c->err, AX_ERR_LEN, "%.300s: corrupt or unsupported HDF5 file: %.170s", c->path, why);
+    return -1;
+}
+
+/* Read len bytes at (relative) address addr of the block `what`; the block must lie in the file. */
+static int pc_read(h5pc *c, uint64_t addr, uint64_t len, void *buf, const char *what) {
+    if (--c->budget < 0 || len > c->bytes_left)
+        return pc_fail(c, "more than 16384 metadata blocks or 256 MiB of metadata (a cycle?) at %s", what);
+    c->bytes_left -= len;
+    if (addr == PC_UNDEF || addr > c->eoa || len > c->eoa - addr)
+        return pc_fail(c, "%s at address %llu (%llu bytes) lies outside the file (%llu bytes)", what,
+                       (unsigned long long)addr, (unsigned long long)len, (unsigned long long)c->eoa);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t r = pread(c->fd, (char *)buf + done, (size_t)len - done, (off_t)(c->base + addr + done));
+        if (r <= 0) return pc_fail(c, "cannot read %s at address %llu", what, (unsigned long long)addr);
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/* What pc_ohdr found in an object header. */
+typedef struct { int v1, has_stab; uint64_t btree, heap; } pc_ohinfo;
+
+/* Message classes libhdf5 1.10 lets carry the "shareable" flag: dataspace, datatype, fill value,
+ * filter pipeline, attribute. */
+static int pc_shareable(unsigned id) { return id == 0x01 || id == 0x03 || id == 0x05 || id == 0x0b || id == 0x0c; }
+
+/* Walk the object header at addr (every chunk, every message header). */
+static int pc_ohdr(h5pc *c, uint64_t addr, const char *what, pc_ohinfo *oi) {
+    unsigned char pre[16];
+    memset(oi, 0, sizeof *oi);
+    if (pc_read(c, addr, c->eoa - addr < 16 ? c->eoa - addr : 16, pre, what)) return -1;
+    if (c->eoa - addr >= 4 && !memcmp(pre, "OHDR", 4)) {
+        /* version 2 (checksummed): check only the first chunk's size, which is read before the sum */
+        if (c->eoa - addr < 16) return pc_fail(c, "%s: object header truncated", what);
+        unsigned flags = pre[5];
+        uint64_t off = 6 + (flags & 0x20 ? 16 : 0) + (flags & 0x10 ? 4 : 0);
+        int nb = 1 << (flags & 3);
+        unsigned char sz[8];
+        if (pc_read(c, addr + off, (uint64_t)nb, sz, what)) return -1;
+        uint64_t chunk0 = pc_le(sz, nb);
+        if (chunk0 > c->eoa || off + nb + chunk0 + 4 > c->eoa - addr)
+            return pc_fail(c, "%s: object header chunk of %llu bytes exceeds the file", what, (unsigned long long)chunk0);
+        return 0;
+    }
+    oi->v1 = 1;
+    if (c->eoa - addr < 16) return pc_fail(c, "%s: object header truncated", what);
+    if (pre[0] != 1) return pc_fail(c, "%s: object header version %u (expected 1 or an OHDR signature)", what, pre[0]);
+    unsigned nmesgs = (unsigned)pc_le(pre + 2, 2), count = 0;
+    uint64_t ca[PC_MAX_CHUNKS], cl[PC_MAX_CHUNKS];
+    int nch = 1;
+    ca[0] = addr + 16;
+    cl[0] = pc_le(pre + 8, 4);
+    if ((nmesgs > 0 && cl[0] < 8) || (nmesgs == 0 && cl[0] > 0))
+        return pc_fail(c, "%s: object header of %u messages has a first chunk of %llu bytes", what, nmesgs,
+                       (unsigned long long)cl[0]);
+    for (int k = 0; k < nch; k++) {
+        if (cl[k] > PC_MAX_BLOCK) return pc_fail(c, "%s: object header chunk of %llu bytes", what, (unsigned long long)cl[k]);
+        unsigned char *b = malloc(cl[k] ? (size_t)cl[k] : 1);
+        if (!b) return pc_fail(c, "%s: out of memory", what);
+        if (pc_read(c, ca[k], cl[k], b, what)) { free(b); return -1; }
+        int rc = 0;
+        for (uint64_t p = 0; p < cl[k] && !rc; ) {
+            if (cl[k] - p < 8) { rc = pc_fail(c, "%s: message header crosses the end of chunk %d", what, k); break; }
+            unsigned id = (unsigned)pc_le(b + p, 2), msz = (unsigned)pc_le(b + p + 2, 2), fl = b[p + 4];
+            const unsigned char *d = b + p + 8;
+            if (msz % 8) rc = pc_fail(c, "%s: message of %u bytes is not 8-byte aligned", what, msz);
+            else if (msz > cl[k] - p - 8) rc = pc_fail(c, "%s: message type %u runs past the end of its chunk", what, id);
+            else if ((fl & 0x02) && (fl & 0x04)) rc = pc_fail(c, "%s: message flags 0x%02x: shared and not shareable", what, fl);
+            else if ((fl & 0x20) && ((fl & 0x08) || !(fl & 0x10))) rc = pc_fail(c, "%s: bad message flags 0x%02x", what, fl);
+            else if ((id == 9 || id >= 0x19) && (fl & 0x80)) rc = pc_fail(c, "%s: unknown message type %u marked fail-if-unknown", what, id);
+            else if ((fl & 0x40) && id != 9 && id < 0x19 && !pc_shareable(id))
+                rc = pc_fail(c, "%s: message type %u marked shareable", what, id);
+            else if (fl & 0x02) rc = pc_fail(c, "%s: shared (committed) message type %u is not supported", what, id);
+            else if (id == 0x16) rc = pc_fail(c, "%s: reference count message in a version 1 object header", what);
+            else if (id == 0x10) {                      /* continuation: address, length of the next chunk */
+                if (msz < 16) { rc = pc_fail(c, "%s: continuation message of %u bytes", what, msz); break; }
+                uint64_t a = pc_le(d, 8), l = pc_le(d + 8, 8);
+                if (nch == PC_MAX_CHUNKS) { rc = pc_fail(c, "%s: more than %d object header chunks", what, PC_MAX_CHUNKS); break; }
+                if (a == PC_UNDEF || a > c->eoa || l < 8 || l > c->eoa - a) {
+                    rc = pc_fail(c, "%s: continuation chunk at %llu (%llu bytes) lies outside the file", what,
+                                 (unsigned long long)a, (unsigned long long)l);
+                    break;
+                }
+                for (int j = 0; j < nch; j++)
+                    if (a < ca[j] + cl[j] && ca[j] < a + l) { rc = pc_fail(c, "%s: object header chunks overlap", what); break; }
+                if (rc) break;
+                ca[nch] = a; cl[nch] = l; nch++;
+            } else if (id == 0x11) {                    /* symbol table: B-tree and local heap addresses */
+                if (msz < 16) { rc = pc_fail(c, "%s: symbol table message of %u bytes", what, msz); break; }
+                oi->has_stab = 1;
+                oi->btree = pc_le(d, 8);
+                oi->heap = pc_le(d + 8, 8);
+            }
+            count++;
+            p += 8 + (uint64_t)msz;
+        }
+        free(b);
+        if (rc) return -1;
+    }
+    if (count != nmesgs)
+        return pc_fail(c, "%s: object header says %u messages but holds %u", what, nmesgs, count);
+    return 0;
+}
+
+/* A local heap (names of a symbol-table group): data block and free list checked; *data receives a
+ * malloc'd copy of the data block (size *size) for the name checks. */
+static int pc_heap(h5pc *c, uint64_t addr, unsigned char **data, uint64_t *size) {
+    unsigned char h[32];
+    *data = NULL;
+    if (pc_read(c, addr, 32, h, "local heap")) return -1;
+    if (memcmp(h, "HEAP", 4) || h[4] != 0) return pc_fail(c, "local heap at %llu: bad signature or version", (unsigned long long)addr);
+    uint64_t n = pc_le(h + 8, 8), fr = pc_le(h + 16, 8), da = pc_le(h + 24, 8);
+    if (n > PC_MAX_BLOCK || n > c->eoa)
+        return pc_fail(c, "local heap at %llu declares %llu bytes of data", (unsigned long long)addr, (unsigned long long)n);
+    if (!(*data = malloc(n ? (size_t)n : 1))) return pc_fail(c, "local heap: out of memory");
+    if (pc_read(c, da, n, *data, "local heap data")) { free(*data); *data = NULL; return -1; }
+    /* free list: offset of the next free block (1 = none), size of this block */
+    for (uint64_t off = fr, k = 0; off != 1; k++) {
+        if (off >= n || n - off < 16 || k > n / 16) {
+            free(*data); *data = NULL;
+            return pc_fail(c, "local heap at %llu: bad free list", (unsigned long long)addr);
+        }
+        uint64_t next = pc_le(*data + off, 8), fsz = pc_le(*data + off + 8, 8);
+        if (next == 0 || fsz > n - off) {
+            free(*data); *data = NULL;
+            return pc_fail(c, "local heap at %llu: bad free block at offset %llu", (unsigned long long)addr, (unsigned long long)off);
+        }
+        off = next;
+    }
+    *size = n;
+    return 0;
+}
+
+/* A name in the local heap: offset inside the data block and a NUL before its end. */
+static int pc_name(h5pc *c, const unsigned char *heap, uint64_t hsize, uint64_t off, const char *what) {
+    if (off >= hsize || !memchr(heap + off, 0, (size_t)(hsize - off)))
+        return pc_fail(c, "%s: name offset %llu outside the group's local heap (%llu bytes)", what,
+                       (unsigned long long)off, (unsigned long long)hsize);
+    return 0;
+}
+
+/* A symbol table node (SNOD): entries, their names, and each member's object header. */
+static int pc_snod(h5pc *c, uint64_t addr, const unsigned char *heap, uint64_t hsize) {
+    uint64_t sz = 8 + (uint64_t)2 * c->leafk * 40;
+    unsigned char *b = malloc((size_t)sz);
+    if (!b) return pc_fail(c, "out of memory");
+    int rc = pc_read(c, addr, sz, b, "symbol table node");
+    unsigned n = rc ? 0 : (unsigned)pc_le(b + 6, 2);
+    if (!rc && (memcmp(b, "SNOD", 4) || b[4] != 1))
+        rc = pc_fail(c, "symbol table node at %llu: bad signature or version", (unsigned long long)addr);
+    else if (!rc && n > 2 * c->leafk)
+        rc = pc_fail(c, "symbol table node at %llu: %u entries, at most %u", (unsigned long long)addr, n, 2 * c->leafk);
+    for (unsigned i = 0; i < n && !rc; i++) {
+        const unsigned char *e = b + 8 + (size_t)i * 40;
+        uint64_t name = pc_le(e, 8), oh = pc_le(e + 8, 8);
+        unsigned ct = (unsigned)pc_le(e + 16, 4);
+        if (pc_name(c, heap, hsize, name, "group member")) { rc = -1; break; }
+        char what[96], nm[61];
+        size_t j = 0;
+        for (const unsigned char *q = heap + name; *q && j < 60; q++) nm[j++] = (*q >= 0x20 && *q < 0x7f) ? (char)*q : '?';
+        nm[j] = 0;
+        snprintf(what, sizeof what, "object '%s'", nm);
+        pc_ohinfo oi;
+        if (ct > 2) rc = pc_fail(c, "%s: symbol table entry cache type %u", what, ct);
+        else if (ct != 2) rc = pc_ohdr(c, oh, what, &oi);
+    }
+    free(b);
+    return rc;
+}
+
+/* A group B-tree node (version 1, type 0) and everything below it. */
+static int pc_btree(h5pc *c, uint64_t addr, int level, const unsigned char *heap, uint64_t hsize) {
+    uint64_t twok = 2 * (uint64_t)c->nodek, sz = 24 + twok * 8 + (twok + 1) * 8;
+    unsigned char *b = malloc((size_t)sz);
+    if (!b) return pc_fail(c, "out of memory");
+    int rc = pc_read(c, addr, sz, b, "group B-tree node");
+    unsigned n = rc ? 0 : (unsigned)pc_le(b + 6, 2);
+    if (!rc && (memcmp(b, "TREE", 4) || b[4] != 0))
+        rc = pc_fail(c, "group B-tree node at %llu: bad signature or node type", (unsigned long long)addr);
+    else if (!rc && ((level >= 0 && b[5] != level) || b[5] > 16))
+        rc = pc_fail(c, "group B-tree node at %llu: level %u", (unsigned long long)addr, b[5]);
+    else if (!rc && n > twok)
+        rc = pc_fail(c, "group B-tree node at %llu: %u children, at most %llu", (unsigned long long)addr, n,
+                     (unsigned long long)twok);
+    int lev = rc ? 0 : b[5];
+    for (unsigned i = 0; i <= n && !rc; i++) {   /* keys 0..n, children 0..n-1, interleaved */
+        const unsigned char *k = b + 24 + (size_t)i * 16;
+        rc = pc_name(c, heap, hsize, pc_le(k, 8), "group B-tree key");
+        if (!rc && i < n)
+            rc = lev ? pc_btree(c, pc_le(k + 8, 8), lev - 1, heap, hsize) : pc_snod(c, pc_le(k + 8, 8), heap, hsize);
+    }
+    free(b);
+    return rc;
+}
+
+/* Check the file at path before libhdf5 opens it: a regular, non-empty file, and (format above) its
+ * superblock, root group and members' object headers. *fsize receives the file size. */
+static int h5_precheck(const char *path, uint64_t *fsize, char *err) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, AX_ERR_LEN, "%.300s: cannot open (%s)", path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, AX_ERR_LEN, "%.300s: not a regular file", path);
+        return -1;
+    }
+    if (st.st_size <= 0) {
+        snprintf(err, AX_ERR_LEN, "%.300s: empty file (not HDF5)", path);
+        return -1;
+    }
+    *fsize = (uint64_t)st.st_size;
+    h5pc c = {.fd = open(path, O_RDONLY | O_CLOEXEC), .fsize = (uint64_t)st.st_size, .eoa = (uint64_t)st.st_size,
+              .budget = 16384, .bytes_left = (uint64_t)256 << 20, .path = path, .err = err};
+    if (c.fd < 0) {
+        snprintf(err, AX_ERR_LEN, "%.300s: cannot open (%s)", path, strerror(errno));
+        return -1;
+    }
+    /* superblock: at 0, 512, 1024, 2048, ... (a user block may precede it) */
+    unsigned char sb[136];
+    uint64_t s = 0;
+    int found = 0;
+    for (s = 0; s + 8 <= c.fsize; s = s ? s * 2 : 512) {
+        if (pread(c.fd, sb, 8, (off_t)s) == 8 && !memcmp(sb, "\x89HDF\r\n\x1a\n", 8)) { found = 1; break; }
+    }
+    int rc = 0;
+    if (!found) {
+        snprintf(err, AX_ERR_LEN, "%.300s: not an HDF5 file (no superblock signature)", path);
+        rc = -1;
+        goto out;
+    }
+    c.base = s;
+    c.eoa = c.fsize - s;
+    uint64_t want = c.eoa < sizeof sb ? c.eoa : sizeof sb;
+    memset(sb, 0, sizeof sb);
+    if (pread(c.fd, sb, (size_t)want, (off_t)s) != (ssize_t)want) { rc = pc_fail(&c, "cannot read the superblock"); goto out; }
+    unsigned ver = sb[8];
+    if (ver >= 2) {
+        if (ver > 3) { rc = pc_fail(&c, "superblock version %u", ver); goto out; }
+        if (want < 48) { rc = pc_fail(&c, "superblock truncated"); goto out; }
+        if (sb[9] != 8 || sb[10] != 8) { rc = pc_fail(&c, "%u-byte addresses / %u-byte lengths (only 8 supported)", sb[9], sb[10]); goto out; }
+        uint64_t base = pc_le(sb + 12, 8), eof = pc_le(sb + 28, 8), root = pc_le(sb + 36, 8);
+        if (base != s) { rc = pc_fail(&c, "superblock base address %llu, found at %llu", (unsigned long long)base, (unsigned long long)s); goto out; }
+        if (eof > c.fsize || eof < s + 48) {   /* the end-of-file address counts the user block too */
+            rc = pc_fail(&c, "truncated or bad end-of-file address: the superblock says %llu bytes, the file has %llu",
+                         (unsigned long long)eof, (unsigned long long)c.fsize);
+            goto out;
+        }
+        c.eoa = eof - s;
+        pc_ohinfo oi;
+        rc = pc_ohdr(&c, root, "root group", &oi);
+        goto out;
+    }
+    unsigned a0 = ver == 1 ? 28 : 24;              /* first address field */
+    if (want < a0 + 32 + 40) { rc = pc_fail(&c, "superblock truncated"); goto out; }
+    if (sb[9] != 0 || sb[10] != 0 || sb[12] != 0) { rc = pc_fail(&c, "superblock: unknown free-space / symbol table / shared header version"); goto out; }
+    if (sb[13] != 8 || sb[14] != 8) { rc = pc_fail(&c, "%u-byte addresses / %u-byte lengths (only 8 supported)", sb[13], sb[14]); goto out; }
+    c.leafk = (unsigned)pc_le(sb + 16, 2);
+    c.nodek = (unsigned)pc_le(sb + 18, 2);
+    if (c.leafk < 1 || c.nodek < 1 || c.nodek > 32767 || (ver == 1 && pc_le(sb + 24, 2) < 1)) {
+        rc = pc_fail(&c, "superblock: B-tree K values %u, %u", c.leafk, c.nodek);
+        goto out;
+    }
+    uint64_t base = pc_le(sb + a0, 8), fsp = pc_le(sb + a0 + 8, 8), eof = pc_le(sb + a0 + 16, 8), drv = pc_le(sb + a0 + 24, 8);
+    if (base != s) { rc = pc_fail(&c, "superblock base address %llu, found at %llu", (unsigned long long)base, (unsigned long long)s); goto out; }
+    if (eof > c.fsize || eof < s + a0 + 72) {   /* the end-of-file address counts the user block too */
+        rc = pc_fail(&c, "truncated or bad end-of-file address: the superblock says %llu bytes, the file has %llu",
+                     (unsigned long long)eof, (unsigned long long)c.fsize);
+        goto out;
+    }
+    c.eoa = eof - s;
+    if (fsp != PC_UNDEF || drv != PC_UNDEF) { rc = pc_fail(&c, "superblock: free-space or driver information block (not supported)"); goto out; }
+    const unsigned char *re = sb + a0 + 32;         /* root group symbol table entry */
+    unsigned ct = (unsigned)pc_le(re + 16, 4);
+    if (ct > 1) { rc = pc_fail(&c, "root group entry cache type %u", ct); goto out; }
+    pc_ohinfo oi;
+    if ((rc = pc_ohdr(&c, pc_le(re + 8, 8), "root group", &oi))) goto out;
+    if (!oi.v1 || !oi.has_stab) {
+        if (ct == 1) rc = pc_fail(&c, "root group entry caches a symbol table that its object header lacks");
+        goto out;                                   /* new-style group: libhdf5's checksums apply */
+    }
+    if (ct == 1 && (pc_le(re + 24, 8) != oi.btree || pc_le(re + 32, 8) != oi.heap)) {
+        rc = pc_fail(&c, "root group entry and symbol table message disagree");
+        goto out;
+    }
+    unsigned char *heap = NULL;
+    uint64_t hsize = 0;
+    if ((rc = pc_heap(&c, oi.heap, &heap, &hsize))) goto out;
+    rc = pc_btree(&c, oi.btree, -1, heap, hsize);
+    free(heap);
+out:
+    close(c.fd);
+    return rc;
+}
+
 /* ---- reading --------------------------------------------------------------------------------- */
 
-/* Read dataset `name` of dtype dt and rank `rank` into a malloc'd buffer; dims out. -1 with err. */
-static int read_ds(hid_t f, const char *path, const char *name, int dt, int rank, hsize_t *dims,
+/* Read dataset `name` of dtype dt and rank `rank` into a malloc'd buffer; dims out. Before H5Dread:
+ * dims each 1..2^30, their product times the type size without size_t overflow and at most the file
+ * size (compressed chunked data: 1032 times it, deflate's largest ratio), and contiguous data must sit
+ * inside the file with exactly that many bytes (H5Dget_offset, H5Dget_storage_size). Returns 0; -1
+ * when the dataset is missing or cannot be read (err names file and dataset); -2 when it is readable
+ * but of another dtype or rank (err says which). Every hid_t opened here is closed on every path. */
+static int read_ds(hid_t f, uint64_t fsize, const char *path, const char *name, int dt, int rank, hsize_t *dims,
                    void **out, char *err) {
     *out = NULL;
-    if (H5Lexists(f, name, H5P_DEFAULT) <= 0) {
+    htri_t ex = H5Lexists(f, name, H5P_DEFAULT);
+    if (ex < 0) {
+        snprintf(err, AX_ERR_LEN, "%.300s: cannot look up dataset '%s' (corrupt file?)", path, name);
+        return -1;
+    }
+    if (ex == 0) {
         snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s' is missing", path, name);
         return -1;
     }
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
     if (d < 0) { snprintf(err, AX_ERR_LEN, "%.300s: '%s' is not a readable dataset", path, name); return -1; }
-    hid_t ft = H5Dget_type(d), sp = H5Dget_space(d);
+    hid_t ft = H5Dget_type(d), sp = H5Dget_space(d), dcpl = H5Dget_create_plist(d);
     int rc = -1;
+    if (ft < 0 || sp < 0 || dcpl < 0) {
+        snprintf(err, AX_ERR_LEN, "%.300s: cannot read the dtype, shape or layout of dataset '%s' (corrupt file?)", path, name);
+        goto done;
+    }
     H5T_class_t cls = H5Tget_class(ft);
     size_t sz = H5Tget_size(ft);
+    int r = H5Sget_simple_extent_ndims(sp);
+    if (cls < 0 || sz == 0 || r < 0) {
+        snprintf(err, AX_ERR_LEN, "%.300s: cannot read the dtype or rank of dataset '%s' (corrupt file?)", path, name);
+        goto done;
+    }
     int ok_type = dt == DT_F16 ? (cls == H5T_FLOAT && sz == 2)
                                : (cls == H5T_INTEGER && sz == dt_size(dt) &&
                                   (H5Tget_sign(ft) == H5T_SGN_2) == (dt != DT_U8));
-    int r = H5Sget_simple_extent_ndims(sp);
     if (!ok_type) {
         snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s' has dtype %s%zu, expected %s", path, name,
                  cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "class", sz * 8, dt_name(dt));
-    } else if (r != rank) {
+        rc = -2;
+        goto done;
+    }
+    if (r != rank) {
         snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s' has rank %d, expected %d", path, name, r, rank);
-    } else {
-        H5Sget_simple_extent_dims(sp, dims, NULL);
-        size_t n = dt_size(dt);
-        int bad = 0;
-        for (int i = 0; i < rank; i++) {
-            if (dims[i] < 1 || dims[i] > (hsize_t)(1 << 30)) bad = 1;
-            n *= (size_t)dims[i];
+        rc = -2;
+        goto done;
+    }
+    if (H5Sget_simple_extent_dims(sp, dims, NULL) != rank) {
+        snprintf(err, AX_ERR_LEN, "%.300s: cannot read the shape of dataset '%s' (corrupt file?)", path, name);
+        goto done;
+    }
+    size_t n = dt_size(dt);
+    char what[AX_ERR_LEN];
+    snprintf(what, sizeof what, "%.300s: dataset '%s'", path, name);
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] < 1 || dims[i] > (hsize_t)(1 << 30)) {
+            snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s' has dimension %d of %llu (expected 1..2^30)", path, name, i,
+                     (unsigned long long)dims[i]);
+            goto done;
         }
-        if (bad) {
-            snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s' has an empty or huge dimension", path, name);
-        } else if (!(*out = malloc(n))) {
-            snprintf(err, AX_ERR_LEN, "%.300s: out of memory reading '%s' (%zu bytes)", path, name, n);
-        } else {
-            hid_t mt = h5_type(dt);
-            if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
-                snprintf(err, AX_ERR_LEN, "%.300s: cannot read dataset '%s' (truncated or corrupt file?)", path, name);
-                free(*out);
-                *out = NULL;
-            } else {
-                rc = 0;
-            }
-            h5_type_close(dt, mt);
+        if (ax_mul_size(n, (size_t)dims[i], &n, what, err)) goto done;
+    }
+    H5D_layout_t lay = H5Pget_layout(dcpl);
+    int nfilt = H5Pget_nfilters(dcpl);
+    uint64_t cap = lay == H5D_CHUNKED && nfilt > 0 ? (fsize > UINT64_MAX / 1032 ? UINT64_MAX : fsize * 1032) : fsize;
+    if (lay != H5D_CONTIGUOUS && lay != H5D_CHUNKED && lay != H5D_COMPACT) {
+        snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s' has an unsupported storage layout (%d)", path, name, (int)lay);
+        goto done;
+    }
+    if (nfilt < 0 || n > cap) {
+        snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s' declares %zu bytes of data but the file has %llu bytes", path,
+                 name, n, (unsigned long long)fsize);
+        goto done;
+    }
+    if (lay == H5D_CONTIGUOUS) {
+        hsize_t st = H5Dget_storage_size(d);
+        haddr_t off = H5Dget_offset(d);
+        if (st != n || off == HADDR_UNDEF || off > fsize || n > fsize - off) {
+            snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s': %llu bytes stored at offset %lld, expected %zu bytes inside "
+                     "the file (%llu bytes)", path, name, (unsigned long long)st,
+                     off == HADDR_UNDEF ? -1LL : (long long)off, n, (unsigned long long)fsize);
+            goto done;
         }
     }
-    H5Tclose(ft); H5Sclose(sp); H5Dclose(d);
+    if (!(*out = malloc(n))) {
+        snprintf(err, AX_ERR_LEN, "%.300s: out of memory reading '%s' (%zu bytes)", path, name, n);
+        goto done;
+    }
+    hid_t mt = h5_type(dt);
+    if (mt < 0 || H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
+        snprintf(err, AX_ERR_LEN, "%.300s: cannot read dataset '%s' (truncated or corrupt file?)", path, name);
+        free(*out);
+        *out = NULL;
+    } else {
+        rc = 0;
+    }
+    h5_type_close(dt, mt);
+done:
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (ft >= 0) H5Tclose(ft);
+    if (sp >= 0) H5Sclose(sp);
+    H5Dclose(d);
     return rc;
 }
 
-static hid_t open_h5(const char *path, char *err) {
+/* Open path read-only after h5_precheck (*fsize: the file size). The file access property list asks
+ * for H5F_CLOSE_STRONG, so H5Fclose also closes anything a failed call left open. */
+static hid_t open_h5(const char *path, uint64_t *fsize, char *err) {
     if (access(path, R_OK) != 0) {
         snprintf(err, AX_ERR_LEN, "%.300s: cannot open (no such file or not readable)", path);
         return -1;
     }
+    if (h5_precheck(path, fsize, err)) return -1;
     if (H5Fis_hdf5(path) <= 0) {
         snprintf(err, AX_ERR_LEN, "%.300s: not an HDF5 file (or truncated)", path);
         return -1;
     }
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+        if (fapl >= 0) H5Pclose(fapl);
+        snprintf(err, AX_ERR_LEN, "%.300s: HDF5 cannot create a file access property list", path);
+        return -1;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
     if (f < 0) snprintf(err, AX_ERR_LEN, "%.300s: HDF5 cannot open the file (truncated or corrupt?)", path);
     return f;
 }
@@ -210,12 +617,14 @@ int aq_case_read_inputs(const char *path, const aq_mode *mode, int k_splits, aq_
     c->k_splits = k_splits;
     snprintf(c->source, sizeof c->source, "reference");
     h5_quiet q = quiet_on();
-    hid_t f = open_h5(path, err);
+    uint64_t fsize = 0;
+    hid_t f = open_h5(path, &fsize, err);
     if (f < 0) { quiet_off(q); return -1; }
     hsize_t dx[2], dw[2], dp[1];
     void *x = NULL, *w = NULL, *p = NULL;
     int rc = -1;
-    if (read_ds(f, path, "X", DT_F16, 2, dx, &x, err) || read_ds(f, path, "W", DT_F16, 2, dw, &w, err)) goto done;
+    if (read_ds(f, fsize, path, "X", DT_F16, 2, dx, &x, err) || read_ds(f, fsize, path, "W", DT_F16, 2, dw, &w, err))
+        goto done;
     if (dx[1] != dw[1]) {
         snprintf(err, AX_ERR_LEN, "%.300s: K mismatch: X is [%llu, %llu] but W is [%llu, %llu] (both must be [*, K])",
                  path, (unsigned long long)dx[0], (unsigned long long)dx[1], (unsigned long long)dw[0],
@@ -230,8 +639,13 @@ int aq_case_read_inputs(const char *path, const aq_mode *mode, int k_splits, aq_
     if (check_fp16(x, (size_t)c->M * c->K, (size_t)c->K, path, "X", err) ||
         check_fp16(w, (size_t)c->N * c->K, (size_t)c->K, path, "W", err))
         goto done;
-    if (H5Lexists(f, "perm", H5P_DEFAULT) > 0 && mode->kind == AQ_KIND_ATOM) {
-        if (read_ds(f, path, "perm", DT_I32, 1, dp, &p, err)) goto done;
+    htri_t has_perm = mode->kind == AQ_KIND_ATOM ? H5Lexists(f, "perm", H5P_DEFAULT) : 0;
+    if (has_perm < 0) {
+        snprintf(err, AX_ERR_LEN, "%.300s: cannot look up dataset 'perm' (corrupt file?)", path);
+        goto done;
+    }
+    if (has_perm > 0) {
+        if (read_ds(f, fsize, path, "perm", DT_I32, 1, dp, &p, err)) goto done;
         if ((int)dp[0] != c->K) {
             snprintf(err, AX_ERR_LEN, "%.300s: dataset 'perm' has %llu entries, expected K = %d", path,
                      (unsigned long long)dp[0], c->K);
@@ -348,9 +762,11 @@ int aq_case_compare(const aq_case *c, const char *path, const aq_case *other, FI
     int n = case_datasets(c, 1, l), no = 0;
     hid_t f = -1;
     h5_quiet q = {0};
+    uint64_t fsize = 0;
+    int rc = 0;
     if (path) {
         q = quiet_on();
-        if ((f = open_h5(path, err)) < 0) { quiet_off(q); return -1; }
+        if ((f = open_h5(path, &fsize, err)) < 0) { quiet_off(q); return -1; }
     } else {
         no = case_datasets(other, 1, lo);
     }
@@ -363,10 +779,19 @@ int aq_case_compare(const aq_case *c, const char *path, const aq_case *other, FI
         if (path) {
             hsize_t dims[2];
             void *buf = NULL;
-            if (H5Lexists(f, d->name, H5P_DEFAULT) <= 0) {
+            htri_t ex = H5Lexists(f, d->name, H5P_DEFAULT);
+            int r = 0;
+            if (ex < 0) {
+                snprintf(err, AX_ERR_LEN, "%.300s: cannot look up dataset '%.24s' (corrupt file?)", path, d->name);
+                rc = -1;
+                break;
+            } else if (ex == 0) {
                 if (is_input) continue;     /* a result file need not repeat the inputs */
                 note = " (missing in the other file)";
-            } else if (read_ds(f, path, d->name, d->dtype, d->rank, dims, &buf, err)) {
+            } else if ((r = read_ds(f, fsize, path, d->name, d->dtype, d->rank, dims, &buf, err)) == -1) {
+                rc = -1;                    /* present but unreadable: bad input, not a difference */
+                break;
+            } else if (r == -2) {
                 note = " (other file: dtype or rank differs)";
             } else if (dims[0] != d->dims[0] || (d->rank == 2 && dims[1] != d->dims[1])) {
                 note = " (shape differs)";
@@ -394,10 +819,14 @@ int aq_case_compare(const aq_case *c, const char *path, const aq_case *other, FI
         /* result datasets present only in the other file also count */
         const char *names[] = {"qx_codes", "qx_scales", "qw_codes", "qw_scales", "qw_sub", "qx_outl_codes",
                                "qx_outl_scales", "qw_outl_codes", "qw_outl_scales", "Y"};
-        for (size_t k = 0; k < sizeof names / sizeof *names; k++) {
+        for (size_t k = 0; k < sizeof names / sizeof *names && !rc; k++) {
             int mine = 0;
             for (int i = 0; i < n; i++) mine |= !strcmp(l[i].name, names[k]);
-            if (!mine && H5Lexists(f, names[k], H5P_DEFAULT) > 0) {
+            htri_t ex = mine ? 0 : H5Lexists(f, names[k], H5P_DEFAULT);
+            if (ex < 0) {
+                snprintf(err, AX_ERR_LEN, "%.300s: cannot look up dataset '%s' (corrupt file?)", path, names[k]);
+                rc = -1;
+            } else if (ex > 0) {
                 if (out) fprintf(out, "  %-15s present only in %s\n", names[k], path);
                 *ndiff += 1;
             }
@@ -405,7 +834,7 @@ int aq_case_compare(const aq_case *c, const char *path, const aq_case *other, FI
         H5Fclose(f);
         quiet_off(q);
     }
-    return 0;
+    return rc;
 }
 
 #endif /* AQ_NO_HDF5 */

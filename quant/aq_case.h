@@ -46,8 +46,15 @@ typedef struct {
 } aq_case;
 
 /* Read X, W and the optional perm from an HDF5 file (the datasets above; other datasets ignored).
- * Checks: file exists and is HDF5, X and W present, rank 2, fp16, K equal, perm int32 [K] and a
- * permutation. For atom modes without perm, perm comes from aq_case_perm_sumsq of X. */
+ * Hostile input: before libhdf5 opens the file it must be a regular, non-empty file whose HDF5
+ * metadata pass a structural pre-check (superblock, root group B-tree, symbol table nodes, local
+ * heap, every member's object header: sizes and addresses inside the file, as in the HDF5 format
+ * spec; libhdf5 1.10 would otherwise attempt absurd allocations or leak on such files). Before each
+ * H5Dread: dtype class and size, rank, each dim 1..2^30, bytes = product * type size without
+ * overflow and <= the file size, and contiguous storage of exactly that size inside the file.
+ * Then: X and W present, rank 2, fp16, K equal, finite, perm int32 [K] and a permutation. For atom
+ * modes without perm, perm comes from aq_case_perm_sumsq of X. Errors name the file and dataset.
+ * This is the entry point for a fuzz harness reading a case file from a path. */
 int aq_case_read_inputs(const char *path, const aq_mode *mode, int k_splits, aq_case *c, char *err);
 
 /* Generate inputs: X [M,K] ~ N(0,1) (dist "normal") or Student-t with 3 degrees of freedom
@@ -72,8 +79,11 @@ int aq_case_write(const char *path, const aq_case *c, char *err);
  * of differing bytes is printed to `out` as "  <name>: <n> of <total> bytes differ" (a dataset
  * missing on one side or with another shape or dtype counts as entirely different; inputs X, W, perm
  * absent on the other side are skipped, and so are qw_* for an in-memory `other`, which holds device
- * results: X's codes and scales and Y). *ndiff receives the total. Returns -1 (err) only when `path`
- * cannot be read. A case whose x is NULL lists no inputs; a qmat with NULL codes is not listed. */
+ * results: X's codes and scales and Y). *ndiff receives the total. Returns -1 (err naming the file,
+ * and the dataset where one is at fault) when `path` is bad input: unreadable, failing the pre-check
+ * of aq_case_read_inputs, or holding a dataset that cannot be looked up or read (corrupt metadata,
+ * sizes beyond the file) — never counted as "bytes differ". A case whose x is NULL lists no inputs;
+ * a qmat with NULL codes is not listed. */
 int aq_case_compare(const aq_case *c, const char *path, const aq_case *other, FILE *out, long *ndiff,
                     char *err);
 

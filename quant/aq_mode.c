@@ -17,19 +17,23 @@ const char *const aq_standard_modes[] = {
 #define AQ_MAX_GROUP 262144
 #define AQ_MAX_OUTLIERS 65536
 
-/* Parse a decimal integer without sign or leading zeros from *s; advance *s. -1 on failure. */
-static long parse_uint(const char **s) {
+/* Parse a decimal integer without sign or leading zeros from *s into *v; advance *s. Returns 0, or
+ * -1 when *s does not start with a digit or has a leading zero, -2 when the number exceeds
+ * AQ_PARSE_MAX (digits are consumed up to the first non-digit either way, nothing overflows). */
+#define AQ_PARSE_MAX 100000000L
+static int parse_uint(const char **s, long *v) {
     const char *p = *s;
     if (*p < '0' || *p > '9') return -1;
     if (*p == '0' && p[1] >= '0' && p[1] <= '9') return -1;
-    long v = 0;
-    while (*p >= '0' && *p <= '9') {
-        v = v * 10 + (*p - '0');
-        if (v > 100000000L) return -1;
-        p++;
+    long x = 0;
+    int big = 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (!big) x = x * 10 + (*p - '0');
+        if (x > AQ_PARSE_MAX) big = 1;
     }
     *s = p;
-    return v;
+    *v = x;
+    return big ? -2 : 0;
 }
 
 static void set(aq_mode *m, aq_kind kind, int wbits, int xbits, int group, float aw, float ax, int o) {
@@ -38,10 +42,16 @@ static void set(aq_mode *m, aq_kind kind, int wbits, int xbits, int group, float
     m->alpha_w = aw; m->alpha_x = ax; m->outliers = o;
 }
 
+/* The error for mode string s: the string is echoed with at most 40 characters, non-printable bytes
+ * as '?' (it comes from the command line or a results file), then the reason and the valid forms. */
 static int bad(const char *s, const char *why, char *err) {
     if (err) {
-        int n = snprintf(err, AX_ERR_LEN, "unknown quantization mode '%s'%s%s%s; valid: ", s,
-                         why ? " (" : "", why ? why : "", why ? ")" : "");
+        char shown[48];
+        size_t len = strlen(s), k = 0;
+        for (; k < len && k < 40; k++) shown[k] = (s[k] >= 0x20 && s[k] < 0x7f) ? s[k] : '?';
+        shown[k] = 0;
+        int n = snprintf(err, AX_ERR_LEN, "unknown quantization mode '%s%s'%s%s%s; valid: ", shown,
+                         len > 40 ? "..." : "", why ? " (" : "", why ? why : "", why ? ")" : "");
         for (int i = 0; aq_standard_modes[i] && n > 0 && n < AX_ERR_LEN; i++)
             n += snprintf(err + n, (size_t)(AX_ERR_LEN - n), "%s, ", aq_standard_modes[i]);
         if (n > 0 && n < AX_ERR_LEN)
@@ -54,10 +64,21 @@ static int bad(const char *s, const char *why, char *err) {
 
 static int group_ok(long g) { return g >= 2 && g <= AQ_MAX_GROUP && g % 2 == 0; }
 
+/* Group size N of a parametric form at *p (advanced); must be followed by `next` ("" = end). */
+static int parse_group(const char *s, const char **p, const char *next, long *g, char *err) {
+    int r = parse_uint(p, g);
+    if (r == -2) return bad(s, "group size N too large: must be even, 2..262144", err);
+    if (r < 0) return bad(s, "expected a decimal group size N without sign or leading zeros", err);
+    if (strncmp(*p, next, strlen(next)) || (!*next && **p))
+        return bad(s, *next ? "expected '-o' after the group size" : "unexpected characters after the group size", err);
+    if (!group_ok(*g)) return bad(s, "group size N must be even, 2..262144", err);
+    return 0;
+}
+
 int aq_mode_parse(const char *s, aq_mode *out, char *err) {
     aq_mode m;
     if (!s) return bad("(null)", NULL, err);
-    if (strlen(s) >= sizeof m.name) return bad(s, "name too long", err);
+    if (strnlen(s, sizeof m.name) >= sizeof m.name) return bad(s, "name too long: at most 31 characters", err);
     const char *p;
     long g, o;
     if (!strcmp(s, "fp16")) {
@@ -68,26 +89,24 @@ int aq_mode_parse(const char *s, aq_mode *out, char *err) {
         set(&m, AQ_KIND_GROUP, 4, 4, 0, 1.0f, 1.0f, 0);
     } else if (!strncmp(s, "w4a16-g", 7)) {
         p = s + 7;
-        if ((g = parse_uint(&p)) < 0 || *p) return bad(s, NULL, err);
-        if (!group_ok(g)) return bad(s, "group size must be even, 2..262144", err);
+        if (parse_group(s, &p, "", &g, err)) return -1;
         set(&m, AQ_KIND_WONLY, 4, 16, (int)g, 1.0f, 1.0f, 0);
     } else if (!strncmp(s, "w4a4-mixed-g", 12)) {
         p = s + 12;
-        if ((g = parse_uint(&p)) < 0 || *p) return bad(s, NULL, err);
-        if (!group_ok(g)) return bad(s, "group size must be even, 2..262144", err);
+        if (parse_group(s, &p, "", &g, err)) return -1;
         set(&m, AQ_KIND_MIXED, 4, 4, (int)g, 1.0f, 1.0f, 0);
     } else if (!strncmp(s, "w4a4-g", 6)) {
         p = s + 6;
-        if ((g = parse_uint(&p)) < 0 || *p) return bad(s, NULL, err);
-        if (!group_ok(g)) return bad(s, "group size must be even, 2..262144", err);
+        if (parse_group(s, &p, "", &g, err)) return -1;
         set(&m, AQ_KIND_GROUP, 4, 4, (int)g, 1.0f, 1.0f, 0);
     } else if (!strncmp(s, "atom-g", 6)) {
         p = s + 6;
-        if ((g = parse_uint(&p)) < 0 || strncmp(p, "-o", 2)) return bad(s, NULL, err);
+        if (parse_group(s, &p, "-o", &g, err)) return -1;
         p += 2;
-        if ((o = parse_uint(&p)) < 0 || *p) return bad(s, NULL, err);
-        if (!group_ok(g)) return bad(s, "group size must be even, 2..262144", err);
-        if (o > AQ_MAX_OUTLIERS) return bad(s, "outlier count must be 0..65536", err);
+        int r = parse_uint(&p, &o);
+        if (r == -2 || (r == 0 && o > AQ_MAX_OUTLIERS)) return bad(s, "outlier count O must be 0..65536", err);
+        if (r < 0) return bad(s, "expected a decimal outlier count O without sign or leading zeros", err);
+        if (*p) return bad(s, "unexpected characters after the outlier count", err);
         set(&m, AQ_KIND_ATOM, 4, 4, (int)g, 0.85f, 0.9f, (int)o);
     } else {
         return bad(s, NULL, err);

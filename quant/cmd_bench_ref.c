@@ -1,7 +1,6 @@
 /* quant/cmd_bench_ref.c — `apex4 bench ref`: throughput of the CPU reference GEMM (aq_gemm) in integer
  * multiply-accumulates per second (M·N·K per GEMM; quantization of X and W is not timed).
  * Thin front end: inputs from aq_case_random, timing with ax_now. Exit 2 on bad options. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,14 +12,8 @@
 
 int cmd_bench_ref(int argc, char **argv);
 
-static int geti(const char *s, long lo, long hi, long *v) {
-    char *end;
-    errno = 0;
-    long x = strtol(s, &end, 10);
-    if (errno || end == s || *end || x < lo || x > hi) return -1;
-    *v = x;
-    return 0;
-}
+/* Largest operand (elements of X [M,K], W [N,K], Y [M,N] each): 2^32 (8 GiB of fp16). */
+#define BENCH_MAX_ELEMS ((size_t)1 << 32)
 
 int cmd_bench_ref(int argc, char **argv) {
     long M = 512, N = 4096, K = 4096, threads = sysconf(_SC_NPROCESSORS_ONLN), k_splits = 1, reps = 0;
@@ -40,15 +33,25 @@ int cmd_bench_ref(int argc, char **argv) {
         if (i + 1 >= argc) { fprintf(stderr, "apex4 bench ref: option '%s' needs a value (or is unknown)\n", a); return 2; }
         const char *v = argv[++i];
         int bad = 0;
-        if (!strcmp(a, "--m")) bad = geti(v, 1, 1 << 24, &M);
-        else if (!strcmp(a, "--n")) bad = geti(v, 1, 1 << 24, &N);
-        else if (!strcmp(a, "--k")) bad = geti(v, 1, 1 << 24, &K);
-        else if (!strcmp(a, "--threads")) bad = geti(v, 1, 4096, &threads);
-        else if (!strcmp(a, "--k-splits")) bad = geti(v, 1, 65536, &k_splits);
-        else if (!strcmp(a, "--reps")) bad = geti(v, 1, 1000000, &reps);
+        if (!strcmp(a, "--m")) bad = ax_parse_long(v, 1, 1L << 24, "--m", &M, err);
+        else if (!strcmp(a, "--n")) bad = ax_parse_long(v, 1, 1L << 24, "--n", &N, err);
+        else if (!strcmp(a, "--k")) bad = ax_parse_long(v, 1, 1L << 24, "--k", &K, err);
+        else if (!strcmp(a, "--threads")) bad = ax_parse_long(v, 1, 4096, "--threads", &threads, err);
+        else if (!strcmp(a, "--k-splits")) bad = ax_parse_long(v, 1, 65536, "--k-splits", &k_splits, err);
+        else if (!strcmp(a, "--reps")) bad = ax_parse_long(v, 1, 1000000, "--reps", &reps, err);
         else if (!strcmp(a, "--mode")) mode_s = v;
         else { fprintf(stderr, "apex4 bench ref: unknown option '%s' (see --help)\n", a); return 2; }
-        if (bad) { fprintf(stderr, "apex4 bench ref: %s: bad value '%s'\n", a, v); return 2; }
+        if (bad) { fprintf(stderr, "apex4 bench ref: %s\n", err); return 2; }
+    }
+    const long pr[3][2] = {{M, K}, {N, K}, {M, N}};
+    const char *pn[3] = {"--m x --k (X)", "--n x --k (W)", "--m x --n (Y)"};
+    for (int i = 0; i < 3; i++) {
+        size_t e = 0;
+        if (ax_mul_size((size_t)pr[i][0], (size_t)pr[i][1], &e, pn[i], err) || e > BENCH_MAX_ELEMS) {
+            if (e > BENCH_MAX_ELEMS) snprintf(err, sizeof err, "%s: %zu elements, more than the limit %zu", pn[i], e, BENCH_MAX_ELEMS);
+            fprintf(stderr, "apex4 bench ref: %s\n", err);
+            return 2;
+        }
     }
     aq_mode mode;
     if (aq_mode_parse(mode_s, &mode, err)) { fprintf(stderr, "apex4 bench ref: %s\n", err); return 2; }

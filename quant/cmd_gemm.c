@@ -4,7 +4,6 @@
  * Exit codes: 0 done (and everything compared equal), 1 a comparison found differing bytes,
  * 2 usage or input error (message names the file/dataset; no output file is left behind),
  * 3 --device cuda without a usable CUDA device ("skipped: no CUDA device", nothing is written). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "ak.h"
 #include "aq.h"
 #include "aq_case.h"
+#include "ax_util.h"
 
 int cmd_gemm(int argc, char **argv);
 
@@ -26,9 +26,12 @@ static void usage(FILE *f) {
         "(datasets X, W, optional perm int32 [K] for atom modes; without it, atom sorts channels by Σx²\n"
         "of X) or generated (--random; normal or Student-t(3) heavy tails; seed default 0). Writes the\n"
         "inputs, codes, scales and Y to --out (layout: quant/CASE_FORMAT.md).\n"
-        "  --k-splits N   split-K accumulation order (default 1)\n"
-        "  --threads N    CPU threads (default: all online cores); the result does not depend on it\n"
-        "  --compare F    count differing bytes per dataset against F; exit 1 if any differ\n"
+        "  --random M,N,K each 1..16777216, and M*K, N*K, M*N each at most 2^32 elements\n"
+        "  --seed S       unsigned 64-bit, decimal or 0x hex (default 0)\n"
+        "  --k-splits N   split-K accumulation order, 1..65536 (default 1)\n"
+        "  --threads N    CPU threads, 1..4096 (default: all online cores); the result does not depend on it\n"
+        "  --compare F    count differing bytes per dataset against F; exit 1 if any differ (exit 2 if F\n"
+        "                 or one of its datasets cannot be read)\n"
         "  --device cuda  quantize X and run the GEMM with the CUDA kernels (W from the reference),\n"
         "                 compare with the reference byte for byte (exit 1 if any differ); --out and\n"
         "                 --compare then use the device's results. No device: exit 3.\n"
@@ -40,12 +43,43 @@ static int fail(const char *msg) {
     return 2;
 }
 
-static int parse_int(const char *s, long lo, long hi, long *v) {
-    char *end;
-    errno = 0;
-    long x = strtol(s, &end, 10);
-    if (errno || end == s || *end || x < lo || x > hi) return -1;
-    *v = x;
+/* Largest generated matrix (elements of X [M,K], W [N,K] and Y [M,N] each): 2^32, i.e. 8 GiB of fp16. */
+#define GEMM_MAX_ELEMS ((size_t)1 << 32)
+
+/* --random M,N,K: three comma-separated decimal integers, each 1..2^24, no other characters, and no
+ * product M*K, N*K, M*N above GEMM_MAX_ELEMS (checked with ax_mul_size: no overflow anywhere). */
+static int parse_shape(const char *v, long *M, long *N, long *K, char *err) {
+    char buf[96], *parts[3];
+    const char *names[3] = {"--random M", "--random N", "--random K"};
+    if (strlen(v) >= sizeof buf) {
+        ax_seterr(err, "--random: expected M,N,K (three integers 1..16777216), got a %zu-character value", strlen(v));
+        return -1;
+    }
+    snprintf(buf, sizeof buf, "%s", v);
+    int n = 0;
+    char *p = buf;
+    for (;;) {
+        if (n == 3) { ax_seterr(err, "--random: expected M,N,K (three integers), got '%s'", v); return -1; }
+        parts[n++] = p;
+        char *c = strchr(p, ',');
+        if (!c) break;
+        *c = 0;
+        p = c + 1;
+    }
+    if (n != 3) { ax_seterr(err, "--random: expected M,N,K (three integers, e.g. 64,128,4096), got '%s'", v); return -1; }
+    long *dst[3] = {M, N, K};
+    for (int i = 0; i < 3; i++)
+        if (ax_parse_long(parts[i], 1, 1L << 24, names[i], dst[i], err)) return -1;
+    const long pr[3][2] = {{*M, *K}, {*N, *K}, {*M, *N}};
+    const char *pn[3] = {"--random: X [M, K]", "--random: W [N, K]", "--random: Y [M, N]"};
+    for (int i = 0; i < 3; i++) {
+        size_t e;
+        if (ax_mul_size((size_t)pr[i][0], (size_t)pr[i][1], &e, pn[i], err)) return -1;
+        if (e > GEMM_MAX_ELEMS) {
+            ax_seterr(err, "%s has %zu elements, more than the limit %zu", pn[i], e, GEMM_MAX_ELEMS);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -71,9 +105,9 @@ int cmd_gemm(int argc, char **argv) {
         else if (!strcmp(a, "--device")) device = v;
         else if (!strcmp(a, "--path")) path_s = v;
         else if (!strcmp(a, "--k-splits")) {
-            if (parse_int(v, 1, 65536, &k_splits)) return fail("--k-splits: expected an integer 1..65536");
+            if (ax_parse_long(v, 1, 65536, "--k-splits", &k_splits, err)) return fail(err);
         } else if (!strcmp(a, "--threads")) {
-            if (parse_int(v, 1, 4096, &threads)) return fail("--threads: expected an integer 1..4096");
+            if (ax_parse_long(v, 1, 4096, "--threads", &threads, err)) return fail(err);
         } else {
             snprintf(msg, sizeof msg, "unknown option '%s' (see apex4 gemm --help)", a);
             return fail(msg);
@@ -112,17 +146,9 @@ int cmd_gemm(int argc, char **argv) {
         if (aq_case_read_inputs(in, &mode, (int)k_splits, &c, err)) return fail(err);
     } else {
         long M, N, K;
-        char extra;
-        unsigned long long seed = 0;
-        if (sscanf(random, "%ld,%ld,%ld%c", &M, &N, &K, &extra) != 3 || M < 1 || N < 1 || K < 1 ||
-            M > (1L << 24) || N > (1L << 24) || K > (1L << 24))
-            return fail("--random: expected M,N,K (three positive integers, e.g. 64,128,4096)");
-        if (seed_s) {
-            char *end;
-            errno = 0;
-            seed = strtoull(seed_s, &end, 10);
-            if (errno || end == seed_s || *end || seed_s[0] == '-') return fail("--seed: expected a non-negative integer");
-        }
+        uint64_t seed = 0;
+        if (parse_shape(random, &M, &N, &K, err)) return fail(err);
+        if (seed_s && ax_parse_u64(seed_s, "--seed", &seed, err)) return fail(err);
         if (aq_case_random(&mode, (int)M, (int)N, (int)K, (int)k_splits, seed, dist ? dist : "normal",
                            perm_random, &c, err))
             return fail(err);

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "aq.h"
 #include "ak.h"
@@ -27,18 +29,25 @@ static void teardown(void) {
     if (dir[0]) cr_assert_eq(system(cmd), 0);
 }
 
-/* Run `apex4 gemm <args>` in dir, capture stdout+stderr into `out`; return the exit code. */
-static int gemm(const char *args) {
+/* Run `apex4 <args>` in dir, capture stdout+stderr into `out`; return the exit code. */
+static int apex4(const char *args) {
     const char *bin = getenv("APEX4_BIN");
     if (!bin) cr_skip_test("skipped: APEX4_BIN is not set (run through `make test`)");
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' gemm %s 2>&1", dir, bin, args);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s 2>&1", dir, bin, args);
     FILE *p = popen(cmd, "r");
     cr_assert(p != NULL);
     size_t n = fread(out, 1, sizeof out - 1, p);
     out[n] = 0;
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Run `apex4 gemm <args>` (see apex4). */
+static int gemm(const char *args) {
+    char a[3072];
+    snprintf(a, sizeof a, "gemm %s", args);
+    return apex4(a);
 }
 
 static int exists(const char *name) {
@@ -313,4 +322,173 @@ Test(gemm_cli, usage_errors) {
     expect_error("--mode w4a4-g2 --in case.h5 --compare nothere.h5", "nothere.h5", NULL);
     const char *keep[] = {"case.h5"};
     only_files(keep, 1);
+}
+
+/* ---- hostile input (issue "hostile input": mutation run against the ASan+UBSan build) ----------- */
+
+/* Numbers on the command line: each option's value is range-checked (ax_parse_long / ax_parse_u64)
+ * and the message names the option; expected outcomes follow the documented ranges in --help and the
+ * limits in quant/cmd_gemm.c (M, N, K in 1..2^24, each of M*K, N*K, M*N at most 2^32 elements). */
+Test(gemm_cli, random_shape_and_numbers_out_of_range) {
+    const struct { const char *args, *must; } bad[] = {
+        {"--random 1e20,1,1", "--random M"},
+        {"--random 0,1,1", "--random M"},
+        {"--random 4,-1,8", "--random N"},
+        {"--random 4,8,99999999999999999999", "--random K"},  /* > 2^64: no wrap-around to a small K */
+        {"--random 4,8,16777217", "--random K"},              /* 2^24 + 1                          */
+        {"--random 4,8", "M,N,K"},
+        {"--random 4,8,16,32", "M,N,K"},
+        {"--random 4,,16", "--random N"},
+        {"--random ' 4,8,16'", "--random M"},
+        {"--random 4,8,0x10", "--random K"},
+        {"--random 65536,65537,1", "Y [M, N]"},               /* 2^32 + 2^16 elements of Y          */
+        {"--random 16777216,1,16777216", "X [M, K]"},        /* 2^48 elements of X                 */
+        {"--random 4,8,16 --seed -1", "--seed"},
+        {"--random 4,8,16 --seed 18446744073709551616", "--seed"},   /* 2^64 */
+        {"--random 4,8,16 --seed 1.5", "--seed"},
+        {"--random 4,8,16 --k-splits 1e3", "--k-splits"},
+        {"--random 4,8,16 --k-splits 65537", "--k-splits"},
+        {"--random 4,8,16 --k-splits -2", "--k-splits"},
+        {"--random 4,8,16 --threads 0", "--threads"},
+        {"--random 4,8,16 --threads 4097", "--threads"},
+        {"--random 4,8,16 --threads 99999999999999999999", "--threads"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char a[256];
+        snprintf(a, sizeof a, "--mode w4a4-g8 %s --out out.h5", bad[i].args);
+        expect_error(a, bad[i].must, NULL);
+    }
+    /* the limits themselves are accepted: the largest seed (2^64 - 1) and 0x hex */
+    cr_assert_eq(gemm("--mode w4a4-g8 --random 2,3,16 --seed 18446744073709551615"), 0, "%s", out);
+    cr_assert_eq(gemm("--mode w4a4-g8 --random 2,3,16 --seed 0x10 --k-splits 65536 --threads 4096"), 0, "%s", out);
+    only_files(NULL, 0);
+}
+
+Test(gemm_cli, absurd_mode_strings) {
+    const char *modes[] = {"w4a4-g99999999999999999999", "atom-g128-o-1", "w4a4-g0x10", "w4a4-g128junk",
+                           "atom-g18446744073709551744-o8",
+                           "w4a4-g1282222222222222222222222222222222222222222222222222222222222222"};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        char a[256];
+        snprintf(a, sizeof a, "--mode %s --random 2,3,16 --out out.h5", modes[i]);
+        expect_error(a, "unknown quantization mode", "atom-gN-oO");
+    }
+}
+
+/* The other commands' numeric options (the option is validated before any device is looked for, so
+ * these run in CPU-only builds too; the message must name the option). */
+static void expect_cmd_error(const char *args, const char *must) {
+    cr_assert_eq(apex4(args), 2, "%s -> %s", args, out);
+    cr_assert(strstr(out, must), "'%s' not in: %s", must, out);
+}
+
+Test(gemm_cli, bench_ref_check_bench_gemm_numbers_out_of_range) {
+    expect_cmd_error("bench ref --m 0", "--m");
+    expect_cmd_error("bench ref --n 1e20", "--n");
+    expect_cmd_error("bench ref --k -5", "--k");
+    expect_cmd_error("bench ref --k 99999999999999999999", "--k");
+    expect_cmd_error("bench ref --threads 0x10", "--threads");
+    expect_cmd_error("bench ref --k-splits 65537", "--k-splits");
+    expect_cmd_error("bench ref --reps 0", "--reps");
+    expect_cmd_error("bench ref --m 16777216 --n 16777216 --k 1", "--m x --n");   /* 2^48 elements of Y */
+    expect_cmd_error("bench ref --mode w4a4-g0x10", "unknown quantization mode");
+    expect_cmd_error("check --device cuda --threads 0", "--threads");
+    expect_cmd_error("check --device cuda --threads 1e3", "--threads");
+    expect_cmd_error("check --device cuda --seed -1", "--seed");
+    expect_cmd_error("check --device cuda --seed 4294967296", "--seed");        /* 2^32: seed is 32-bit */
+    expect_cmd_error("check --device cuda --modes atom-g128-o-1", "unknown quantization mode");
+    expect_cmd_error("bench gemm --runs 19", "--runs");
+    expect_cmd_error("bench gemm --runs 1e3", "--runs");
+    expect_cmd_error("bench gemm --warmup 0", "--warmup");
+    expect_cmd_error("bench gemm --m 0", "--m");
+    expect_cmd_error("bench gemm --m 1,2,x", "--m");
+    expect_cmd_error("bench gemm --m 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17", "--m");
+    expect_cmd_error("bench gemm --paths int8,int4,int8", "--paths");          /* used to overrun paths[2] */
+    expect_cmd_error("bench gemm --modes w4a4-g99999999999999999999", "unknown quantization mode");
+}
+
+/* Mutated case files (tests/fuzz-corpus/h5case): bytes flipped in the first KiB of a case written by
+ * `apex4 gemm --mode w4a4-g32 --random 4,6,64 --seed 1 --out case.h5`. Before the pre-check in
+ * quant/aq_case.c each made the ASan+UBSan build abort inside libhdf5 (no apex4 frame): the local
+ * heap's data size (byte 0x2b5) -> a 4 TiB malloc in H5HL_protect under H5Lexists; the root group's
+ * continuation length (0x87) -> a 1 EiB malloc in H5C_protect under H5Fopen; its continuation address
+ * (0x7b) and its header size (0x6b) -> leaked metadata cache entries after a failed H5Fopen; X's
+ * header size (0x32b) -> the same leak after a failed H5Dopen2. Now each is an input error: exit 2 and
+ * a message naming the file, for --in and for --compare alike. */
+static const char *const corpus[] = {"heap-size-0x2b5.h5", "root-cont-len-0x87.h5", "root-cont-addr-0x7b.h5",
+                                     "root-hdr-size-0x6b.h5", "x-header-size-0x32b.h5"};
+
+static void corpus_path(const char *name, char *buf, size_t len) {
+    char cwd[1024];
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    snprintf(buf, len, "%s/tests/fuzz-corpus/h5case/%s", cwd, name);
+    FILE *f = fopen(buf, "rb");
+    cr_assert_not_null(f, "%s is missing (run the tests from the repository root, as `make test` does)", buf);
+    fclose(f);
+}
+
+Test(gemm_cli, corrupt_case_files_are_input_errors) {
+    cr_assert_eq(gemm("--mode w4a4-g32 --random 4,6,64 --seed 1 --out good.h5"), 0, "%s", out);
+    for (size_t i = 0; i < sizeof corpus / sizeof *corpus; i++) {
+        char p[1400], a[1600];
+        corpus_path(corpus[i], p, sizeof p);
+        snprintf(a, sizeof a, "--mode w4a4-g32 --in '%s' --out out.h5", p);
+        expect_error(a, corpus[i], "corrupt");
+        snprintf(a, sizeof a, "--mode w4a4-g32 --in good.h5 --compare '%s' --out out.h5", p);
+        expect_error(a, corpus[i], "corrupt");
+    }
+    const char *keep[] = {"good.h5"};
+    only_files(keep, 1);
+}
+
+Test(gemm_cli, empty_and_non_regular_inputs) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/empty.h5", dir);
+    FILE *f = fopen(p, "wb");
+    cr_assert_not_null(f);
+    fclose(f);
+    expect_error("--mode w4a4-g32 --in empty.h5 --out out.h5", "empty.h5", "empty");
+    snprintf(p, sizeof p, "%s/adir.h5", dir);
+    cr_assert_eq(mkdir(p, 0700), 0);
+    expect_error("--mode w4a4-g32 --in adir.h5 --out out.h5", "adir.h5", "not a regular file");
+    expect_error("--mode w4a4-g32 --random 2,3,32 --compare adir.h5 --out out.h5", "adir.h5", "not a regular file");
+}
+
+/* --compare: a file whose dataset cannot be read is bad input (exit 2, naming file and dataset), not
+ * "bytes differ" (exit 1); a readable dataset of another dtype still counts as a difference. */
+Test(gemm_cli, compare_with_unreadable_dataset_exits_2) {
+    cr_assert_eq(gemm("--mode w4a4-g8 --random 2,3,16 --seed 4 --out a.h5"), 0, "%s", out);
+    uint16_t x[2 * 16], w[3 * 16], y[2 * 3];
+    hsize_t d[2];
+    hid_t t = f16_type();
+    get("a.h5", "X", t, x, sizeof x, d);
+    get("a.h5", "W", t, w, sizeof w, d);
+    get("a.h5", "Y", t, y, sizeof y, d);
+    /* Y declared [2^30, 2^30] fp16 (2 EiB) with no data written: its metadata promise more bytes
+     * than the file holds (the old code tried a 2 EiB malloc, failed, and reported "dtype differs") */
+    hid_t f = create("huge.h5");
+    put(f, "X", t, 2, 2, 16, x);
+    put(f, "W", t, 2, 3, 16, w);
+    hsize_t big[2] = {(hsize_t)1 << 30, (hsize_t)1 << 30};
+    hid_t sp = H5Screate_simple(2, big, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_LATE);
+    hid_t ds = H5Dcreate2(f, "Y", t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    cr_assert(ds >= 0);
+    H5Dclose(ds); H5Pclose(dcpl); H5Sclose(sp);
+    H5Fclose(f);
+    expect_error("--mode w4a4-g8 --in a.h5 --compare huge.h5 --out out.h5", "huge.h5", "'Y'");
+    /* the same Y as int32: readable, another dtype -> a difference (exit 1), as documented */
+    int32_t yi[2 * 3] = {0};
+    f = create("i32.h5");
+    put(f, "Y", H5T_NATIVE_INT32, 2, 2, 3, yi);
+    H5Fclose(f);
+    cr_assert_eq(gemm("--mode w4a4-g8 --in a.h5 --compare i32.h5"), 1, "%s", out);
+    cr_assert(strstr(out, "dtype or rank differs"), "%s", out);
+    /* a truncated compare file: exit 2 naming it */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "head -c 3000 '%s/a.h5' > '%s/trunc.h5'", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    expect_error("--mode w4a4-g8 --in a.h5 --compare trunc.h5 --out out.h5", "trunc.h5", NULL);
+    H5Tclose(t);
+    (void)y;
 }

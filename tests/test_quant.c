@@ -130,6 +130,72 @@ Test(mode, unknown_names_list_the_valid_ones) {
     }
 }
 
+Test(mode, absurd_numbers_and_garbage_are_rejected_with_a_reason) {
+    /* Hostile mode strings (issue "hostile input"): every one must fail without overflow, with the
+     * reason in the message. Expected outcomes from the documented grammar (aq.h, NUMERICS.md: N even
+     * 2..262144, O 0..65536, decimal without sign or leading zeros, nothing after the number). */
+    const struct { const char *s, *why; } cases[] = {
+        {"w4a4-g99999999999999999999", "too large"},          /* > 2^64: must not wrap around       */
+        {"w4a4-g18446744073709551744", "too large"},          /* 2^64 + 128 would wrap to 128       */
+        {"w4a4-g4294967424", "too large"},                    /* 2^32 + 128 would wrap in an int    */
+        {"atom-g128-o-1", "outlier count"},
+        {"atom-g128-o99999999999999999999", "outlier count O must be 0..65536"},
+        {"atom-g128-o65537", "outlier count O must be 0..65536"},
+        {"atom-g128-o12x", "after the outlier count"},
+        {"atom-g99999999999999999999-o8", "too large"},
+        {"atom-g128o8", "expected '-o'"},
+        {"w4a4-g0x10", "after the group size"},
+        {"w4a4-g128 ", "after the group size"},
+        {"w4a4-g+128", "without sign"},
+        {"w4a4-g-128", "without sign"},
+        {"w4a4-g0128", "leading zeros"},
+        {"w4a4-g262146", "even, 2..262144"},
+        {"w4a4-g100000000", "even, 2..262144"},               /* 1e8: parsed, then out of range       */
+        {"w4a4-mixed-g1", "even, 2..262144"},
+        {"w4a16-g128garbage", "after the group size"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char err[AX_ERR_LEN] = "";
+        aq_mode m;
+        memset(&m, 0x5a, sizeof m);
+        cr_assert_neq(aq_mode_parse(cases[i].s, &m, err), 0, "'%s' must not parse", cases[i].s);
+        cr_assert(strstr(err, cases[i].why), "'%s': reason '%s' not in: %s", cases[i].s, cases[i].why, err);
+        cr_assert(strstr(err, "atom-gN-oO"), "%s", err);
+        cr_assert_eq(((unsigned char *)&m)[0], 0x5a, "'%s': out must stay untouched on error", cases[i].s);
+    }
+    /* the limits themselves parse */
+    aq_mode m;
+    char err[AX_ERR_LEN];
+    cr_assert_eq(aq_mode_parse("w4a4-g262144", &m, err), 0, "%s", err);
+    cr_assert_eq(m.group, 262144);
+    cr_assert_eq(aq_mode_parse("atom-g2-o65536", &m, err), 0, "%s", err);
+    cr_assert(m.group == 2 && m.outliers == 65536);
+}
+
+Test(mode, over_long_and_control_characters_are_not_echoed_raw) {
+    /* 1 MiB of 'w' and a terminal escape: the message stays within AX_ERR_LEN, names the problem and
+     * shows the string shortened (40 characters, "...") with non-printable bytes as '?'. */
+    size_t n = (size_t)1 << 20;
+    char *big = malloc(n + 1);
+    cr_assert_not_null(big);
+    memset(big, 'w', n);
+    big[n] = 0;
+    char err[AX_ERR_LEN] = "";
+    aq_mode m;
+    cr_assert_neq(aq_mode_parse(big, &m, err), 0);
+    free(big);
+    cr_assert(strlen(err) < AX_ERR_LEN);
+    cr_assert(strstr(err, "too long"), "%s", err);
+    cr_assert(strstr(err, "'wwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwwww...'"), "%s", err);
+    cr_assert_neq(aq_mode_parse("w4a4-g\x1b[2J", &m, err), 0);
+    cr_assert(!strchr(err, 0x1b) && strstr(err, "'w4a4-g?[2J'"), "%s", err);
+    /* exactly 31 characters is the longest name that fits aq_mode.name: it reaches the grammar */
+    cr_assert_neq(aq_mode_parse("atom-g128-o128xxxxxxxxxxxxxxxxx", &m, err), 0);
+    cr_assert(strstr(err, "after the outlier count"), "%s", err);
+    cr_assert_neq(aq_mode_parse("atom-g128-o128xxxxxxxxxxxxxxxxxx", &m, err), 0);
+    cr_assert(strstr(err, "too long"), "%s", err);
+}
+
 /* ---- symmetric quantizer --------------------------------------------------------------------- */
 
 Test(quantizer, ties_round_half_to_even) {
