@@ -554,6 +554,14 @@ static int read_ds(hid_t f, uint64_t fsize, const char *path, const char *name, 
             goto done;
         }
     }
+    if (lay == H5D_COMPACT) {   /* libhdf5 memcpy's from a NULL buffer when the compact data is short */
+        hsize_t st = H5Dget_storage_size(d);
+        if (st != n) {
+            snprintf(err, AX_ERR_LEN, "%.300s: dataset '%s': compact storage holds %llu bytes, expected %zu", path,
+                     name, (unsigned long long)st, n);
+            goto done;
+        }
+    }
     if (!(*out = malloc(n))) {
         snprintf(err, AX_ERR_LEN, "%.300s: out of memory reading '%s' (%zu bytes)", path, name, n);
         goto done;
