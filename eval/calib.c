@@ -5,8 +5,12 @@
  *
  * Cache file (native little-endian, written atomically):
  *   "APX4CAL1" | int32 n_layers | int32 widths[4] | int64 tokens |
- *   per (layer, site): int32 perm[width], float64 sumsq[width] | uint64 FNV-1a of all bytes before. */
+ *   per (layer, site): int32 perm[width], float64 sumsq[width] | uint64 FNV-1a of all bytes before.
+ * The forward runs on the cpu engine (eval/engine.h) whatever --device the evaluation uses: the
+ * order is a property of the FP16 model, and the per-layer hook (ae_runner_collect) belongs to the
+ * cpu backend's runner (ae_engine_runner). Every command obtains it through eval/job.h. */
 #include "forward.h"
+#include "engine.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -87,25 +91,29 @@ int ae_calibrate(const ae_model *m, const int *tokens, int n_windows, int seqlen
     }
     ae_calib *c = calib_alloc(m);
     if (!c) { SETERR("out of memory"); return -1; }
-    ae_run_opts o;
+    /* the channel order is a property of the FP16 model: always the cpu engine (fp32 forward), its
+     * runner's per-layer hook collecting Σx² (ae_engine_runner + ae_runner_collect), whatever device
+     * the evaluation that asked for it runs on */
+    ae_engine_opts o;
     memset(&o, 0, sizeof o);
+    o.device = AE_DEV_CPU;
     if (aq_mode_parse("fp16", &o.mode, err)) { ae_calib_free(c); return -1; }
     o.gemm = AE_GEMM_FAKE;
     o.nthreads = nthreads;
     o.max_seq = seqlen;
-    ae_runner *r = NULL;
-    if (ae_runner_build(m, &o, NULL, &r, err)) { ae_calib_free(c); return -1; }
-    ae_runner_collect(r, c);
+    ae_engine *e = NULL;
+    if (ae_engine_new(m, &o, NULL, &e, err)) { ae_calib_free(c); return -1; }
+    ae_runner_collect(ae_engine_runner(e), c);
     for (int w = 0; w < n_windows; w++) {
-        ae_runner_truncate(r, 0);
-        if (ae_forward(r, tokens + (size_t)w * seqlen, seqlen, 0, seqlen, NULL, err)) {
-            ae_runner_free(r);
+        ae_engine_truncate(e, 0);
+        if (ae_engine_forward(e, tokens + (size_t)w * seqlen, seqlen, 0, seqlen, NULL, err)) {
+            ae_engine_free(e);
             ae_calib_free(c);
             return -1;
         }
         c->tokens += seqlen;
     }
-    ae_runner_free(r);
+    ae_engine_free(e);
     int w[AE_NSITES];
     site_widths(m, w);
     for (int i = 0; i < c->n_layers * AE_NSITES; i++)

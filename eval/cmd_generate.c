@@ -1,5 +1,6 @@
-/* eval/cmd_generate.c — `apex4 generate`: greedy decoding in a quantization mode. Argument parsing,
- * loading and printing; the decoding loop is ae_generate (eval/forward.c). */
+/* eval/cmd_generate.c — `apex4 generate`: greedy decoding in a quantization mode on the cpu or cuda
+ * engine. Argument parsing and printing; loading, calibration and the engine follow the job policy
+ * (eval/job.h), the decoding loop is ae_job_generate (argmax over ae_engine_forward's logits). */
 #include <cblas.h>
 #include <errno.h>
 #include <limits.h>
@@ -9,18 +10,21 @@
 #include <string.h>
 
 #include "ax_util.h"
-#include "forward.h"
+#include "job.h"
 #include "tokenizer.h"
 
 int cmd_generate(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: apex4 generate --model DIR [--mode M] [--prompt TEXT] [-n 256] [--gemm fake|exact]\n"
-            "                      [--kv4] [--threads N] [--tokenizer tokenizer.json] [--calib-dir DIR]\n"
+            "usage: apex4 generate --model DIR [--mode M] [--prompt TEXT] [-n 256] [--device cpu|cuda|auto]\n"
+            "                      [--gemm exact|fake] [--kv4] [--threads N] [--tokenizer tokenizer.json]\n"
+            "                      [--calib-dir DIR] [--calib-windows N]\n"
             "Greedy (argmax) decoding from BOS + the prompt; prints the prompt and the n new tokens\n"
             "(stops early at EOS or BOS, as llama2.c run.c does at BOS). Default mode fp16 (the checkpoint's\n"
-            "values, fp32 compute). Atom modes calibrate on WikiText-2 validation (cached in --calib-dir, \".\").\n");
+            "values), --device auto (cuda when a GPU is present), --gemm exact on cuda and fake on cpu.\n"
+            "Atom modes calibrate on WikiText-2 validation (--calib-windows, default 128; cached in\n"
+            "--calib-dir, default \".\").\n");
 }
 
 /* An int option in [lo, hi] (ax_parse_long: digits only, no "1e20", no trailing characters). */
@@ -56,15 +60,16 @@ static void on_token(void *vctx, const int *seq, int n) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_dir = NULL, *mode_name = "fp16", *prompt = "", *tok_path = NULL, *calib_dir = ".";
-    int n_new = 256, nthreads = 0, kv4 = 0;
-    ae_gemm_kind gemm = AE_GEMM_FAKE;
+    const char *model_dir = NULL, *mode_name = "fp16", *prompt = "", *tok_path = NULL, *calib_dir = NULL;
+    const char *device_s = NULL, *gemm_s = NULL;
+    int n_new = 256, nthreads = 0, kv4 = 0, calib_windows = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int takes = !strcmp(a, "--model") || !strcmp(a, "--mode") || !strcmp(a, "--prompt") ||
                     !strcmp(a, "-n") || !strcmp(a, "--gemm") || !strcmp(a, "--threads") ||
-                    !strcmp(a, "--tokenizer") || !strcmp(a, "--calib-dir");
+                    !strcmp(a, "--tokenizer") || !strcmp(a, "--calib-dir") || !strcmp(a, "--device") ||
+                    !strcmp(a, "--calib-windows");
         if (takes && !v) { fprintf(stderr, "apex4 generate: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--model")) model_dir = v;
@@ -75,11 +80,9 @@ int cmd_generate(int argc, char **argv) {
         /* -n up to max_position_embeddings' own limit (2^24; capped by the model's with a notice) */
         else if (!strcmp(a, "-n")) { if (parse_int(a, v, 0, 1L << 24, &n_new)) return 2; }
         else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &nthreads)) return 2; }
-        else if (!strcmp(a, "--gemm")) {
-            if (!strcmp(v, "fake")) gemm = AE_GEMM_FAKE;
-            else if (!strcmp(v, "exact")) gemm = AE_GEMM_EXACT;
-            else { fprintf(stderr, "apex4 generate: --gemm expects fake or exact, got '%s'\n", v); return 2; }
-        }
+        else if (!strcmp(a, "--calib-windows")) { if (parse_int(a, v, 1, 1L << 24, &calib_windows)) return 2; }
+        else if (!strcmp(a, "--gemm")) gemm_s = v;
+        else if (!strcmp(a, "--device")) device_s = v;
         else if (!strcmp(a, "--kv4")) { kv4 = 1; continue; }
         else { fprintf(stderr, "apex4 generate: unknown option '%s'\n", a); usage(stderr); return 2; }
         i++;
@@ -88,35 +91,45 @@ int cmd_generate(int argc, char **argv) {
     /* paths checked before the model loads: --tokenizer, and --calib-dir (where the Atom
      * calibration cache is written) must be an existing folder */
     if (tok_path && !*tok_path) { fprintf(stderr, "apex4 generate: --tokenizer: empty path\n"); return 2; }
-    if (!*calib_dir) { fprintf(stderr, "apex4 generate: --calib-dir: empty path\n"); return 2; }
+    if (calib_dir && !*calib_dir) { fprintf(stderr, "apex4 generate: --calib-dir: empty path\n"); return 2; }
     if (tok_path && strlen(tok_path) >= 4096) { fprintf(stderr, "apex4 generate: --tokenizer: path too long\n"); return 2; }
     struct stat st;
-    if (stat(calib_dir, &st) != 0) {
+    if (calib_dir && stat(calib_dir, &st) != 0) {
         fprintf(stderr, "apex4 generate: --calib-dir '%s': %s\n", calib_dir, strerror(errno));
         return 2;
     }
-    if (!S_ISDIR(st.st_mode)) { fprintf(stderr, "apex4 generate: --calib-dir '%s': not a folder\n", calib_dir); return 2; }
+    if (calib_dir && !S_ISDIR(st.st_mode)) { fprintf(stderr, "apex4 generate: --calib-dir '%s': not a folder\n", calib_dir); return 2; }
+    char err[AX_ERR_LEN] = "";
+    ae_job_opts jo;
+    memset(&jo, 0, sizeof jo);
+    if (ae_job_parse_device(device_s, gemm_s, &jo.device, &jo.gemm, err)) {
+        fprintf(stderr, "apex4 generate: %s\n", err);
+        return 2;
+    }
     if (nthreads > 0) openblas_set_num_threads(nthreads);
-    char err[AX_ERR_LEN] = "", path[4096];
     aq_mode mode;
     if (aq_mode_parse(mode_name, &mode, err)) { fprintf(stderr, "apex4 generate: --mode: %s\n", err); return 2; }
-    ae_model *m = NULL;
-    ae_tokenizer *tok = NULL;
-    ae_calib *calib = NULL;
-    ae_runner *r = NULL;
+    ae_job *job = NULL;
+    ae_engine *eng = NULL;
     int *ids = NULL, *out = NULL, *prompt_ids = NULL, rc = 2;
     size_t n_ids = 0;
-    if (ae_model_load(model_dir, &m, err)) goto done;
-    if (tok_path) snprintf(path, sizeof path, "%s", tok_path);
-    else snprintf(path, sizeof path, "%.4000s/tokenizer.json", model_dir);
-    if (ae_tokenizer_load(path, &tok, err)) goto done;
-    if (ae_model_check_tokenizer(m, tok, path, err)) goto done;   /* the check eval ppl / zeroshot run */
+    jo.model_dir = model_dir;
+    jo.tokenizer = tok_path;
+    jo.calib_dir = calib_dir;       /* no --out: --calib-dir, else "." (eval/job.h) */
+    jo.calib_windows = calib_windows;
+    jo.kv4 = kv4;
+    jo.nthreads = nthreads;
+    jo.log = stderr;
+    /* model, tokenizer and the check eval ppl / zeroshot run (ae_model_check_tokenizer) */
+    if (ae_job_open(&jo, &job, err)) goto done;
+    const ae_model *m = job->model;
+    const ae_tokenizer *tok = job->tok;
     int bos = ae_tokenizer_bos(tok) >= 0 ? ae_tokenizer_bos(tok) : m->cfg.bos_id;
     int eos = ae_tokenizer_eos(tok) >= 0 ? ae_tokenizer_eos(tok) : m->cfg.eos_id;
     if (*prompt) {
         if (ae_tokenize(tok, prompt, strlen(prompt), bos >= 0, &ids, &n_ids, err)) goto done;
     } else {
-        if (bos < 0) { snprintf(err, sizeof err, "%.400s has no BOS token: give --prompt", path); goto done; }
+        if (bos < 0) { snprintf(err, sizeof err, "%.400s has no BOS token: give --prompt", job->tokenizer_path); goto done; }
         ids = malloc(sizeof *ids);
         if (!ids) { snprintf(err, sizeof err, "out of memory"); goto done; }
         ids[0] = bos;
@@ -128,13 +141,9 @@ int cmd_generate(int argc, char **argv) {
         max_seq = m->cfg.max_pos;
     }
     if ((long)n_ids > max_seq) { snprintf(err, sizeof err, "the prompt has %zu tokens, more than %ld positions", n_ids, max_seq); goto done; }
-    if (mode.kind == AQ_KIND_ATOM) {
-        if (ae_mode_check(m, &mode, err)) goto done;
-        int seqlen = m->cfg.max_pos < 2048 ? m->cfg.max_pos : 2048;
-        if (ae_calib_obtain(m, tok, seqlen, 128, calib_dir, nthreads, stderr, &calib, NULL, err)) goto done;
-    }
-    ae_run_opts o = {mode, gemm, kv4, nthreads, (int)max_seq};
-    if (ae_runner_build(m, &o, calib, &r, err)) goto done;
+    if (ae_mode_check(m, &mode, err)) goto done;
+    if (ae_job_calibrate(job, &mode, 1, err)) goto done;
+    if (ae_job_engine_new(job, &mode, (int)max_seq, &eng, err)) goto done;
     out = malloc(((size_t)n_new + 1) * sizeof *out);
     if (!out) { snprintf(err, sizeof err, "out of memory"); goto done; }
     int stop[2], n_stop = 0, n_out = 0;
@@ -142,7 +151,7 @@ int cmd_generate(int argc, char **argv) {
     if (bos >= 0) stop[n_stop++] = bos;
     stream_ctx sc = {tok, 0};
     on_token(&sc, ids, (int)n_ids); /* the prompt itself */
-    if (ae_generate(r, ids, (int)n_ids, n_new, stop, n_stop, out, &n_out, on_token, &sc, err)) goto done;
+    if (ae_job_generate(eng, ids, (int)n_ids, n_new, stop, n_stop, out, &n_out, on_token, &sc, err)) goto done;
     /* flush a held-back tail, then the final newline */
     prompt_ids = malloc((n_ids + (size_t)n_out + 1) * sizeof *prompt_ids);
     if (prompt_ids) {
@@ -157,9 +166,7 @@ int cmd_generate(int argc, char **argv) {
 done:
     if (rc) fprintf(stderr, "apex4 generate: %s\n", err);
     free(ids); free(out); free(prompt_ids);
-    ae_runner_free(r);
-    ae_calib_free(calib);
-    ae_tokenizer_free(tok);
-    ae_model_free(m);
+    ae_engine_free(eng);
+    ae_job_close(job);
     return rc;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ax_util.h"
+#include "job.h"
 #include "zeroshot.h"
 
 int cmd_eval_zeroshot(int argc, char **argv);
@@ -15,7 +16,9 @@ static void usage(FILE *f) {
     fprintf(f,
         "usage: apex4 eval zeroshot --model DIR [--tasks LIST] [--modes LIST] [--limit N]\n"
         "                           [--out results.json] [--tokenizer FILE] [--bos] [--threads N]\n"
-        "                           [--gemm fake|exact] [--kv4] [--log-samples FILE.jsonl]\n"
+        "                           [--device cpu|cuda|auto] [--gemm exact|fake] [--kv4]\n"
+        "                           [--calib-windows N] [--calib-dir DIR] [--batch-tokens N]\n"
+        "                           [--log-samples FILE.jsonl]\n"
         "  Zero-shot accuracy scored as lm-evaluation-harness scores it (0-shot, target delimiter \" \").\n"
         "  --model DIR      Hugging Face LLaMA checkpoint folder (config.json, model.safetensors)\n"
         "  --tasks LIST     comma-separated, default " DEFAULT_TASKS "\n"
@@ -26,8 +29,13 @@ static void usage(FILE *f) {
         "  --bos            prepend BOS to every request (lm-eval add_bos_token=True); default off,\n"
         "                   as lm-eval's HFLM up to v0.4.9 (the Atom/QuaRot protocol)\n"
         "  --threads N      worker threads (default: all cores)\n"
-        "  --gemm K         fake (fake-quant + sgemm, default) or exact (integer reference GEMM)\n"
+        "  --device D       cpu, cuda or auto (default: cuda when a GPU is present)\n"
+        "  --gemm K         exact (integer GEMM: the kernels on cuda, the reference on cpu) or fake\n"
+        "                   (fake-quant + sgemm / cuBLAS); default exact on cuda, fake on cpu\n"
         "  --kv4            4-bit KV cache\n"
+        "  --calib-windows N Atom calibration windows (WikiText-2 validation, default 128)\n"
+        "  --calib-dir DIR  Atom calibration cache folder (default: the folder of --out, else .)\n"
+        "  --batch-tokens N tokens packed into one engine call (default 16384)\n"
         "  --log-samples F  one JSON line per request (lm-eval --log_samples): mode, task, doc, choice,\n"
         "                   context, continuation, ctx_ids, cont_ids, ll (nats), greedy, skipped,\n"
         "                   choice_len (characters), gold; written atomically\n"
@@ -49,9 +57,9 @@ int cmd_eval_zeroshot(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *tokenizer = NULL, *log_samples = NULL;
     char *tasks_s = NULL, *modes_s = NULL;
     char err[AX_ERR_LEN] = "";
+    const char *device_s = NULL, *gemm_s = NULL, *calib_dir = NULL;
     ae_zs_opts o;
     memset(&o, 0, sizeof o);
-    o.gemm = AE_GEMM_FAKE;
     int rc = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -61,7 +69,9 @@ int cmd_eval_zeroshot(int argc, char **argv) {
         else if (!strcmp(a, "--kv4")) o.kv4 = 1;
         else if (!has && (!strcmp(a, "--model") || !strcmp(a, "--tasks") || !strcmp(a, "--modes") ||
                           !strcmp(a, "--limit") || !strcmp(a, "--out") || !strcmp(a, "--tokenizer") ||
-                          !strcmp(a, "--threads") || !strcmp(a, "--gemm") || !strcmp(a, "--log-samples"))) {
+                          !strcmp(a, "--threads") || !strcmp(a, "--gemm") || !strcmp(a, "--log-samples") ||
+                          !strcmp(a, "--device") || !strcmp(a, "--calib-windows") || !strcmp(a, "--calib-dir") ||
+                          !strcmp(a, "--batch-tokens"))) {
             fprintf(stderr, "apex4 eval zeroshot: %s needs a value\n", a);
             goto done;
         } else if (!strcmp(a, "--model")) model = argv[++i];
@@ -84,18 +94,29 @@ int cmd_eval_zeroshot(int argc, char **argv) {
                 goto done;
             }
             o.nthreads = (int)n;
-        } else if (!strcmp(a, "--gemm")) {
-            const char *v = argv[++i];
-            if (!strcmp(v, "fake")) o.gemm = AE_GEMM_FAKE;
-            else if (!strcmp(v, "exact")) o.gemm = AE_GEMM_EXACT;
-            else { fprintf(stderr, "apex4 eval zeroshot: --gemm '%s': expected fake or exact\n", v); goto done; }
-        } else {
+        } else if (!strcmp(a, "--calib-windows") || !strcmp(a, "--batch-tokens")) {
+            long n;   /* calibration windows, packed tokens: 1 .. 2^24 */
+            if (ax_parse_long(argv[++i], 1, 1L << 24, a, &n, err)) {
+                fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
+                goto done;
+            }
+            if (!strcmp(a, "--calib-windows")) o.calib_windows = (int)n;
+            else o.batch_tokens = (int)n;
+        } else if (!strcmp(a, "--gemm")) gemm_s = argv[++i];
+        else if (!strcmp(a, "--device")) device_s = argv[++i];
+        else if (!strcmp(a, "--calib-dir")) calib_dir = argv[++i];
+        else {
             fprintf(stderr, "apex4 eval zeroshot: unknown option '%s'\n\n", a);
             usage(stderr);
             goto done;
         }
     }
     if (!model) { fprintf(stderr, "apex4 eval zeroshot: --model DIR is required\n\n"); usage(stderr); goto done; }
+    if (ae_job_parse_device(device_s, gemm_s, &o.device, &o.gemm, err)) {
+        fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
+        goto done;
+    }
+    if (calib_dir && !*calib_dir) { fprintf(stderr, "apex4 eval zeroshot: --calib-dir: empty path\n"); goto done; }
     if (!*model) { fprintf(stderr, "apex4 eval zeroshot: --model: empty path\n"); goto done; }
     if (tokenizer && !*tokenizer) { fprintf(stderr, "apex4 eval zeroshot: --tokenizer: empty path\n"); goto done; }
     /* output paths: checked before any work, not after hours of it */
@@ -114,17 +135,11 @@ int cmd_eval_zeroshot(int argc, char **argv) {
     int nt = tasks_s ? split_list(tasks_s, tasks, 64) : -1;
     int nm = modes_s ? split_list(modes_s, modes, 64) : -1;
     if (nt < 1 || nm < 1) { fprintf(stderr, "apex4 eval zeroshot: empty or too long --tasks/--modes list\n"); goto done; }
-    char calib_dir[AX_PATH_LEN] = ".";   /* the folder of --out (checked writable above) */
-    if (out) {
-        snprintf(calib_dir, sizeof calib_dir, "%s", out);
-        char *slash = strrchr(calib_dir, '/');
-        if (slash) { if (slash == calib_dir) slash[1] = 0; else *slash = 0; }
-        else snprintf(calib_dir, sizeof calib_dir, ".");
-    }
     o.model_dir = model;
     o.tokenizer = tokenizer;
     o.tasks = tasks; o.n_tasks = nt;
     o.modes = modes; o.n_modes = nm;
+    o.out = out;               /* the calibration cache goes next to it (eval/job.h) */
     o.calib_dir = calib_dir;
     o.log = stderr;
     o.log_samples = log_samples;

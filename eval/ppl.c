@@ -516,6 +516,8 @@ static cJSON *result_json(const ae_ppl_result *res) {
 
 /* ---- the job -------------------------------------------------------------------------------- */
 
+#include "job.h"  /* the job policy shared with eval zeroshot and generate */
+
 static int parse_modes(const char *list, aq_mode **out, int *n, char *err) {
     *out = NULL;
     *n = 0;
@@ -559,29 +561,20 @@ static int parse_modes(const char *list, aq_mode **out, int *n, char *err) {
     return 0;
 }
 
-static void dir_of(const char *path, char *dir, size_t len) {
-    const char *s = path ? strrchr(path, '/') : NULL;
-    if (!s) { snprintf(dir, len, "."); return; }
-    size_t n = (size_t)(s - path);
-    if (n == 0) n = 1; /* "/x" */
-    if (n >= len) n = len - 1;
-    memcpy(dir, path, n);
-    dir[n] = 0;
-}
-
+/* The evaluation as `apex4 eval ppl` runs it, through the job policy (eval/job.h): model and
+ * tokenizer loading and checking, the Atom calibration (windows of min(2048, max_position_embeddings)
+ * tokens whatever --seqlen is, so the cache is shared with eval zeroshot and generate) and the
+ * results envelope. */
 int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     int rc = -1;
     aq_mode *modes = NULL;
     int n_modes = 0;
-    ae_model *m = NULL;
-    ae_tokenizer *tok = NULL;
+    ae_job *jb = NULL;
     ad_text txt = {0};
     int *ids = NULL;
     size_t n_ids = 0;
-    ae_calib *calib = NULL;
     ae_ppl_result res = {0};
     cJSON *doc = NULL;
-    char calib_path[AX_PATH_LEN] = "";
     double t0 = ax_now();
 
     /* everything that can be checked without work first: --out (else an unwritable path fails
@@ -594,12 +587,19 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     if (!job->model_dir) { SETERR("--model DIR is required"); return -1; }
     if (parse_modes(job->modes, &modes, &n_modes, err)) return -1;
     if (ad_wikitext_load("test", &txt, err)) goto done; /* before the model: fail fast */
-    if (ae_model_load(job->model_dir, &m, err)) goto done;
-    char tokpath[AX_PATH_LEN];
-    if (job->tokenizer) snprintf(tokpath, sizeof tokpath, "%s", job->tokenizer);
-    else snprintf(tokpath, sizeof tokpath, "%.4000s/tokenizer.json", job->model_dir);
-    if (ae_tokenizer_load(tokpath, &tok, err)) goto done;
-    if (ae_model_check_tokenizer(m, tok, tokpath, err)) goto done;
+    ae_job_opts jo;
+    memset(&jo, 0, sizeof jo);
+    jo.model_dir = job->model_dir;
+    jo.tokenizer = job->tokenizer;
+    jo.out = job->out;
+    jo.calib_windows = job->calib_windows;
+    jo.device = job->device;
+    jo.gemm = job->gemm;
+    jo.kv4 = job->kv4;
+    jo.nthreads = job->nthreads;
+    jo.log = log;
+    if (ae_job_open(&jo, &jb, err)) goto done;
+    const ae_model *m = jb->model;
     int seqlen = job->seqlen > 0 ? job->seqlen : 2048;
     if (seqlen > m->cfg.max_pos) {
         if (log) fprintf(log, "notice: seqlen %d capped to max_position_embeddings %d of %s\n", seqlen,
@@ -607,20 +607,12 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
         seqlen = m->cfg.max_pos;
     }
     double tt = ax_now();
-    if (ae_tokenize(tok, txt.text, txt.len, 1, &ids, &n_ids, err)) goto done;
+    if (ae_tokenize(jb->tok, txt.text, txt.len, 1, &ids, &n_ids, err)) goto done;
     if (log) fprintf(log, "wikitext2 test: %s (sha256 %.16s...), %ld rows, %zu bytes -> %zu tokens (with BOS) in %.1f s; "
                           "%zu windows of %d\n", txt.path, txt.sha256, txt.rows, txt.len, n_ids, ax_now() - tt,
                      n_ids / (size_t)seqlen, seqlen);
-    int need_calib = 0;
-    for (int k = 0; k < n_modes; k++)
-        if (modes[k].kind == AQ_KIND_ATOM && ae_mode_check(m, &modes[k], NULL) == 0) need_calib = 1;
-    int cw = job->calib_windows > 0 ? job->calib_windows : 128;
-    if (need_calib) {
-        char cdir[AX_PATH_LEN];
-        dir_of(job->out, cdir, sizeof cdir);
-        if (ae_calib_obtain(m, tok, seqlen, cw, cdir, job->nthreads, log, &calib, calib_path, err)) goto done;
-    }
-    ae_ppl_opts o = {modes, n_modes, seqlen, job->max_windows, job->gemm, job->kv4, job->nthreads, calib,
+    if (ae_job_calibrate(jb, modes, n_modes, err)) goto done;
+    ae_ppl_opts o = {modes, n_modes, seqlen, job->max_windows, job->gemm, job->kv4, job->nthreads, jb->calib,
                      job->progress, job->device};
     if (ae_eval_ppl(m, ids, n_ids, &o, &res, err)) goto done;
     double wall = ax_now() - t0;
@@ -636,12 +628,9 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
         fflush(table);
     }
     if (job->out) {
-        doc = ax_envelope_new("eval ppl");
-        const char *mname = strrchr(m->dir, '/');
-        cJSON_AddStringToObject(doc, "model", mname && mname[1] ? mname + 1 : m->dir);
-        cJSON_AddStringToObject(doc, "model_dir", m->dir);
-        cJSON_AddStringToObject(doc, "model_dtype", m->dtype);
-        cJSON_AddStringToObject(doc, "tokenizer", tokpath);
+        /* model, model_dir, model_dtype, tokenizer, device, backend, gpu, gemm, kv4, calibration */
+        doc = ae_job_envelope(jb, "eval ppl", res.backend);
+        if (!doc) { SETERR("%s: out of memory building the results", job->out); goto done; }
         cJSON_AddStringToObject(doc, "dataset", "wikitext2");
         cJSON_AddStringToObject(doc, "split", "test");
         cJSON_AddStringToObject(doc, "dataset_file", txt.path);
@@ -651,25 +640,10 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
         cJSON_AddNumberToObject(doc, "windows", res.windows);
         cJSON_AddNumberToObject(doc, "tokens", (double)res.scored);
         cJSON_AddNumberToObject(doc, "stream_tokens", (double)res.stream_tokens);
-        cJSON_AddStringToObject(doc, "gemm", ae_gemm_name(job->gemm));
-        cJSON_AddStringToObject(doc, "device", ae_device_name(job->device));
-        cJSON_AddStringToObject(doc, "backend", res.backend);
-        if (job->device == AE_DEV_CUDA) {
-            cJSON_AddStringToObject(doc, "gpu", res.backend);
-            cJSON_AddNumberToObject(doc, "reference_store_gib", res.ref_store_gib);
-        }
-        cJSON_AddBoolToObject(doc, "kv4", job->kv4);
+        if (job->device == AE_DEV_CUDA) cJSON_AddNumberToObject(doc, "reference_store_gib", res.ref_store_gib);
         cJSON_AddStringToObject(doc, "reference", "fp16: the checkpoint's values in fp32, fp32 compute, no KV quantization");
         cJSON_AddNumberToObject(doc, "reference_ppl", exp(res.ref_nll));
         cJSON_AddNumberToObject(doc, "reference_seconds", res.ref_seconds);
-        if (calib) {
-            cJSON *c = cJSON_AddObjectToObject(doc, "calibration");
-            cJSON_AddStringToObject(c, "data", "WikiText-2 validation split (train split not available)");
-            cJSON_AddNumberToObject(c, "windows", (double)(calib->tokens / seqlen));
-            cJSON_AddNumberToObject(c, "seqlen", seqlen);
-            cJSON_AddNumberToObject(c, "tokens", (double)calib->tokens);
-            cJSON_AddStringToObject(c, "cache", calib_path);
-        }
         cJSON_AddItemToObject(doc, "modes", result_json(&res));
         cJSON_AddNumberToObject(doc, "seconds", wall);
         if (ax_write_json(job->out, doc, err)) goto done;
@@ -679,11 +653,9 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
 done:
     cJSON_Delete(doc);
     ae_ppl_result_free(&res);
-    ae_calib_free(calib);
     free(ids);
     ad_text_free(&txt);
-    ae_tokenizer_free(tok);
-    ae_model_free(m);
+    ae_job_close(jb);
     free(modes);
     return rc;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ax_util.h"
+#include "job.h"
 #include "model.h"
 #include "ustr.h"
 
@@ -162,24 +163,58 @@ int ae_zs_encode_set(const ae_tokenizer *tok, const ad_zs_set *set, int add_bos,
     return 0;
 }
 
-/* ---- the LM over an ae_runner -------------------------------------------------------------------- */
-static int runner_forward(void *ctx, const int *tokens, int T, int pos, int logits_from,
-                          float *logits, char *err) {
-    return ae_forward((ae_runner *)ctx, tokens, T, pos, logits_from, logits, err);
+/* ---- the LM over an ae_engine -------------------------------------------------------------------- */
+static int engine_loglik(void *ctx, const int *tokens, const int *offsets, int n_seqs, const int *targets,
+                         double *logp, int *greedy, char *err) {
+    return ae_engine_loglik_packed((ae_engine *)ctx, tokens, offsets, n_seqs, targets, logp, greedy, err);
 }
-static void runner_truncate(void *ctx, int pos) { ae_runner_truncate((ae_runner *)ctx, pos); }
 
-ae_zs_lm ae_zs_lm_from_runner(ae_runner *r, int max_seq) {
+ae_zs_lm ae_zs_lm_from_engine(ae_engine *e, int max_len, int batch_tokens, int batch_seqs) {
+    const ae_engine_opts *eo = ae_engine_opts_of(e);
     ae_zs_lm lm;
-    lm.ctx = r;
-    lm.vocab = ae_runner_model(r)->cfg.vocab_size;
-    lm.max_len = max_seq;
-    lm.forward = runner_forward;
-    lm.truncate = runner_truncate;
+    lm.ctx = e;
+    lm.vocab = ae_engine_model(e)->cfg.vocab_size;
+    lm.max_len = max_len < eo->max_seq ? max_len : eo->max_seq;
+    lm.batch_tokens = batch_tokens > 0 ? batch_tokens : AE_ZS_BATCH_TOKENS;
+    lm.batch_seqs = batch_seqs > 0 ? batch_seqs
+                  : eo->device == AE_DEV_CUDA ? AE_ZS_BATCH_SEQS_CUDA : AE_ZS_BATCH_SEQS_CPU;
+    lm.loglik = engine_loglik;
     return lm;
 }
 
 /* ---- the request loop ---------------------------------------------------------------------------- */
+/* One packed call's worth of requests. */
+typedef struct {
+    int    *tok, *tgt, *off; /* (cap_tok) tokens and targets, (cap_seq + 1) offsets            */
+    double *logp;            /* (cap_tok)                                                      */
+    int    *grd;             /* (cap_tok)                                                      */
+    long   *req;             /* (cap_seq) request index of each packed sequence                */
+    int    *doc;             /* (cap_seq) its document                                         */
+    int     n, ntok;         /* sequences and tokens packed                                    */
+} zs_batch;
+
+/* Run the packed sequences, sum each one's scored log-probabilities (in position order) into
+ * lls [request], AND its greedy flags into gr [request]. */
+static int flush_batch(const ae_zs_lm *lm, zs_batch *b, const char *tname, double *lls, int *gr, char *err) {
+    if (b->n == 0) return 0;
+    if (lm->loglik(lm->ctx, b->tok, b->off, b->n, b->tgt, b->logp, b->grd, err)) {
+        if (b->doc[0] == b->doc[b->n - 1]) prefix_err(err, "task %s, document %d", tname, b->doc[0] + 1);
+        else prefix_err(err, "task %s, documents %d..%d", tname, b->doc[0] + 1, b->doc[b->n - 1] + 1);
+        return -1;
+    }
+    for (int i = 0; i < b->n; i++) {
+        double ll = 0.0;
+        int g = 1;
+        for (int j = b->off[i]; j < b->off[i + 1]; j++)
+            if (b->tgt[j] >= 0) { ll += b->logp[j]; g &= b->grd[j] != 0; }
+        lls[b->req[i]] = ll;
+        gr[b->req[i]] = g;
+    }
+    b->n = b->ntok = 0;
+    b->off[0] = 0;
+    return 0;
+}
+
 int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result *res,
                        ae_zs_req_score *per_req, ae_zs_progress_fn progress, void *progress_ctx,
                        long progress_base, char *err) {
@@ -189,127 +224,135 @@ int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result 
     memset(res, 0, sizeof *res);
     res->acc = res->acc_stderr = res->acc_norm = res->acc_norm_stderr = NAN;
     res->ppl = res->ppl_stderr = res->mean_ll = NAN;
-    int V = lm->vocab, maxlen = lm->max_len;
-    int max_cont = 1, max_choices = 1, max_seq = 1;
-    for (long r = 0; r < set->n_requests; r++) {
+    const int maxlen = lm->max_len;
+    const long nreq = set->n_requests;
+    int max_seq = 1;
+    for (long r = 0; r < nreq; r++) {
         const ae_zs_ids *q = &e->req[r];
-        if (q->n_cont > maxlen) continue;   /* its document is skipped below */
-        if (q->n_cont > max_cont) max_cont = q->n_cont;
         int L = q->n_ctx + q->n_cont - 1;
         if (L > max_seq) max_seq = L;
     }
     if (max_seq > maxlen) max_seq = maxlen;
-    for (int d = 0; d < set->n_docs; d++)
-        if (set->docs[d].n_req > max_choices) max_choices = set->docs[d].n_req;
-    float *rows = malloc((size_t)max_cont * (size_t)V * sizeof *rows);
-    float *saved = malloc((size_t)V * sizeof *saved);
-    int *cached = malloc((size_t)max_seq * sizeof *cached);
-    int *seq = malloc((size_t)max_seq * sizeof *seq);
-    double *lls = malloc((size_t)max_choices * sizeof *lls);
-    int *greedy = malloc((size_t)max_choices * sizeof *greedy);
+    int cap_seq = lm->batch_seqs > 0 ? lm->batch_seqs : 1;
+    if (cap_seq > nreq) cap_seq = nreq > 0 ? (int)nreq : 1;
+    long cap_tok_l = lm->batch_tokens > max_seq ? lm->batch_tokens : max_seq;  /* one sequence always fits */
+    if (cap_tok_l > (long)cap_seq * max_seq) cap_tok_l = (long)cap_seq * max_seq;
+    size_t cap_tok = (size_t)cap_tok_l;
+    zs_batch b;
+    memset(&b, 0, sizeof b);
+    b.tok = malloc(cap_tok * sizeof *b.tok);
+    b.tgt = malloc(cap_tok * sizeof *b.tgt);
+    b.logp = malloc(cap_tok * sizeof *b.logp);
+    b.grd = malloc(cap_tok * sizeof *b.grd);
+    b.off = malloc(((size_t)cap_seq + 1) * sizeof *b.off);
+    b.req = malloc((size_t)cap_seq * sizeof *b.req);
+    b.doc = malloc((size_t)cap_seq * sizeof *b.doc);
+    double *lls = malloc((size_t)(nreq + 1) * sizeof *lls);
+    int *gr = malloc((size_t)(nreq + 1) * sizeof *gr);
+    char *skip = calloc((size_t)set->n_docs + 1, 1);
     double *x_acc = malloc((size_t)(set->n_docs + 1) * sizeof *x_acc);
     double *x_norm = malloc((size_t)(set->n_docs + 1) * sizeof *x_norm);
     double *x_ll = malloc((size_t)(set->n_docs + 1) * sizeof *x_ll);
     int rc = 0;
-    if (!rows || !saved || !cached || !seq || !lls || !greedy || !x_acc || !x_norm || !x_ll) {
-        ax_seterr(err, "out of memory (logits for %d positions of a %d-token vocabulary)", max_cont, V);
+    if (!b.tok || !b.tgt || !b.logp || !b.grd || !b.off || !b.req || !b.doc || !lls || !gr || !skip ||
+        !x_acc || !x_norm || !x_ll) {
+        ax_seterr(err, "task %s: out of memory (a pack of %zu tokens)", tname, cap_tok);
         rc = -1;
         goto done;
     }
-    int ncached = 0, row_len = 0;   /* tokens held by the LM; context length of `saved` (0: none) */
-    lm->truncate(lm->ctx, 0);
+    b.off[0] = 0;
     if (per_req)
-        for (long r = 0; r < set->n_requests; r++) {
+        for (long r = 0; r < nreq; r++) {
             per_req[r].ll = NAN;
             per_req[r].greedy = 0;
             per_req[r].scored = 0;
         }
-    long done_req = 0, nd = 0;   /* nd: documents scored */
+    long handled = 0;   /* requests scored or left out, for the progress bar */
     for (int d = 0; d < set->n_docs && !rc; d++) {
         const ad_zs_doc *doc = &set->docs[d];
         int too_long = 0;
         for (int j = 0; j < doc->n_req; j++) too_long |= e->req[e->first[d] + j].n_cont > maxlen;
         if (too_long) {
+            skip[d] = 1;
             res->skipped++;
-            done_req += doc->n_req;
-            if (progress) progress(progress_ctx, progress_base + done_req);
+            handled += doc->n_req;
             continue;
         }
         for (int j = 0; j < doc->n_req; j++) {
-            const ae_zs_ids *q = &e->req[e->first[d] + j];
+            long r = e->first[d] + j;
+            const ae_zs_ids *q = &e->req[r];
             int nc = q->n_ctx, nn = q->n_cont;
             /* HFLM._loglikelihood_tokens: inp = (ctx + cont)[-(max_length+1):][:-1] */
             int total = nc + nn - 1, drop = total > maxlen ? total - maxlen : 0;
             int Lc = nc - drop, L = total - drop;     /* Lc >= 1 since nn <= maxlen */
-            memcpy(seq, q->ctx + drop, (size_t)Lc * sizeof *seq);
-            memcpy(seq + Lc, q->cont, (size_t)(nn - 1) * sizeof *seq);
-            if (row_len == Lc && ncached >= Lc && !memcmp(cached, seq, (size_t)Lc * sizeof *seq)) {
-                /* same context as before: its last-position logits are kept, only the
-                 * continuation is run */
-                lm->truncate(lm->ctx, Lc);
-                memcpy(rows, saved, (size_t)V * sizeof *rows);
-                if (nn > 1 &&
-                    (rc = lm->forward(lm->ctx, seq + Lc, nn - 1, Lc, 0, rows + V, err))) break;
-            } else {
-                int p = 0;   /* longest common prefix with the cached tokens, < Lc */
-                while (p < ncached && p < Lc - 1 && cached[p] == seq[p]) p++;
-                lm->truncate(lm->ctx, p);
-                if ((rc = lm->forward(lm->ctx, seq + p, L - p, p, Lc - 1 - p, rows, err))) break;
-                memcpy(saved, rows, (size_t)V * sizeof *saved);
-                row_len = Lc;
+            if (b.n > 0 && (b.n == cap_seq || (size_t)b.ntok + (size_t)L > cap_tok)) {
+                if ((rc = flush_batch(lm, &b, tname, lls, gr, err))) break;
+                if (progress) progress(progress_ctx, progress_base + handled);
             }
-            memcpy(cached, seq, (size_t)L * sizeof *seq);
-            ncached = L;
-            if ((rc = ae_zs_score_rows(rows, nn, V, q->cont, &lls[j], &greedy[j], err))) break;
-            if (per_req) {
+            int *sq = b.tok + b.ntok, *tg = b.tgt + b.ntok;
+            memcpy(sq, q->ctx + drop, (size_t)Lc * sizeof *sq);
+            memcpy(sq + Lc, q->cont, (size_t)(nn - 1) * sizeof *sq);
+            /* position Lc-1+i predicts cont[i]; the context positions are not scored */
+            for (int t = 0; t < Lc - 1; t++) tg[t] = -1;
+            memcpy(tg + Lc - 1, q->cont, (size_t)nn * sizeof *tg);
+            b.req[b.n] = r;
+            b.doc[b.n] = d;
+            b.ntok += L;
+            b.off[++b.n] = b.ntok;
+            res->tokens += L;
+            handled++;
+        }
+    }
+    if (!rc && (rc = flush_batch(lm, &b, tname, lls, gr, err)) == 0 && progress)
+        progress(progress_ctx, progress_base + handled);
+    if (rc) goto done;
+    long nd = 0, done_req = 0;   /* nd: documents scored */
+    for (int d = 0; d < set->n_docs; d++) {
+        const ad_zs_doc *doc = &set->docs[d];
+        done_req += doc->n_req;
+        if (skip[d]) continue;
+        const double *dl = lls + e->first[d];
+        const int *dg = gr + e->first[d];
+        if (per_req)
+            for (int j = 0; j < doc->n_req; j++) {
                 ae_zs_req_score *ps = &per_req[e->first[d] + j];
-                ps->ll = lls[j];
-                ps->greedy = greedy[j];
+                ps->ll = dl[j];
+                ps->greedy = dg[j];
                 ps->scored = 1;
             }
-            res->tokens += L;
-            done_req++;
-            if (progress) progress(progress_ctx, progress_base + done_req);
-        }
-        if (rc) {
-            prefix_err(err, "task %s, document %d", tname, d + 1);
-            break;
-        }
         if (set->task->kind == AD_ZS_LOGLIKELIHOOD) {
-            x_acc[nd] = greedy[0] ? 1.0 : 0.0;    /* lambada acc: is_greedy */
-            x_ll[nd] = lls[0];
+            x_acc[nd] = dg[0] ? 1.0 : 0.0;    /* lambada acc: is_greedy */
+            x_ll[nd] = dl[0];
             x_norm[nd] = 0.0;
         } else {
             int pred, pred_norm;
-            ae_zs_decide(lls, doc->choice_len, doc->n_req, &pred, &pred_norm);
+            ae_zs_decide(dl, doc->choice_len, doc->n_req, &pred, &pred_norm);
             x_acc[nd] = pred == doc->gold ? 1.0 : 0.0;
             x_norm[nd] = pred_norm == doc->gold ? 1.0 : 0.0;
-            x_ll[nd] = lls[doc->gold];
+            x_ll[nd] = dl[doc->gold];
         }
         nd++;
     }
-    if (!rc && nd == 0) {
+    if (nd == 0) {
         ax_seterr(err, "task %s: all %d documents have a continuation longer than the model's %d positions",
                tname, set->n_docs, maxlen);
         rc = -1;
+        goto done;
     }
-    if (!rc) {
-        unsigned m = set->task->metrics;
-        res->n = nd;
-        res->requests = done_req;
-        if (m & AD_ZS_ACC) ae_zs_mean_stderr(x_acc, nd, &res->acc, &res->acc_stderr);
-        if (m & AD_ZS_ACC_NORM)
-            ae_zs_mean_stderr(x_norm, nd, &res->acc_norm, &res->acc_norm_stderr);
-        double se_ll;
-        ae_zs_mean_stderr(x_ll, nd, &res->mean_ll, &se_ll);
-        if (m & AD_ZS_PPL) {
-            res->ppl = exp(-res->mean_ll);       /* metrics.py perplexity: exp(-mean(items)) */
-            res->ppl_stderr = res->ppl * se_ll;  /* delta method (lm-eval bootstraps instead) */
-        }
+    unsigned m = set->task->metrics;
+    res->n = nd;
+    res->requests = done_req;
+    if (m & AD_ZS_ACC) ae_zs_mean_stderr(x_acc, nd, &res->acc, &res->acc_stderr);
+    if (m & AD_ZS_ACC_NORM) ae_zs_mean_stderr(x_norm, nd, &res->acc_norm, &res->acc_norm_stderr);
+    double se_ll;
+    ae_zs_mean_stderr(x_ll, nd, &res->mean_ll, &se_ll);
+    if (m & AD_ZS_PPL) {
+        res->ppl = exp(-res->mean_ll);       /* metrics.py perplexity: exp(-mean(items)) */
+        res->ppl_stderr = res->ppl * se_ll;  /* delta method (lm-eval bootstraps instead) */
     }
 done:
-    free(rows); free(saved); free(cached); free(seq); free(lls); free(greedy);
-    free(x_acc); free(x_norm); free(x_ll);
+    free(b.tok); free(b.tgt); free(b.logp); free(b.grd); free(b.off); free(b.req); free(b.doc);
+    free(lls); free(gr); free(skip); free(x_acc); free(x_norm); free(x_ll);
     res->seconds = ax_now() - t0;
     return rc;
 }
@@ -322,14 +365,6 @@ static void put_num(cJSON *o, const char *key, double v) {
 
 typedef struct { ax_progress bar; } zs_progress;
 static void progress_cb(void *ctx, long done) { ax_progress_update(&((zs_progress *)ctx)->bar, done); }
-
-static const char *base_name(const char *dir, char *buf, size_t len) {
-    snprintf(buf, len, "%s", dir);
-    size_t n = strlen(buf);
-    while (n > 1 && buf[n - 1] == '/') buf[--n] = 0;
-    const char *s = strrchr(buf, '/');
-    return s ? s + 1 : buf;
-}
 
 /* The Atom/QuaRot average: acc_norm where the task defines it, else acc. */
 static double task_headline(const ad_zs_task *t, const ae_zs_result *r) {
@@ -384,7 +419,7 @@ static int write_samples(FILE *f, const char *path, const char *mode, const ae_z
 int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     *doc_out = NULL;
     double t_start = ax_now();
-    char root[AX_PATH_LEN], tokpath[AX_PATH_LEN], name[1024];
+    char root[AX_PATH_LEN];
     if (o->n_tasks < 1 || o->n_modes < 1) { ax_seterr(err, "no tasks or no modes given"); return -1; }
     if (o->log_samples && ax_check_out_path(o->log_samples, "--log-samples", err)) return -1;
     if (o->data_root) snprintf(root, sizeof root, "%s", o->data_root);
@@ -395,11 +430,9 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     ad_zs_set **sets = calloc((size_t)o->n_tasks, sizeof *sets);
     ae_zs_encoded **enc = calloc((size_t)o->n_tasks, sizeof *enc);
     ae_zs_result *res = calloc((size_t)o->n_tasks, sizeof *res);
-    ae_model *m = NULL;
-    ae_tokenizer *tok = NULL;
-    ae_calib *calib = NULL;
-    ae_runner *runner = NULL;
-    cJSON *doc = NULL;
+    ae_job *job = NULL;
+    ae_engine *engine = NULL;
+    cJSON *doc = NULL, *jt = NULL, *jr = NULL;
     FILE *samples = NULL;
     char samples_tmp[AX_PATH_LEN] = "";
     ae_zs_req_score *scores = NULL;
@@ -426,19 +459,25 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
             fprintf(o->log, "%s: %s (%s)\n", tasks[i]->name, sets[i]->variant, sets[i]->path);
         if (sets[i]->n_requests > max_req) max_req = sets[i]->n_requests;
     }
-    if (o->tokenizer) snprintf(tokpath, sizeof tokpath, "%s", o->tokenizer);
-    else snprintf(tokpath, sizeof tokpath, "%.4000s/tokenizer.json", o->model_dir);
-    if (ae_model_load(o->model_dir, &m, err)) goto out;
-    if (ae_tokenizer_load(tokpath, &tok, err)) goto out;
-    if (ae_tokenizer_vocab_size(tok) > m->cfg.vocab_size) {
-        ax_seterr(err, "%s: %d tokens but the model %s has a vocabulary of %d", tokpath,
-               ae_tokenizer_vocab_size(tok), o->model_dir, m->cfg.vocab_size);
-        goto out;
-    }
+    /* model, tokenizer (and its check), calibration and engines: the job policy (eval/job.h) */
+    ae_job_opts jo;
+    memset(&jo, 0, sizeof jo);
+    jo.model_dir = o->model_dir;
+    jo.tokenizer = o->tokenizer;
+    jo.out = o->out;
+    jo.calib_dir = o->calib_dir;
+    jo.calib_windows = o->calib_windows;
+    jo.device = o->device;
+    jo.gemm = o->gemm;
+    jo.kv4 = o->kv4;
+    jo.nthreads = o->nthreads;
+    jo.log = o->log;
+    if (ae_job_open(&jo, &job, err)) goto out;
+    const ae_model *m = job->model;
     long total_req = 0;
     int max_seq = 1;
     for (int i = 0; i < o->n_tasks; i++) {
-        if (ae_zs_encode_set(tok, sets[i], o->bos, &enc[i], err)) goto out;
+        if (ae_zs_encode_set(job->tok, sets[i], o->bos, &enc[i], err)) goto out;
         total_req += sets[i]->n_requests;
         for (long r = 0; r < sets[i]->n_requests; r++) {
             int L = enc[i]->req[r].n_ctx + enc[i]->req[r].n_cont - 1;
@@ -446,6 +485,7 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         }
     }
     if (max_seq > m->cfg.max_pos) max_seq = m->cfg.max_pos;
+    if (ae_job_calibrate(job, modes, o->n_modes, err)) goto out;
 
     if (o->log_samples) {
         scores = calloc((size_t)max_req, sizeof *scores);
@@ -453,31 +493,9 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         if (!(samples = ax_atomic_open(o->log_samples, samples_tmp, err))) goto out;
     }
 
-    doc = ax_envelope_new("eval zeroshot");
-    /* top-level keys as the ppl results (eval/ppl.c) name them, so one report reads both */
-    cJSON_AddStringToObject(doc, "model", base_name(o->model_dir, name, sizeof name));
-    cJSON_AddStringToObject(doc, "model_dir", m->dir);
-    cJSON_AddStringToObject(doc, "model_dtype", m->dtype);
-    cJSON_AddStringToObject(doc, "tokenizer", tokpath);
-    cJSON_AddNumberToObject(doc, "max_position_embeddings", m->cfg.max_pos);
-    cJSON *jp = cJSON_AddObjectToObject(doc, "protocol");
-    cJSON_AddStringToObject(jp, "scoring",
-        "lm-evaluation-harness: sum of continuation log-probs; _encode_pair split; acc, acc_norm "
-        "(ll / len(choice) in characters); stderr = sample std / sqrt(n); num_fewshot 0");
-    cJSON_AddStringToObject(jp, "target_delimiter", " ");
-    cJSON_AddBoolToObject(jp, "bos", o->bos != 0);
-    cJSON_AddStringToObject(jp, "bos_note", o->bos ?
-        "BOS prepended (lm-eval add_bos_token=True; lm-eval >= PR #3347 for LLaMA tokenizers)" :
-        "no BOS (lm-eval HFLM add_bos_token=False default up to v0.4.9, as in Atom/QuaRot)");
-    if (o->limit > 0) cJSON_AddNumberToObject(jp, "limit", (double)o->limit);
-    else cJSON_AddNullToObject(jp, "limit");
-    cJSON_AddNumberToObject(jp, "max_length", max_seq);
-    cJSON_AddStringToObject(jp, "gemm", o->gemm == AE_GEMM_EXACT ? "exact" : "fake");
-    cJSON_AddBoolToObject(jp, "kv4", o->kv4 != 0);
-    cJSON_AddStringToObject(jp, "average", "mean over tasks of acc_norm where defined, else acc (Atom/QuaRot)");
-    cJSON_AddStringToObject(jp, "perplexity_stderr", "delta method: ppl * stderr(mean ll) (lm-eval bootstraps)");
-    cJSON_AddStringToObject(doc, "data_root", root);
-    cJSON *jt = cJSON_AddArrayToObject(doc, "tasks");
+    jt = cJSON_CreateArray();
+    jr = cJSON_CreateArray();
+    if (!jt || !jr) { ax_seterr(err, "out of memory"); goto out; }
     for (int i = 0; i < o->n_tasks; i++) {
         cJSON *t = cJSON_CreateObject();
         cJSON_AddStringToObject(t, "name", tasks[i]->name);
@@ -495,7 +513,6 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         if (tasks[i]->metrics & AD_ZS_PPL) cJSON_AddItemToArray(mt, cJSON_CreateString("perplexity"));
         cJSON_AddItemToArray(jt, t);
     }
-    cJSON *jr = cJSON_AddArrayToObject(doc, "modes");
     int first_applicable = -1;
     for (int mi = 0; mi < o->n_modes; mi++) {
         cJSON *jmode = cJSON_CreateObject();
@@ -510,28 +527,9 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         }
         cJSON_AddBoolToObject(jmode, "applicable", 1);
         if (first_applicable < 0) first_applicable = mi;
-        if (modes[mi].kind == AQ_KIND_ATOM && !calib) {
-            int seqlen = m->cfg.max_pos < 2048 ? m->cfg.max_pos : 2048;
-            char cpath[AX_PATH_LEN];
-            if (ae_calib_obtain(m, tok, seqlen, 128, o->calib_dir ? o->calib_dir : ".", o->nthreads,
-                                o->log, &calib, cpath, err)) {
-                prefix_err(err, "mode %s", modes[mi].name);
-                goto out;
-            }
-            cJSON *c = cJSON_AddObjectToObject(doc, "calibration");   /* as eval/ppl.c writes it */
-            cJSON_AddStringToObject(c, "data", "WikiText-2 validation split (train split not available)");
-            cJSON_AddNumberToObject(c, "windows", (double)(calib->tokens / seqlen));
-            cJSON_AddNumberToObject(c, "seqlen", seqlen);
-            cJSON_AddNumberToObject(c, "tokens", (double)calib->tokens);
-            cJSON_AddStringToObject(c, "cache", cpath);
-        }
-        ae_run_opts ro = {modes[mi], o->gemm, o->kv4, o->nthreads, max_seq};
         double t0 = ax_now();
-        if (ae_runner_build(m, &ro, modes[mi].kind == AQ_KIND_ATOM ? calib : NULL, &runner, err)) {
-            prefix_err(err, "mode %s", modes[mi].name);
-            goto out;
-        }
-        ae_zs_lm lm = ae_zs_lm_from_runner(runner, max_seq);
+        if (ae_job_engine_new(job, &modes[mi], max_seq, &engine, err)) goto out;
+        ae_zs_lm lm = ae_zs_lm_from_engine(engine, max_seq, o->batch_tokens, o->batch_seqs);
         zs_progress pg;
         ax_progress_start(&pg.bar, modes[mi].name, total_req, "req");
         long base = 0;
@@ -546,8 +544,8 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
             base += sets[i]->n_requests;
         }
         ax_progress_end(&pg.bar, base);
-        ae_runner_free(runner);
-        runner = NULL;
+        ae_engine_free(engine);
+        engine = NULL;
         double secs = ax_now() - t0, avg = 0.0;
         cJSON *jts = cJSON_AddObjectToObject(jmode, "tasks");
         for (int i = 0; i < o->n_tasks; i++) {
@@ -583,8 +581,37 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         int bad = ax_atomic_commit(samples, samples_tmp, o->log_samples, err);
         samples = NULL;
         if (bad) goto out;
-        cJSON_AddStringToObject(doc, "log_samples", o->log_samples);
     }
+
+    /* the envelope shared with eval ppl (eval/job.h), then zero-shot's own keys */
+    doc = ae_job_envelope(job, "eval zeroshot", NULL);
+    if (!doc) { ax_seterr(err, "out of memory building the results"); goto out; }
+    cJSON_AddNumberToObject(doc, "max_position_embeddings", m->cfg.max_pos);
+    cJSON *jp = cJSON_AddObjectToObject(doc, "protocol");
+    cJSON_AddStringToObject(jp, "scoring",
+        "lm-evaluation-harness: sum of continuation log-probs; _encode_pair split; acc, acc_norm "
+        "(ll / len(choice) in characters); stderr = sample std / sqrt(n); num_fewshot 0");
+    cJSON_AddStringToObject(jp, "target_delimiter", " ");
+    cJSON_AddBoolToObject(jp, "bos", o->bos != 0);
+    cJSON_AddStringToObject(jp, "bos_note", o->bos ?
+        "BOS prepended (lm-eval add_bos_token=True; lm-eval >= PR #3347 for LLaMA tokenizers)" :
+        "no BOS (lm-eval HFLM add_bos_token=False default up to v0.4.9, as in Atom/QuaRot)");
+    if (o->limit > 0) cJSON_AddNumberToObject(jp, "limit", (double)o->limit);
+    else cJSON_AddNullToObject(jp, "limit");
+    cJSON_AddNumberToObject(jp, "max_length", max_seq);
+    cJSON_AddStringToObject(jp, "gemm", ae_gemm_name(o->gemm));
+    cJSON_AddBoolToObject(jp, "kv4", o->kv4 != 0);
+    cJSON_AddStringToObject(jp, "average", "mean over tasks of acc_norm where defined, else acc (Atom/QuaRot)");
+    cJSON_AddStringToObject(jp, "perplexity_stderr", "delta method: ppl * stderr(mean ll) (lm-eval bootstraps)");
+    cJSON_AddStringToObject(jp, "batching", "requests in document order (a document's choices adjacent), packed "
+                                            "into ae_engine_loglik_packed calls; cpu reuses the KV cache of a "
+                                            "shared prefix");
+    cJSON_AddStringToObject(doc, "data_root", root);
+    cJSON_AddItemToObject(doc, "tasks", jt);
+    jt = NULL;
+    cJSON_AddItemToObject(doc, "modes", jr);
+    jr = NULL;
+    if (o->log_samples) cJSON_AddStringToObject(doc, "log_samples", o->log_samples);
     cJSON_AddNumberToObject(doc, "seconds", ax_now() - t_start);
     *doc_out = doc;
     doc = NULL;
@@ -592,12 +619,12 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
 out:
     if (samples) ax_atomic_abort(samples, samples_tmp);
     free(scores);
-    ae_runner_free(runner);
-    ae_calib_free(calib);
+    ae_engine_free(engine);
     for (int i = 0; i < o->n_tasks && enc; i++) ae_zs_encoded_free(enc[i]);
     for (int i = 0; i < o->n_tasks && sets; i++) ad_zs_set_free(sets[i]);
-    ae_tokenizer_free(tok);
-    ae_model_free(m);
+    ae_job_close(job);
+    cJSON_Delete(jt);
+    cJSON_Delete(jr);
     cJSON_Delete(doc);
     free(modes); free(tasks); free(sets); free(enc); free(res);
     return rc;

@@ -1,6 +1,7 @@
 /* zeroshot.h — zero-shot evaluation scored like EleutherAI lm-evaluation-harness (prefix ae_zs_):
- * tokenization of (context, continuation) pairs, log-likelihood scoring with shared contexts,
- * acc / acc_norm / perplexity with standard errors, the per-mode runner loop and the results JSON.
+ * tokenization of (context, continuation) pairs, log-likelihood scoring through the engine's packed
+ * loglikelihood primitive (eval/engine.h ae_engine_loglik_packed: cpu or cuda), acc / acc_norm /
+ * perplexity with standard errors, the per-mode loop and the results JSON (envelope: eval/job.h).
  * Tasks and request strings come from datasets/zeroshot.h.
  *
  * Sources (github.com/EleutherAI/lm-evaluation-harness):
@@ -24,12 +25,14 @@
 #include <cjson/cJSON.h>
 
 #include "aq.h"
+#include "engine.h"
 #include "forward.h"
 #include "tokenizer.h"
 #include "../datasets/zeroshot.h" /* the task table (same file name in datasets/) */
 
 /* ---- scoring (pure functions over logits / log-likelihoods) ------------------------------------- */
-/* Score one continuation: rows [n, vocab] fp32 logits, row i predicting cont[i]. *ll = Σ_i
+/* Score one continuation (the reference scoring tests and fake LMs use; the evaluation itself takes
+ * the engine's log-probabilities): rows [n, vocab] fp32 logits, row i predicting cont[i]. *ll = Σ_i
  * log_softmax(row_i)[cont_i] (double accumulation), *greedy = 1 iff every cont_i is the row's argmax
  * (first maximum on ties, as torch.argmax). Errors: token outside [0, vocab), non-finite logit. */
 int ae_zs_score_rows(const float *rows, int n, int vocab, const int *cont, double *ll, int *greedy,
@@ -62,19 +65,28 @@ int ae_zs_encode_set(const ae_tokenizer *tok, const ad_zs_set *set, int add_bos,
                      ae_zs_encoded **out, char *err);
 void ae_zs_encoded_free(ae_zs_encoded *e);
 
-/* ---- the language model as two callbacks (an ae_runner, or a fake in tests) -------------------- */
+/* ---- the language model: packed log-likelihoods (an ae_engine, or a fake in tests) --------------- */
 typedef struct {
     void *ctx;
     int   vocab;
     int   max_len;       /* longest input (positions) the model takes: lm-eval's max_length        */
-    /* as ae_forward: tokens [T] at positions pos.., logits [T - logits_from, vocab] */
-    int (*forward)(void *ctx, const int *tokens, int T, int pos, int logits_from, float *logits,
-                   char *err);
-    void (*truncate)(void *ctx, int pos);   /* forget positions >= pos                             */
+    int   batch_tokens;  /* most tokens packed into one call (>= 1; a longer sequence goes alone)   */
+    int   batch_seqs;    /* most sequences packed into one call (>= 1)                             */
+    /* as ae_engine_loglik_packed (engine.h): n_seqs independent sequences tokens[offsets[i] ..
+     * offsets[i+1]), each from position 0; logp[j] = log softmax(logits_j)[targets[j]] and greedy[j] =
+     * (argmax == targets[j]) where targets[j] >= 0 */
+    int (*loglik)(void *ctx, const int *tokens, const int *offsets, int n_seqs, const int *targets,
+                  double *logp, int *greedy, char *err);
 } ae_zs_lm;
 
-/* An ae_zs_lm over an ae_runner (max_len = the runner's max_seq). */
-ae_zs_lm ae_zs_lm_from_runner(ae_runner *r, int max_seq);
+/* Default packing budgets: on cuda the whole pack is one forward (AE_ZS_BATCH_TOKENS tokens); on cpu
+ * the engine runs the sequences one after another reusing the KV cache of a shared prefix, across
+ * calls too, so the budget only bounds the buffers. */
+enum { AE_ZS_BATCH_TOKENS = 16384, AE_ZS_BATCH_SEQS_CPU = 64, AE_ZS_BATCH_SEQS_CUDA = 4096 };
+
+/* An ae_zs_lm over an engine (max_len = the engine's max_seq or less; budgets <= 0 take the
+ * defaults above for the engine's device). */
+ae_zs_lm ae_zs_lm_from_engine(ae_engine *e, int max_len, int batch_tokens, int batch_seqs);
 
 /* Per-task results of one mode. NaN where a metric is not defined. */
 typedef struct {
@@ -99,13 +111,17 @@ typedef struct {
     int    scored;
 } ae_zs_req_score;
 
-/* Score every request of e with lm, reusing cached context (the KV cache keeps the longest common
- * token prefix with the previous request; a context equal to the previous one is not recomputed, its
- * last-position logits are kept), then compute the task's metrics. Inputs longer than lm->max_len
- * are left-truncated as lm-eval does. A document with a continuation longer than max_len cannot be
- * scored (lm-eval asserts there): it is left out and counted in res->skipped, the metrics are over
- * the others (res->n). per_req [e->set->n_requests] (or NULL) receives each request's score, in
- * the order of e->req. Errors: LM errors, every document skipped. */
+/* Score every request of e with lm and compute the task's metrics. The requests go in document order
+ * (the choices of a document, which share their context, are adjacent: the cpu engine reuses that
+ * prefix's KV cache), packed into calls of at most lm->batch_seqs sequences and lm->batch_tokens
+ * tokens; the packing does not change the scores on cpu. Request (ctx, cont) is the sequence
+ * (ctx + cont)[-(max_len+1):][:-1] with its last len(cont) positions scored against cont, as
+ * lm-eval's HFLM._loglikelihood_tokens does (inputs longer than lm->max_len are left-truncated);
+ * ll = Σ log p(cont_i) summed in order, greedy = every cont_i was the argmax. A document with a
+ * continuation longer than max_len cannot be scored (lm-eval asserts there): it is left out and
+ * counted in res->skipped, the metrics are over the others (res->n). per_req
+ * [e->set->n_requests] (or NULL) receives each request's score, in the order of e->req. Errors: LM
+ * errors (prefixed with the task and the documents of the call), every document skipped. */
 int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result *res,
                        ae_zs_req_score *per_req, ae_zs_progress_fn progress, void *progress_ctx,
                        long progress_base, char *err);
@@ -120,9 +136,15 @@ typedef struct {
     long         limit;          /* 0 = full sets                                                  */
     int          bos;            /* 1: prepend BOS (lm-eval add_bos_token=True / >= PR #3347)       */
     int          nthreads;       /* 0 = all cores                                                  */
+    ae_device    device;         /* engine backend (0 = cpu)                                       */
     ae_gemm_kind gemm;
     int          kv4;
-    const char  *calib_dir;      /* where the Atom calibration cache lives (NULL: ".")             */
+    int          batch_tokens;   /* packing budget per engine call, 0 = AE_ZS_BATCH_TOKENS          */
+    int          batch_seqs;     /* sequences per engine call, 0 = the device default              */
+    const char  *out;            /* results path (NULL: none): the calibration cache goes next to it
+                                    (eval/job.h); ae_zs_run does not write it                       */
+    const char  *calib_dir;      /* explicit calibration cache folder (NULL: the job policy's rule) */
+    int          calib_windows;  /* Atom calibration windows, 0 = 128 (eval/job.h)                 */
     FILE        *log;            /* notices (calibration, hellaswag variant); NULL = silent         */
     /* --log-samples (lm-eval --log_samples): JSON-lines file written atomically at the end, one line
      * per request of every applicable mode, in mode, task, document, choice order:
@@ -138,11 +160,13 @@ typedef struct {
     const char  *log_samples;
 } ae_zs_opts;
 
-/* Load the model, tokenizer and tasks, run every mode over every task, and build the results
- * document (ax_envelope_new("eval zeroshot") + model, data, protocol, per-mode per-task results and
- * the Atom/QuaRot average: acc_norm where defined, else acc). *doc is owned by the caller
- * (cJSON_Delete). The data files are loaded (and checked) before the model. Errors name the file,
- * task or mode. */
+/* Load the tasks, then the model and tokenizer through the job policy (eval/job.h: tokenizer check,
+ * Atom calibration, engines on o->device), run every mode over every task through
+ * ae_engine_loglik_packed, and build the results document (ae_job_envelope("eval zeroshot"): model,
+ * model_dir, model_dtype, tokenizer, device, backend, gpu, gemm, kv4, calibration; then
+ * max_position_embeddings, protocol, data_root, tasks, per-mode per-task results and the Atom/QuaRot
+ * average: acc_norm where defined, else acc). *doc is owned by the caller (cJSON_Delete). The data
+ * files are loaded (and checked) before the model. Errors name the file, task or mode. */
 int ae_zs_run(const ae_zs_opts *o, cJSON **doc, char *err);
 
 /* Print the results table (tasks × modes, value ± stderr, then the average row) of a document made

@@ -1,7 +1,8 @@
 /* test_zeroshot.c — zero-shot tasks: request building per task (expected strings written out by
  * hand from the lm-eval task files), --limit, data file errors (hostile input: NUL bytes, invalid
  * UTF-8, strict JSON, wrong key types, empty labels files), scoring and normalisation on hand-made
- * logits, the shared-context request loop against a naive reference on a fake LM, the _encode_pair
+ * logits, the request loop against a naive reference on a fake LM (packing budgets too), packing on
+ * the cpu engine (stories260K: one sequence per call = one big pack), the _encode_pair
  * split on the LLaMA-2 tokenizer (Unicode trailing whitespace too), an end-to-end run on
  * stories260K, --log-samples, and the CLI's option checks. */
 #include <criterion/criterion.h>
@@ -13,7 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ak.h"
 #include "ax_util.h"
+#include "engine.h"
 #include "model.h"
 #include "testutil.h"
 #include "zeroshot.h"
@@ -498,11 +501,15 @@ Test(zeroshot_scoring, mean_stderr_is_sample_std_over_sqrt_n) {
 }
 
 /* ---- the request loop against a naive reference on a fake LM ----------------------------------- */
-/* Fake LM: the logits at position t are a pseudo-random function of tokens[0..t] (a hash of the
- * whole visible prefix), so any mistake in which tokens sit at which positions changes them. It
- * checks the KV contract (pos == tokens held) like ae_forward does. */
+/* Fake LM behind the packed log-likelihood interface: the logits at position t of a sequence are a
+ * pseudo-random function of that sequence's tokens[0..t] (a hash of the whole visible prefix), so
+ * any mistake in which tokens sit at which positions, or in the packing offsets, changes them. It
+ * records how the requests were packed. */
 #define FV 7
-typedef struct { int tok[256]; int n; long forwarded; } fake_lm;
+typedef struct {
+    int  budget_seqs, budget_tokens;   /* what the loop was told                               */
+    long calls, seqs, over_budget;     /* calls made, sequences seen, calls exceeding the budget */
+} fake_lm;
 
 static void fake_row(const int *toks, int n, float *row) {
     uint64_t h = 1469598103934665603ULL;
@@ -511,20 +518,21 @@ static void fake_row(const int *toks, int n, float *row) {
     for (int v = 0; v < FV; v++) row[v] = (float)(4.0 * tu_rand_unit(&st) - 2.0);
 }
 
-static int fake_forward(void *ctx, const int *tokens, int T, int pos, int logits_from, float *logits,
-                        char *err) {
+static int fake_loglik(void *ctx, const int *tokens, const int *offsets, int n_seqs, const int *targets,
+                       double *logp, int *greedy, char *err) {
     fake_lm *f = ctx;
-    if (pos != f->n) { snprintf(err, AX_ERR_LEN, "fake: pos %d but %d cached", pos, f->n); return -1; }
-    for (int t = 0; t < T; t++) {
-        f->tok[f->n++] = tokens[t];
-        if (t >= logits_from) fake_row(f->tok, f->n, logits + (size_t)(t - logits_from) * FV);
-    }
-    f->forwarded += T;
+    f->calls++;
+    f->seqs += n_seqs;
+    /* the budget: at most budget_seqs sequences, at most budget_tokens tokens unless alone */
+    if (n_seqs > f->budget_seqs || (n_seqs > 1 && offsets[n_seqs] > f->budget_tokens)) f->over_budget++;
+    for (int i = 0; i < n_seqs; i++)
+        for (int j = offsets[i]; j < offsets[i + 1]; j++) {
+            if (targets[j] < 0) continue;
+            float row[FV];
+            fake_row(tokens + offsets[i], j - offsets[i] + 1, row);   /* the sequence's own prefix */
+            if (ae_zs_score_rows(row, 1, FV, &targets[j], &logp[j], &greedy[j], err)) return -1;
+        }
     return 0;
-}
-static void fake_truncate(void *ctx, int pos) {
-    fake_lm *f = ctx;
-    if (pos < f->n) f->n = pos;
 }
 
 /* naive lm-eval: inp = (ctx + cont)[-(max_len+1):][:-1]; rows of the last len(cont) positions */
@@ -544,7 +552,11 @@ static double naive_ll(const ae_zs_ids *q, int max_len, int *greedy) {
     return ll;
 }
 
-static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
+/* Random documents of `kind`; the loop's scores and metrics against the naive reference, under a
+ * packing budget of budget_seqs sequences / budget_tokens tokens per call. per_out (may be NULL)
+ * receives the per-request scores (caller frees). */
+static void run_loop_case_budget(ad_zs_kind kind, unsigned metrics, int max_len, int budget_seqs,
+                                 int budget_tokens, ae_zs_req_score **per_out, long *n_req_out) {
     ad_zs_task task = {"fake", kind, metrics, "x", NULL, NULL, NULL, "test", "test"};
     ad_zs_set set;
     memset(&set, 0, sizeof set);
@@ -584,12 +596,15 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
     e.first[ndoc] = (int)r;
     fake_lm f;
     memset(&f, 0, sizeof f);
-    ae_zs_lm lm = {&f, FV, max_len, fake_forward, fake_truncate};
+    f.budget_seqs = budget_seqs;
+    f.budget_tokens = budget_tokens;
+    ae_zs_lm lm = {&f, FV, max_len, budget_tokens, budget_seqs, fake_loglik};
     ae_zs_result res;
     ae_zs_req_score *per = calloc((size_t)set.n_requests, sizeof *per);
     cr_assert_eq(ae_zs_eval_encoded(&lm, &e, &res, per, NULL, NULL, 0, err), 0, "%s", err);
     /* naive reference: every request from scratch */
-    double acc = 0, accn = 0, llsum = 0, naive_tokens = 0;
+    double acc = 0, accn = 0, llsum = 0;
+    long scored_req = 0;
     int scored = 0, skipped = 0;
     for (int d = 0; d < ndoc; d++) {
         double lls[4];
@@ -604,7 +619,7 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
         for (int j = 0; j < set.docs[d].n_req; j++) {
             const ae_zs_ids *q = &e.req[e.first[d] + j];
             lls[j] = naive_ll(q, max_len, &g[j]);
-            naive_tokens += q->n_ctx + q->n_cont - 1;
+            scored_req++;
             /* the per-request scores (--log-samples) are the naive ones */
             const ae_zs_req_score *ps = &per[e.first[d] + j];
             cr_expect_eq(ps->scored, 1);
@@ -627,9 +642,15 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
     else cr_expect(isnan(res.acc_norm));
     cr_expect_float_eq(res.mean_ll, llsum / scored, 1e-9);
     if (metrics & AD_ZS_PPL) cr_expect_float_eq(res.ppl, exp(-llsum / scored), 1e-9 * res.ppl);
-    /* shared contexts are computed once: fewer tokens forwarded than the naive loop */
-    if (kind != AD_ZS_LOGLIKELIHOOD) cr_expect_lt((double)f.forwarded, naive_tokens);
-    free(per);
+    /* every scored request went through the LM exactly once, and no call exceeded the budget;
+     * a budget of one sequence makes one call per request */
+    cr_expect_eq(f.seqs, scored_req);
+    cr_expect_eq(f.over_budget, 0, "%ld calls over the budget %d seqs / %d tokens", f.over_budget,
+                 budget_seqs, budget_tokens);
+    if (budget_seqs == 1) cr_expect_eq(f.calls, scored_req);
+    else cr_expect_lt(f.calls, scored_req, "requests are packed: %ld calls for %ld requests", f.calls, scored_req);
+    if (per_out) { *per_out = per; *n_req_out = set.n_requests; }
+    else free(per);
     for (long i = 0; i < set.n_requests; i++) { free(e.req[i].ctx); free(e.req[i].cont); }
     free(e.req);
     free(e.first);
@@ -642,6 +663,10 @@ static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
         free(set.docs[d].choice_len);
     }
     free(set.docs);
+}
+
+static void run_loop_case(ad_zs_kind kind, unsigned metrics, int max_len) {
+    run_loop_case_budget(kind, metrics, max_len, 5, 48, NULL, NULL);
 }
 
 Test(zeroshot_loop, shared_context_matches_naive_multiple_choice) {
@@ -658,6 +683,26 @@ Test(zeroshot_loop, continuation_longer_than_window_is_left_out) {
 }
 Test(zeroshot_loop, left_truncation_to_max_length) {
     run_loop_case(AD_ZS_MULTIPLE_CHOICE, AD_ZS_ACC | AD_ZS_ACC_NORM, 8);   /* contexts up to 26 */
+}
+
+/* The packing budget changes how requests are grouped into calls, never a score: one sequence per
+ * call, small packs and one big pack give the same per-request ll and greedy flags, bit for bit
+ * (the fake LM is a pure function of each sequence), and each matches the naive reference. */
+Test(zeroshot_loop, packing_budget_does_not_change_scores) {
+    const int budgets[3][2] = {{1, 1}, {3, 30}, {100000, 1 << 20}};
+    ae_zs_req_score *per[3];
+    long n[3];
+    for (int b = 0; b < 3; b++)
+        run_loop_case_budget(AD_ZS_MULTIPLE_INPUT, AD_ZS_ACC, 200, budgets[b][0], budgets[b][1], &per[b], &n[b]);
+    for (int b = 1; b < 3; b++) {
+        cr_assert_eq(n[b], n[0]);
+        for (long r = 0; r < n[0]; r++) {
+            cr_expect_eq(per[b][r].scored, per[0][r].scored);
+            cr_expect(per[b][r].ll == per[0][r].ll, "request %ld: %.17g vs %.17g", r, per[b][r].ll, per[0][r].ll);
+            cr_expect_eq(per[b][r].greedy, per[0][r].greedy);
+        }
+    }
+    for (int b = 0; b < 3; b++) free(per[b]);
 }
 
 /* ---- _encode_pair on the LLaMA-2 tokenizer ------------------------------------------------------ */
@@ -814,6 +859,68 @@ Test(zeroshot_e2e, two_tasks_on_stories260k) {
     ae_runner_free(rn); ae_model_free(m); ae_tokenizer_free(tok); ad_zs_set_free(set);
     cJSON_Delete(doc1);
     cJSON_Delete(doc);
+}
+
+/* ---- packing on the cpu engine ------------------------------------------------------------------ */
+/* The same requests (piqa and arc_easy, a document's choices sharing their context; lambada) scored
+ * through ae_engine_loglik_packed with one sequence per call and with everything in one pack give
+ * the same ll (within 1e-6 nats: the cpu engine keeps the shared prefix's KV cache across calls, so
+ * the same rows are computed either way) and the same greedy flags, in fp16 and w4a4-g32. The
+ * values are also real log-likelihoods (finite, negative). */
+Test(zeroshot_engine, packing_does_not_change_scores_on_cpu, .timeout = 300) {
+    char root[AX_PATH_LEN], model[AX_PATH_LEN + 64], tokp[AX_PATH_LEN + 128], err[AX_ERR_LEN];
+    if (tu_data_root(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    snprintf(model, sizeof model, "%s/models/stories260K", root);
+    snprintf(tokp, sizeof tokp, "%s/tokenizer.json", model);
+    ae_tokenizer *tok;
+    ae_model *m;
+    cr_assert_eq(ae_tokenizer_load(tokp, &tok, err), 0, "%s", err);
+    cr_assert_eq(ae_model_load(model, &m, err), 0, "%s", err);
+    const char *tasks[3] = {"piqa", "arc_easy", "lambada_openai"};
+    const char *modes[2] = {"fp16", "w4a4-g32"};
+    for (int ti = 0; ti < 3; ti++) {
+        ad_zs_set *set = load_ok(tasks[ti], root, 8);
+        ae_zs_encoded *enc;
+        cr_assert_eq(ae_zs_encode_set(tok, set, 0, &enc, err), 0, "%s", err);
+        for (int mi = 0; mi < 2; mi++) {
+            ae_zs_req_score *per[2];
+            long budget_seqs[2];
+            for (int b = 0; b < 2; b++) {
+                ae_engine_opts eo;
+                memset(&eo, 0, sizeof eo);
+                eo.device = AE_DEV_CPU;
+                cr_assert_eq(aq_mode_parse(modes[mi], &eo.mode, err), 0, "%s", err);
+                eo.gemm = AE_GEMM_FAKE;
+                eo.nthreads = 2;
+                eo.max_seq = m->cfg.max_pos;
+                ae_engine *e;
+                cr_assert_eq(ae_engine_new(m, &eo, NULL, &e, err), 0, "%s", err);
+                /* b = 0: one sequence (and at most 1 token unless alone) per call; b = 1: one pack */
+                ae_zs_lm lm = b == 0 ? ae_zs_lm_from_engine(e, m->cfg.max_pos, 1, 1)
+                                     : ae_zs_lm_from_engine(e, m->cfg.max_pos, 1 << 24, 1 << 20);
+                budget_seqs[b] = lm.batch_seqs;
+                per[b] = calloc((size_t)set->n_requests, sizeof *per[b]);
+                ae_zs_result res;
+                cr_assert_eq(ae_zs_eval_encoded(&lm, enc, &res, per[b], NULL, NULL, 0, err), 0, "%s", err);
+                ae_engine_free(e);
+            }
+            cr_expect_eq(budget_seqs[0], 1);
+            cr_expect_gt(budget_seqs[1], set->n_requests);
+            for (long r = 0; r < set->n_requests; r++) {
+                cr_assert(per[0][r].scored && per[1][r].scored);
+                cr_expect(isfinite(per[0][r].ll) && per[0][r].ll < 0, "ll %g", per[0][r].ll);
+                cr_expect(fabs(per[0][r].ll - per[1][r].ll) <= 1e-6, "%s %s request %ld: %.12g vs %.12g",
+                          tasks[ti], modes[mi], r, per[0][r].ll, per[1][r].ll);
+                cr_expect_eq(per[0][r].greedy, per[1][r].greedy);
+            }
+            free(per[0]);
+            free(per[1]);
+        }
+        ae_zs_encoded_free(enc);
+        ad_zs_set_free(set);
+    }
+    ae_model_free(m);
+    ae_tokenizer_free(tok);
 }
 
 /* ---- --log-samples ---------------------------------------------------------------------------- */
@@ -1036,6 +1143,16 @@ Test(zeroshot_cli, usage_errors_exit_2) {
     cr_expect(strstr(out, "/nonexistent-dir") != NULL, "%s", out);
     cr_expect_eq(run_cli("--model /nonexistent --modes w4a4-q7", out, sizeof out), 2);
     cr_expect(strstr(out, "--modes") != NULL, "%s", out);
+    /* --device / --gemm: checked before anything is read */
+    cr_expect_eq(run_cli("--model /nonexistent --device tpu", out, sizeof out), 2);
+    cr_expect(strstr(out, "--device") && strstr(out, "cpu, cuda or auto"), "%s", out);
+    cr_expect_eq(run_cli("--model /nonexistent --gemm int4", out, sizeof out), 2);
+    cr_expect(strstr(out, "--gemm") && strstr(out, "exact or fake"), "%s", out);
+    if (ak_device_count() == 0) {   /* no GPU here: --device cuda is refused, naming the option */
+        cr_expect_eq(run_cli("--model /nonexistent --device cuda", out, sizeof out), 2);
+        cr_expect(strstr(out, "--device cuda") && strstr(out, "no usable CUDA device"), "%s", out);
+        cr_expect(strstr(out, "/nonexistent") == NULL, "nothing was loaded: %s", out);
+    }
 }
 
 Test(zeroshot_cli, end_to_end_json_and_table) {
@@ -1057,6 +1174,14 @@ Test(zeroshot_cli, end_to_end_json_and_table) {
     cr_assert(d, "results JSON parses");
     cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(d, "command")->valuestring, "eval zeroshot");
     cr_expect(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(d, "git_revision")));
+    /* the job envelope (eval/job.h): default device auto = cpu without a GPU, gemm fake on cpu */
+    if (ak_device_count() == 0) {
+        cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(d, "device")->valuestring, "cpu");
+        cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(d, "backend")->valuestring, "cpu (2 threads)");
+        cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(d, "gemm")->valuestring, "fake");
+        cr_expect_null(cJSON_GetObjectItemCaseSensitive(d, "gpu"));
+    }
+    cr_expect(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(d, "kv4")));
     cr_expect_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(d, "protocol"), "limit")->valuedouble, 3.0);
     const cJSON *r0 = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(d, "modes"), 0);
     const cJSON *lam = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r0, "tasks"), "lambada_openai");
