@@ -209,6 +209,7 @@ int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *
                    e->m->cfg.vocab_size);
             return -1;
         }
+    e->last_len = 0;
     int rc = e->be->score(e, tokens, T, rs, window, store, nll, kld, same, err);
     e->pos = rc ? 0 : T;
     return rc;
@@ -286,11 +287,6 @@ int ae_engine_loglik_packed(ae_engine *e, const int *tokens, const int *offsets,
         if (tokens[j] < 0 || tokens[j] >= V) { SETERR("packed batch: token %d at index %d outside [0, %d)", tokens[j], j, V); return -1; }
         if (targets[j] >= V) { SETERR("packed batch: target %d at index %d outside [0, %d)", targets[j], j, V); return -1; }
     }
-    if (e->be->loglik_packed) {
-        e->last_len = 0;
-        int rc = e->be->loglik_packed(e, tokens, offsets, n_seqs, targets, logp, greedy, err);
-        e->pos = 0;
-        return rc;
-    }
+    if (e->be->loglik_packed) return e->be->loglik_packed(e, tokens, offsets, n_seqs, targets, logp, greedy, err);
     return loglik_sequential(e, tokens, offsets, n_seqs, targets, logp, greedy, err);
 }
