@@ -3,6 +3,9 @@
  *
  * The kernels implement NUMERICS.md bit-exactly; they never re-implement the contract on the host:
  * results come back in the CPU reference's layout (quant/aq.h) so they can be compared byte for byte.
+ * Two levels: host-to-host calls (ak_quantize_x, ak_gemm*: upload, run, download per call, for apex4
+ * check and tests) built on the device-resident API (ak_ctx, ak_dqt, ak_*_dev: a context, its stream
+ * and device tensors, for an engine). kernels/NOTES.md "Device-resident API" describes the design.
  * Errors: 0 on success, non-zero with a message in err (AX_ERR_LEN bytes) otherwise.
  */
 #ifndef APEX4_AK_H
@@ -21,7 +24,8 @@ typedef enum {
     AK_PATH_INT4 = 1    /* native mma.sync.m16n8k64.s4 (sm_80/86/89; emulated on sm_90)          */
 } ak_path;
 
-/* Activation quantization on the GPU: x [M,K] fp16 bits (host) -> out in aq_quantize_x's layout
+/* Activation quantization on the GPU (host wrapper over ak_quantize_x_dev on device 0):
+ * x [M,K] fp16 bits (host) -> out in aq_quantize_x's layout
  * (host memory; caller frees with aq_qtensor_free), byte-identical to aq_quantize_x (NUMERICS.md
  * "Symmetric quantizer": per token and group, clip alpha_x, fp16 scales; ATOM: permuted channels,
  * 4-bit main groups + INT8 per-token outliers; MIXED: per token). perm [K] int32 as in aq_quantize_x
@@ -31,6 +35,8 @@ int ak_quantize_x(const aq_mode *m, const uint16_t *x, int M, int K, const int32
                   aq_qtensor *out, char *err);
 
 /* GEMM on the GPU from host-side quantized operands (aq_quantize_* layout): y [M,N] fp16 (host).
+ * Host wrapper over ak_dqt_upload + ak_gemm_dev_ex (a context on device 0 per call; tile
+ * configuration from ak_gemm_plan).
  * Bit-exact with aq_gemm(qx, qw, k_splits = 1, ...) on both paths. Any M, N >= 1; K and groups as in
  * ak_supports. Errors: layouts of qx/qw differ (mode, K, groups, outliers), unsupported shape, CUDA
  * failure (message names the step). */
@@ -42,7 +48,9 @@ int ak_gemm(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, uint16_t *
 int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, int k_splits, uint16_t *y,
                char *err);
 /* The split count the kernels pick for (mode, M, N, K): > 1 only when the tile grid alone would
- * leave most of the GPU's SMs idle (small M); the benchmark uses it, apex4 check verifies it. */
+ * leave most of the GPU's SMs idle (small M); the benchmark uses it, apex4 check verifies it.
+ * ak_gemm_plan (below) for the SM count of the calling thread's current CUDA device (0 unless a context
+ * on another device made it current); 1 without a device or for a non-integer mode. */
 int ak_gemm_splits(const aq_mode *m, int M, int N, int K);
 
 /* Exhaustive device self-test of the activation quantizer's division-free rounding (ak_quant.cu
@@ -50,6 +58,169 @@ int ak_gemm_splits(const aq_mode *m, int M, int N, int K);
  * positive finite fp16 s and every finite fp16 v, 4-bit and 8-bit ranges. pairs = pairs checked,
  * mismatches = how many differ (err names one). -1 on a CUDA failure. */
 int ak_selftest_rounding(long long *pairs, long long *mismatches, char *err);
+
+/* ---- device-resident API (kernels/ak_cuda.cu, ak_wquant.cu, ak_plan.cu) --------------------------
+ * An engine keeps weights, activations and outputs on the GPU and chains these calls on one stream;
+ * nothing below copies to the host except ak_download / ak_dqt_download and the error checks.
+ * Pointers named "device" are device memory of the context's GPU (from ak_dmalloc or ak_dqt_alloc);
+ * fp16 travels as uint16_t bit patterns, as in quant/aq.h.
+ *
+ * Error checks that need the device's answer (a non-finite input, a perm that is not a permutation,
+ * a dequantized value that overflows fp16) are reported by the call itself while the context is in
+ * synchronous-check mode (the default: the call waits for its kernels). With
+ * ak_ctx_set_sync_checks(ctx, 0) the activation calls (ak_quantize_x_dev, ak_fakequant_x_dev) do not
+ * wait: their findings are kept on the device and the FIRST failing call (in call order) is reported
+ * by the next ak_ctx_check / ak_ctx_sync (error naming that call's operation and tensor). Weight
+ * calls (ak_quantize_w_dev, ak_dequantize_w_dev, ak_fakequant_w_dev) always check synchronously.
+ * Kernel failures surface at the next synchronizing call (message names the step). */
+
+/* Opaque per-GPU context: device index, one CUDA stream (all calls below are ordered on it), the
+ * device facts queried once, the split-K workspace (grown on demand) and the error-check slots.
+ * Owners in pairs: ak_ctx_new / ak_ctx_free. One thread at a time per context. */
+typedef struct ak_ctx ak_ctx;
+
+/* Device facts queried once by ak_ctx_new. */
+typedef struct {
+    int    device;              /* CUDA device index                                            */
+    int    sms;                 /* streaming multiprocessors (the GEMM planner's unit)          */
+    int    cc_major, cc_minor;  /* compute capability                                           */
+    size_t total_mem;           /* bytes of device memory                                       */
+    int    smem_optin;          /* max dynamic shared memory per block (bytes, opt-in)          */
+} ak_ctx_facts;
+
+/* Create a context on CUDA device `device` (0-based). Errors: no CUDA device, device out of range,
+ * CUDA failure (stream creation). *out is NULL on error. */
+int  ak_ctx_new(int device, ak_ctx **out, char *err);
+/* Free the context (waits for its stream, frees its workspace). NULL is a no-op. Device buffers and
+ * ak_dqt tensors are freed by their own calls before this. */
+void ak_ctx_free(ak_ctx *c);
+/* Wait for every call queued on the context, then ak_ctx_check. Errors: a kernel failed (CUDA
+ * message), or a deferred check found a bad input (message names the call and tensor). */
+int  ak_ctx_sync(ak_ctx *c, char *err);
+/* Report (and clear) the first deferred check failure since the last check; waits for the stream.
+ * 0 when every call so far was clean. */
+int  ak_ctx_check(ak_ctx *c, char *err);
+/* on = 1 (default): activation calls wait and report their own check failures; on = 0: deferred. */
+void ak_ctx_set_sync_checks(ak_ctx *c, int on);
+/* The facts queried at creation. */
+const ak_ctx_facts *ak_ctx_info(const ak_ctx *c);
+/* The context's CUDA stream as a cudaStream_t cast to void * (other modules, e.g. cuBLAS calls, order
+ * their work on it); NULL for a NULL context or a build without CUDA. */
+void *ak_ctx_stream(const ak_ctx *c);
+/* Order the context's work on `stream` (a cudaStream_t of the context's device, cast to void *, not
+ * owned: the caller keeps it alive until ak_ctx_free or another ak_ctx_set_stream) instead of its own
+ * stream; NULL returns to its own. Waits for the work queued on the previous stream first. Returns 0,
+ * or -1 for a NULL context / a build without CUDA / a failed wait. */
+int   ak_ctx_set_stream(ak_ctx *c, void *stream);
+
+/* Device buffers on the context's GPU. ak_dmalloc: `bytes` (0 allocates a 16-byte placeholder) into
+ * *out; errors name `what` and the size. ak_dfree(NULL) is a no-op. ak_upload / ak_download copy
+ * `bytes` host <-> device in stream order and return when the copy is complete (they synchronize
+ * the stream); errors name `what`. ak_dmemset sets `bytes` bytes to `value` in stream order. */
+int  ak_dmalloc(ak_ctx *c, size_t bytes, void **out, const char *what, char *err);
+void ak_dfree(ak_ctx *c, void *p);
+int  ak_upload(ak_ctx *c, void *dst_dev, const void *src_host, size_t bytes, const char *what, char *err);
+int  ak_download(ak_ctx *c, void *dst_host, const void *src_dev, size_t bytes, const char *what, char *err);
+int  ak_dmemset(ak_ctx *c, void *dst_dev, int value, size_t bytes, const char *what, char *err);
+
+/* One quantized part on the device, aq_qmat's layout exactly (quant/aq.h "quantized matrices"):
+ * codes [rows, (cols+1)/2] packed int4 or [rows, cols] int8; scales fp16 [rows, ngroups] (MIXED
+ * weights: [rows] S, and sub u8 [rows, ngroups]); `rows` here is the allocated row count. */
+typedef struct {
+    int       rows, cols, bits, group, ngroups;   /* as aq_qmat (group may exceed cols)          */
+    uint8_t  *codes;                              /* device                                      */
+    uint16_t *scales;                             /* device fp16                                 */
+    uint8_t  *sub;                                /* device, MIXED weights only, else NULL       */
+} ak_dqmat;
+
+/* A device-resident quantized X or W (aq_qtensor's layout, NUMERICS.md "Atom-style": main part of the
+ * K - o permuted channels, 8-bit outlier part of o channels, perm [K] original index of permuted
+ * channel i). rows = rows currently holding data (<= cap, set by the quantize call); cap = rows
+ * allocated. The tensor is bound to the mode and to X/W (MIXED weights have sub != NULL). */
+typedef struct {
+    aq_mode  mode;
+    int      rows, cap, K;
+    ak_dqmat main, outl;     /* outl.rows == 0 and NULL pointers when there is no outlier part   */
+    int32_t *perm;           /* ATOM: device [K] int32 (owned copy); NULL otherwise              */
+} ak_dqt;
+
+/* Allocate a quantized tensor for `cap` rows of K channels in mode m (integer modes only), as X
+ * (is_weight = 0) or W (is_weight = 1; only MIXED differs: per-row S + sub-scales), in the layout
+ * aq_quantize_x / aq_quantize_w produce. rows starts at 0. Errors (naming `what`): non-integer mode,
+ * cap < 1 or K < 1, ATOM with K - o < 1, out of device memory. */
+int  ak_dqt_alloc(ak_ctx *c, const aq_mode *m, int is_weight, int cap, int K, ak_dqt *out,
+                  const char *what, char *err);
+/* Free every device array of t and zero it. NULL or a zeroed tensor is a no-op. */
+void ak_dqt_free(ak_ctx *c, ak_dqt *t);
+/* Allocate *out like src (X or W, told by src->main.sub: MIXED weights) and upload src's bytes.
+ * Errors: src empty or inconsistent (layout differs from its mode's, ATOM without perm), device. */
+int  ak_dqt_upload(ak_ctx *c, const aq_qtensor *src, ak_dqt *out, const char *what, char *err);
+/* Download the src->rows rows of src into a new host aq_qtensor (caller: aq_qtensor_free), byte for
+ * byte comparable with the CPU reference. Errors: src->rows == 0 (nothing quantized yet), host OOM,
+ * CUDA failure. */
+int  ak_dqt_download(ak_ctx *c, const ak_dqt *src, aq_qtensor *out, char *err);
+
+/* Weight quantization on the GPU, byte-identical to aq_quantize_w (NUMERICS.md "Symmetric quantizer",
+ * "Mixed granularity", "Atom-style"; quant/NUMERICS.md clarifications 1, 5, 6): every integer mode,
+ * any N >= 1, K >= 1 and even group size (no multiple-of-32 requirement here). w: device fp16 [N, K];
+ * perm: device int32 [K] (ATOM only, required there; NULL otherwise); out: from ak_dqt_alloc(m,
+ * is_weight = 1, cap == N, K); out->rows = N on success. Synchronizes (one-time work). Errors
+ * (naming `what`, NULL -> "W"): mode/shape/out mismatch, perm missing or not a permutation (index
+ * named), non-finite w (first [row, col] in row-major order, as the reference), CUDA failure. */
+int  ak_quantize_w_dev(ak_ctx *c, const aq_mode *m, const uint16_t *w, int N, int K, const int32_t *perm,
+                       ak_dqt *out, const char *what, char *err);
+
+/* Activation quantization on the device (the ak_quantize_x kernel, byte-identical to aq_quantize_x):
+ * x device fp16 [M, K]; perm device int32 [K] (ATOM only, validated on the device each call, copied
+ * into out->perm); out from ak_dqt_alloc(m, is_weight = 0, cap >= M, K); out->rows = M. Shapes as
+ * ak_supports (K % 32 == 0, groups % 32 == 0). Errors (naming `what`, NULL -> "X"): unsupported
+ * mode/shape, out mismatch, perm missing/not a permutation, non-finite x at [row, col] (synchronous
+ * checks: reported here; deferred: by ak_ctx_check), CUDA failure. */
+int  ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
+                       ak_dqt *out, const char *what, char *err);
+
+/* GEMM on device operands: y device fp16 [qx->rows, qw->rows] = X·Wᵀ, bit-exact with
+ * aq_gemm(qx, qw, k_splits, ...) (NUMERICS.md "Integer GEMM with group scales", "Mixed granularity",
+ * "Atom-style", clarification 3). ak_gemm_dev: tile configuration, split count and path from the
+ * launch planner (ak_gemm_plan) for the context's SM count; ak_gemm_dev_ex: k_splits 1..65535 forced
+ * (0 = the planner's), path given. The split-K workspace is the context's. Does not wait. Errors:
+ * operands' layouts differ (mode, K, groups, outliers), qx not quantized yet, unsupported shape
+ * (ak_supports), bad path/k_splits, launch failure. */
+int  ak_gemm_dev(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, uint16_t *y, char *err);
+int  ak_gemm_dev_ex(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, ak_path path, int k_splits, uint16_t *y,
+                    char *err);
+
+/* The launch plan for (mode, M, N, K) on a GPU with `sms` SMs: kernel configuration, split count
+ * (k_splits = 0: chosen; else forced) and split kind, path. The only place shapes map to launches
+ * (ak_gemm_dev, ak_gemm_ex, ak_gemm_splits and the benchmark use it). cfg: 1 = GEMV (M <= 16),
+ * 2 = 16 x 256 tiles (M <= 16, AK_GEMV = 0), 3 = 64 x 128 tiles, 4 = 128 x 128 tiles. split_kind:
+ * 0 none, 1 exact int32 split, 2 the contract's group split. Returns 0, or -1 for a non-integer mode,
+ * M, N < 1, K < 32, sms < 1 or k_splits outside 0..65535. */
+typedef struct { int cfg, splits, split_kind; ak_path path; } ak_plan;
+int  ak_gemm_plan(const aq_mode *m, int M, int N, int K, int sms, int k_splits, ak_plan *out);
+
+/* Dequantize a device quantized tensor to fp16 in the ORIGINAL channel order: out device fp16
+ * [t->rows, t->K] = fp16_rne(float(q)·float(s)) (MIXED weights: fp16_rne(float(q)·(float(S)·u)), the
+ * fp32 values aq_dequantize computes, then one RNE rounding to fp16: exact except for subnormal
+ * products and |q·s| >= 65520). Works for X and W tensors. Synchronizes. Errors (naming `what`):
+ * t empty, a value that overflows fp16 (first [row, col]), CUDA failure. */
+int  ak_dequantize_w_dev(ak_ctx *c, const ak_dqt *t, uint16_t *out, const char *what, char *err);
+
+/* Fake-quant of activations on the device: out device fp16 [M, K] = fp16_rne(aq_fakequant(m, is_weight
+ * = 0, x)) for the fp16 input x device [M, K] (quant/NUMERICS.md clarification 2 on an fp16-exact
+ * input; the final fp16 rounding is this call's addition: exact except subnormal products and
+ * |q·s| >= 65520, which is an error). FP16 and weight-only modes: out = x (copy; non-finite x is
+ * still an error). Integer modes: any K >= 1 and even group (no multiple-of-32 requirement); ATOM:
+ * perm device [K] required, validated on the device. out may equal x. Errors (naming `what`, NULL ->
+ * "X"; synchronous or deferred as ak_quantize_x_dev): non-finite x [row, col], perm, overflow, CUDA. */
+int  ak_fakequant_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
+                        uint16_t *out, const char *what, char *err);
+/* Fake-quant of weights on the device: out device fp16 [N, K] = fp16_rne(aq_fakequant(m, is_weight = 1,
+ * w)): WONLY (w4a16-gN) quantizes W with wbits, group, alpha_w; GROUP/ATOM/MIXED as aq_quantize_w
+ * (MIXED through its sub-scales); FP16: copy. The engine's fake-quant / w4a16 GPU route. Always
+ * synchronous. Errors as ak_fakequant_x_dev (what NULL -> "W"). */
+int  ak_fakequant_w_dev(ak_ctx *c, const aq_mode *m, const uint16_t *w, int N, int K, const int32_t *perm,
+                        uint16_t *out, const char *what, char *err);
 
 /* ---- limits of the kernels -------------------------------------------------------------------- */
 /* Largest K the kernels take (int32 accumulators hold 256·p exactly on the widened INT8 path, and
@@ -120,7 +291,8 @@ void ak_fill_input(ak_input k, unsigned seed, int rows, int K, uint16_t *x);
 
 /* One check case: X [M,K], W [N,K] from (input, seed) (W with seed + 1), ATOM: a random permutation
  * of the K channels from seed + 2. Runs aq_quantize_x/aq_quantize_w/aq_gemm(k_splits, ref_threads)
- * on the CPU, ak_quantize_x on the GPU (compares codes and scales byte for byte) and ak_gemm_ex on
+ * on the CPU, ak_quantize_x and ak_quantize_w_dev on the GPU (compares codes, scales and sub-scales
+ * byte for byte) and ak_gemm_ex on
  * the reference's quantized operands for each path in paths_mask (bit 0: AK_PATH_INT8, bit 1:
  * AK_PATH_INT4) with k_splits = 1 and k_splits = max(3, ak_gemm_splits(...)), comparing Y byte for
  * byte with aq_gemm at the same k_splits. Returns 0 when the case ran (r->ok says whether

@@ -18,6 +18,7 @@ struct ak_bench {
     cudaStream_t st;
     long l2;
     size_t free_mem;
+    int sms;          // SM count of device 0 (the launch planner's input)
 };
 
 #ifndef AK_BENCH_WPAD
@@ -150,6 +151,7 @@ extern "C" int ak_bench_new(ak_bench **out, char *err) {
         return -1;
     }
     b->l2 = p.l2CacheSize;
+    b->sms = p.multiProcessorCount;
     if (cublasCreate(&b->h) != CUBLAS_STATUS_SUCCESS) {
         if (err) snprintf(err, AX_ERR_LEN, "bench: cublasCreate failed");
         cudaStreamDestroy(b->st);
@@ -276,7 +278,12 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
         }
     __half *Y = P.get<__half>(MN * 2, err, "Y");
     if (!Y) return -1;
-    const int S = ak_gemm_splits(mode, M, N, K);
+    ak_plan pl;   // the launch planner's choice (as ak_gemm_dev), for device 0's SM count
+    if (ak_gemm_plan(mode, M, N, K, b->sms, 0, &pl)) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_bench_gemm: no launch plan for mode '%s', M=%d N=%d K=%d", mode->name, M, N, K);
+        return -1;
+    }
+    const int S = pl.splits;
     void *ws = nullptr;
     if (S > 1) {
         if (!(ws = P.get<uint8_t>(ak_ws_bytes(S, M, N), err, "split-K workspace"))) return -1;
@@ -285,10 +292,10 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
             return -1;
         }
     }
-    const int smode = S == 1 ? AK_SPLIT_NONE
-                             : (base.p[0].G == 1 && base.nparts == 1 ? AK_SPLIT_INT
-                                : (ak_split_mode(mode) == AK_SPLIT_INT && base.nparts == 1 ? AK_SPLIT_INT : AK_SPLIT_GROUP));
-    for (auto &s : sets) { s.Y = Y; s.splits = S; s.split_mode = smode; s.ws = ws; }
+    for (auto &s : sets) {
+        s.Y = Y; s.splits = S; s.split_mode = pl.split_kind; s.ws = ws; s.cfg = pl.cfg;
+        s.cnt = ws ? reinterpret_cast<unsigned *>(static_cast<uint8_t *>(ws) + ak_ws_part_bytes(S, M, N)) : nullptr;
+    }
     auto fn = [&](int i) { return ak_launch_gemm(sets[i % R], path, b->st, err); };
     return time_runs(b, warmup, runs, fn, ms_median, ms_min, ms_max, err);
 }

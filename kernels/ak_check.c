@@ -43,7 +43,13 @@ static int cmp_qmat(const char *what, const aq_qmat *g, const aq_qmat *r, long *
                  g->bits, g->ngroups, r->rows, r->cols, r->bits, r->ngroups);
         return 1;
     }
-    size_t rb = qrow_bytes(r), nc = (size_t)r->rows * rb, ns = (size_t)r->rows * (size_t)r->ngroups;
+    if ((g->sub != NULL) != (r->sub != NULL)) {
+        snprintf(msg, 256, "%s: only one side has sub-scales", what);
+        return 1;
+    }
+    /* scale columns: 1 for MIXED weights (per-row S; sub holds the groups), else ngroups */
+    const size_t scols = r->sub ? 1 : (size_t)r->ngroups;
+    size_t rb = qrow_bytes(r), nc = (size_t)r->rows * rb, ns = (size_t)r->rows * scols;
     long d = first_diff(g->codes, r->codes, nc);
     if (d >= 0) {
         snprintf(msg, 256, "%s codes differ at row %ld byte %ld: gpu 0x%02x ref 0x%02x", what, d / (long)rb,
@@ -53,12 +59,55 @@ static int cmp_qmat(const char *what, const aq_qmat *g, const aq_qmat *r, long *
     d = first_diff(g->scales, r->scales, ns * 2);
     if (d >= 0) {
         long e = d / 2;
-        snprintf(msg, 256, "%s scales differ at [%ld, %ld]: gpu 0x%04x ref 0x%04x", what, e / r->ngroups,
-                 e % r->ngroups, g->scales[e], r->scales[e]);
+        snprintf(msg, 256, "%s scales differ at [%ld, %ld]: gpu 0x%04x ref 0x%04x", what, e / (long)scols,
+                 e % (long)scols, g->scales[e], r->scales[e]);
         return 1;
     }
     *bytes += (long)(nc + ns * 2);
     return 0;
+}
+
+/* Weight quantizer on the device (ak_quantize_w_dev) against the reference's qw: 0 when it ran (match
+ * or not: *ok), -1 on a CUDA error (err). */
+static int check_wquant(const aq_mode *m, const uint16_t *w, int N, int K, const int32_t *perm, const aq_qtensor *qwr,
+                        ak_check_result *r, int *ok, char *err) {
+    ak_ctx *c = NULL;
+    void *dw = NULL, *dp = NULL;
+    ak_dqt q;
+    aq_qtensor g;
+    memset(&q, 0, sizeof q);
+    memset(&g, 0, sizeof g);
+    int rc = -1;
+    const size_t wb = (size_t)N * (size_t)K * 2;
+    if (ak_ctx_new(0, &c, err) || ak_dmalloc(c, wb, &dw, "W", err) || ak_upload(c, dw, w, wb, "W", err)) goto done;
+    if (perm && (ak_dmalloc(c, (size_t)K * 4, &dp, "perm", err) || ak_upload(c, dp, perm, (size_t)K * 4, "perm", err)))
+        goto done;
+    if (ak_dqt_alloc(c, m, 1, N, K, &q, "W", err) || ak_quantize_w_dev(c, m, dw, N, K, dp, &q, "W", err) ||
+        ak_dqt_download(c, &q, &g, err))
+        goto done;
+    *ok = !cmp_qmat("W main (device quantizer)", &g.main, &qwr->main, &r->quant_bytes, r->msg) &&
+          (qwr->outl.rows == 0 || !cmp_qmat("W outliers (device quantizer)", &g.outl, &qwr->outl, &r->quant_bytes, r->msg));
+    if (*ok && qwr->main.sub) {
+        size_t nu = (size_t)N * (size_t)qwr->main.ngroups;
+        long d = first_diff(g.main.sub, qwr->main.sub, nu);
+        if (d >= 0) {
+            snprintf(r->msg, sizeof r->msg, "W sub-scales (device quantizer) differ at [%ld, %ld]: gpu %u ref %u",
+                     d / qwr->main.ngroups, d % qwr->main.ngroups, g.main.sub[d], qwr->main.sub[d]);
+            *ok = 0;
+        } else {
+            r->quant_bytes += (long)nu;
+        }
+    }
+    rc = 0;
+done:
+    aq_qtensor_free(&g);
+    if (c) {
+        ak_dqt_free(c, &q);
+        ak_dfree(c, dw);
+        ak_dfree(c, dp);
+        ak_ctx_free(c);
+    }
+    return rc;
 }
 
 int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigned seed, int paths_mask,
@@ -100,6 +149,11 @@ int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigne
         (qxr.outl.rows > 0 && cmp_qmat("X outliers", &qxg.outl, &qxr.outl, &r->quant_bytes, r->msg)) ||
         (qxr.outl.rows == 0 && qxg.outl.rows != 0 && (snprintf(r->msg, sizeof r->msg, "X outliers: unexpected part"), 1)))
         r->ok = 0;
+    if (r->ok) {   /* the device weight quantizer against aq_quantize_w */
+        int ok = 1;
+        if (check_wquant(m, w, N, K, perm, &qwr, r, &ok, err)) goto done;
+        if (!ok) r->ok = 0;
+    }
     /* k_splits = 1, then the split count the kernels pick for this shape (at least 3, so the
      * split-K code runs in every case); the reference is recomputed with the same k_splits. */
     int splits[2] = {1, ak_gemm_splits(m, M, N, K)};

@@ -1,6 +1,9 @@
-// ak_cuda.cu — host side of the CUDA kernels (kernels/ak.h): device discovery, shape/mode checks,
-// ak_quantize_x and ak_gemm (upload the CPU reference's layout, launch, download). No contract math
-// happens here: it is all in ak_quant.cu / ak_gemm.cu, checked against quant/ by apex4 check.
+// ak_cuda.cu — host side of the CUDA kernels (kernels/ak.h): device discovery, shape/mode checks, the
+// device context (stream, device facts, split-K workspace, error-check slots), device buffers and
+// device-resident quantized tensors (ak_dqt), ak_quantize_x_dev / ak_gemm_dev, and the host-to-host
+// wrappers ak_quantize_x / ak_gemm / ak_gemm_ex built on them. No contract math happens here: it is all
+// in ak_quant.cu / ak_wquant.cu / ak_gemm.cu (+ ak_epilogue.cuh), checked against quant/ by apex4 check
+// and tests/test_gpu.c.
 #include "ak_internal.cuh"
 
 #include <cstdio>
@@ -58,30 +61,28 @@ extern "C" int ak_supports(const aq_mode *m, int K, char *err) {
 
 namespace {
 
-struct devbufs {   // every device allocation of one call, freed together
-    void *p[16];
-    int n = 0;
-    ~devbufs() { for (int i = 0; i < n; i++) cudaFree(p[i]); }
-    template <class T> cudaError_t alloc(T **out, size_t bytes) {
-        void *q = nullptr;
-        cudaError_t e = cudaMalloc(&q, bytes ? bytes : 16);
-        if (e == cudaSuccess) p[n++] = q;
-        *out = static_cast<T *>(q);
-        return e;
-    }
-};
+// 0, or -1 with "op: step: CUDA message" (clears the non-sticky error state).
+int cu(cudaError_t e, const char *op, const char *step, char *err) {
+    if (e == cudaSuccess) return 0;
+    cudaGetLastError();
+    if (err) snprintf(err, AX_ERR_LEN, "%s: %s: %s", op, step, cudaGetErrorString(e));
+    return -1;
+}
 
-int perm_ok(const int32_t *perm, int K, char *err) {
+const char *nz(const char *what, const char *dflt) { return what && *what ? what : dflt; }
+
+// Host check that perm [K] (host memory) is a permutation of 0..K-1; -1 with "op: what: ..." otherwise.
+int perm_ok(const int32_t *perm, int K, const char *op, const char *what, char *err) {
     if (!perm) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: X: atom mode needs a channel permutation perm [%d]", K);
+        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: atom mode needs a channel permutation perm [%d]", op, what, K);
         return -1;
     }
     unsigned char *seen = (unsigned char *)calloc((size_t)K, 1);
-    if (!seen) { if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: out of memory"); return -1; }
+    if (!seen) { if (err) snprintf(err, AX_ERR_LEN, "%s: out of memory", op); return -1; }
     for (int i = 0; i < K; i++) {
         int32_t v = perm[i];
         if (v < 0 || v >= K || seen[v]) {
-            if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: X: perm is not a permutation of 0..%d: perm[%d] = %d",
+            if (err) snprintf(err, AX_ERR_LEN, "%s: %s: perm is not a permutation of 0..%d: perm[%d] = %d", op, what,
                               K - 1, i, (int)v);
             free(seen);
             return -1;
@@ -92,17 +93,557 @@ int perm_ok(const int32_t *perm, int K, char *err) {
     return 0;
 }
 
-int qmat_host_alloc(aq_qmat *q, int rows, int cols, int bits, int group) {
+}  // namespace
+
+// ---- context --------------------------------------------------------------------------------------
+
+int ak_ctx_use(ak_ctx *c, const char *op, char *err) {
+    if (!c) { if (err) snprintf(err, AX_ERR_LEN, "%s: NULL context", op); return -1; }
+    return cu(cudaSetDevice(c->f.device), op, "cudaSetDevice", err);
+}
+
+extern "C" int ak_ctx_new(int device, ak_ctx **out, char *err) {
+    if (!out) { if (err) snprintf(err, AX_ERR_LEN, "ak_ctx_new: NULL output"); return -1; }
+    *out = nullptr;
+    const int n = ak_device_count();
+    if (n < 1) { if (err) snprintf(err, AX_ERR_LEN, "ak_ctx_new: no CUDA device"); return -1; }
+    if (device < 0 || device >= n) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_ctx_new: device %d out of range (%d CUDA device%s)", device, n, n == 1 ? "" : "s");
+        return -1;
+    }
+    ak_ctx *c = (ak_ctx *)calloc(1, sizeof *c);
+    if (!c) { if (err) snprintf(err, AX_ERR_LEN, "ak_ctx_new: out of memory"); return -1; }
+    c->f.device = device;
+    c->sync_checks = 1;
+    const size_t fb = (size_t)AK_NSLOT * AK_SLOT_WORDS * sizeof(unsigned long long);
+    int rc = cu(cudaSetDevice(device), "ak_ctx_new", "cudaSetDevice", err);
+    if (!rc) rc = cu(cudaDeviceGetAttribute(&c->f.sms, cudaDevAttrMultiProcessorCount, device), "ak_ctx_new", "SM count", err);
+    if (!rc) rc = cu(cudaDeviceGetAttribute(&c->f.cc_major, cudaDevAttrComputeCapabilityMajor, device), "ak_ctx_new", "compute capability", err);
+    if (!rc) rc = cu(cudaDeviceGetAttribute(&c->f.cc_minor, cudaDevAttrComputeCapabilityMinor, device), "ak_ctx_new", "compute capability", err);
+    if (!rc) rc = cu(cudaDeviceGetAttribute(&c->f.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "ak_ctx_new", "shared memory", err);
+    size_t fr = 0;
+    if (!rc) rc = cu(cudaMemGetInfo(&fr, &c->f.total_mem), "ak_ctx_new", "cudaMemGetInfo", err);
+    if (!rc) rc = cu(cudaStreamCreateWithFlags(&c->own_st, cudaStreamNonBlocking), "ak_ctx_new", "cudaStreamCreate", err);
+    c->st = c->own_st;
+    if (!rc) rc = cu(cudaMalloc(&c->flags, fb), "ak_ctx_new", "cudaMalloc of the check flags", err);
+    if (!rc) rc = cu(cudaMemsetAsync(c->flags, 0xFF, fb, c->st), "ak_ctx_new", "cudaMemset", err);
+    if (!rc) rc = cu(cudaStreamSynchronize(c->st), "ak_ctx_new", "cudaStreamSynchronize", err);
+    if (rc) { ak_ctx_free(c); return -1; }
+    *out = c;
+    return 0;
+}
+
+extern "C" void ak_ctx_free(ak_ctx *c) {
+    if (!c) return;
+    cudaSetDevice(c->f.device);
+    if (c->st) cudaStreamSynchronize(c->st);
+    cudaFree(c->ws);
+    cudaFree(c->cnt);
+    cudaFree(c->flags);
+    if (c->own_st) cudaStreamDestroy(c->own_st);
+    cudaGetLastError();
+    free(c);
+}
+
+extern "C" void ak_ctx_set_sync_checks(ak_ctx *c, int on) { if (c) c->sync_checks = on ? 1 : 0; }
+
+extern "C" const ak_ctx_facts *ak_ctx_info(const ak_ctx *c) { return c ? &c->f : nullptr; }
+
+extern "C" void *ak_ctx_stream(const ak_ctx *c) { return c ? (void *)c->st : nullptr; }
+
+extern "C" int ak_ctx_set_stream(ak_ctx *c, void *stream) {
+    if (!c || cudaSetDevice(c->f.device) != cudaSuccess || cudaStreamSynchronize(c->st) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    c->st = stream ? (cudaStream_t)stream : c->own_st;
+    return 0;
+}
+
+namespace {
+
+// Message for slot s (call number seq) with device words w. `live`: nothing ran after this call, so
+// its input pointers can still be read for the value (the call's own synchronous check).
+void slot_message(ak_ctx *c, const ak_slot_info &in, const unsigned long long *w, bool live, char *err) {
+    if (!err) return;
+    char tail[64] = "";
+    if (!live) snprintf(tail, sizeof tail, " (deferred check of call #%llu)", in.seq);
+    const unsigned long long K = (unsigned long long)(in.K > 0 ? in.K : 1);
+    if (w[1] != ~0ull) {
+        int32_t v = 0;
+        if (live && in.perm && cudaMemcpy(&v, in.perm + w[1], 4, cudaMemcpyDeviceToHost) == cudaSuccess)
+            snprintf(err, AX_ERR_LEN, "%s: %s: perm [%d] is not a permutation of 0..%d: perm[%llu] = %d (out of range or repeated)%s",
+                     in.op, in.what, in.K, in.K - 1, w[1], (int)v, tail);
+        else
+            snprintf(err, AX_ERR_LEN, "%s: %s: perm [%d] is not a permutation of 0..%d: perm[%llu] is out of range or repeated%s",
+                     in.op, in.what, in.K, in.K - 1, w[1], tail);
+    } else if (w[0] != ~0ull) {
+        uint16_t v = 0;
+        if (live && in.x && cudaMemcpy(&v, in.x + w[0], 2, cudaMemcpyDeviceToHost) == cudaSuccess)
+            snprintf(err, AX_ERR_LEN, "%s: %s: non-finite fp16 value (0x%04x) at [%llu, %llu]%s", in.op, in.what, v,
+                     w[0] / K, w[0] % K, tail);
+        else
+            snprintf(err, AX_ERR_LEN, "%s: %s: non-finite fp16 value at [%llu, %llu]%s", in.op, in.what, w[0] / K, w[0] % K, tail);
+    } else {
+        snprintf(err, AX_ERR_LEN, "%s: %s: the dequantized value at [%llu, %llu] overflows fp16 (|q·s| >= 65520)%s", in.op,
+                 in.what, w[2] / K, w[2] % K, tail);
+    }
+    cudaGetLastError();
+    (void)c;
+}
+
+}  // namespace
+
+extern "C" int ak_ctx_check(ak_ctx *c, char *err) {
+    if (ak_ctx_use(c, "ak_ctx_check", err)) return -1;
+    if (cu(cudaStreamSynchronize(c->st), "ak_ctx_check", "a queued kernel failed", err)) return -1;
+    const unsigned long long n = c->seq - c->first_pending;   // <= AK_NSLOT (ak_slot_open)
+    if (n == 0) return 0;
+    static_assert(AK_SLOT_WORDS == 4, "slot layout");
+    unsigned long long w[AK_NSLOT * AK_SLOT_WORDS];
+    // The pending slots as at most two contiguous ranges of the ring.
+    const int s0 = (int)(c->first_pending % AK_NSLOT);
+    const int n0 = (int)(n < (unsigned long long)(AK_NSLOT - s0) ? n : (unsigned long long)(AK_NSLOT - s0));
+    const int n1 = (int)n - n0;
+    const size_t sw = AK_SLOT_WORDS * sizeof(unsigned long long);
+    if (cu(cudaMemcpy(w + (size_t)s0 * AK_SLOT_WORDS, c->flags + (size_t)s0 * AK_SLOT_WORDS, (size_t)n0 * sw,
+                      cudaMemcpyDeviceToHost), "ak_ctx_check", "download of the check flags", err) ||
+        (n1 > 0 && cu(cudaMemcpy(w, c->flags, (size_t)n1 * sw, cudaMemcpyDeviceToHost), "ak_ctx_check",
+                      "download of the check flags", err)) ||
+        cu(cudaMemsetAsync(c->flags + (size_t)s0 * AK_SLOT_WORDS, 0xFF, (size_t)n0 * sw, c->st), "ak_ctx_check", "reset", err) ||
+        (n1 > 0 && cu(cudaMemsetAsync(c->flags, 0xFF, (size_t)n1 * sw, c->st), "ak_ctx_check", "reset", err)))
+        return -1;
+    const unsigned long long first = c->first_pending;
+    c->first_pending = c->seq;
+    for (unsigned long long q = first; q < first + n; q++) {
+        const int s = (int)(q % AK_NSLOT);
+        const unsigned long long *ws = w + (size_t)s * AK_SLOT_WORDS;
+        if (ws[0] != ~0ull || ws[1] != ~0ull || ws[2] != ~0ull) {
+            slot_message(c, c->info[s], ws, q + 1 == c->seq, err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+extern "C" int ak_ctx_sync(ak_ctx *c, char *err) { return ak_ctx_check(c, err); }
+
+int ak_slot_open(ak_ctx *c, const char *op, const char *what, int K, const uint16_t *x, const int32_t *perm,
+                 char *err) {
+    if (c->seq - c->first_pending >= AK_NSLOT && ak_ctx_check(c, err)) return -1;   // recycle the ring
+    const int s = (int)(c->seq % AK_NSLOT);
+    ak_slot_info &in = c->info[s];
+    snprintf(in.op, sizeof in.op, "%s", op);
+    snprintf(in.what, sizeof in.what, "%s", what);
+    in.K = K; in.x = x; in.perm = perm; in.seq = c->seq;
+    c->seq++;
+    return s;
+}
+
+int ak_slot_close(ak_ctx *c, int slot, bool force_sync, char *err) {
+    (void)slot;
+    if (!c->sync_checks && !force_sync) return 0;
+    return ak_ctx_check(c, err);
+}
+
+// ---- device buffers -------------------------------------------------------------------------------
+
+extern "C" int ak_dmalloc(ak_ctx *c, size_t bytes, void **out, const char *what, char *err) {
+    if (!out) { if (err) snprintf(err, AX_ERR_LEN, "ak_dmalloc: NULL output"); return -1; }
+    *out = nullptr;
+    if (ak_ctx_use(c, "ak_dmalloc", err)) return -1;
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 16);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *out = nullptr;
+        if (err) snprintf(err, AX_ERR_LEN, "ak_dmalloc: %s: cudaMalloc of %zu bytes failed: %s", nz(what, "buffer"), bytes,
+                          cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" void ak_dfree(ak_ctx *c, void *p) {
+    if (!p || !c) return;
+    cudaSetDevice(c->f.device);
+    cudaStreamSynchronize(c->st);   // calls queued on the context may still use p
+    cudaFree(p);
+    cudaGetLastError();
+}
+
+extern "C" int ak_upload(ak_ctx *c, void *dst, const void *src, size_t bytes, const char *what, char *err) {
+    if (ak_ctx_use(c, "ak_upload", err)) return -1;
+    if (!bytes) return 0;
+    if (!dst || !src) { if (err) snprintf(err, AX_ERR_LEN, "ak_upload: %s: NULL pointer", nz(what, "buffer")); return -1; }
+    char step[160];
+    snprintf(step, sizeof step, "%s: copy of %zu bytes to the device", nz(what, "buffer"), bytes);
+    return cu(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->st), "ak_upload", step, err) ||
+           cu(cudaStreamSynchronize(c->st), "ak_upload", step, err) ? -1 : 0;
+}
+
+extern "C" int ak_download(ak_ctx *c, void *dst, const void *src, size_t bytes, const char *what, char *err) {
+    if (ak_ctx_use(c, "ak_download", err)) return -1;
+    if (!bytes) return 0;
+    if (!dst || !src) { if (err) snprintf(err, AX_ERR_LEN, "ak_download: %s: NULL pointer", nz(what, "buffer")); return -1; }
+    char step[160];
+    snprintf(step, sizeof step, "%s: copy of %zu bytes to the host", nz(what, "buffer"), bytes);
+    return cu(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->st), "ak_download", step, err) ||
+           cu(cudaStreamSynchronize(c->st), "ak_download", step, err) ? -1 : 0;
+}
+
+extern "C" int ak_dmemset(ak_ctx *c, void *dst, int value, size_t bytes, const char *what, char *err) {
+    if (ak_ctx_use(c, "ak_dmemset", err)) return -1;
+    if (!bytes) return 0;
+    if (!dst) { if (err) snprintf(err, AX_ERR_LEN, "ak_dmemset: %s: NULL pointer", nz(what, "buffer")); return -1; }
+    return cu(cudaMemsetAsync(dst, value, bytes, c->st), "ak_dmemset", nz(what, "buffer"), err);
+}
+
+// ---- device quantized tensors ---------------------------------------------------------------------
+
+namespace {
+
+size_t dq_scale_cols(const ak_dqmat *q) { return q->sub ? 1 : (size_t)q->ngroups; }
+
+void dqmat_free(ak_dqmat *q) {
+    cudaFree(q->codes); cudaFree(q->scales); cudaFree(q->sub);
+    memset(q, 0, sizeof *q);
+}
+
+int dqmat_alloc(ak_dqmat *q, int rows, int cols, int bits, int group, bool sub, const char *what, char *err) {
     memset(q, 0, sizeof *q);
     q->rows = rows; q->cols = cols; q->bits = bits; q->group = group;
     q->ngroups = (cols + group - 1) / group;
-    size_t rb = bits == 4 ? (size_t)(cols + 1) / 2 : (size_t)cols;
-    q->codes = (uint8_t *)calloc((size_t)rows * rb, 1);
-    q->scales = (uint16_t *)calloc((size_t)rows * (size_t)q->ngroups, sizeof(uint16_t));
-    return q->codes && q->scales ? 0 : -1;
+    const size_t rb = dq_row_bytes(q), nsc = (size_t)rows * (sub ? 1 : (size_t)q->ngroups);
+    cudaError_t e = cudaMalloc(&q->codes, (size_t)rows * rb);
+    if (e == cudaSuccess) e = cudaMalloc(&q->scales, nsc * 2);
+    if (e == cudaSuccess && sub) e = cudaMalloc(&q->sub, (size_t)rows * (size_t)q->ngroups);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        dqmat_free(q);
+        if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_alloc: %s: cudaMalloc for %d x %d codes failed: %s", what, rows, cols,
+                          cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
 }
 
-size_t row_bytes(const aq_qmat *q) { return q->bits == 4 ? (size_t)(q->cols + 1) / 2 : (size_t)q->cols; }
+bool dqmat_is(const ak_dqmat *q, int cols, int bits, int group, bool sub) {
+    return q->cols == cols && q->bits == bits && q->group == group && q->ngroups == (cols + group - 1) / group &&
+           (q->sub != nullptr) == sub && q->codes && q->scales;
+}
+
+// Does t hold mode m's X (is_w = 0) or W layout for K channels?
+bool dqt_is(const ak_dqt *t, const aq_mode *m, bool is_w, int K) {
+    if (strcmp(t->mode.name, m->name) || t->mode.kind != m->kind || t->K != K) return false;
+    const qlayout L = layout_of(m, is_w, K);
+    if (!dqmat_is(&t->main, L.cols[0], L.bits[0], L.group[0], L.sub)) return false;
+    if (L.nparts > 1) return dqmat_is(&t->outl, L.cols[1], L.bits[1], L.group[1], false);
+    return t->outl.codes == nullptr && (m->kind != AQ_KIND_ATOM || t->perm);
+}
+
+}  // namespace
+
+extern "C" void ak_dqt_free(ak_ctx *c, ak_dqt *t) {
+    if (!t) return;
+    if (c) { cudaSetDevice(c->f.device); cudaStreamSynchronize(c->st); }   // queued calls may still use t
+    dqmat_free(&t->main);
+    dqmat_free(&t->outl);
+    cudaFree(t->perm);
+    cudaGetLastError();
+    memset(t, 0, sizeof *t);
+}
+
+extern "C" int ak_dqt_alloc(ak_ctx *c, const aq_mode *m, int is_weight, int cap, int K, ak_dqt *out,
+                            const char *what, char *err) {
+    if (!out) { if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_alloc: NULL output"); return -1; }
+    memset(out, 0, sizeof *out);
+    what = nz(what, is_weight ? "W" : "X");
+    if (ak_ctx_use(c, "ak_dqt_alloc", err)) return -1;
+    if (!aq_mode_is_integer(m)) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_alloc: %s: mode '%s' has no integer GEMM (quantized tensors need an integer mode)",
+                          what, m ? m->name : "(null)");
+        return -1;
+    }
+    if (cap < 1 || K < 1 || (m->kind == AQ_KIND_ATOM && K - m->outliers < 1)) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_alloc: %s: bad shape [%d, %d] for mode '%s'", what, cap, K, m->name);
+        return -1;
+    }
+    const qlayout L = layout_of(m, is_weight != 0, K);
+    out->mode = *m;
+    out->cap = cap; out->K = K; out->rows = 0;
+    for (int i = 0; i < L.nparts; i++)
+        if (dqmat_alloc(i ? &out->outl : &out->main, cap, L.cols[i], L.bits[i], L.group[i], i == 0 && L.sub, what, err)) {
+            ak_dqt_free(c, out);
+            return -1;
+        }
+    if (m->kind == AQ_KIND_ATOM) {
+        cudaError_t e = cudaMalloc(&out->perm, (size_t)K * 4);
+        if (e != cudaSuccess) {
+            ak_dqt_free(c, out);
+            return cu(e, "ak_dqt_alloc", "cudaMalloc of perm", err);
+        }
+    }
+    return 0;
+}
+
+extern "C" int ak_dqt_upload(ak_ctx *c, const aq_qtensor *src, ak_dqt *out, const char *what, char *err) {
+    if (!out) { if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_upload: NULL output"); return -1; }
+    memset(out, 0, sizeof *out);
+    what = nz(what, "tensor");
+    if (!src || src->rows < 1 || src->K < 1 || !src->main.codes || !src->main.scales || !aq_mode_is_integer(&src->mode)) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_upload: %s: empty quantized tensor or non-integer mode", what);
+        return -1;
+    }
+    const bool is_w = src->main.sub != nullptr;
+    const qlayout L = layout_of(&src->mode, is_w, src->K);
+    const aq_qmat *parts[2] = {&src->main, &src->outl};
+    bool ok = (src->outl.rows > 0) == (L.nparts > 1) && (src->mode.kind != AQ_KIND_ATOM || src->perm);
+    for (int i = 0; ok && i < L.nparts; i++) {
+        const aq_qmat *q = parts[i];
+        ok = q->rows == src->rows && q->cols == L.cols[i] && q->bits == L.bits[i] && q->group == L.group[i] &&
+             q->ngroups == (L.cols[i] + L.group[i] - 1) / L.group[i] && q->codes && q->scales;
+    }
+    if (!ok) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_upload: %s: the tensor's layout is not mode '%s''s %s layout for K = %d",
+                          what, src->mode.name, is_w ? "weight" : "activation", src->K);
+        return -1;
+    }
+    if (src->mode.kind == AQ_KIND_ATOM && perm_ok(src->perm, src->K, "ak_dqt_upload", what, err)) return -1;
+    if (ak_dqt_alloc(c, &src->mode, is_w, src->rows, src->K, out, what, err)) return -1;
+    int rc = 0;
+    for (int i = 0; !rc && i < L.nparts; i++) {
+        const aq_qmat *q = parts[i];
+        ak_dqmat *d = i ? &out->outl : &out->main;
+        rc = ak_upload(c, d->codes, q->codes, (size_t)q->rows * dq_row_bytes(d), what, err) ||
+             ak_upload(c, d->scales, q->scales, (size_t)q->rows * dq_scale_cols(d) * 2, what, err) ||
+             (d->sub && ak_upload(c, d->sub, q->sub, (size_t)q->rows * (size_t)d->ngroups, what, err));
+    }
+    if (!rc && out->perm) rc = ak_upload(c, out->perm, src->perm, (size_t)src->K * 4, what, err);
+    if (rc) { ak_dqt_free(c, out); return -1; }
+    out->rows = src->rows;
+    return 0;
+}
+
+extern "C" int ak_dqt_download(ak_ctx *c, const ak_dqt *src, aq_qtensor *out, char *err) {
+    if (!out) { if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_download: NULL output"); return -1; }
+    memset(out, 0, sizeof *out);
+    if (!src || src->rows < 1 || !src->main.codes) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_download: the device tensor holds no rows (quantize it first)");
+        return -1;
+    }
+    const int R = src->rows;
+    out->mode = src->mode; out->rows = R; out->K = src->K;
+    const ak_dqmat *dp[2] = {&src->main, &src->outl};
+    aq_qmat *hp[2] = {&out->main, &out->outl};
+    int rc = 0;
+    for (int i = 0; !rc && i < 2; i++) {
+        const ak_dqmat *d = dp[i];
+        if (!d->codes) continue;
+        aq_qmat *h = hp[i];
+        h->rows = R; h->cols = d->cols; h->bits = d->bits; h->group = d->group; h->ngroups = d->ngroups;
+        const size_t nc = (size_t)R * dq_row_bytes(d), ns = (size_t)R * dq_scale_cols(d), nu = (size_t)R * d->ngroups;
+        h->codes = (uint8_t *)calloc(nc ? nc : 1, 1);
+        h->scales = (uint16_t *)calloc(ns ? ns : 1, 2);
+        if (d->sub) h->sub = (uint8_t *)calloc(nu ? nu : 1, 1);
+        if (!h->codes || !h->scales || (d->sub && !h->sub)) {
+            if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_download: out of host memory for %d x %d codes", R, d->cols);
+            rc = -1;
+            break;
+        }
+        rc = ak_download(c, h->codes, d->codes, nc, "codes", err) || ak_download(c, h->scales, d->scales, ns * 2, "scales", err) ||
+             (d->sub && ak_download(c, h->sub, d->sub, nu, "sub-scales", err));
+    }
+    if (!rc && src->perm) {
+        out->perm = (int32_t *)malloc((size_t)src->K * 4);
+        if (!out->perm) { if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_download: out of host memory"); rc = -1; }
+        else rc = ak_download(c, out->perm, src->perm, (size_t)src->K * 4, "perm", err);
+    }
+    if (rc) { aq_qtensor_free(out); return -1; }
+    return 0;
+}
+
+// ---- activation quantization ----------------------------------------------------------------------
+
+extern "C" int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
+                                 ak_dqt *out, const char *what, char *err) {
+    static const char *op = "ak_quantize_x_dev";
+    what = nz(what, "X");
+    if (ak_ctx_use(c, op, err)) return -1;
+    if (!m || !x || !out || M < 1 || K < 1) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: bad shape [%d, %d] or NULL data/mode/output", op, what, M, K);
+        return -1;
+    }
+    if (ak_supports(m, K, err)) return -1;
+    if (m->kind == AQ_KIND_ATOM ? !perm : perm != nullptr) {
+        if (err) snprintf(err, AX_ERR_LEN, m->kind == AQ_KIND_ATOM ? "%s: %s: atom mode '%s' needs a channel permutation perm [%d]"
+                                                                   : "%s: %s: a channel permutation is only used by atom modes, not '%s' (K = %d)",
+                          op, what, m->name, K);
+        return -1;
+    }
+    if (!dqt_is(out, m, false, K) || out->cap < M) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: the output tensor is not mode '%s''s activation layout for K = %d with >= %d rows "
+                          "(it has mode '%s', K = %d, %d rows)", op, what, m->name, K, M, out->mode.name, out->K, out->cap);
+        return -1;
+    }
+    const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0, Km = K - o;
+    const int g = m->kind == AQ_KIND_MIXED ? K : (m->group ? m->group : K);
+    ak_quant_args a;
+    memset(&a, 0, sizeof a);
+    a.M = M; a.K = K;
+    a.x = reinterpret_cast<const __half *>(x);
+    a.nparts = o > 0 ? 2 : 1;
+    // The quantizer works on g as the group length; a group longer than the part is the part.
+    a.p[0] = ak_qpart{0, Km, m->xbits, g < Km ? g : Km, out->main.ngroups, m->alpha_x, out->main.codes,
+                      (int)dq_row_bytes(&out->main), reinterpret_cast<__half *>(out->main.scales)};
+    if (o > 0) a.p[1] = ak_qpart{Km, o, 8, o, 1, 1.0f, out->outl.codes, o, reinterpret_cast<__half *>(out->outl.scales)};
+    const int slot = ak_slot_open(c, op, what, K, x, perm, err);
+    if (slot < 0) return -1;
+    unsigned long long *fl = c->flags + (size_t)slot * AK_SLOT_WORDS;
+    a.bad = fl;
+    if (perm) {
+        if (ak_launch_perm_check(perm, K, fl + 1, c->st, err)) return -1;
+        if (cu(cudaMemcpyAsync(out->perm, perm, (size_t)K * 4, cudaMemcpyDeviceToDevice, c->st), op, "copy of perm", err))
+            return -1;
+        a.perm = perm;
+        a.perm_bad = fl + 1;
+    }
+    if (ak_launch_quant(a, c->st, err)) return -1;
+    out->rows = M;
+    return ak_slot_close(c, slot, false, err);
+}
+
+// ---- GEMM -----------------------------------------------------------------------------------------
+
+namespace {
+
+int layouts_match(const ak_dqt *qx, const ak_dqt *qw, char *err) {
+    const ak_dqmat *xm = &qx->main, *wm = &qw->main;
+    const bool mixed = qx->mode.kind == AQ_KIND_MIXED;
+    const bool xo = qx->outl.codes != nullptr, wo = qw->outl.codes != nullptr;
+    const char *why = nullptr;
+    if (strcmp(qx->mode.name, qw->mode.name) || qx->mode.kind != qw->mode.kind) why = "X and W modes differ";
+    else if (qx->K != qw->K) why = "X and W have different K";
+    else if (!xm->codes || !wm->codes || !xm->scales || !wm->scales) why = "missing codes or scales";
+    else if (qx->rows < 1 || qw->rows < 1) why = "an operand holds no rows (quantize it first)";
+    else if (xm->cols != wm->cols) why = "main parts have different shapes";
+    else if (xm->bits != wm->bits || xm->bits != qx->mode.xbits) why = "code widths differ from the mode";
+    else if (mixed && (!wm->sub || xm->sub || xm->ngroups != 1)) why = "mixed mode needs per-token X and W sub-scales";
+    else if (!mixed && (xm->group != wm->group || xm->ngroups != wm->ngroups || xm->sub || wm->sub)) why = "group layouts differ";
+    else if (xo != wo) why = "only one operand has outlier channels";
+    else if (xo && (qx->outl.cols != qw->outl.cols || qx->outl.bits != 8 || qw->outl.bits != 8)) why = "outlier parts do not match";
+    else if (xm->cols + (xo ? qx->outl.cols : 0) != qx->K) why = "main + outlier channels != K";
+    if (why) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: %s (mode '%s' / '%s', K = %d / %d)", why, qx->mode.name, qw->mode.name,
+                          qx->K, qw->K);
+        return -1;
+    }
+    return 0;
+}
+
+// Grow the context's split-K workspace (partials, and the gemv counters, zeroed when allocated).
+int ws_reserve(ak_ctx *c, size_t part_bytes, size_t ncnt, char *err) {
+    if (part_bytes > c->ws_bytes) {
+        const size_t want = (part_bytes + (1u << 20) - 1) & ~(size_t)((1u << 20) - 1);
+        if (cu(cudaStreamSynchronize(c->st), "ak_gemm", "a queued kernel failed", err)) return -1;
+        cudaFree(c->ws);
+        c->ws = nullptr; c->ws_bytes = 0;
+        if (cu(cudaMalloc(&c->ws, want), "ak_gemm", "cudaMalloc of the split-K workspace", err)) return -1;
+        c->ws_bytes = want;
+    }
+    if (ncnt > c->cnt_n) {
+        const size_t want = (ncnt + 1023) & ~(size_t)1023;
+        if (cu(cudaStreamSynchronize(c->st), "ak_gemm", "a queued kernel failed", err)) return -1;
+        cudaFree(c->cnt);
+        c->cnt = nullptr; c->cnt_n = 0;
+        if (cu(cudaMalloc(&c->cnt, want * 4), "ak_gemm", "cudaMalloc of the split-K counters", err) ||
+            cu(cudaMemsetAsync(c->cnt, 0, want * 4, c->st), "ak_gemm", "cudaMemset of the split-K counters", err))
+            return -1;
+        c->cnt_n = want;
+    }
+    return 0;
+}
+
+}  // namespace
+
+extern "C" int ak_gemm_dev_ex(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, ak_path path, int k_splits, uint16_t *y,
+                              char *err) {
+    if (ak_ctx_use(c, "ak_gemm", err)) return -1;
+    if (k_splits < 0 || k_splits > 65535) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: k_splits = %d must be 1..65535 (0 = the planner's)", k_splits);
+        return -1;
+    }
+    if (!qx || !qw || !y) { if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: NULL operand or output"); return -1; }
+    if (path != AK_PATH_INT8 && path != AK_PATH_INT4) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: unknown path %d", (int)path);
+        return -1;
+    }
+    if (layouts_match(qx, qw, err)) return -1;
+    if (ak_supports(&qx->mode, qx->K, err)) return -1;
+    const int M = qx->rows, N = qw->rows;
+    ak_plan pl;
+    if (ak_gemm_plan(&qx->mode, M, N, qx->K, c->f.sms, k_splits, &pl)) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: no launch plan for mode '%s', M = %d, N = %d, K = %d", qx->mode.name, M, N, qx->K);
+        return -1;
+    }
+    const bool mixed = qx->mode.kind == AQ_KIND_MIXED;
+    ak_gemm_args a;
+    memset(&a, 0, sizeof a);
+    a.M = M; a.N = N;
+    a.epi = mixed ? AK_EPI_MIXED : AK_EPI_GROUP;
+    a.nparts = qx->outl.codes ? 2 : 1;
+    for (int i = 0; i < a.nparts; i++) {
+        const ak_dqmat *xm = i ? &qx->outl : &qx->main, *wm = i ? &qw->outl : &qw->main;
+        ak_gpart &P = a.p[i];
+        const int kb = (int)dq_row_bytes(xm);
+        const int glen = mixed ? wm->group : (xm->group < xm->cols ? xm->group : xm->cols);
+        P.kb = kb;
+        P.lda = P.ldb = kb;
+        P.bits = xm->bits;
+        P.gch = (xm->bits == 4 ? glen / 2 : glen) / 16;
+        P.G = wm->ngroups;
+        P.A = xm->codes; P.B = wm->codes;
+        P.sa = reinterpret_cast<const __half *>(xm->scales);
+        P.sb = reinterpret_cast<const __half *>(wm->scales);
+        P.u = mixed ? wm->sub : nullptr;
+    }
+    a.Y = reinterpret_cast<__half *>(y);
+    a.cfg = pl.cfg;
+    a.splits = pl.splits;
+    a.split_mode = pl.split_kind;
+    if (a.splits > 1) {
+        if (ws_reserve(c, ak_ws_part_bytes(a.splits, M, N), pl.cfg == AK_CFG_GEMV ? ak_ws_cnt_count(N) : 0, err)) return -1;
+        a.ws = c->ws;
+        a.cnt = c->cnt;
+    }
+    return ak_launch_gemm(a, path, c->st, err);
+}
+
+extern "C" int ak_gemm_dev(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, uint16_t *y, char *err) {
+    if (ak_ctx_use(c, "ak_gemm", err)) return -1;
+    ak_plan pl;
+    const ak_path path = qx && !ak_gemm_plan(&qx->mode, qx->rows, qw ? qw->rows : 1, qx->K, c->f.sms, 0, &pl) ? pl.path
+                                                                                                         : AK_PATH_INT8;
+    return ak_gemm_dev_ex(c, qx, qw, path, 0, y, err);
+}
+
+// ---- host-to-host wrappers (apex4 check, tests) ----------------------------------------------------
+
+namespace {
+
+// Everything one host-wrapper call holds on the device, released together.
+struct hostcall {
+    ak_ctx *c = nullptr;
+    void *buf[4] = {nullptr, nullptr, nullptr, nullptr};
+    ak_dqt t[2];
+    hostcall() { memset(t, 0, sizeof t); }
+    ~hostcall() {
+        if (!c) return;
+        for (void *p : buf) ak_dfree(c, p);
+        ak_dqt_free(c, &t[0]);
+        ak_dqt_free(c, &t[1]);
+        ak_ctx_free(c);
+    }
+};
 
 }  // namespace
 
@@ -116,147 +657,24 @@ extern "C" int ak_quantize_x(const aq_mode *m, const uint16_t *x, int M, int K, 
     }
     if (ak_supports(m, K, err)) return -1;
     if (m->kind == AQ_KIND_ATOM) {
-        if (perm_ok(perm, K, err)) return -1;
+        if (perm_ok(perm, K, "ak_quantize_x", "X", err)) return -1;
     } else if (perm) {
         if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: X: a channel permutation is only used by atom modes, not '%s'", m->name);
         return -1;
     }
     if (ak_device_count() < 1) { if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: no CUDA device"); return -1; }
-
-    ak_quant_args a;
-    memset(&a, 0, sizeof a);
-    a.M = M; a.K = K;
-    const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
-    const int Km = K - o;
-    int g = m->kind == AQ_KIND_MIXED ? K : (m->group ? m->group : K);
-    a.nparts = o > 0 ? 2 : 1;
-    a.p[0] = ak_qpart{0, Km, m->xbits, g < Km ? g : Km, 0, m->alpha_x, nullptr, 0, nullptr};
-    if (o > 0) a.p[1] = ak_qpart{Km, o, 8, o, 1, 1.0f, nullptr, o, nullptr};
-
-    devbufs d;
-    int rc = -1;
-    __half *dx = nullptr;
-    int32_t *dperm = nullptr;
-    unsigned long long *dbad = nullptr, bad = ~0ull;
-    out->mode = *m; out->rows = M; out->K = K;
-    if (qmat_host_alloc(&out->main, M, Km, m->xbits, g) ||
-        (o > 0 && qmat_host_alloc(&out->outl, M, o, 8, o))) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: out of memory for [%d, %d] codes", M, K);
-        goto fail;
-    }
-    if (o > 0 || m->kind == AQ_KIND_ATOM) {
-        out->perm = (int32_t *)malloc((size_t)K * sizeof(int32_t));
-        if (!out->perm) { if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: out of memory"); goto fail; }
-        memcpy(out->perm, perm, (size_t)K * sizeof(int32_t));
-    }
-    a.p[0].G = out->main.ngroups;
-    a.p[0].rb = (int)row_bytes(&out->main);
-    // The quantizer works on g as the group length; a group longer than the part is the part.
-    AK_CUDA_TRY(d.alloc(&dx, (size_t)M * K * 2), "ak_quantize_x: cudaMalloc X");
-    AK_CUDA_TRY(d.alloc(&dbad, sizeof bad), "ak_quantize_x: cudaMalloc");
-    AK_CUDA_TRY(d.alloc(&a.p[0].codes, (size_t)M * a.p[0].rb), "ak_quantize_x: cudaMalloc codes");
-    AK_CUDA_TRY(d.alloc(&a.p[0].scales, (size_t)M * a.p[0].G * 2), "ak_quantize_x: cudaMalloc scales");
-    if (o > 0) {
-        AK_CUDA_TRY(d.alloc(&a.p[1].codes, (size_t)M * o), "ak_quantize_x: cudaMalloc outlier codes");
-        AK_CUDA_TRY(d.alloc(&a.p[1].scales, (size_t)M * 2), "ak_quantize_x: cudaMalloc outlier scales");
-    }
-    if (m->kind == AQ_KIND_ATOM) {
-        AK_CUDA_TRY(d.alloc(&dperm, (size_t)K * 4), "ak_quantize_x: cudaMalloc perm");
-        AK_CUDA_TRY(cudaMemcpy(dperm, perm, (size_t)K * 4, cudaMemcpyHostToDevice), "ak_quantize_x: upload perm");
-    }
-    AK_CUDA_TRY(cudaMemcpy(dx, x, (size_t)M * K * 2, cudaMemcpyHostToDevice), "ak_quantize_x: upload X");
-    AK_CUDA_TRY(cudaMemcpy(dbad, &bad, sizeof bad, cudaMemcpyHostToDevice), "ak_quantize_x: upload");
-    a.x = dx; a.perm = dperm; a.bad = dbad;
-    if (ak_launch_quant(a, 0, err)) goto fail;
-    AK_CUDA_TRY(cudaDeviceSynchronize(), "ak_quantize_x: kernel");
-    AK_CUDA_TRY(cudaMemcpy(&bad, dbad, sizeof bad, cudaMemcpyDeviceToHost), "ak_quantize_x: download");
-    if (bad != ~0ull) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: X: non-finite fp16 value (0x%04x) at [%llu, %llu]",
-                          x[bad], bad / (unsigned long long)K, bad % (unsigned long long)K);
-        goto fail;
-    }
-    AK_CUDA_TRY(cudaMemcpy(out->main.codes, a.p[0].codes, (size_t)M * a.p[0].rb, cudaMemcpyDeviceToHost),
-                "ak_quantize_x: download codes");
-    AK_CUDA_TRY(cudaMemcpy(out->main.scales, a.p[0].scales, (size_t)M * a.p[0].G * 2, cudaMemcpyDeviceToHost),
-                "ak_quantize_x: download scales");
-    if (o > 0) {
-        AK_CUDA_TRY(cudaMemcpy(out->outl.codes, a.p[1].codes, (size_t)M * o, cudaMemcpyDeviceToHost),
-                    "ak_quantize_x: download outlier codes");
-        AK_CUDA_TRY(cudaMemcpy(out->outl.scales, a.p[1].scales, (size_t)M * 2, cudaMemcpyDeviceToHost),
-                    "ak_quantize_x: download outlier scales");
-    }
-    rc = 0;
-fail:
-    if (rc) aq_qtensor_free(out);
-    return rc;
-}
-
-namespace {
-
-int layouts_match(const aq_qtensor *qx, const aq_qtensor *qw, char *err) {
-    const aq_qmat *xm = &qx->main, *wm = &qw->main;
-    const bool mixed = qx->mode.kind == AQ_KIND_MIXED;
-    const char *why = nullptr;
-    if (strcmp(qx->mode.name, qw->mode.name) || qx->mode.kind != qw->mode.kind) why = "X and W modes differ";
-    else if (qx->K != qw->K) why = "X and W have different K";
-    else if (!xm->codes || !wm->codes || !xm->scales || !wm->scales) why = "missing codes or scales";
-    else if (xm->rows != qx->rows || wm->rows != qw->rows || xm->cols != wm->cols) why = "main parts have different shapes";
-    else if (xm->bits != wm->bits || xm->bits != qx->mode.xbits) why = "code widths differ from the mode";
-    else if (mixed && (!wm->sub || xm->sub || xm->ngroups != 1)) why = "mixed mode needs per-token X and W sub-scales";
-    else if (!mixed && (xm->group != wm->group || xm->ngroups != wm->ngroups || xm->sub || wm->sub)) why = "group layouts differ";
-    else if ((qx->outl.rows > 0) != (qw->outl.rows > 0)) why = "only one operand has outlier channels";
-    else if (qx->outl.rows > 0 && (qx->outl.rows != qx->rows || qw->outl.rows != qw->rows || qx->outl.cols != qw->outl.cols ||
-                                   qx->outl.bits != 8 || qw->outl.bits != 8 || !qx->outl.codes || !qw->outl.codes))
-        why = "outlier parts do not match";
-    else if (xm->cols + qx->outl.cols != qx->K) why = "main + outlier channels != K";
-    if (why) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: %s (mode '%s', K = %d / %d)", why, qx->mode.name, qx->K, qw->K);
+    hostcall h;
+    const size_t xb = (size_t)M * (size_t)K * 2;
+    if (ak_ctx_new(0, &h.c, err) || ak_dmalloc(h.c, xb, &h.buf[0], "X", err) || ak_upload(h.c, h.buf[0], x, xb, "X", err))
         return -1;
-    }
+    if (perm && (ak_dmalloc(h.c, (size_t)K * 4, &h.buf[1], "perm", err) ||
+                 ak_upload(h.c, h.buf[1], perm, (size_t)K * 4, "perm", err)))
+        return -1;
+    if (ak_dqt_alloc(h.c, m, 0, M, K, &h.t[0], "X", err) ||
+        ak_quantize_x_dev(h.c, m, (const uint16_t *)h.buf[0], M, K, (const int32_t *)h.buf[1], &h.t[0], "X", err) ||
+        ak_ctx_sync(h.c, err) || ak_dqt_download(h.c, &h.t[0], out, err))
+        return -1;
     return 0;
-}
-
-}  // namespace
-
-int ak_split_mode(const aq_mode *m) {
-    if (m->kind == AQ_KIND_MIXED || (m->kind == AQ_KIND_GROUP && m->group == 0)) return AK_SPLIT_INT;
-    return AK_SPLIT_GROUP;
-}
-
-extern "C" int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {
-    if (!m || M < 1 || N < 1 || K < 32 || !aq_mode_is_integer(m)) return 1;
-    if (M <= 16 && AK_GEMV) {   // gemv_kernel (ak_gemm.cu): warps of AK_GEMV_NCOLS columns
-        const long long warps = (N + AK_GEMV_NCOLS - 1) / AK_GEMV_NCOLS, want = 132LL * AK_GEMV_WARPS_PER_SM;
-        if (warps >= want) return 1;
-        int S = (int)((want + warps - 1) / warps);
-        const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
-        const int spans = ((K - o) * m->xbits / 8 + 63) / 64;
-        if (S > spans / AK_GEMV_MIN_SPANS) S = spans / AK_GEMV_MIN_SPANS;
-        if (ak_split_mode(m) == AK_SPLIT_GROUP) {
-            const int g = m->group ? m->group : K;
-            const int G = (K - o + g - 1) / g;
-            if (S > G) S = G;
-        }
-        return S < 1 ? 1 : S;
-    }
-    // Same tile choice as launch_epi (ak_gemm.cu): split only the two smaller configurations.
-    long long blocks;
-    if (M <= 16) blocks = (long long)((N + AK_SMALL_BN - 1) / AK_SMALL_BN);
-    else if ((long long)((M + 127) / 128) * ((N + 127) / 128) < 264) blocks = (long long)((M + 63) / 64) * ((N + 127) / 128);
-    else return 1;
-    const long long want = 2LL * 132;
-    if (blocks >= want) return 1;
-    int S = (int)((want + blocks - 1) / blocks);
-    const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
-    const int tile_bytes = M <= 16 ? AK_SMALL_BKB : 128;   // BKB of the configuration (ak_gemm.cu launch_epi)
-    const int tiles = ((K - o) * m->xbits / 8 + tile_bytes - 1) / tile_bytes;
-    if (S > tiles / 2) S = tiles / 2;
-    if (ak_split_mode(m) == AK_SPLIT_GROUP) {
-        const int g = m->group ? m->group : K;
-        const int G = (K - o + g - 1) / g;
-        if (S > G) S = G;
-    }
-    return S < 1 ? 1 : S;
 }
 
 extern "C" int ak_gemm(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, uint16_t *y, char *err) {
@@ -277,59 +695,18 @@ extern "C" int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path pa
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: unknown path %d", (int)path);
         return -1;
     }
-    if (layouts_match(qx, qw, err)) return -1;
+    if (strcmp(qx->mode.name, qw->mode.name) || qx->mode.kind != qw->mode.kind) {   // before any device work
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: X and W modes differ ('%s' / '%s')", qx->mode.name, qw->mode.name);
+        return -1;
+    }
     if (ak_supports(&qx->mode, qx->K, err)) return -1;
     if (ak_device_count() < 1) { if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: no CUDA device"); return -1; }
-
-    const int M = qx->rows, N = qw->rows;
-    const bool mixed = qx->mode.kind == AQ_KIND_MIXED;
-    ak_gemm_args a;
-    memset(&a, 0, sizeof a);
-    a.M = M; a.N = N;
-    a.epi = mixed ? AK_EPI_MIXED : AK_EPI_GROUP;
-    a.nparts = qx->outl.rows > 0 ? 2 : 1;
-    devbufs d;
-    int rc = -1;
-    for (int i = 0; i < a.nparts; i++) {
-        const aq_qmat *xm = i ? &qx->outl : &qx->main, *wm = i ? &qw->outl : &qw->main;
-        ak_gpart &P = a.p[i];
-        const size_t kb = row_bytes(xm);
-        const int glen = mixed ? wm->group : (xm->group < xm->cols ? xm->group : xm->cols);
-        P.kb = (int)kb;
-        P.lda = P.ldb = (int)kb;
-        P.bits = xm->bits;
-        P.gch = (xm->bits == 4 ? glen / 2 : glen) / 16;
-        P.G = wm->ngroups;
-        const size_t sx_n = (size_t)M * xm->ngroups, sw_n = (size_t)N * (mixed ? 1 : wm->ngroups);
-        uint8_t *A = nullptr, *B = nullptr, *u = nullptr;
-        __half *sa = nullptr, *sb = nullptr;
-        AK_CUDA_TRY(d.alloc(&A, (size_t)M * kb), "ak_gemm: cudaMalloc X codes");
-        AK_CUDA_TRY(d.alloc(&B, (size_t)N * kb), "ak_gemm: cudaMalloc W codes");
-        AK_CUDA_TRY(d.alloc(&sa, sx_n * 2), "ak_gemm: cudaMalloc X scales");
-        AK_CUDA_TRY(d.alloc(&sb, sw_n * 2), "ak_gemm: cudaMalloc W scales");
-        AK_CUDA_TRY(cudaMemcpy(A, xm->codes, (size_t)M * kb, cudaMemcpyHostToDevice), "ak_gemm: upload X codes");
-        AK_CUDA_TRY(cudaMemcpy(B, wm->codes, (size_t)N * kb, cudaMemcpyHostToDevice), "ak_gemm: upload W codes");
-        AK_CUDA_TRY(cudaMemcpy(sa, xm->scales, sx_n * 2, cudaMemcpyHostToDevice), "ak_gemm: upload X scales");
-        AK_CUDA_TRY(cudaMemcpy(sb, wm->scales, sw_n * 2, cudaMemcpyHostToDevice), "ak_gemm: upload W scales");
-        if (mixed) {
-            AK_CUDA_TRY(d.alloc(&u, (size_t)N * wm->ngroups), "ak_gemm: cudaMalloc W sub-scales");
-            AK_CUDA_TRY(cudaMemcpy(u, wm->sub, (size_t)N * wm->ngroups, cudaMemcpyHostToDevice), "ak_gemm: upload sub-scales");
-        }
-        P.A = A; P.B = B; P.sa = sa; P.sb = sb; P.u = u;
-    }
-    AK_CUDA_TRY(d.alloc(&a.Y, (size_t)M * N * 2), "ak_gemm: cudaMalloc Y");
-    a.splits = k_splits;
-    a.split_mode = k_splits > 1 ? (a.p[0].G == 1 && a.nparts == 1 ? AK_SPLIT_INT : ak_split_mode(&qx->mode))
-                                : AK_SPLIT_NONE;
-    if (a.split_mode == AK_SPLIT_INT && a.nparts > 1) a.split_mode = AK_SPLIT_GROUP;
-    if (k_splits > 1) {
-        AK_CUDA_TRY(d.alloc(&a.ws, ak_ws_bytes(k_splits, M, N)), "ak_gemm: cudaMalloc split-K workspace");
-        AK_CUDA_TRY(cudaMemset(a.ws, 0, ak_ws_bytes(k_splits, M, N)), "ak_gemm: cudaMemset split-K workspace");
-    }
-    if (ak_launch_gemm(a, path, 0, err)) goto fail;
-    AK_CUDA_TRY(cudaDeviceSynchronize(), "ak_gemm: kernel");
-    AK_CUDA_TRY(cudaMemcpy(y, a.Y, (size_t)M * N * 2, cudaMemcpyDeviceToHost), "ak_gemm: download Y");
-    rc = 0;
-fail:
-    return rc;
+    hostcall h;
+    const size_t yb = (size_t)qx->rows * (size_t)qw->rows * 2;
+    if (ak_ctx_new(0, &h.c, err) || ak_dqt_upload(h.c, qx, &h.t[0], "X", err) || ak_dqt_upload(h.c, qw, &h.t[1], "W", err) ||
+        ak_dmalloc(h.c, yb, &h.buf[0], "Y", err) ||
+        ak_gemm_dev_ex(h.c, &h.t[0], &h.t[1], path, k_splits, (uint16_t *)h.buf[0], err) || ak_ctx_sync(h.c, err) ||
+        ak_download(h.c, y, h.buf[0], yb, "Y", err))
+        return -1;
+    return 0;
 }

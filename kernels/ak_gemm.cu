@@ -22,10 +22,13 @@
 // y = fp16(float(P) * (float(sx) * float(S))). float(p) for 4-bit codes uses the exact magic-number
 // conversion (|p| <= 2^22): bits(p + 0x4B400000) - 1.5 * 2^23, two full-rate ops instead of I2F.
 // Split-K over blockIdx.z (ak_internal.cuh AK_SPLIT_*) writes int32 / fp32 partials that
-// combine_kernel adds in the reference's order. Tile configurations (launch_epi): M <= 16: 16 x
-// AK_SMALL_BN, 4 warps; few tiles: 64 x 128, 8 warps; else 128 x 128, 8 warps of 64 x 32.
+// combine_kernel adds in the reference's order. Tile configurations (launch_epi, chosen by the planner
+// ak_gemm_plan in ak_plan.cu): M <= 16: gemv_kernel (or 16 x AK_SMALL_BN, 4 warps, with AK_GEMV = 0); few
+// tiles for the GPU's SMs: 64 x 128, 8 warps; else 128 x 128, 8 warps of 64 x 32. The epilogue arithmetic
+// of every kernel is spelled once, in ak_epilogue.cuh.
 // Measurements and limits: kernels/NOTES.md.
 #include "ak_internal.cuh"
+#include "ak_epilogue.cuh"
 
 #include <cstdio>
 #include <type_traits>
@@ -66,8 +69,6 @@ DEVI void mma_s4(int *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uin
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// Exact int -> float for |p| <= 2^22 (4-bit groups up to 65536 codes).
-DEVI float i2f_small(int p) { return __fsub_rn(__int_as_float(p + 0x4B400000), 12582912.0f); }
 
 template <int BM, int BN, int BKB, int WM, int WN, int STAGES, int EPI, bool INT4>
 __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a) {
@@ -187,7 +188,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     for (int e = 0; e < 4; e++) {
                         // the int32 partial lives in accf's register as raw bits (no extra array)
                         int p = acc[mi][ni][e];
-                        accf[mi][ni][e] = __int_as_float(__float_as_int(accf[mi][ni][e]) + (wide ? (p >> 8) : p));
+                        accf[mi][ni][e] = ak_epi_isplit_add(accf[mi][ni][e], wide ? (p >> 8) : p);
                         acc[mi][ni][e] = 0;
                     }
         } else if (EPI == AK_EPI_GROUP) {
@@ -220,12 +221,11 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                 for (int ni = 0; ni < NI; ni++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        int p = acc[mi][ni][e];
+                        const int p = acc[mi][ni][e];
                         float pf;
-                        if (P.bits == 4) pf = i2f_small(wide ? (p >> 8) : p);
+                        if (P.bits == 4) pf = ak_i2f_small(wide ? (p >> 8) : p);
                         else pf = __int2float_rn(p);
-                        float sig = __fmul_rn(sx[mi][e >> 1], sw[ni][e & 1]);
-                        accf[mi][ni][e] = __fmaf_rn(pf, sig, accf[mi][ni][e]);
+                        accf[mi][ni][e] = ak_epi_group_f(pf, sx[mi][e >> 1], sw[ni][e & 1], accf[mi][ni][e]);
                         acc[mi][ni][e] = 0;
                     }
         } else {
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     for (int e = 0; e < 4; e++) {
                         int p = acc[mi][ni][e];
                         if (wide) p >>= 8;
-                        accP[mi][ni][e] += u[ni][e & 1] * p;
+                        accP[mi][ni][e] = ak_epi_mixed_add(accP[mi][ni][e], u[ni][e & 1], p);
                         acc[mi][ni][e] = 0;
                     }
         }
@@ -413,7 +413,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     if (c >= N) continue;
                     float v;
                     if (EPI == AK_EPI_MIXED)
-                        v = __fmul_rn(__int2float_rn(accP[mi][ni][h * 2 + q]), __fmul_rn(sxm, __half2float(P0.sb[c])));
+                        v = ak_epi_int_out(accP[mi][ni][h * 2 + q], sxm, __half2float(P0.sb[c]), true);
                     else
                         v = accf[mi][ni][h * 2 + q];
                     a.Y[(size_t)r * N + c] = __float2half_rn(v);
@@ -435,15 +435,14 @@ DEVI float combine_one(const ak_gemm_args &a, size_t i, int m, int n) {
         const int *w = static_cast<const int *>(a.ws);
         int P = 0;
         for (int s = 0; s < S; s++) P += CG ? __ldcg(w + (size_t)s * MN + i) : w[(size_t)s * MN + i];
-        const float sig = __fmul_rn(__half2float(a.p[0].sa[m]), __half2float(a.p[0].sb[n]));
-        y = a.epi == AK_EPI_MIXED ? __fmul_rn(__int2float_rn(P), sig) : __fmaf_rn(__int2float_rn(P), sig, 0.0f);
+        y = ak_epi_int_out(P, __half2float(a.p[0].sa[m]), __half2float(a.p[0].sb[n]), a.epi == AK_EPI_MIXED);
     } else {
         const float *w = static_cast<const float *>(a.ws);
-        const int G = a.p[0].G, c = (G + S - 1) / S;
+        const int G = a.p[0].G;
         y = CG ? __ldcg(w + i) : w[i];
         for (int s = 1; s < S; s++)
-            if (s * c < G || (s == S - 1 && a.nparts > 1))
-                y = __fadd_rn(y, CG ? __ldcg(w + (size_t)s * MN + i) : w[(size_t)s * MN + i]);
+            if (ak_split_live(s, S, G, a.nparts))
+                y = ak_split_add(y, CG ? __ldcg(w + (size_t)s * MN + i) : w[(size_t)s * MN + i]);
     }
     return y;
 }
@@ -563,12 +562,11 @@ __global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const
             for (int e = 0; e < 4; e++) {
                 const int p = wide ? (acc[o][e] >> 8) : acc[o][e];
                 if (EPI == AK_EPI_GROUP && isplit) {
-                    accf[o][e] = __int_as_float(__float_as_int(accf[o][e]) + p);
+                    accf[o][e] = ak_epi_isplit_add(accf[o][e], p);
                 } else if (EPI == AK_EPI_GROUP) {
-                    const float pf = b4 ? i2f_small(p) : __int2float_rn(p);
-                    accf[o][e] = __fmaf_rn(pf, __fmul_rn(sx[e >> 1], sw[o][e & 1]), accf[o][e]);
+                    accf[o][e] = ak_epi_group(p, b4, sx[e >> 1], sw[o][e & 1], accf[o][e]);
                 } else {
-                    accP[o][e] += uu[o][e & 1] * p;
+                    accP[o][e] = ak_epi_mixed_add(accP[o][e], uu[o][e & 1], p);
                 }
                 acc[o][e] = 0;
             }
@@ -700,7 +698,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const
                 } else {
                     float v;
                     if (EPI == AK_EPI_MIXED)
-                        v = __fmul_rn(__int2float_rn(accP[o][e]), __fmul_rn(sxm, __half2float(P0.sb[c])));
+                        v = ak_epi_int_out(accP[o][e], sxm, __half2float(P0.sb[c]), true);
                     else
                         v = accf[o][e];
                     a.Y[(size_t)r * N + c] = __float2half_rn(v);
@@ -709,7 +707,7 @@ __global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const
     }
     if (S == 1) return;
     __shared__ unsigned last;
-    unsigned *cnt = reinterpret_cast<unsigned *>(static_cast<uint8_t *>(a.ws) + (size_t)S * M * N * 4);
+    unsigned *cnt = a.cnt;                   // zero before the launch (ak_gemm_args)
     __threadfence();                         // this block's partials, visible before the count
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(&cnt[blockIdx.x], 1u) == (unsigned)(S - 1);
@@ -741,19 +739,18 @@ __global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const
             for (int k = 0; k < PER; k++) Pk[k] += __ldcg(w + (size_t)s * MN + off[k]);
 #pragma unroll
         for (int k = 0; k < PER; k++) {
-            const float sig = __fmul_rn(__half2float(a.p[0].sa[mm[k]]), __half2float(a.p[0].sb[nn[k]]));
-            y[k] = a.epi == AK_EPI_MIXED ? __fmul_rn(__int2float_rn(Pk[k]), sig)
-                                         : __fmaf_rn(__int2float_rn(Pk[k]), sig, 0.0f);
+            y[k] = ak_epi_int_out(Pk[k], __half2float(a.p[0].sa[mm[k]]), __half2float(a.p[0].sb[nn[k]]),
+                                  a.epi == AK_EPI_MIXED);
         }
     } else {
         const float *w = static_cast<const float *>(a.ws);
-        const int G = a.p[0].G, c = (G + S - 1) / S;
+        const int G = a.p[0].G;
 #pragma unroll
         for (int k = 0; k < PER; k++) y[k] = __ldcg(w + off[k]);
         for (int s = 1; s < S; s++)
-            if (s * c < G || (s == S - 1 && a.nparts > 1))
+            if (ak_split_live(s, S, G, a.nparts))
 #pragma unroll
-                for (int k = 0; k < PER; k++) y[k] = __fadd_rn(y[k], __ldcg(w + (size_t)s * MN + off[k]));
+                for (int k = 0; k < PER; k++) y[k] = ak_split_add(y[k], __ldcg(w + (size_t)s * MN + off[k]));
     }
 #pragma unroll
     for (int k = 0; k < PER; k++)
@@ -800,22 +797,26 @@ int launch_cfg(const ak_gemm_args &a, cudaStream_t st, char *err) {
     return 0;
 }
 
+// The configuration is the planner's (ak_gemm_plan, kernels/ak_plan.cu): a.cfg.
 template <int EPI, bool INT4>
 int launch_epi(const ak_gemm_args &a, cudaStream_t st, char *err) {
-    const long long big_tiles = (long long)((a.M + 127) / 128) * ((a.N + 127) / 128);
-    if (a.M <= 16 && AK_GEMV) return launch_gemv<EPI, INT4>(a, st, err);
-    if (a.M <= 16) return launch_cfg<16, AK_SMALL_BN, AK_SMALL_BKB, 1, 4, AK_SMALL_STAGES, EPI, INT4>(a, st, err);
-    if (big_tiles < 264) return launch_cfg<64, 128, 128, 2, 4, 4, EPI, INT4>(a, st, err);
-    return launch_cfg<128, 128, 128, 2, 4, 3, EPI, INT4>(a, st, err);
+    switch (a.cfg) {
+    case AK_CFG_GEMV: return launch_gemv<EPI, INT4>(a, st, err);
+    case AK_CFG_SMALL: return launch_cfg<16, AK_SMALL_BN, AK_SMALL_BKB, 1, 4, AK_SMALL_STAGES, EPI, INT4>(a, st, err);
+    case AK_CFG_MID: return launch_cfg<64, 128, 128, 2, 4, 4, EPI, INT4>(a, st, err);
+    default: return launch_cfg<128, 128, 128, 2, 4, 3, EPI, INT4>(a, st, err);
+    }
 }
 
 }  // namespace
 
 int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err) {
     if (a.M < 1 || a.N < 1 || a.splits < 1 || (a.splits > 1 && (!a.ws || a.split_mode == AK_SPLIT_NONE)) ||
-        (a.split_mode == AK_SPLIT_INT && (a.nparts > 1 || (a.epi == AK_EPI_GROUP && a.p[0].G != 1)))) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: bad launch M = %d, N = %d, splits = %d (mode %d)", a.M, a.N,
-                          a.splits, a.split_mode);
+        (a.split_mode == AK_SPLIT_INT && (a.nparts > 1 || (a.epi == AK_EPI_GROUP && a.p[0].G != 1))) ||
+        a.cfg < AK_CFG_GEMV || a.cfg > AK_CFG_BIG || (a.cfg == AK_CFG_GEMV && (a.M > 16 || (a.splits > 1 && !a.cnt))) ||
+        (a.cfg == AK_CFG_SMALL && a.M > 16)) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: bad launch M = %d, N = %d, splits = %d (mode %d), cfg %d", a.M, a.N,
+                          a.splits, a.split_mode, a.cfg);
         return -1;
     }
     const bool int4 = path == AK_PATH_INT4;

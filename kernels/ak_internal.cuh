@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <cstring>
 extern "C" {
 #include "ak.h"
 }
@@ -57,12 +58,13 @@ enum { AK_EPI_GROUP = 0, AK_EPI_MIXED = 1 };
 #endif
 #define AK_GEMV_BLOCK_COLS 64   // columns of one gemv_kernel block (4 warps)
 
-// Bytes of the split-K workspace for (splits, M, N): the [splits, M, N] partials, then one counter
-// per AK_GEMV_BLOCK_COLS columns (gemv_kernel's split combine). Callers zero it once at allocation;
-// the combining block resets its counter, so the workspace can be reused by later launches.
-static inline size_t ak_ws_bytes(int S, int M, int N) {
-    return (size_t)S * M * N * 4 + (size_t)((N + AK_GEMV_BLOCK_COLS - 1) / AK_GEMV_BLOCK_COLS) * 4;
-}
+// Bytes of a one-shape split-K workspace for (splits, M, N): the [splits, M, N] partials, then one
+// counter per AK_GEMV_BLOCK_COLS columns (ak_gemm_args.cnt = ws + ak_ws_part_bytes). Callers zero it
+// once at allocation; the combining block resets its counter, so it can be reused by later launches
+// of the same shape. (A context keeps its counters apart from the partials: ak_cuda.cu.)
+static inline size_t ak_ws_part_bytes(int S, int M, int N) { return (size_t)S * M * N * 4; }
+static inline size_t ak_ws_cnt_count(int N) { return (size_t)((N + AK_GEMV_BLOCK_COLS - 1) / AK_GEMV_BLOCK_COLS); }
+static inline size_t ak_ws_bytes(int S, int M, int N) { return ak_ws_part_bytes(S, M, N) + ak_ws_cnt_count(N) * 4; }
 #ifndef AK_GEMV_WARPS_PER_SM
 #define AK_GEMV_WARPS_PER_SM 12
 #endif
@@ -87,15 +89,21 @@ struct ak_gemm_args {
     __half *Y;             // [M, N] fp16
     int splits;            // >= 1
     int split_mode;        // AK_SPLIT_*
-    void *ws;              // splits > 1: [splits, M, N] int32 (INT) or fp32 (GROUP) partials, then
-                           // gemv_kernel's tile counters (ak_ws_bytes; zeroed at allocation)
+    void *ws;              // splits > 1: [splits, M, N] int32 (INT) or fp32 (GROUP) partials
+    unsigned *cnt;         // splits > 1 with AK_CFG_GEMV: one counter per AK_GEMV_BLOCK_COLS columns,
+                           // zero before the launch (zeroed at allocation; the combining block
+                           // resets its counter, so they are all zero again after every launch)
+    int cfg;               // AK_CFG_* from ak_gemm_plan (kernels/ak_plan.cu)
 };
 
-// Split count and mode the kernels use for (mode, M, N, K) when the caller lets them choose
-// (ak_gemm_splits in ak.h), and the split mode implied by a mode.
+// Tile configurations (ak_plan in ak.h; launch_epi in ak_gemm.cu): GEMV = gemv_kernel (M <= 16),
+// SMALL = 16 x AK_SMALL_BN tiles, MID = 64 x 128, BIG = 128 x 128.
+enum { AK_CFG_GEMV = 1, AK_CFG_SMALL = 2, AK_CFG_MID = 3, AK_CFG_BIG = 4 };
+
+// The split mode implied by a mode (ak_plan.cu).
 int ak_split_mode(const aq_mode *m);
 
-// Launch the GEMM (tile configuration picked from M and N). Returns 0 or -1 with err.
+// Launch the GEMM with a.cfg's tile configuration (from ak_gemm_plan). Returns 0 or -1 with err.
 int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err);
 
 // One column range of the activation quantizer (ATOM: main then outliers; others: one part).
@@ -117,9 +125,85 @@ struct ak_quant_args {
     int nparts;
     ak_qpart p[2];
     unsigned long long *bad;   // device: min flat index of a non-finite x (init ~0ull)
+    const unsigned long long *perm_bad;   // ATOM: nullptr, or the perm check's flag: a block does
+                                          // nothing if it is not ~0ull (perm not a permutation)
 };
 
 int ak_launch_quant(const ak_quant_args &a, cudaStream_t st, char *err);
+
+// ---- context (ak_cuda.cu) ---------------------------------------------------------------------------
+// Error-check slots: every checked call takes one slot of AK_SLOT_WORDS u64 device words, all ~0ull
+// when clean: [0] min flat index of a non-finite input, [1] an index i with perm[i] out of range or
+// repeated, [2] min flat index of an fp16 overflow in an output. The host keeps what each slot's call
+// was, to name it when a deferred check reports it.
+#define AK_NSLOT 256
+#define AK_SLOT_WORDS 4
+struct ak_slot_info {
+    char op[32], what[96];
+    int K;                           // row length of the flat indices
+    const uint16_t *x;               // the input (to print a non-finite value in sync mode)
+    const int32_t *perm;             // the perm checked (to print the bad entry in sync mode)
+    unsigned long long seq;
+};
+struct ak_ctx {
+    ak_ctx_facts f;
+    cudaStream_t st;                 // the stream every call uses (own_st, or one set by ak_ctx_set_stream)
+    cudaStream_t own_st;             // created by ak_ctx_new, destroyed by ak_ctx_free
+    void *ws;                        // split-K partials (grown on demand)
+    size_t ws_bytes;
+    unsigned *cnt;                   // gemv split counters (grown on demand, zeroed at allocation)
+    size_t cnt_n;
+    unsigned long long *flags;       // [AK_NSLOT * AK_SLOT_WORDS] device, ~0ull = clean
+    int sync_checks;
+    unsigned long long seq;          // calls that took a slot so far
+    unsigned long long first_pending;// seq of the oldest unchecked slot
+    ak_slot_info info[AK_NSLOT];
+};
+// Make c's device current. 0 or -1 with err.
+int ak_ctx_use(ak_ctx *c, const char *op, char *err);
+// Take a check slot for one call (op, tensor what, row length K); -1 on error (a deferred failure
+// found while recycling slots is reported here). Device words: c->flags + slot * AK_SLOT_WORDS.
+int ak_slot_open(ak_ctx *c, const char *op, const char *what, int K, const uint16_t *x, const int32_t *perm,
+                 char *err);
+// Finish the call: in sync mode (or force) wait and report this slot; else leave it for ak_ctx_check.
+int ak_slot_close(ak_ctx *c, int slot, bool force_sync, char *err);
+
+// ---- general quantizer (ak_wquant.cu) ---------------------------------------------------------------
+// Validate perm [K] on the device: flag[0] = an offending index (else stays ~0ull). K <= AK_PERM_MAX_K.
+#define AK_PERM_MAX_K 393216
+int ak_launch_perm_check(const int32_t *perm, int K, unsigned long long *flag, cudaStream_t st, char *err);
+
+// ---- layouts shared by ak_cuda.cu and ak_wquant.cu ----------------------------------------------------
+// The parts of a quantized tensor for (mode, X/W, K), as quant/aq_quant.c quantize_f32 lays them out.
+struct qlayout {
+    int nparts;
+    int cols[2], bits[2], group[2];
+    bool sub;          // MIXED weights: per-row S + sub-scales u
+};
+
+static inline qlayout layout_of(const aq_mode *m, bool is_w, int K) {
+    qlayout L;
+    memset(&L, 0, sizeof L);
+    const int bits = is_w ? m->wbits : m->xbits;
+    L.nparts = 1;
+    L.cols[0] = K; L.bits[0] = bits;
+    switch (m->kind) {
+    case AQ_KIND_MIXED:
+        L.group[0] = is_w ? m->group : K;
+        L.sub = is_w;
+        break;
+    case AQ_KIND_ATOM:
+        L.cols[0] = K - m->outliers;
+        L.group[0] = m->group;
+        if (m->outliers > 0) { L.nparts = 2; L.cols[1] = m->outliers; L.bits[1] = 8; L.group[1] = m->outliers; }
+        break;
+    default:
+        L.group[0] = m->group ? m->group : K;
+    }
+    return L;
+}
+
+static inline size_t dq_row_bytes(const ak_dqmat *q) { return q->bits == 4 ? (size_t)(q->cols + 1) / 2 : (size_t)q->cols; }
 
 #define AK_CUDA_TRY(call, what)                                                                  \
     do {                                                                                         \

@@ -95,3 +95,95 @@ int ak_selftest_rounding(long long *pairs, long long *mismatches, char *err) {
     *mismatches = 0;
     return nocuda(err);
 }
+
+/* ---- device-resident API: no device in a CPU-only build ------------------------------------------- */
+int ak_ctx_new(int device, ak_ctx **out, char *err) {
+    (void)device;
+    if (out) *out = NULL;
+    return nocuda(err);
+}
+void ak_ctx_free(ak_ctx *c) { (void)c; }
+int ak_ctx_sync(ak_ctx *c, char *err) { (void)c; return nocuda(err); }
+int ak_ctx_check(ak_ctx *c, char *err) { (void)c; return nocuda(err); }
+void ak_ctx_set_sync_checks(ak_ctx *c, int on) { (void)c; (void)on; }
+const ak_ctx_facts *ak_ctx_info(const ak_ctx *c) { (void)c; return NULL; }
+void *ak_ctx_stream(const ak_ctx *c) { (void)c; return NULL; }
+int ak_ctx_set_stream(ak_ctx *c, void *stream) { (void)c; (void)stream; return -1; }
+
+int ak_dmalloc(ak_ctx *c, size_t bytes, void **out, const char *what, char *err) {
+    (void)c; (void)bytes; (void)what;
+    if (out) *out = NULL;
+    return nocuda(err);
+}
+void ak_dfree(ak_ctx *c, void *p) { (void)c; (void)p; }
+int ak_upload(ak_ctx *c, void *dst, const void *src, size_t bytes, const char *what, char *err) {
+    (void)c; (void)dst; (void)src; (void)bytes; (void)what;
+    return nocuda(err);
+}
+int ak_download(ak_ctx *c, void *dst, const void *src, size_t bytes, const char *what, char *err) {
+    (void)c; (void)dst; (void)src; (void)bytes; (void)what;
+    return nocuda(err);
+}
+int ak_dmemset(ak_ctx *c, void *dst, int value, size_t bytes, const char *what, char *err) {
+    (void)c; (void)dst; (void)value; (void)bytes; (void)what;
+    return nocuda(err);
+}
+
+int ak_dqt_alloc(ak_ctx *c, const aq_mode *m, int is_weight, int cap, int K, ak_dqt *out, const char *what,
+                 char *err) {
+    (void)c; (void)m; (void)is_weight; (void)cap; (void)K; (void)what;
+    if (out) memset(out, 0, sizeof *out);
+    return nocuda(err);
+}
+void ak_dqt_free(ak_ctx *c, ak_dqt *t) {
+    (void)c;
+    if (t) memset(t, 0, sizeof *t);
+}
+int ak_dqt_upload(ak_ctx *c, const aq_qtensor *src, ak_dqt *out, const char *what, char *err) {
+    (void)c; (void)src; (void)what;
+    if (out) memset(out, 0, sizeof *out);
+    return nocuda(err);
+}
+int ak_dqt_download(ak_ctx *c, const ak_dqt *src, aq_qtensor *out, char *err) {
+    (void)c; (void)src;
+    if (out) memset(out, 0, sizeof *out);
+    return nocuda(err);
+}
+
+int ak_quantize_w_dev(ak_ctx *c, const aq_mode *m, const uint16_t *w, int N, int K, const int32_t *perm, ak_dqt *out,
+                      const char *what, char *err) {
+    (void)c; (void)m; (void)w; (void)N; (void)K; (void)perm; (void)out; (void)what;
+    return nocuda(err);
+}
+int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm, ak_dqt *out,
+                      const char *what, char *err) {
+    (void)c; (void)m; (void)x; (void)M; (void)K; (void)perm; (void)out; (void)what;
+    return nocuda(err);
+}
+int ak_gemm_dev(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, uint16_t *y, char *err) {
+    (void)c; (void)qx; (void)qw; (void)y;
+    return nocuda(err);
+}
+int ak_gemm_dev_ex(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, ak_path path, int k_splits, uint16_t *y, char *err) {
+    (void)c; (void)qx; (void)qw; (void)path; (void)k_splits; (void)y;
+    return nocuda(err);
+}
+int ak_gemm_plan(const aq_mode *m, int M, int N, int K, int sms, int k_splits, ak_plan *out) {
+    (void)m; (void)M; (void)N; (void)K; (void)sms; (void)k_splits;
+    if (out) memset(out, 0, sizeof *out);
+    return -1;
+}
+int ak_dequantize_w_dev(ak_ctx *c, const ak_dqt *t, uint16_t *out, const char *what, char *err) {
+    (void)c; (void)t; (void)out; (void)what;
+    return nocuda(err);
+}
+int ak_fakequant_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
+                       uint16_t *out, const char *what, char *err) {
+    (void)c; (void)m; (void)x; (void)M; (void)K; (void)perm; (void)out; (void)what;
+    return nocuda(err);
+}
+int ak_fakequant_w_dev(ak_ctx *c, const aq_mode *m, const uint16_t *w, int N, int K, const int32_t *perm,
+                       uint16_t *out, const char *what, char *err) {
+    (void)c; (void)m; (void)w; (void)N; (void)K; (void)perm; (void)out; (void)what;
+    return nocuda(err);
+}

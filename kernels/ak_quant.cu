@@ -95,6 +95,7 @@ DEVI uint32_t pack8(const int *q) {
 template <int NT, int NQ, bool PERM>
 __global__ void __launch_bounds__(NT, AK_QUANT_THREADS_PER_SM / NT < 16 ? AK_QUANT_THREADS_PER_SM / NT : 16) quant_kernel(const ak_quant_args a) {
     extern __shared__ __align__(16) uint8_t qsm[];
+    if (PERM && a.perm_bad && *a.perm_bad != ~0ull) return;   // perm is not a permutation: gather nothing
     const int m = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
     const int K = a.K;
     const unsigned short *xrow = reinterpret_cast<const unsigned short *>(a.x) + (size_t)m * K;

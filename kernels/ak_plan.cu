@@ -1,0 +1,85 @@
+// ak_plan.cu — the one launch planner of the integer GEMM: (mode, M, N, K, the GPU's SM count) -> tile
+// configuration, split-K count and split kind, path. ak_gemm_dev (the context's SM count), the host
+// wrappers ak_gemm_ex / ak_gemm_splits (device 0's SM count) and the benchmark all call it, so a
+// shape maps to one launch everywhere. The split count never changes Y beyond what the contract's
+// k_splits says (NUMERICS.md clarification 3; apex4 check compares aq_gemm at the same k_splits).
+// Policy and measurements: kernels/NOTES.md ("M <= 16: gemv_kernel", "Design").
+#include "ak_internal.cuh"
+
+#include <cstring>
+
+int ak_split_mode(const aq_mode *m) {
+    if (m->kind == AQ_KIND_MIXED || (m->kind == AQ_KIND_GROUP && m->group == 0)) return AK_SPLIT_INT;
+    return AK_SPLIT_GROUP;
+}
+
+namespace {
+
+// Main-part groups of the weights (the GEMM's G) and the outlier count of a mode at K.
+void mode_groups(const aq_mode *m, int K, int *G, int *o) {
+    *o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
+    const int g = m->group ? m->group : K;
+    *G = (K - *o + g - 1) / g;
+}
+
+// Split count the kernels pick for a configuration (k_splits = 0).
+int auto_splits(const aq_mode *m, int cfg, int M, int N, int K, int sms) {
+    int G, o;
+    mode_groups(m, K, &G, &o);
+    int S;
+    if (cfg == AK_CFG_GEMV) {   // gemv_kernel: warps of AK_GEMV_NCOLS columns stream the weights
+        const long long warps = (N + AK_GEMV_NCOLS - 1) / AK_GEMV_NCOLS, want = (long long)sms * AK_GEMV_WARPS_PER_SM;
+        if (warps >= want) return 1;
+        S = (int)((want + warps - 1) / warps);
+        const int spans = ((K - o) * m->xbits / 8 + 63) / 64;
+        if (S > spans / AK_GEMV_MIN_SPANS) S = spans / AK_GEMV_MIN_SPANS;
+    } else if (cfg == AK_CFG_BIG) {
+        return 1;
+    } else {                    // split the two smaller tile configurations up to ~2 blocks per SM
+        const long long blocks = cfg == AK_CFG_SMALL ? (long long)((N + AK_SMALL_BN - 1) / AK_SMALL_BN)
+                                                     : (long long)((M + 63) / 64) * ((N + 127) / 128);
+        const long long want = 2LL * sms;
+        if (blocks >= want) return 1;
+        S = (int)((want + blocks - 1) / blocks);
+        const int tile_bytes = cfg == AK_CFG_SMALL ? AK_SMALL_BKB : 128;   // the configuration's BKB
+        const int tiles = ((K - o) * m->xbits / 8 + tile_bytes - 1) / tile_bytes;
+        if (S > tiles / 2) S = tiles / 2;
+    }
+    if (ak_split_mode(m) == AK_SPLIT_GROUP && S > G) S = G;
+    return S < 1 ? 1 : S;
+}
+
+}  // namespace
+
+extern "C" int ak_gemm_plan(const aq_mode *m, int M, int N, int K, int sms, int k_splits, ak_plan *out) {
+    if (!out) return -1;
+    memset(out, 0, sizeof *out);
+    if (!m || !aq_mode_is_integer(m) || M < 1 || N < 1 || K < 32 || sms < 1 || k_splits < 0 || k_splits > 65535)
+        return -1;
+    // Tile configuration: M <= 16 -> gemv_kernel (AK_GEMV) or 16 x 256 tiles; otherwise 128 x 128 tiles
+    // unless they would give fewer than 2 blocks per SM, then 64 x 128 (more, smaller blocks).
+    const long long big_tiles = (long long)((M + 127) / 128) * ((N + 127) / 128);
+    if (M <= 16) out->cfg = AK_GEMV ? AK_CFG_GEMV : AK_CFG_SMALL;
+    else out->cfg = big_tiles < 2LL * sms ? AK_CFG_MID : AK_CFG_BIG;
+    out->splits = k_splits ? k_splits : auto_splits(m, out->cfg, M, N, K, sms);
+    int G, o;
+    mode_groups(m, K, &G, &o);
+    const int nparts = o > 0 ? 2 : 1;
+    if (out->splits == 1) out->split_kind = AK_SPLIT_NONE;
+    else if (nparts == 1 && (G == 1 || ak_split_mode(m) == AK_SPLIT_INT)) out->split_kind = AK_SPLIT_INT;
+    else out->split_kind = AK_SPLIT_GROUP;
+    // INT8 widening path: the measured one on Hopper (kernels/NOTES.md); both paths are bit-exact.
+    out->path = AK_PATH_INT8;
+    return 0;
+}
+
+extern "C" int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 1;   // no device: nothing to plan for
+    }
+    ak_plan p;
+    if (ak_gemm_plan(m, M, N, K, sms, 0, &p)) return 1;
+    return p.splits;
+}
