@@ -15,6 +15,7 @@
 #include <cjson/cJSON.h>
 #include "ax_util.h"
 #include "safetensors.h"
+#include "forward.h"   /* ae_parallel_for */
 
 
 /* splitmix64 (Steele, Lea, Flood 2014): a small, well-mixed generator; one state per tensor. */
@@ -27,16 +28,28 @@ static uint64_t splitmix64(uint64_t *s) {
 static double uniform01(uint64_t *s) {   /* (0, 1]: 53 random bits */
     return ((double)(splitmix64(s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
 }
-/* n samples of N(0, std²) by Box–Muller (both outputs used). */
-static void fill_normal(float *x, size_t n, double std, uint64_t seed) {
-    uint64_t s = seed;
+/* n samples of N(0, std²) by Box–Muller (both outputs used). splitmix64 is counter-based (the k-th
+ * output depends only on seed + k·γ), so pair p (samples 2p, 2p+1) starts from state seed + 2p·γ
+ * and chunks of pairs run on all cores with the same values as one sequential pass. */
+typedef struct { float *x; size_t n; double std; uint64_t seed; } fill_ctx;
+
+static void fill_range(void *vc, long a, long b, int tid) {
+    (void)tid;
+    const fill_ctx *c = vc;
     const double two_pi = 6.283185307179586476925286766559;
-    for (size_t i = 0; i < n; i += 2) {
+    uint64_t s = c->seed + (uint64_t)a * 2u * 0x9E3779B97F4A7C15ull;
+    for (size_t i = (size_t)a * 2; i < (size_t)b * 2 && i < c->n; i += 2) {
         double r = sqrt(-2.0 * log(uniform01(&s))), th = two_pi * uniform01(&s);
-        x[i] = (float)(std * r * cos(th));
-        if (i + 1 < n) x[i + 1] = (float)(std * r * sin(th));
+        c->x[i] = (float)(c->std * r * cos(th));
+        if (i + 1 < c->n) c->x[i + 1] = (float)(c->std * r * sin(th));
     }
 }
+
+static void fill_normal(float *x, size_t n, double std, uint64_t seed) {
+    fill_ctx c = {x, n, std, seed};
+    ae_parallel_for(0, (long)((n + 1) / 2), 1 << 16, fill_range, &c);
+}
+
 static uint64_t name_hash(const char *s) {   /* FNV-1a 64 */
     uint64_t h = 1469598103934665603ull;
     for (; *s; s++) { h ^= (unsigned char)*s; h *= 1099511628211ull; }
