@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# eval/device_eval.sh — one call on the GPU machine for the GPU engine (run from the repository root
+# there, after kernels/device_pack.sh packed .devpack/ here and the call carried it):
+#   bash eval/device_eval.sh [steps]      steps: comma list of
+#     env       nvidia-smi, libraries, apex4 devices
+#     fuzz      start the packed libFuzzer harnesses in the background (setsid; FUZZ_CORES cores,
+#               FUZZ_SECONDS each, -jobs split by harness); `fuzzstat` collects their counts
+#     test      Criterion: test_gpu, test_gpu_ops, test_engine (on the device)
+#     check     apex4 check --device cuda (full sweep)
+#     ppl13m    WikiText-2 ppl of wiki-gutenberg-13M, every standard mode, --gemm fake and exact
+#     peer13m   the transformers peer's FP16 ppl of the same model (independent check)
+#     zs        all 7 zero-shot tasks, full sets, fp16,w4a4-g32,w4a4-pc,atom-g128-o128
+#     speed7b   LLaMA-2-7B-shaped checkpoint (make-model), s/window of apex4 vs transformers
+# Results land in $OUT; a short table is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+STEPS=",${1:-env,test,ppl13m},"
+OUT=${OUT:-/tmp/apex4-out}
+mkdir -p "$OUT"
+has() { [[ "$STEPS" == *",$1,"* ]]; }
+P=/tmp/apex4-pack
+if [ ! -x $P/bin/apex4 ]; then mkdir -p $P && xz -dc .devpack/pack.tar.xz | tar -C $P -xf - || exit 1; fi
+export LD_LIBRARY_PATH="$P/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export APEX4_DATA=$P/data APEX4_PROGRESS=0
+BIN=$P/bin/apex4
+D=$APEX4_DATA
+T0=$(date +%s)
+summary=()
+step() { echo "== $1 ($(( $(date +%s) - T0 )) s)"; }
+
+if has env; then
+    step env
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv
+    ldd $BIN | grep "not found" && echo "MISSING LIBRARIES"
+    $BIN devices; nproc
+fi
+
+if has fuzz; then
+    step fuzz
+    FC=${FUZZ_CORES:-10}; FS=${FUZZ_SECONDS:-500}
+    mkdir -p /tmp/fz && cd /tmp/fz
+    hs=$(ls $P/fuzz/ | sed -n 's/^fuzz_//p')
+    nh=$(echo $hs | wc -w); per=$(( FC / (nh > 0 ? nh : 1) )); [ $per -lt 1 ] && per=1
+    for h in $hs; do
+        mkdir -p /tmp/fz/$h && cd /tmp/fz/$h
+        ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 LSAN_OPTIONS=suppressions=$P/fuzz/lsan.supp \
+        setsid nohup $P/fuzz/fuzz_$h -jobs=$per -workers=$per -max_total_time=$FS -max_len=32768 -rss_limit_mb=2048 \
+            -timeout=10 -print_final_stats=1 -artifact_prefix=/tmp/fz/$h/ $P/fuzz/corpus/$h >/tmp/fz/$h/main.log 2>&1 &
+        cd /tmp/fz
+    done
+    cd - >/dev/null
+    echo "fuzz: $nh harnesses x $per jobs, $FS s"
+fi
+
+if has test; then
+    step test
+    for t in test_gpu test_gpu_ops test_engine; do
+        timeout ${TEST_TIMEOUT:-200} $P/bin/$t --verbose >"$OUT/$t.log" 2>&1
+        grep -E "^\[(FAIL|----)\]" "$OUT/$t.log" | head -20
+        summary+=("$t: $(grep -o 'Synthesis.*' "$OUT/$t.log" | tail -1)")
+    done
+fi
+
+if has check; then
+    step check
+    timeout ${CHECK_TIMEOUT:-300} $BIN check --device cuda --threads ${CHECK_THREADS:-6} >"$OUT/check.log" 2>&1
+    rc=$?; grep -vE '^\[ *[0-9]+/[0-9]+\] ok ' "$OUT/check.log" | tail -8
+    summary+=("check rc=$rc: $(tail -1 "$OUT/check.log")")
+fi
+
+M13=$D/models/wiki-gutenberg-13M
+if has ppl13m; then
+    for g in ${PPL_GEMMS:-fake exact}; do
+        step "ppl13m gemm $g"
+        timeout ${PPL_TIMEOUT:-400} $BIN eval ppl --model $M13 --device cuda --gemm $g --modes ${PPL_MODES:-standard} \
+            ${PPL_ARGS:-} --out "$OUT/ppl-wg13m-cuda-$g.json" >"$OUT/ppl13m-$g.log" 2>&1
+        rc=$?; tail -16 "$OUT/ppl13m-$g.log"
+        summary+=("ppl13m $g rc=$rc")
+    done
+fi
+
+if has peer13m; then
+    step peer13m
+    timeout 300 python3 eval/peer_transformers.py --model $M13 --wikitext $D/data/wikitext-2-raw/wiki.test.raw \
+        --modes fp16 >"$OUT/peer13m.jsonl" 2>"$OUT/peer13m.err"; rc=$?
+    cat "$OUT/peer13m.jsonl"; tail -3 "$OUT/peer13m.err"
+    summary+=("peer13m rc=$rc")
+fi
+
+if has zs; then
+    step zs
+    timeout ${ZS_TIMEOUT:-500} $BIN eval zeroshot --model $M13 --device cuda \
+        --tasks piqa,arc_easy,arc_challenge,boolq,hellaswag,winogrande,lambada_openai \
+        --modes ${ZS_MODES:-fp16,w4a4-g32,w4a4-pc,atom-g128-o128} ${ZS_ARGS:-} --out "$OUT/zeroshot-wg13m-cuda.json" \
+        >"$OUT/zs.log" 2>&1
+    rc=$?; tail -22 "$OUT/zs.log"
+    summary+=("zeroshot rc=$rc")
+fi
+
+if has speed7b; then
+    step speed7b
+    M7=/tmp/llama2-7b-shaped
+    if [ ! -f $M7/config.json ]; then
+        cat >/tmp/llama2-7b.json <<'JSON'
+{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":4096,"intermediate_size":11008,
+ "num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32000,
+ "max_position_embeddings":4096,"rms_norm_eps":1e-05,"rope_theta":10000.0,"tie_word_embeddings":false,
+ "torch_dtype":"float16","bos_token_id":1,"eos_token_id":2,"hidden_act":"silu"}
+JSON
+        /usr/bin/time -f "make-model %e s" $BIN make-model --config /tmp/llama2-7b.json --seed 1 --out $M7 --shards 3 2>&1 | tail -2
+        cp $D/models/llama2-tokenizer/tokenizer.json $M7/
+    fi
+    W=${SPEED_WINDOWS:-12}
+    for g in ${SPEED_GEMMS:-fake exact}; do
+        timeout 400 $BIN eval ppl --model $M7 --device cuda --gemm $g --modes ${SPEED_MODES:-fp16,w4a4-g128} \
+            --max-windows $W --out "$OUT/speed7b-$g.json" >"$OUT/speed7b-$g.log" 2>&1
+        echo "apex4 gemm $g rc=$?"; tail -6 "$OUT/speed7b-$g.log"
+    done
+    timeout 400 python3 eval/peer_transformers.py --model $M7 --wikitext $D/data/wikitext-2-raw/wiki.test.raw \
+        --windows $W --modes fp16,fake-w4a4-g128 >"$OUT/peer7b.jsonl" 2>"$OUT/peer7b.err"
+    echo "peer rc=$?"; cat "$OUT/peer7b.jsonl"; tail -3 "$OUT/peer7b.err"
+fi
+
+if has fuzzstat; then
+    step fuzzstat
+    for d in /tmp/fz/*/; do
+        h=$(basename $d)
+        n=$(cat $d/fuzz-*.log $d/main.log 2>/dev/null | grep -o 'stat::number_of_executed_units: [0-9]*' | awk '{s+=$2} END {print s+0}')
+        cr=$(ls $d | grep -cE '^(crash|leak|timeout|oom)-')
+        echo "fuzz_$h: executed $n, findings $cr"
+        echo "fuzz_$h $n $cr" >> "$OUT/fuzz-counts.txt"
+        ls $d | grep -E '^(crash|leak|timeout|oom)-' | head -3 | while read f; do cp $d/$f "$OUT/" 2>/dev/null; done
+    done
+fi
+
+step summary
+for s in "${summary[@]}"; do echo "  $s"; done

@@ -1,0 +1,1275 @@
+// ak_ops.cu — LLaMA forward building blocks on the GPU (kernels/ak_ops.h): embeddings, RMSNorm, RoPE,
+// KV cache with 4-bit fake-quant, GQA causal attention (a simple fp32 kernel and a FlashAttention-2
+// style tensor-core kernel), SwiGLU, residual adds, cuBLAS linears, fp16 conversion and the
+// perplexity reductions. Sources: HF transformers modeling_llama.py (eager fp16 path), llama2.c run.c,
+// FlashAttention-2 (Dao 2023) for the attention tiling, eval/forward.c and eval/ppl.c for the CPU
+// evaluator's exact operations (exp polynomial, llama3 inverse frequencies, KLD formula).
+//
+// Numerics are written with explicit IEEE intrinsics (__fmul_rn, __fadd_rn, __fdiv_rn, ...) wherever
+// the result must match a CPU formula operation by operation: nvcc contracts a*b+c into an FMA by
+// default, the CPU build uses -ffp-contract=off.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+extern "C" {
+#include "ak_ops.h"
+}
+
+// ---- errors -----------------------------------------------------------------------------------------
+
+#define OPS_ERR(...)                                              \
+    do {                                                          \
+        if (err) snprintf(err, AX_ERR_LEN, __VA_ARGS__);          \
+    } while (0)
+// A CUDA runtime call inside public function `op`; `step` says what it was doing.
+#define OPS_CUDA(op, step, call)                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            OPS_ERR("%s: %s failed: %s (%s)", op, step, cudaGetErrorString(e_), cudaGetErrorName(e_)); \
+            return -1;                                                                             \
+        }                                                                                          \
+    } while (0)
+#define OPS_LAUNCHED(op, kernel) OPS_CUDA(op, "launching " kernel, cudaGetLastError())
+
+struct ak_ops {
+    int device;
+    int sms;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *scratch;          // device scratch, grows on demand (stream-ordered reuse)
+    size_t scratch_bytes;
+    uint16_t *rope_cos;     // [rope_max_pos, rope_half] fp16
+    uint16_t *rope_sin;
+    int rope_max_pos, rope_half;
+};
+
+static int begin(ak_ops *o, const char *op, char *err) {
+    if (!o) { OPS_ERR("%s: context is NULL (ak_ops_new first)", op); return -1; }
+    OPS_CUDA(op, "cudaSetDevice", cudaSetDevice(o->device));
+    return 0;
+}
+
+static int get_scratch(ak_ops *o, size_t bytes, void **p, const char *op, char *err) {
+    if (bytes > o->scratch_bytes) {
+        if (o->scratch) {
+            cudaStreamSynchronize(o->stream);   // earlier ops may still read it
+            cudaFree(o->scratch);
+            o->scratch = nullptr;
+            o->scratch_bytes = 0;
+        }
+        size_t nb = std::max(bytes, (size_t)1 << 20);
+        cudaError_t e = cudaMalloc(&o->scratch, nb);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            o->scratch = nullptr;
+            OPS_ERR("%s: out of device memory allocating %zu bytes of scratch (%s)", op, nb, cudaGetErrorString(e));
+            return -1;
+        }
+        o->scratch_bytes = nb;
+    }
+    *p = o->scratch;
+    return 0;
+}
+
+static unsigned grid_for(const ak_ops *o, size_t n, int block) {
+    size_t g = (n + (size_t)block - 1) / (size_t)block;
+    size_t cap = (size_t)o->sms * 32;
+    if (g > cap) g = cap;
+    if (g < 1) g = 1;
+    return (unsigned)g;
+}
+
+// ---- device helpers ------------------------------------------------------------------------------
+
+__device__ __forceinline__ float h2f(uint16_t b) { return __half2float(__ushort_as_half(b)); }
+__device__ __forceinline__ uint16_t f2h(float f) { return __half_as_ushort(__float2half_rn(f)); }
+// fp16 rounding of an fp32 value, back in fp32
+__device__ __forceinline__ float r16(float f) { return __half2float(__float2half_rn(f)); }
+
+__device__ __forceinline__ float warp_sum_f(float v) {
+    for (int s = 16; s > 0; s >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, s));
+    return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
+    return v;
+}
+__device__ __forceinline__ float warp_max_f(float v) {
+    for (int s = 16; s > 0; s >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, s));
+    return v;
+}
+
+// Block-wide sums (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+__device__ float block_sum_f(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_f(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    float t = lane < nw ? sh[lane] : 0.0f;
+    return warp_sum_f(t);
+}
+__device__ double block_sum_d(double v, double *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = warp_sum_d(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    double t = lane < nw ? sh[lane] : 0.0;
+    return warp_sum_d(t);
+}
+// (value, index) maximum with ties to the lowest index; NaN never wins (comparisons are false).
+__device__ __forceinline__ void amax_combine(float &v, int &i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i) || (v != v && v2 == v2)) { v = v2; i = i2; }
+}
+__device__ void block_argmax(float &v, int &i, float *shv, int *shi) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    for (int s = 16; s > 0; s >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, v, s);
+        int i2 = __shfl_xor_sync(0xffffffffu, i, s);
+        amax_combine(v, i, v2, i2);
+    }
+    __syncthreads();
+    if (lane == 0) { shv[w] = v; shi[w] = i; }
+    __syncthreads();
+    v = lane < nw ? shv[lane] : -INFINITY;
+    i = lane < nw ? shi[lane] : 0x7fffffff;
+    for (int s = 16; s > 0; s >>= 1) {
+        float v2 = __shfl_xor_sync(0xffffffffu, v, s);
+        int i2 = __shfl_xor_sync(0xffffffffu, i, s);
+        amax_combine(v, i, v2, i2);
+    }
+}
+
+// ---- conversion --------------------------------------------------------------------------------------
+
+__global__ void to_f16_kernel(int src_type, const void *src, size_t n, uint16_t *dst,
+                              unsigned long long *first_bad) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint16_t h;
+        if (src_type == AK_OPS_F16) {
+            h = ((const uint16_t *)src)[i];
+        } else {
+            float f = src_type == AK_OPS_F32 ? ((const float *)src)[i]
+                                             : __uint_as_float((uint32_t)((const uint16_t *)src)[i] << 16);
+            h = f2h(f);   // RNE, overflow to inf, NaN stays NaN (aq_f32_to_f16)
+        }
+        if ((h & 0x7c00u) == 0x7c00u) atomicMin(first_bad, (unsigned long long)i);
+        dst[i] = h;
+    }
+}
+
+extern "C" int ak_ops_to_f16(ak_ops *o, ak_ops_dtype src_type, const void *src, size_t n, uint16_t *dst,
+                             const char *what, char *err) {
+    const char *op = "ak_ops_to_f16";
+    if (begin(o, op, err)) return -1;
+    if (!what) what = "tensor";
+    if (src_type != AK_OPS_F32 && src_type != AK_OPS_BF16 && src_type != AK_OPS_F16) {
+        OPS_ERR("%s: %s: unknown source dtype %d", op, what, (int)src_type);
+        return -1;
+    }
+    if (n == 0) return 0;
+    if (!src || !dst) { OPS_ERR("%s: %s: %s pointer is NULL", op, what, !src ? "source" : "destination"); return -1; }
+    void *s;
+    if (get_scratch(o, sizeof(unsigned long long), &s, op, err)) return -1;
+    unsigned long long init = ~0ULL, bad = 0;
+    OPS_CUDA(op, "writing the error flag", cudaMemcpyAsync(s, &init, sizeof init, cudaMemcpyHostToDevice, o->stream));
+    to_f16_kernel<<<grid_for(o, n, 256), 256, 0, o->stream>>>((int)src_type, src, n, dst, (unsigned long long *)s);
+    OPS_LAUNCHED(op, "to_f16_kernel");
+    OPS_CUDA(op, "reading the error flag", cudaMemcpyAsync(&bad, s, sizeof bad, cudaMemcpyDeviceToHost, o->stream));
+    OPS_CUDA(op, "synchronizing", cudaStreamSynchronize(o->stream));
+    if (bad != ~0ULL) {
+        OPS_ERR("%s: %s: value at flat index %llu is NaN/inf or overflows fp16 (|v| > 65504 after rounding)",
+                op, what, bad);
+        return -1;
+    }
+    return 0;
+}
+
+// ---- context -----------------------------------------------------------------------------------------
+
+extern "C" int ak_ops_new(int device, ak_ops **out, char *err) {
+    const char *op = "ak_ops_new";
+    if (!out) { OPS_ERR("%s: out is NULL", op); return -1; }
+    *out = nullptr;
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n < 1) {
+        cudaGetLastError();
+        OPS_ERR("%s: no CUDA device (%s)", op, e != cudaSuccess ? cudaGetErrorString(e) : "device count 0");
+        return -1;
+    }
+    if (device < 0 || device >= n) { OPS_ERR("%s: device %d outside [0, %d)", op, device, n); return -1; }
+    ak_ops *o = (ak_ops *)calloc(1, sizeof *o);
+    if (!o) { OPS_ERR("%s: out of host memory", op); return -1; }
+    o->device = device;
+    e = cudaSetDevice(device);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&o->sms, cudaDevAttrMultiProcessorCount, device);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&o->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        OPS_ERR("%s: device %d: %s", op, device, cudaGetErrorString(e));
+        free(o);
+        return -1;
+    }
+    cublasStatus_t bs = cublasCreate(&o->blas);
+    if (bs == CUBLAS_STATUS_SUCCESS) bs = cublasSetStream(o->blas, o->stream);
+    if (bs != CUBLAS_STATUS_SUCCESS) {
+        OPS_ERR("%s: cuBLAS initialisation failed: %s", op, cublasGetStatusString(bs));
+        if (o->blas) cublasDestroy(o->blas);
+        cudaStreamDestroy(o->stream);
+        free(o);
+        return -1;
+    }
+    *out = o;
+    return 0;
+}
+
+extern "C" void ak_ops_free(ak_ops *o) {
+    if (!o) return;
+    cudaSetDevice(o->device);
+    cudaStreamSynchronize(o->stream);
+    if (o->blas) cublasDestroy(o->blas);
+    cudaFree(o->scratch);
+    cudaFree(o->rope_cos);
+    cudaFree(o->rope_sin);
+    cudaStreamDestroy(o->stream);
+    free(o);
+}
+
+extern "C" void *ak_ops_stream(const ak_ops *o) { return o ? (void *)o->stream : nullptr; }
+extern "C" void *ak_ops_cublas(const ak_ops *o) { return o ? (void *)o->blas : nullptr; }
+
+extern "C" int ak_ops_sync(ak_ops *o, char *err) {
+    const char *op = "ak_ops_sync";
+    if (begin(o, op, err)) return -1;
+    OPS_CUDA(op, "cudaStreamSynchronize (an earlier op failed on the device)", cudaStreamSynchronize(o->stream));
+    return 0;
+}
+
+extern "C" int ak_ops_alloc(ak_ops *o, size_t bytes, void **dptr, const char *what, char *err) {
+    const char *op = "ak_ops_alloc";
+    if (!dptr) { OPS_ERR("%s: dptr is NULL", op); return -1; }
+    *dptr = nullptr;
+    if (begin(o, op, err)) return -1;
+    if (!what) what = "tensor";
+    if (bytes == 0) { OPS_ERR("%s: %s: 0 bytes requested", op, what); return -1; }
+    cudaError_t e = cudaMalloc(dptr, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *dptr = nullptr;
+        OPS_ERR("%s: out of device memory allocating %zu bytes for %s (%s)", op, bytes, what, cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" void ak_ops_dfree(ak_ops *o, void *dptr) {
+    if (!o || !dptr) return;
+    cudaSetDevice(o->device);
+    cudaFree(dptr);   // implicitly waits for work using it
+}
+
+extern "C" int ak_ops_upload(ak_ops *o, void *dst, const void *src_host, size_t bytes, char *err) {
+    const char *op = "ak_ops_upload";
+    if (begin(o, op, err)) return -1;
+    if (bytes == 0) return 0;
+    if (!dst || !src_host) { OPS_ERR("%s: NULL %s", op, !dst ? "destination" : "source"); return -1; }
+    OPS_CUDA(op, "cudaMemcpyAsync host->device", cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, o->stream));
+    OPS_CUDA(op, "synchronizing", cudaStreamSynchronize(o->stream));
+    return 0;
+}
+
+extern "C" int ak_ops_download(ak_ops *o, void *dst_host, const void *src, size_t bytes, char *err) {
+    const char *op = "ak_ops_download";
+    if (begin(o, op, err)) return -1;
+    if (bytes == 0) return 0;
+    if (!dst_host || !src) { OPS_ERR("%s: NULL %s", op, !dst_host ? "destination" : "source"); return -1; }
+    OPS_CUDA(op, "cudaMemcpyAsync device->host", cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, o->stream));
+    OPS_CUDA(op, "synchronizing", cudaStreamSynchronize(o->stream));
+    return 0;
+}
+
+extern "C" int ak_ops_zero(ak_ops *o, void *dptr, size_t bytes, char *err) {
+    const char *op = "ak_ops_zero";
+    if (begin(o, op, err)) return -1;
+    if (bytes == 0) return 0;
+    if (!dptr) { OPS_ERR("%s: NULL pointer", op); return -1; }
+    OPS_CUDA(op, "cudaMemsetAsync", cudaMemsetAsync(dptr, 0, bytes, o->stream));
+    return 0;
+}
+
+// ---- embeddings --------------------------------------------------------------------------------------
+
+__global__ void embed_kernel(const int32_t *tok, int T, const uint16_t *table, int dim, uint16_t *x) {
+    size_t n = (size_t)T * dim;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t t = i / (size_t)dim, d = i % (size_t)dim;
+        x[i] = table[(size_t)tok[t] * dim + d];
+    }
+}
+
+extern "C" int ak_ops_embed(ak_ops *o, const int32_t *tokens, int T, const uint16_t *table, int vocab, int dim,
+                            uint16_t *x, char *err) {
+    const char *op = "ak_ops_embed";
+    if (begin(o, op, err)) return -1;
+    if (T < 1 || dim < 1 || vocab < 1) { OPS_ERR("%s: T = %d, dim = %d, vocab = %d: each must be >= 1", op, T, dim, vocab); return -1; }
+    if (!tokens || !table || !x) { OPS_ERR("%s: NULL %s", op, !tokens ? "tokens" : !table ? "table" : "x"); return -1; }
+    for (int t = 0; t < T; t++)
+        if (tokens[t] < 0 || tokens[t] >= vocab) {
+            OPS_ERR("%s: token %d at index %d is outside the vocabulary [0, %d)", op, tokens[t], t, vocab);
+            return -1;
+        }
+    void *s;
+    if (get_scratch(o, (size_t)T * sizeof(int32_t), &s, op, err)) return -1;
+    OPS_CUDA(op, "uploading tokens", cudaMemcpyAsync(s, tokens, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, o->stream));
+    embed_kernel<<<grid_for(o, (size_t)T * dim, 256), 256, 0, o->stream>>>((const int32_t *)s, T, table, dim, x);
+    OPS_LAUNCHED(op, "embed_kernel");
+    return 0;
+}
+
+// ---- RMSNorm -----------------------------------------------------------------------------------------
+
+template <bool ADD>
+__global__ void __launch_bounds__(256) rmsnorm_kernel(uint16_t *x, const uint16_t *r, const uint16_t *w, int dim,
+                                                      float eps, uint16_t *out) {
+    __shared__ float sh[32];
+    size_t row = blockIdx.x;
+    uint16_t *xr = x + row * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v;
+        if (ADD) {
+            uint16_t h = f2h(__fadd_rn(h2f(xr[i]), h2f(r[row * dim + i])));
+            xr[i] = h;
+            v = h2f(h);
+        } else {
+            v = h2f(xr[i]);
+        }
+        ss = __fadd_rn(ss, __fmul_rn(v, v));
+    }
+    ss = block_sum_f(ss, sh);
+    float var = __fdiv_rn(ss, (float)dim);
+    float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
+    uint16_t *orow = out + row * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float y = r16(__fmul_rn(h2f(xr[i]), inv));
+        orow[i] = f2h(__fmul_rn(h2f(w[i]), y));
+    }
+}
+
+static int rmsnorm_args(const char *op, const void *x, const void *w, const void *out, int T, int dim, float eps,
+                        char *err) {
+    if (T < 1 || dim < 1) { OPS_ERR("%s: T = %d, dim = %d: each must be >= 1", op, T, dim); return -1; }
+    if (!x || !w || !out) { OPS_ERR("%s: NULL %s", op, !x ? "x" : !w ? "weight" : "out"); return -1; }
+    if (!(eps >= 0.0f) || !std::isfinite(eps)) { OPS_ERR("%s: eps %g must be finite and >= 0", op, (double)eps); return -1; }
+    return 0;
+}
+
+extern "C" int ak_ops_rmsnorm(ak_ops *o, const uint16_t *x, const uint16_t *w, int T, int dim, float eps,
+                              uint16_t *out, char *err) {
+    const char *op = "ak_ops_rmsnorm";
+    if (begin(o, op, err) || rmsnorm_args(op, x, w, out, T, dim, eps, err)) return -1;
+    rmsnorm_kernel<false><<<T, 256, 0, o->stream>>>(const_cast<uint16_t *>(x), nullptr, w, dim, eps, out);
+    OPS_LAUNCHED(op, "rmsnorm_kernel");
+    return 0;
+}
+
+extern "C" int ak_ops_add_rmsnorm(ak_ops *o, uint16_t *x, const uint16_t *r, const uint16_t *w, int T, int dim,
+                                  float eps, uint16_t *out, char *err) {
+    const char *op = "ak_ops_add_rmsnorm";
+    if (begin(o, op, err) || rmsnorm_args(op, x, w, out, T, dim, eps, err)) return -1;
+    if (!r) { OPS_ERR("%s: NULL residual r", op); return -1; }
+    if ((const void *)out == (const void *)x || (const void *)out == (const void *)r) {
+        OPS_ERR("%s: out must not alias x or r", op);
+        return -1;
+    }
+    rmsnorm_kernel<true><<<T, 256, 0, o->stream>>>(x, r, w, dim, eps, out);
+    OPS_LAUNCHED(op, "rmsnorm_kernel");
+    return 0;
+}
+
+// ---- RoPE ---------------------------------------------------------------------------------------------
+
+__global__ void rope_table_kernel(const float *inv, int half, int max_pos, uint16_t *cosT, uint16_t *sinT) {
+    size_t n = (size_t)max_pos * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int p = (int)(i / half), j = (int)(i % half);
+        float a = __fmul_rn((float)p, inv[j]);
+        cosT[i] = f2h(cosf(a));
+        sinT[i] = f2h(sinf(a));
+    }
+}
+
+extern "C" int ak_ops_rope_init(ak_ops *o, const ak_ops_rope_cfg *c, int max_pos, char *err) {
+    const char *op = "ak_ops_rope_init";
+    if (begin(o, op, err)) return -1;
+    if (!c) { OPS_ERR("%s: cfg is NULL", op); return -1; }
+    if (c->head_dim < 2 || c->head_dim > 512 || c->head_dim % 2) {
+        OPS_ERR("%s: head_dim %d must be even in 2..512", op, c->head_dim);
+        return -1;
+    }
+    if (!(c->theta > 0.0f) || !std::isfinite(c->theta)) { OPS_ERR("%s: rope_theta %g must be finite and > 0", op, (double)c->theta); return -1; }
+    if (c->llama3) {
+        if (!(c->factor > 0.0f) || !(c->low_freq_factor > 0.0f) || !(c->high_freq_factor > c->low_freq_factor) ||
+            c->orig_max_pos < 1) {
+            OPS_ERR("%s: llama3 rope_scaling needs factor > 0, high_freq_factor > low_freq_factor > 0 and "
+                    "original_max_position_embeddings > 0 (got %g, %g, %g, %d)", op, (double)c->factor,
+                    (double)c->low_freq_factor, (double)c->high_freq_factor, c->orig_max_pos);
+            return -1;
+        }
+    }
+    if (max_pos < 1 || max_pos > (1 << 20)) { OPS_ERR("%s: max_pos %d outside 1..%d", op, max_pos, 1 << 20); return -1; }
+    int half = c->head_dim / 2;
+    // inverse frequencies exactly as eval/forward.c rope_tables (fp32 powf; llama3 in double)
+    std::vector<float> inv(half);
+    for (int i = 0; i < half; i++) {
+        float e = (float)(2 * i) / (float)c->head_dim;
+        float f = 1.0f / powf(c->theta, e);
+        if (c->llama3) {
+            double lf = c->low_freq_factor, hf = c->high_freq_factor, fac = c->factor;
+            double old = c->orig_max_pos;
+            double low_wl = old / lf, high_wl = old / hf, wl = 2.0 * M_PI / f, v = f;
+            if (wl < high_wl) v = f;
+            else if (wl > low_wl) v = f / fac;
+            else {
+                double sm = (old / wl - lf) / (hf - lf);
+                v = (1.0 - sm) * f / fac + sm * f;
+            }
+            f = (float)v;
+        }
+        inv[i] = f;
+    }
+    if (o->rope_cos) { cudaStreamSynchronize(o->stream); cudaFree(o->rope_cos); cudaFree(o->rope_sin); }
+    o->rope_cos = o->rope_sin = nullptr;
+    o->rope_max_pos = o->rope_half = 0;
+    size_t nb = (size_t)max_pos * half * sizeof(uint16_t);
+    void *cs = nullptr, *sn = nullptr, *dinv = nullptr;
+    cudaError_t e = cudaMalloc(&cs, nb);
+    if (e == cudaSuccess) e = cudaMalloc(&sn, nb);
+    if (e == cudaSuccess) e = cudaMalloc(&dinv, (size_t)half * sizeof(float));
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        cudaFree(cs); cudaFree(sn); cudaFree(dinv);
+        OPS_ERR("%s: out of device memory for the cos/sin table (2 x %zu bytes)", op, nb);
+        return -1;
+    }
+    o->rope_cos = (uint16_t *)cs;
+    o->rope_sin = (uint16_t *)sn;
+    e = cudaMemcpyAsync(dinv, inv.data(), (size_t)half * sizeof(float), cudaMemcpyHostToDevice, o->stream);
+    if (e == cudaSuccess) {
+        rope_table_kernel<<<grid_for(o, (size_t)max_pos * half, 256), 256, 0, o->stream>>>((const float *)dinv, half, max_pos,
+                                                                                         o->rope_cos, o->rope_sin);
+        e = cudaGetLastError();
+    }
+    if (e == cudaSuccess) e = cudaStreamSynchronize(o->stream);
+    cudaFree(dinv);
+    if (e != cudaSuccess) { OPS_ERR("%s: building the cos/sin table: %s", op, cudaGetErrorString(e)); return -1; }
+    o->rope_max_pos = max_pos;
+    o->rope_half = half;
+    return 0;
+}
+
+__global__ void rope_kernel(uint16_t *q, int q_ld, int nh, uint16_t *k, int k_ld, int nkv, int T, int pos0, int half,
+                            const uint16_t *cosT, const uint16_t *sinT) {
+    size_t per_t = (size_t)(nh + nkv) * half, n = (size_t)T * per_t;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t t = i / per_t, rem = i % per_t;
+        int hh = (int)(rem / half), j = (int)(rem % half);
+        uint16_t *x = hh < nh ? q + t * q_ld + (size_t)hh * 2 * half : k + t * k_ld + (size_t)(hh - nh) * 2 * half;
+        size_t ti = (size_t)(pos0 + t) * half + j;
+        float c = h2f(cosT[ti]), s = h2f(sinT[ti]);
+        float x1 = h2f(x[j]), x2 = h2f(x[j + half]);
+        // q*cos + rotate_half(q)*sin, rotate_half(x) = cat(-x2, x1); each product and the sum rounded to fp16
+        float lo = __fadd_rn(r16(__fmul_rn(x1, c)), r16(__fmul_rn(-x2, s)));
+        float hi = __fadd_rn(r16(__fmul_rn(x2, c)), r16(__fmul_rn(x1, s)));
+        x[j] = f2h(lo);
+        x[j + half] = f2h(hi);
+    }
+}
+
+extern "C" int ak_ops_rope(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv, int T,
+                           int pos0, char *err) {
+    const char *op = "ak_ops_rope";
+    if (begin(o, op, err)) return -1;
+    if (!o->rope_cos) { OPS_ERR("%s: no cos/sin table (call ak_ops_rope_init first)", op); return -1; }
+    int hd = 2 * o->rope_half;
+    if (!k) n_kv = 0;
+    if (T < 1 || n_heads < 1 || n_kv < 0) { OPS_ERR("%s: T = %d, n_heads = %d, n_kv = %d out of range", op, T, n_heads, n_kv); return -1; }
+    if (!q) { OPS_ERR("%s: q is NULL", op); return -1; }
+    if ((long)q_ld < (long)n_heads * hd) { OPS_ERR("%s: q row stride %d < n_heads x head_dim = %d x %d", op, q_ld, n_heads, hd); return -1; }
+    if (k && (long)k_ld < (long)n_kv * hd) { OPS_ERR("%s: k row stride %d < n_kv x head_dim = %d x %d", op, k_ld, n_kv, hd); return -1; }
+    if (pos0 < 0 || (long)pos0 + T > o->rope_max_pos) {
+        OPS_ERR("%s: positions %d..%ld outside the cos/sin table [0, %d) (ak_ops_rope_init max_pos)", op, pos0,
+                (long)pos0 + T - 1, o->rope_max_pos);
+        return -1;
+    }
+    size_t n = (size_t)T * (n_heads + n_kv) * o->rope_half;
+    rope_kernel<<<grid_for(o, n, 256), 256, 0, o->stream>>>(q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, o->rope_half,
+                                                          o->rope_cos, o->rope_sin);
+    OPS_LAUNCHED(op, "rope_kernel");
+    return 0;
+}
+
+// ---- KV cache ------------------------------------------------------------------------------------------
+
+// One warp: dst [n] = kv4 fake-quant of src [n] (fp16), the operations of quant/aq_quant.c
+// aq_kv4_fakequant in the same order; src may equal dst (each lane rewrites only what it read).
+__device__ void kv4_warp(const uint16_t *src, uint16_t *dst, int n, int lane) {
+    float mn = INFINITY, mx = -INFINITY;
+    int imn = 0x7fffffff, imx = 0x7fffffff, bad = 0;
+    for (int i = lane; i < n; i += 32) {
+        float h = h2f(src[i]);
+        if (!isfinite(h)) bad = 1;
+        if (h < mn) { mn = h; imn = i; }   // strict: the first in index order among equals (+0/-0)
+        if (h > mx) { mx = h; imx = i; }
+    }
+    for (int s = 16; s > 0; s >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, mn, s), x2 = __shfl_xor_sync(0xffffffffu, mx, s);
+        int i2 = __shfl_xor_sync(0xffffffffu, imn, s), j2 = __shfl_xor_sync(0xffffffffu, imx, s);
+        if (m2 < mn || (m2 == mn && i2 < imn)) { mn = m2; imn = i2; }
+        if (x2 > mx || (x2 == mx && j2 < imx)) { mx = x2; imx = j2; }
+    }
+    bad = __any_sync(0xffffffffu, bad);
+    float s = 0.0f;
+    if (!bad) {
+        float range = __fsub_rn(mx, mn);
+        s = r16(__fdiv_rn(range, 15.0f));
+    }
+    if (bad || s == 0.0f) {   // unchanged (the fp16 input is its own fp16 rounding)
+        if (src != dst)
+            for (int i = lane; i < n; i += 32) dst[i] = src[i];
+        return;
+    }
+    double z = (double)rintf(__fdiv_rn(-mn, s));
+    for (int i = lane; i < n; i += 32) {
+        double q = (double)rintf(__fdiv_rn(h2f(src[i]), s)) + z;
+        if (q < 0.0) q = 0.0;
+        if (q > 15.0) q = 15.0;
+        dst[i] = f2h(__fmul_rn(__double2float_rn(q - z), s));
+    }
+}
+
+__global__ void kv4_kernel(uint16_t *x, int rows, int n) {
+    long w = (long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (w >= rows) return;
+    kv4_warp(x + (size_t)w * n, x + (size_t)w * n, n, threadIdx.x & 31);
+}
+
+__global__ void kv_store_kernel(const uint16_t *k, const uint16_t *v, int ld, int T, int pos0, int nkv, int hd, int kv4,
+                                uint16_t *kc, uint16_t *vc) {
+    long w = (long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    long nvec = (long)T * nkv;
+    if (w >= 2 * nvec) return;
+    int which = w >= nvec;
+    long r = which ? w - nvec : w;
+    int t = (int)(r / nkv), h = (int)(r % nkv);
+    const uint16_t *src = (which ? v : k) + (size_t)t * ld + (size_t)h * hd;
+    uint16_t *dst = (which ? vc : kc) + ((size_t)(pos0 + t) * nkv + h) * hd;
+    int lane = threadIdx.x & 31;
+    if (kv4) kv4_warp(src, dst, hd, lane);
+    else
+        for (int i = lane; i < hd; i += 32) dst[i] = src[i];
+}
+
+extern "C" int ak_ops_kv4_fakequant(ak_ops *o, uint16_t *x, int rows, int n, char *err) {
+    const char *op = "ak_ops_kv4_fakequant";
+    if (begin(o, op, err)) return -1;
+    if (rows < 1 || n < 1 || n > 4096) { OPS_ERR("%s: rows = %d (>= 1), n = %d (1..4096) out of range", op, rows, n); return -1; }
+    if (!x) { OPS_ERR("%s: x is NULL", op); return -1; }
+    kv4_kernel<<<(unsigned)((rows + 3) / 4), 128, 0, o->stream>>>(x, rows, n);
+    OPS_LAUNCHED(op, "kv4_kernel");
+    return 0;
+}
+
+extern "C" int ak_ops_kv_store(ak_ops *o, const uint16_t *k, const uint16_t *v, int ld, int T, int pos0, int n_kv,
+                               int head_dim, int kv4, uint16_t *k_cache, uint16_t *v_cache, int max_seq, char *err) {
+    const char *op = "ak_ops_kv_store";
+    if (begin(o, op, err)) return -1;
+    if (T < 1 || n_kv < 1 || head_dim < 1 || head_dim > 4096) {
+        OPS_ERR("%s: T = %d, n_kv = %d (>= 1), head_dim = %d (1..4096) out of range", op, T, n_kv, head_dim);
+        return -1;
+    }
+    if (!k || !v || !k_cache || !v_cache) {
+        OPS_ERR("%s: NULL %s", op, !k ? "k" : !v ? "v" : !k_cache ? "k_cache" : "v_cache");
+        return -1;
+    }
+    if ((long)ld < (long)n_kv * head_dim) { OPS_ERR("%s: k/v row stride %d < n_kv x head_dim = %d x %d", op, ld, n_kv, head_dim); return -1; }
+    if (pos0 < 0 || (long)pos0 + T > max_seq) {
+        OPS_ERR("%s: positions %d..%ld exceed the cache's max_seq %d", op, pos0, (long)pos0 + T - 1, max_seq);
+        return -1;
+    }
+    long warps = 2L * T * n_kv;
+    kv_store_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, o->stream>>>(k, v, ld, T, pos0, n_kv, head_dim, kv4 != 0,
+                                                                        k_cache, v_cache);
+    OPS_LAUNCHED(op, "kv_store_kernel");
+    return 0;
+}
+
+// ---- attention: simple reference kernel ------------------------------------------------------------------
+
+#define SIMPLE_MAX_D 256
+
+// One warp per (query t, head h); 32 keys at a time: lane j scores key j0 + j (fp32 dot in d order),
+// chunk max by shuffles, online rescale, then P·V with lane owning dims lane, lane+32, ...
+__global__ void __launch_bounds__(128) attn_simple_kernel(const uint16_t *q, int q_ld, const uint16_t *kc,
+                                                          const uint16_t *vc, int T, int pos0, int nh, int nkv, int hd,
+                                                          float scale, uint16_t *out) {
+    __shared__ float sq[4][SIMPLE_MAX_D];
+    int wib = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    long w = (long)blockIdx.x * 4 + wib;
+    if (w >= (long)T * nh) return;
+    int t = (int)(w / nh), h = (int)(w % nh), kvh = h / (nh / nkv);
+    const uint16_t *qr = q + (size_t)t * q_ld + (size_t)h * hd;
+    for (int d = lane; d < hd; d += 32) sq[wib][d] = h2f(qr[d]);
+    __syncwarp();
+    float acc[SIMPLE_MAX_D / 32];
+#pragma unroll
+    for (int i = 0; i < SIMPLE_MAX_D / 32; i++) acc[i] = 0.0f;
+    float m = -INFINITY, l = 0.0f;
+    int nk = pos0 + t + 1;
+    size_t kstride = (size_t)nkv * hd;
+    const uint16_t *kb = kc + (size_t)kvh * hd, *vb = vc + (size_t)kvh * hd;
+    for (int j0 = 0; j0 < nk; j0 += 32) {
+        int j = j0 + lane;
+        float s = -INFINITY;
+        if (j < nk) {
+            const uint16_t *kr = kb + (size_t)j * kstride;
+            float dot = 0.0f;
+            for (int d = 0; d < hd; d++) dot = __fadd_rn(dot, __fmul_rn(sq[wib][d], h2f(kr[d])));
+            s = __fmul_rn(dot, scale);
+        }
+        float mnew = fmaxf(m, warp_max_f(s));           // finite: key j0 <= pos0 + t is always valid
+        float corr = expf(m - mnew);                     // 0 on the first chunk (m = -inf)
+        float p = j < nk ? expf(s - mnew) : 0.0f;
+        l = __fadd_rn(__fmul_rn(l, corr), warp_sum_f(p));
+#pragma unroll
+        for (int i = 0; i < SIMPLE_MAX_D / 32; i++) acc[i] = __fmul_rn(acc[i], corr);
+        int cnt = min(32, nk - j0);
+        for (int jj = 0; jj < cnt; jj++) {
+            float pj = __shfl_sync(0xffffffffu, p, jj);
+            const uint16_t *vr = vb + (size_t)(j0 + jj) * kstride;
+#pragma unroll
+            for (int i = 0; i < SIMPLE_MAX_D / 32; i++) {
+                int d = lane + 32 * i;
+                if (d < hd) acc[i] = __fadd_rn(acc[i], __fmul_rn(pj, h2f(vr[d])));
+            }
+        }
+        m = mnew;
+    }
+    float inv = __fdiv_rn(1.0f, l);
+    uint16_t *orow = out + (size_t)t * nh * hd + (size_t)h * hd;
+#pragma unroll
+    for (int i = 0; i < SIMPLE_MAX_D / 32; i++) {
+        int d = lane + 32 * i;
+        if (d < hd) orow[d] = f2h(__fmul_rn(acc[i], inv));
+    }
+}
+
+// ---- attention: tensor-core kernel (FlashAttention-2 style) ------------------------------------------------
+//
+// Block = 4 warps = 64 query rows (16 per warp) of one head; loops over 64-key tiles of the cache.
+// Shared memory: Q [64][D+8], K [64][D+8], V [64][D+8] fp16 (8 halves of padding per row make the
+// 8 rows of every ldmatrix 8x8 fall in distinct 16-byte bank groups). Q fragments stay in registers.
+// Per tile: V load (cp.async) overlaps S = QKᵀ and the softmax; the next K load overlaps P·V.
+// mma.m16n8k16 fragments (PTX ISA "Matrix Fragments for mma.m16n8k16"), g = lane/4, c = lane%4:
+//   A (16x16 row): a0 (g, 2c..2c+1), a1 (g+8, 2c..), a2 (g, 2c+8..), a3 (g+8, 2c+8..)
+//   B (16x8 col):  b0 (k = 2c..2c+1, n = g), b1 (k = 2c+8.., n = g)
+//   C (16x8 f32):  c0,c1 (g, 2c..2c+1), c2,c3 (g+8, 2c..2c+1)
+// The S accumulators of key tiles 2kc, 2kc+1 are exactly the A fragment of P for key chunk kc.
+
+#define TC_BR 64
+#define TC_BC 64
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(smem)), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void mma16816(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t pack_h2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);   // .x (low 16 bits) = lo
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+// rows [r0, r0 + 64) of a [*, stride] fp16 tensor at column offset col0 into s [64][D+8]; rows >= rmax zero.
+template <int D>
+__device__ __forceinline__ void tc_load_tile(uint16_t *s, const uint16_t *g, size_t stride, int r0, int rmax, int tid) {
+    constexpr int CH = D / 8, LDS = D + 8;
+    for (int c = tid; c < TC_BR * CH; c += 128) {
+        int r = c / CH, cc = c % CH;
+        uint16_t *dst = s + r * LDS + cc * 8;
+        if (r0 + r < rmax) cp_async16(dst, g + (size_t)(r0 + r) * stride + cc * 8);
+        else *reinterpret_cast<uint4 *>(dst) = make_uint4(0, 0, 0, 0);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(128) attn_tc_kernel(const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc,
+                                                      int T, int pos0, int nh, int nkv, float scale_log2, uint16_t *out) {
+    constexpr int LDS = D + 8, KD = D / 16, ND = D / 8, NS = TC_BC / 8;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    uint16_t *sQ = reinterpret_cast<uint16_t *>(smem_raw);
+    uint16_t *sK = sQ + TC_BR * LDS;
+    uint16_t *sV = sK + TC_BC * LDS;
+    int ntq = (T + TC_BR - 1) / TC_BR;
+    int qt = ntq - 1 - (int)blockIdx.x;   // the longest (last) query tiles first
+    int h = blockIdx.y, kvh = h / (nh / nkv);
+    int t0 = qt * TC_BR;
+    int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    size_t kstride = (size_t)nkv * D;
+    const uint16_t *kbase = kc + (size_t)kvh * D, *vbase = vc + (size_t)kvh * D;
+    int nkeys = pos0 + T;
+    int kmax = min(pos0 + t0 + TC_BR - 1, nkeys - 1);   // last key any row of the block needs
+    int nkt = kmax / TC_BC + 1;
+
+    tc_load_tile<D>(sQ, q + (size_t)h * D, (size_t)q_ld, t0, T, tid);
+    tc_load_tile<D>(sK, kbase, kstride, 0, nkeys, tid);
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+
+    uint32_t qf[KD][4];
+#pragma unroll
+    for (int kk = 0; kk < KD; kk++) ldsm_x4(qf[kk], sQ + (warp * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8);
+
+    float o[ND][4];
+#pragma unroll
+    for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    int g = lane >> 2, c4 = lane & 3;
+    int rpos0 = pos0 + t0 + warp * 16 + g;   // absolute position of row g (row g+8: +8)
+
+    for (int j = 0; j < nkt; j++) {
+        tc_load_tile<D>(sV, vbase, kstride, j * TC_BC, nkeys, tid);
+        cp_async_commit();
+
+        float s[NS][4];
+#pragma unroll
+        for (int n = 0; n < NS; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) {
+#pragma unroll
+            for (int jj = 0; jj < NS / 2; jj++) {
+                uint32_t b[4];
+                ldsm_x4(b, sK + (jj * 16 + (lane >> 4) * 8 + (lane & 7)) * LDS + kk * 16 + ((lane >> 3) & 1) * 8);
+                mma16816(s[2 * jj], qf[kk], b[0], b[1]);
+                mma16816(s[2 * jj + 1], qf[kk], b[2], b[3]);
+            }
+        }
+        // causal mask where the tile reaches past the block's first row
+        if ((j + 1) * TC_BC - 1 > pos0 + t0) {
+#pragma unroll
+            for (int n = 0; n < NS; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int key = j * TC_BC + n * 8 + 2 * c4 + (e & 1);
+                    int rp = rpos0 + (e >> 1) * 8;
+                    if (key > rp) s[n][e] = -INFINITY;
+                }
+        }
+        // online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = mrow[r];
+#pragma unroll
+            for (int n = 0; n < NS; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            float msc = mx == -INFINITY ? 0.0f : mx * scale_log2;
+            float corr = exp2f(mrow[r] * scale_log2 - msc);
+            mrow[r] = mx;
+            lrow[r] *= corr;
+#pragma unroll
+            for (int n = 0; n < ND; n++) { o[n][2 * r] *= corr; o[n][2 * r + 1] *= corr; }
+#pragma unroll
+            for (int n = 0; n < NS; n++) {
+                float p0 = exp2f(fmaf(s[n][2 * r], scale_log2, -msc));
+                float p1 = exp2f(fmaf(s[n][2 * r + 1], scale_log2, -msc));
+                s[n][2 * r] = p0;
+                s[n][2 * r + 1] = p1;
+                lrow[r] += p0 + p1;
+            }
+        }
+        uint32_t pa[TC_BC / 16][4];
+#pragma unroll
+        for (int kc2 = 0; kc2 < TC_BC / 16; kc2++) {
+            pa[kc2][0] = pack_h2(s[2 * kc2][0], s[2 * kc2][1]);
+            pa[kc2][1] = pack_h2(s[2 * kc2][2], s[2 * kc2][3]);
+            pa[kc2][2] = pack_h2(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
+            pa[kc2][3] = pack_h2(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
+        }
+        cp_async_wait_all();   // V_j landed
+        __syncthreads();       // ... for every thread; and every warp is done reading K_j
+        if (j + 1 < nkt) tc_load_tile<D>(sK, kbase, kstride, (j + 1) * TC_BC, nkeys, tid);
+        cp_async_commit();
+#pragma unroll
+        for (int kc2 = 0; kc2 < TC_BC / 16; kc2++) {
+#pragma unroll
+            for (int np = 0; np < ND / 2; np++) {
+                uint32_t b[4];
+                ldsm_x4_t(b, sV + (kc2 * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + np * 16 + (lane >> 4) * 8);
+                mma16816(o[2 * np], pa[kc2], b[0], b[1]);
+                mma16816(o[2 * np + 1], pa[kc2], b[2], b[3]);
+            }
+        }
+        cp_async_wait_all();   // K_{j+1} landed
+        __syncthreads();       // ... and every warp is done reading V_j
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float l = lrow[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        int t = t0 + warp * 16 + g + r * 8;
+        if (t < T) {
+            float inv = 1.0f / l;
+            uint16_t *orow = out + (size_t)t * nh * D + (size_t)h * D;
+#pragma unroll
+            for (int n = 0; n < ND; n++)
+                *reinterpret_cast<uint32_t *>(orow + n * 8 + 2 * c4) = pack_h2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        }
+    }
+}
+
+template <int D>
+static size_t tc_smem() { return (size_t)(TC_BR + 2 * TC_BC) * (D + 8) * sizeof(uint16_t); }
+
+template <int D>
+static cudaError_t tc_launch(cudaStream_t st, const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc, int T,
+                             int pos0, int nh, int nkv, float scale_log2, uint16_t *out) {
+    size_t sm = tc_smem<D>();
+    cudaError_t e = cudaFuncSetAttribute(attn_tc_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)((T + TC_BR - 1) / TC_BR), (unsigned)nh);
+    attn_tc_kernel<D><<<grid, 128, sm, st>>>(q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out);
+    return cudaGetLastError();
+}
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+extern "C" int ak_ops_attention_tc_ok(int head_dim, int q_ld, const void *q, const void *k_cache, const void *v_cache,
+                                      const void *out) {
+    if (head_dim != 32 && head_dim != 64 && head_dim != 96 && head_dim != 128) return 0;
+    if (q_ld % 8) return 0;
+    return aligned16(q) && aligned16(k_cache) && aligned16(v_cache) && aligned16(out);
+}
+
+extern "C" int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k_cache,
+                                const uint16_t *v_cache, int max_seq, int T, int pos0, int n_heads, int n_kv,
+                                int head_dim, uint16_t *out, char *err) {
+    const char *op = "ak_ops_attention";
+    if (begin(o, op, err)) return -1;
+    if (impl != AK_ATTN_AUTO && impl != AK_ATTN_SIMPLE && impl != AK_ATTN_TC) {
+        OPS_ERR("%s: unknown implementation %d", op, (int)impl);
+        return -1;
+    }
+    if (T < 1 || n_heads < 1 || n_kv < 1 || head_dim < 1) {
+        OPS_ERR("%s: T = %d, n_heads = %d, n_kv = %d, head_dim = %d: each must be >= 1", op, T, n_heads, n_kv, head_dim);
+        return -1;
+    }
+    if (n_heads % n_kv) { OPS_ERR("%s: n_heads %d is not a multiple of n_kv %d (GQA)", op, n_heads, n_kv); return -1; }
+    if (!q || !k_cache || !v_cache || !out) {
+        OPS_ERR("%s: NULL %s", op, !q ? "q" : !k_cache ? "k_cache" : !v_cache ? "v_cache" : "out");
+        return -1;
+    }
+    if ((long)q_ld < (long)n_heads * head_dim) {
+        OPS_ERR("%s: q row stride %d < n_heads x head_dim = %d x %d", op, q_ld, n_heads, head_dim);
+        return -1;
+    }
+    if (pos0 < 0 || (long)pos0 + T > max_seq) {
+        OPS_ERR("%s: query positions %d..%ld exceed the cache's max_seq %d", op, pos0, (long)pos0 + T - 1, max_seq);
+        return -1;
+    }
+    int tc_ok = ak_ops_attention_tc_ok(head_dim, q_ld, q, k_cache, v_cache, out);
+    if (impl == AK_ATTN_TC && !tc_ok) {
+        OPS_ERR("%s: the tensor-core kernel needs head_dim in {32, 64, 96, 128} (got %d), q row stride %% 8 == 0 "
+                "(got %d) and 16-byte aligned q, k_cache, v_cache, out", op, head_dim, q_ld);
+        return -1;
+    }
+    float scale = (float)(1.0 / sqrt((double)head_dim));
+    if (impl == AK_ATTN_TC || (impl == AK_ATTN_AUTO && tc_ok)) {
+        float sl2 = scale * 1.4426950408889634f;
+        cudaError_t e;
+        switch (head_dim) {
+        case 32: e = tc_launch<32>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out); break;
+        case 64: e = tc_launch<64>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out); break;
+        case 96: e = tc_launch<96>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out); break;
+        default: e = tc_launch<128>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out); break;
+        }
+        OPS_CUDA(op, "launching attn_tc_kernel", e);
+        return 0;
+    }
+    if (head_dim > SIMPLE_MAX_D) {
+        OPS_ERR("%s: head_dim %d > %d: not taken by the simple kernel", op, head_dim, SIMPLE_MAX_D);
+        return -1;
+    }
+    long warps = (long)T * n_heads;
+    attn_simple_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, o->stream>>>(q, q_ld, k_cache, v_cache, T, pos0, n_heads,
+                                                                           n_kv, head_dim, scale, out);
+    OPS_LAUNCHED(op, "attn_simple_kernel");
+    return 0;
+}
+
+__global__ void fill_random_kernel(uint16_t *x, size_t n, uint64_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t z = seed + (uint64_t)i * 0x9e3779b97f4a7c15ULL;   // splitmix64 finaliser
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        x[i] = f2h((float)(z >> 40) * 0x1p-22f - 2.0f);   // [-2, 2)
+    }
+}
+
+extern "C" int ak_ops_bench_attention(ak_ops *o, ak_attn_impl impl, int T, int n_heads, int n_kv, int head_dim,
+                                      int warmup, int runs, double *ms_median, char *err) {
+    const char *op = "ak_ops_bench_attention";
+    if (begin(o, op, err)) return -1;
+    if (T < 1 || n_heads < 1 || n_kv < 1 || head_dim < 1 || runs < 1 || warmup < 0 || !ms_median) {
+        OPS_ERR("%s: bad arguments (T %d, heads %d, kv %d, head_dim %d, warmup %d, runs %d)", op, T, n_heads, n_kv,
+                head_dim, warmup, runs);
+        return -1;
+    }
+    size_t nq = (size_t)T * n_heads * head_dim, nk = (size_t)T * n_kv * head_dim;
+    uint16_t *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr;
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    std::vector<float> ms;
+    int rc = -1;
+    char e2[AX_ERR_LEN] = "";
+    if (ak_ops_alloc(o, nq * 2, (void **)&q, "q", err) || ak_ops_alloc(o, nk * 2, (void **)&k, "k_cache", err) ||
+        ak_ops_alloc(o, nk * 2, (void **)&v, "v_cache", err) || ak_ops_alloc(o, nq * 2, (void **)&out, "out", err))
+        goto done;
+    fill_random_kernel<<<grid_for(o, nq, 256), 256, 0, o->stream>>>(q, nq, 1);
+    fill_random_kernel<<<grid_for(o, nk, 256), 256, 0, o->stream>>>(k, nk, 2);
+    fill_random_kernel<<<grid_for(o, nk, 256), 256, 0, o->stream>>>(v, nk, 3);
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
+        OPS_ERR("%s: cudaEventCreate failed", op);
+        goto done;
+    }
+    for (int i = 0; i < warmup + runs; i++) {
+        cudaEventRecord(e0, o->stream);
+        if (ak_ops_attention(o, impl, q, n_heads * head_dim, k, v, T, T, 0, n_heads, n_kv, head_dim, out, e2)) {
+            OPS_ERR("%s: %s", op, e2);
+            goto done;
+        }
+        cudaEventRecord(e1, o->stream);
+        if (cudaEventSynchronize(e1) != cudaSuccess) {
+            OPS_ERR("%s: kernel failed: %s", op, cudaGetErrorString(cudaGetLastError()));
+            goto done;
+        }
+        float t = 0;
+        cudaEventElapsedTime(&t, e0, e1);
+        if (i >= warmup) ms.push_back(t);
+    }
+    std::sort(ms.begin(), ms.end());
+    *ms_median = ms[ms.size() / 2];
+    rc = 0;
+done:
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    ak_ops_dfree(o, q); ak_ops_dfree(o, k); ak_ops_dfree(o, v); ak_ops_dfree(o, out);
+    return rc;
+}
+
+// ---- SwiGLU and residual --------------------------------------------------------------------------------
+
+__global__ void swiglu_kernel(const uint16_t *gate, const uint16_t *up, int ld_in, int T, int hidden, uint16_t *out) {
+    size_t n = (size_t)T * hidden;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t t = i / hidden, c = i % hidden;
+        float g = h2f(gate[t * ld_in + c]), u = h2f(up[t * ld_in + c]);
+        float silu = r16(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))));   // PyTorch silu on fp16: fp32 inside
+        out[i] = f2h(__fmul_rn(silu, u));
+    }
+}
+
+extern "C" int ak_ops_swiglu(ak_ops *o, const uint16_t *gate, const uint16_t *up, int ld_in, int T, int hidden,
+                             uint16_t *out, char *err) {
+    const char *op = "ak_ops_swiglu";
+    if (begin(o, op, err)) return -1;
+    if (T < 1 || hidden < 1 || ld_in < hidden) {
+        OPS_ERR("%s: T = %d, hidden = %d (>= 1), row stride %d (>= hidden) out of range", op, T, hidden, ld_in);
+        return -1;
+    }
+    if (!gate || !up || !out) { OPS_ERR("%s: NULL %s", op, !gate ? "gate" : !up ? "up" : "out"); return -1; }
+    if (out == up) { OPS_ERR("%s: out must not alias up", op); return -1; }
+    if (out == gate && ld_in != hidden) { OPS_ERR("%s: in place (out == gate) needs row stride == hidden", op); return -1; }
+    swiglu_kernel<<<grid_for(o, (size_t)T * hidden, 256), 256, 0, o->stream>>>(gate, up, ld_in, T, hidden, out);
+    OPS_LAUNCHED(op, "swiglu_kernel");
+    return 0;
+}
+
+__global__ void add_kernel(uint16_t *x, const uint16_t *y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = f2h(__fadd_rn(h2f(x[i]), h2f(y[i])));
+}
+
+extern "C" int ak_ops_add(ak_ops *o, uint16_t *x, const uint16_t *y, size_t n, char *err) {
+    const char *op = "ak_ops_add";
+    if (begin(o, op, err)) return -1;
+    if (n < 1) { OPS_ERR("%s: n = 0", op); return -1; }
+    if (!x || !y) { OPS_ERR("%s: NULL %s", op, !x ? "x" : "y"); return -1; }
+    add_kernel<<<grid_for(o, n, 256), 256, 0, o->stream>>>(x, y, n);
+    OPS_LAUNCHED(op, "add_kernel");
+    return 0;
+}
+
+// ---- linears ----------------------------------------------------------------------------------------------
+
+// Row-major y [T, N] = x [T, K] · W [N, K]ᵀ is column-major yᵀ [N, T] = W(col-major [K, N])ᵀ · xᵀ(col-major [K, T]).
+static int linear_impl(ak_ops *o, const char *op, const uint16_t *x, int T, int K, const uint16_t *w, int N, void *y,
+                       cudaDataType_t ytype, char *err) {
+    if (begin(o, op, err)) return -1;
+    if (T < 1 || K < 1 || N < 1) { OPS_ERR("%s: T = %d, K = %d, N = %d: each must be >= 1", op, T, K, N); return -1; }
+    if (!x || !w || !y) { OPS_ERR("%s: NULL %s", op, !x ? "x" : !w ? "W" : "y"); return -1; }
+    const float alpha = 1.0f, beta = 0.0f;
+    cublasStatus_t s = cublasGemmEx(o->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &alpha, w, CUDA_R_16F, K, x, CUDA_R_16F,
+                                    K, &beta, y, ytype, N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        OPS_ERR("%s: cublasGemmEx (T %d, N %d, K %d) failed: %s", op, T, N, K, cublasGetStatusString(s));
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" int ak_ops_linear(ak_ops *o, const uint16_t *x, int T, int K, const uint16_t *w, int N, uint16_t *y,
+                             char *err) {
+    return linear_impl(o, "ak_ops_linear", x, T, K, w, N, y, CUDA_R_16F, err);
+}
+
+extern "C" int ak_ops_linear_f32(ak_ops *o, const uint16_t *x, int T, int K, const uint16_t *w, int N, float *y,
+                                 char *err) {
+    return linear_impl(o, "ak_ops_linear_f32", x, T, K, w, N, y, CUDA_R_32F, err);
+}
+
+// ---- perplexity reductions ----------------------------------------------------------------------------------
+
+// eval/forward.c exp_scalar (ae_exp_shifted), operation for operation (no FMA): bit-identical per element.
+#define EXP_HI 88.7228317f
+#define EXP_LO (-87.3365479f)
+#define EXP_LOG2E 1.44269504088896341f
+#define EXP_C1 0.693359375f
+#define EXP_C2 (-2.12194440e-4f)
+#define EXP_P0 1.9875691500e-4f
+#define EXP_P1 1.3981999507e-3f
+#define EXP_P2 8.3334519073e-3f
+#define EXP_P3 4.1665795894e-2f
+#define EXP_P4 1.6666665459e-1f
+#define EXP_P5 5.0000001201e-1f
+
+__device__ __forceinline__ float ae_exp_dev(float y) {
+    if (y > EXP_HI) return INFINITY;
+    if (y < EXP_LO) return 0.0f;
+    float n = rintf(__fmul_rn(y, EXP_LOG2E));
+    float r = __fsub_rn(y, __fmul_rn(n, EXP_C1));
+    r = __fsub_rn(r, __fmul_rn(n, EXP_C2));
+    float z = __fmul_rn(r, r);
+    float p = __fadd_rn(__fmul_rn(EXP_P0, r), EXP_P1);
+    p = __fadd_rn(__fmul_rn(p, r), EXP_P2);
+    p = __fadd_rn(__fmul_rn(p, r), EXP_P3);
+    p = __fadd_rn(__fmul_rn(p, r), EXP_P4);
+    p = __fadd_rn(__fmul_rn(p, r), EXP_P5);
+    p = __fadd_rn(__fmul_rn(p, z), r);
+    p = __fadd_rn(p, 1.0f);
+    if (p != p) return p;                 // NaN input
+    int e = (int)n + 127;
+    if (e >= 255) { e -= 1; p = __fmul_rn(p, 2.0f); }
+    return __fmul_rn(p, __int_as_float(e << 23));
+}
+
+#define SCORE_BLOCK 512
+
+// max/first argmax and lse of one row (block-wide; every thread gets the results)
+__device__ void row_lse(const float *l, int V, float *shv, int *shi, double *shd, float *mx_out, int *am_out, double *lse_out) {
+    float mx = -INFINITY;
+    int am = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+        if (l[i] > mx || (am == 0x7fffffff && l[i] == l[i])) { mx = l[i]; am = i; }
+    block_argmax(mx, am, shv, shi);
+    if (am == 0x7fffffff) am = 0;   // all NaN: the CPU's max_arg keeps index 0
+    double s = 0.0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) s += (double)ae_exp_dev(__fsub_rn(l[i], mx));
+    s = block_sum_d(s, shd);
+    *mx_out = mx;
+    *am_out = am;
+    *lse_out = (double)mx + log(s);
+}
+
+__global__ void __launch_bounds__(SCORE_BLOCK) score_kernel(const float *lg, long ld, int V, const int32_t *tgt,
+                                                            const float *ref, long ref_ld, int ref_logp, double *nll,
+                                                            double *kld, int32_t *amax, int32_t *same, double *lse_out,
+                                                            double *ref_lse_out) {
+    __shared__ float shv[32];
+    __shared__ int shi[32];
+    __shared__ double shd[32];
+    size_t row = blockIdx.x;
+    const float *l = lg + row * ld;
+    float mx;
+    int am;
+    double lse;
+    row_lse(l, V, shv, shi, shd, &mx, &am, &lse);
+    if (threadIdx.x == 0) {
+        lse_out[row] = lse;
+        amax[row] = am;
+        nll[row] = tgt ? lse - (double)l[tgt[row]] : 0.0;
+    }
+    if (!ref) return;
+    const float *a = ref + row * ref_ld;
+    float rmx;
+    int ram;
+    double rlse = 0.0;
+    if (ref_logp) {
+        rmx = -INFINITY;
+        ram = 0x7fffffff;
+        for (int i = threadIdx.x; i < V; i += blockDim.x)
+            if (a[i] > rmx || (ram == 0x7fffffff && a[i] == a[i])) { rmx = a[i]; ram = i; }
+        block_argmax(rmx, ram, shv, shi);
+        if (ram == 0x7fffffff) ram = 0;
+    } else {
+        row_lse(a, V, shv, shi, shd, &rmx, &ram, &rlse);
+    }
+    double psum = 0.0, dd = 0.0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        if (ref_logp) {
+            float p = ae_exp_dev(a[i]);
+            psum += (double)p;
+            dd += (double)p * ((double)a[i] - ((double)l[i] - lse));
+        } else {
+            float lp = __double2float_rn((double)a[i] - rlse);   // eval/ppl.c ref_rows: p = exp((float)(a - lse))
+            float p = ae_exp_dev(lp);
+            psum += (double)p;
+            dd += (double)__fmul_rn(p, __fsub_rn(a[i], l[i]));   // dot_diff: fp32 difference and product
+        }
+    }
+    psum = block_sum_d(psum, shd);
+    dd = block_sum_d(dd, shd);
+    if (threadIdx.x == 0) {
+        kld[row] = ref_logp ? dd : dd + (lse - rlse) * psum;
+        same[row] = am == ram;
+        ref_lse_out[row] = ref_logp ? psum : rlse;   // checked for finiteness on the host
+    }
+}
+
+__global__ void __launch_bounds__(SCORE_BLOCK) logp_kernel(const float *lg, long ld, int V, float *logp, long logp_ld,
+                                                           int32_t *amax, double *lse_out) {
+    __shared__ float shv[32];
+    __shared__ int shi[32];
+    __shared__ double shd[32];
+    size_t row = blockIdx.x;
+    const float *l = lg + row * ld;
+    float mx;
+    int am;
+    double lse;
+    row_lse(l, V, shv, shi, shd, &mx, &am, &lse);
+    float *out = logp + row * logp_ld;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) out[i] = __double2float_rn((double)l[i] - lse);
+    if (threadIdx.x == 0) {
+        amax[row] = am;
+        lse_out[row] = lse;
+    }
+}
+
+static int score_args(const char *op, const float *logits, long ld, int T, int V, char *err) {
+    if (T < 1 || V < 2) { OPS_ERR("%s: T = %d (>= 1), V = %d (>= 2) out of range", op, T, V); return -1; }
+    if (!logits) { OPS_ERR("%s: logits is NULL", op); return -1; }
+    if (ld < V) { OPS_ERR("%s: logits row stride %ld < V = %d", op, ld, V); return -1; }
+    return 0;
+}
+
+extern "C" int ak_ops_score(ak_ops *o, const float *logits, long ld, int T, int V, const int32_t *targets,
+                            const float *ref, long ref_ld, ak_ops_ref_kind ref_kind, double *nll, int32_t *argmax,
+                            double *kld, int32_t *same, char *err) {
+    const char *op = "ak_ops_score";
+    if (begin(o, op, err) || score_args(op, logits, ld, T, V, err)) return -1;
+    if (ref && ref_ld < V) { OPS_ERR("%s: reference row stride %ld < V = %d", op, ref_ld, V); return -1; }
+    if (ref && ref_kind != AK_OPS_REF_LOGITS && ref_kind != AK_OPS_REF_LOGP) {
+        OPS_ERR("%s: unknown reference kind %d", op, (int)ref_kind);
+        return -1;
+    }
+    if ((kld || same) && !ref) { OPS_ERR("%s: kld/same requested without reference logits", op); return -1; }
+    if (nll && !targets) { OPS_ERR("%s: nll requested without targets", op); return -1; }
+    if (targets)
+        for (int t = 0; t < T; t++)
+            if (targets[t] < 0 || targets[t] >= V) {
+                OPS_ERR("%s: target %d at index %d is outside the vocabulary [0, %d)", op, targets[t], t, V);
+                return -1;
+            }
+    // scratch: nll, kld, lse, ref_lse (double) | targets, amax, same (int32)
+    size_t Tz = (size_t)T;
+    void *s;
+    if (get_scratch(o, Tz * (4 * sizeof(double) + 3 * sizeof(int32_t)), &s, op, err)) return -1;
+    double *d_nll = (double *)s, *d_kld = d_nll + Tz, *d_lse = d_kld + Tz, *d_rlse = d_lse + Tz;
+    int32_t *d_tgt = (int32_t *)(d_rlse + Tz), *d_am = d_tgt + Tz, *d_same = d_am + Tz;
+    if (targets)
+        OPS_CUDA(op, "uploading targets", cudaMemcpyAsync(d_tgt, targets, Tz * sizeof(int32_t), cudaMemcpyHostToDevice, o->stream));
+    score_kernel<<<T, SCORE_BLOCK, 0, o->stream>>>(logits, ld, V, targets ? d_tgt : nullptr, ref, ref_ld,
+                                                   ref_kind == AK_OPS_REF_LOGP, d_nll, d_kld, d_am, d_same, d_lse, d_rlse);
+    OPS_LAUNCHED(op, "score_kernel");
+    std::vector<double> lse(Tz), rlse(Tz), h_kld(Tz);
+    OPS_CUDA(op, "reading results", cudaMemcpyAsync(lse.data(), d_lse, Tz * sizeof(double), cudaMemcpyDeviceToHost, o->stream));
+    if (ref) {
+        OPS_CUDA(op, "reading results", cudaMemcpyAsync(rlse.data(), d_rlse, Tz * sizeof(double), cudaMemcpyDeviceToHost, o->stream));
+        OPS_CUDA(op, "reading results", cudaMemcpyAsync(h_kld.data(), d_kld, Tz * sizeof(double), cudaMemcpyDeviceToHost, o->stream));
+    }
+    if (nll) OPS_CUDA(op, "reading results", cudaMemcpyAsync(nll, d_nll, Tz * sizeof(double), cudaMemcpyDeviceToHost, o->stream));
+    if (argmax) OPS_CUDA(op, "reading results", cudaMemcpyAsync(argmax, d_am, Tz * sizeof(int32_t), cudaMemcpyDeviceToHost, o->stream));
+    if (same) OPS_CUDA(op, "reading results", cudaMemcpyAsync(same, d_same, Tz * sizeof(int32_t), cudaMemcpyDeviceToHost, o->stream));
+    OPS_CUDA(op, "synchronizing (score_kernel)", cudaStreamSynchronize(o->stream));
+    for (int t = 0; t < T; t++) {
+        if (!std::isfinite(lse[t])) { OPS_ERR("%s: non-finite logits in row %d (log-sum-exp %g)", op, t, lse[t]); return -1; }
+        if (ref && (!std::isfinite(rlse[t]) || !std::isfinite(h_kld[t]))) {
+            OPS_ERR("%s: non-finite reference %s in row %d", op, ref_kind == AK_OPS_REF_LOGP ? "log-probs" : "logits", t);
+            return -1;
+        }
+    }
+    if (kld) memcpy(kld, h_kld.data(), Tz * sizeof(double));
+    return 0;
+}
+
+extern "C" int ak_ops_logprobs(ak_ops *o, const float *logits, long ld, int T, int V, float *logp, long logp_ld,
+                               int32_t *argmax, char *err) {
+    const char *op = "ak_ops_logprobs";
+    if (begin(o, op, err) || score_args(op, logits, ld, T, V, err)) return -1;
+    if (!logp) { OPS_ERR("%s: logp is NULL", op); return -1; }
+    if (logp_ld < V) { OPS_ERR("%s: logp row stride %ld < V = %d", op, logp_ld, V); return -1; }
+    if (logp == logits && logp_ld != ld) { OPS_ERR("%s: in place needs the same row stride", op); return -1; }
+    size_t Tz = (size_t)T;
+    void *s;
+    if (get_scratch(o, Tz * (sizeof(double) + sizeof(int32_t)), &s, op, err)) return -1;
+    double *d_lse = (double *)s;
+    int32_t *d_am = (int32_t *)(d_lse + Tz);
+    logp_kernel<<<T, SCORE_BLOCK, 0, o->stream>>>(logits, ld, V, logp, logp_ld, d_am, d_lse);
+    OPS_LAUNCHED(op, "logp_kernel");
+    std::vector<double> lse(Tz);
+    OPS_CUDA(op, "reading results", cudaMemcpyAsync(lse.data(), d_lse, Tz * sizeof(double), cudaMemcpyDeviceToHost, o->stream));
+    if (argmax) OPS_CUDA(op, "reading results", cudaMemcpyAsync(argmax, d_am, Tz * sizeof(int32_t), cudaMemcpyDeviceToHost, o->stream));
+    OPS_CUDA(op, "synchronizing (logp_kernel)", cudaStreamSynchronize(o->stream));
+    for (int t = 0; t < T; t++)
+        if (!std::isfinite(lse[t])) { OPS_ERR("%s: non-finite logits in row %d (log-sum-exp %g)", op, t, lse[t]); return -1; }
+    return 0;
+}
