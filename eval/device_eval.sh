@@ -123,6 +123,8 @@ fi
 
 if has fuzzstat; then
     step fuzzstat
+    for i in $(seq 1 ${FUZZ_WAIT:-600}); do pgrep -f "$P/fuzz/fuzz_" >/dev/null || break; sleep 1; done
+    pkill -INT -f "$P/fuzz/fuzz_" 2>/dev/null; sleep 2
     for d in /tmp/fz/*/; do
         h=$(basename $d)
         n=$(cat $d/fuzz-*.log $d/main.log 2>/dev/null | grep -o 'stat::number_of_executed_units: [0-9]*' | awk '{s+=$2} END {print s+0}')
