@@ -37,19 +37,19 @@ fi
 
 if has fuzz; then
     step fuzz
-    FC=${FUZZ_CORES:-10}; FS=${FUZZ_SECONDS:-500}
-    mkdir -p /tmp/fz && cd /tmp/fz
+    FS=${FUZZ_SECONDS:-500}
+    # FUZZ_JOBS="harness:jobs ..." (default 1 job per packed harness)
     hs=$(ls $P/fuzz/ | sed -n 's/^fuzz_//p')
-    nh=$(echo $hs | wc -w); per=$(( FC / (nh > 0 ? nh : 1) )); [ $per -lt 1 ] && per=1
     for h in $hs; do
-        mkdir -p /tmp/fz/$h && cd /tmp/fz/$h
-        ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 LSAN_OPTIONS=suppressions=$P/fuzz/lsan.supp \
-        setsid nohup $P/fuzz/fuzz_$h -jobs=$per -workers=$per -max_total_time=$FS -max_len=32768 -rss_limit_mb=2048 \
-            -timeout=10 -print_final_stats=1 -artifact_prefix=/tmp/fz/$h/ $P/fuzz/corpus/$h >/tmp/fz/$h/main.log 2>&1 &
-        cd /tmp/fz
+        per=1
+        for hj in ${FUZZ_JOBS:-}; do [ "${hj%%:*}" = "$h" ] && per=${hj##*:}; done
+        mkdir -p /tmp/fz/$h
+        (cd /tmp/fz/$h && ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
+         LSAN_OPTIONS=suppressions=$P/fuzz/lsan.supp setsid nohup $P/fuzz/fuzz_$h -jobs=$per -workers=$per \
+            -max_total_time=$FS -max_len=32768 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+            -artifact_prefix=/tmp/fz/$h/ $P/fuzz/corpus/$h >/tmp/fz/$h/main.log 2>&1 &)
+        echo "fuzz_$h: $per job(s), $FS s"
     done
-    cd - >/dev/null
-    echo "fuzz: $nh harnesses x $per jobs, $FS s"
 fi
 
 if has test; then
@@ -90,7 +90,7 @@ fi
 if has zs; then
     step zs
     timeout ${ZS_TIMEOUT:-500} $BIN eval zeroshot --model $M13 --device cuda \
-        --tasks piqa,arc_easy,arc_challenge,boolq,hellaswag,winogrande,lambada_openai \
+        --tasks piqa,arc_easy,arc_challenge,boolq,hellaswag,winogrande,lambada_openai --calib-dir ${CALIB_DIR:-$OUT} \
         --modes ${ZS_MODES:-fp16,w4a4-g32,w4a4-pc,atom-g128-o128} ${ZS_ARGS:-} --out "$OUT/zeroshot-wg13m-cuda.json" \
         >"$OUT/zs.log" 2>&1
     rc=$?; tail -22 "$OUT/zs.log"
@@ -112,7 +112,7 @@ JSON
     fi
     W=${SPEED_WINDOWS:-12}
     for g in ${SPEED_GEMMS:-fake exact}; do
-        timeout 400 $BIN eval ppl --model $M7 --device cuda --gemm $g --modes ${SPEED_MODES:-fp16,w4a4-g128} \
+        timeout ${SPEED_TIMEOUT:-300} $BIN eval ppl --model $M7 --device cuda --gemm $g --modes ${SPEED_MODES:-fp16,w4a4-g128} \
             --max-windows $W --out "$OUT/speed7b-$g.json" >"$OUT/speed7b-$g.log" 2>&1
         echo "apex4 gemm $g rc=$?"; tail -6 "$OUT/speed7b-$g.log"
     done
@@ -131,6 +131,7 @@ if has fuzzstat; then
         cr=$(ls $d | grep -cE '^(crash|leak|timeout|oom)-')
         echo "fuzz_$h: executed $n, findings $cr"
         echo "fuzz_$h $n $cr" >> "$OUT/fuzz-counts.txt"
+        [ "$n" = 0 ] && tail -5 $d/main.log $d/fuzz-0.log 2>/dev/null
         ls $d | grep -E '^(crash|leak|timeout|oom)-' | head -3 | while read f; do cp $d/$f "$OUT/" 2>/dev/null; done
     done
 fi

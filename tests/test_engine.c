@@ -76,13 +76,16 @@ Test(engine_cpu, forward_is_the_runner_bit_for_bit) {
     ae_runner *r = NULL;
     cr_assert_eq(ae_runner_build(m, &ro, NULL, &r, err), 0, "%s", err);
     float *a = malloc(sizeof(float) * T * V), *b = malloc(sizeof(float) * T * V);
-    cr_assert_eq(ae_engine_forward(e, tok, 10, 0, 0, a, err), 0, "%s", err);
-    cr_assert_eq(ae_engine_forward(e, tok + 10, T - 10, 10, 0, a + 10 * V, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_forward(e, tok, T, 0, 0, a, err), 0, "%s", err);
     cr_assert_eq(ae_engine_pos(e), T);
     cr_assert_eq(ae_forward(r, tok, T, 0, 0, b, err), 0, "%s", err);
-    /* incremental vs one batch in the runner give the same logits (test_forward checks this), so
-     * the engine's two calls must equal the runner's one call */
     cr_assert_eq(memcmp(a, b, sizeof(float) * T * V), 0, "engine and runner logits differ");
+    /* incrementally (10 then 14 tokens): the same function, up to sgemm rounding (OpenBLAS picks its
+     * blocking by the row count, so on some CPUs the bits differ; seen on a 16-core x86 host) */
+    ae_engine_truncate(e, 0);
+    cr_assert_eq(ae_engine_forward(e, tok, 10, 0, 0, a, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_forward(e, tok + 10, T - 10, 10, 0, a + 10 * V, err), 0, "%s", err);
+    for (int i = 0; i < T * V; i++) cr_assert(fabsf(a[i] - b[i]) <= 1e-3f * (1 + fabsf(b[i])), "logit %d: %g vs %g", i, a[i], b[i]);
     ae_engine_truncate(e, 5);
     cr_assert_eq(ae_engine_pos(e), 5);
     cr_assert_neq(ae_engine_forward(e, tok, 2, 0, 0, a, err), 0, "pos 0 with 5 cached must fail");
