@@ -131,7 +131,7 @@ if has fuzzstat; then
         cr=$(ls $d | grep -cE '^(crash|leak|timeout|oom)-')
         echo "fuzz_$h: executed $n, findings $cr"
         echo "fuzz_$h $n $cr" >> "$OUT/fuzz-counts.txt"
-        [ "$n" = 0 ] && tail -5 $d/main.log $d/fuzz-0.log 2>/dev/null
+        if [ "$n" = 0 ]; then ls -la $d; tail -n 5 $d/*.log; cp $d/main.log "$OUT/fuzz-$h-main.log" 2>/dev/null; fi
         ls $d | grep -E '^(crash|leak|timeout|oom)-' | head -3 | while read f; do cp $d/$f "$OUT/" 2>/dev/null; done
     done
 fi
