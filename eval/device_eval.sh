@@ -54,7 +54,7 @@ fi
 
 if has test; then
     step test
-    for t in test_gpu test_gpu_ops test_engine; do
+    for t in ${TESTS:-test_gpu test_gpu_ops test_engine test_gpu_engine}; do
         timeout ${TEST_TIMEOUT:-200} $P/bin/$t --verbose >"$OUT/$t.log" 2>&1
         grep -E "^\[(FAIL|----)\]" "$OUT/$t.log" | head -20
         summary+=("$t: $(grep -o 'Synthesis.*' "$OUT/$t.log" | tail -1)")

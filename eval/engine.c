@@ -124,7 +124,7 @@ static void cpu_describe(const ae_engine *e, char *buf, size_t len) {
 }
 
 const ae_backend ae_backend_cpu = {"cpu", cpu_build, cpu_destroy, cpu_forward, cpu_truncate,
-                                   cpu_refstore_alloc, cpu_refstore_release, cpu_score, cpu_describe, NULL};
+                                   cpu_refstore_alloc, cpu_refstore_release, cpu_score, cpu_describe, NULL, NULL};
 
 /* ---- the interface ---------------------------------------------------------------------------- */
 
@@ -289,4 +289,15 @@ int ae_engine_loglik_packed(ae_engine *e, const int *tokens, const int *offsets,
     }
     if (e->be->loglik_packed) return e->be->loglik_packed(e, tokens, offsets, n_seqs, targets, logp, greedy, err);
     return loglik_sequential(e, tokens, offsets, n_seqs, targets, logp, greedy, err);
+}
+
+int ae_engine_probe_linear(ae_engine *e, int layer, int proj, const uint16_t *x, int T, uint16_t *y, char *err) {
+    if (!e->be->probe) { SETERR("probe: not available on the %s backend", e->be->name); return -1; }
+    if (layer < 0 || layer >= e->m->cfg.n_layers || proj < 0 || proj > 6) {
+        SETERR("probe: layer %d / projection %d out of range", layer, proj);
+        return -1;
+    }
+    if (T < 1 || T > e->o.max_seq) { SETERR("probe: T %d outside [1, %d]", T, e->o.max_seq); return -1; }
+    e->last_len = 0;
+    return e->be->probe(e, layer, proj, x, T, y, err);
 }

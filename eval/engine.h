@@ -105,4 +105,13 @@ int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *
 int ae_engine_loglik_packed(ae_engine *e, const int *tokens, const int *offsets, int n_seqs,
                             const int *targets, double *logp, int *greedy, char *err);
 
+/* In-situ probe of one projection (tests; LAYOUT "in situ check"): run projection `proj` (0..6 =
+ * q, k, v, o, gate, up, down) of layer `layer` exactly as the forward pass does — the site's
+ * activation quantization (or fake-quant), then the GEMM on the engine's resident weights — on
+ * x [T, K] fp16 bits (host; K = the projection's input width), writing y [T, N] fp16 bits (host).
+ * With --gemm exact on cuda this must equal the CPU exact path byte for byte (aq_quantize_x of x,
+ * aq_gemm with k_splits = 1 on aq_quantize_w of the fp16 weights). cpu backend: not available (-1).
+ * Errors: layer/proj out of range, T outside [1, max_seq], backend errors. */
+int ae_engine_probe_linear(ae_engine *e, int layer, int proj, const uint16_t *x, int T, uint16_t *y, char *err);
+
 #endif

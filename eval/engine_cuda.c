@@ -287,9 +287,18 @@ static int site_in(cu_state *s, int l, int site, const uint16_t *x, int T, int K
     return 0;
 }
 
+/* Integer GEMMs run with k_splits = 1: the contract's result depends on the split for multi-group
+ * modes, and the CPU exact path (eval/forward.c) uses 1, so the two backends agree byte for byte. */
 static int lin_run(cu_state *s, const cu_lin *ln, const uint16_t *xin, const ak_dqt *qx, int T, uint16_t *y,
                    char *err) {
-    if (ln->quant) return ak_gemm_dev(s->ctx, qx, &ln->qw, y, err);
+    if (ln->quant) {
+        ak_plan pl;
+        if (ak_gemm_plan(&ln->qw.mode, T, ln->N, ln->K, ak_ctx_info(s->ctx)->sms, 1, &pl)) {
+            SETERR("gemm plan for M %d N %d K %d failed", T, ln->N, ln->K);
+            return -1;
+        }
+        return ak_gemm_dev_ex(s->ctx, qx, &ln->qw, pl.path, 1, y, err);
+    }
     return ak_ops_linear(s->ops, xin, T, ln->K, ln->w16, ln->N, y, err);
 }
 
@@ -483,10 +492,26 @@ out:
     return rc;
 }
 
+static int cu_probe(ae_engine *e, int layer, int proj, const uint16_t *x, int T, uint16_t *y, char *err) {
+    cu_state *s = e->dev;
+    const cu_lin *ln = &s->L[layer].lin[proj];
+    const uint16_t *xin;
+    ak_dqt *qx;
+    uint16_t *dx = proj == L_DOWN ? s->hb : proj == L_O ? s->att : s->xb;   /* the site's input buffer */
+    uint16_t *dy = (uint16_t *)s->logits;   /* [T, vocab] fp32 holds any [T, N] fp16 output of a projection */
+    if ((size_t)ln->N * 2 > (size_t)s->V * 4) { SETERR("probe: output wider than the logits buffer"); return -1; }
+    if (ak_ops_upload(s->ops, dx, x, (size_t)T * ln->K * 2, err)) return -1;
+    if (site_in(s, layer, lin_site[proj], dx, T, ln->K, &xin, &qx, &e->o.mode, err) ||
+        lin_run(s, ln, xin, qx, T, dy, err))
+        return -1;
+    if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) return -1;
+    return ak_ops_download(s->ops, y, dy, (size_t)T * ln->N * 2, err);
+}
+
 static void cu_describe(const ae_engine *e, char *buf, size_t len) {
     (void)e;
     ak_device_describe(buf, len);
 }
 
 const ae_backend ae_backend_cuda = {"cuda", cu_build, cu_destroy, cu_forward, cu_truncate, cu_rs_alloc,
-                                    cu_rs_release, cu_score, cu_describe, cu_loglik};
+                                    cu_rs_release, cu_score, cu_describe, cu_loglik, cu_probe};

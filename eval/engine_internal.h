@@ -20,6 +20,7 @@ typedef struct {
     /* NULL: ae_engine_loglik_packed runs sequence by sequence through forward */
     int  (*loglik_packed)(ae_engine *e, const int *tokens, const int *offsets, int n_seqs,
                           const int *targets, double *logp, int *greedy, char *err);
+    int  (*probe)(ae_engine *e, int layer, int proj, const uint16_t *x, int T, uint16_t *y, char *err);
 } ae_backend;
 
 struct ae_engine {

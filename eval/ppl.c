@@ -215,6 +215,7 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
     if (o->progress) ax_progress_start(&pg, label, nw * n_forward * (long)T, "tok");
     double t0 = ax_now();
     if (ae_engine_new(m, &ro, NULL, &eng, err)) goto done;
+    double ref_build = ax_now() - t0;
     ae_engine_describe(eng, res->backend, sizeof res->backend);
     if (ae_refstore_new(eng, (int)nw, T, &rs, err)) goto done;
     res->ref_store_gib = (double)nw * (T - 1) * m->cfg.vocab_size * 4.0 / 1073741824.0;
@@ -239,7 +240,13 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
     for (int k = 0; k < o->n_modes; k++) {
         ae_ppl_mode_result *r = &res->modes[k];
         if (!r->applicable) continue;
-        if (reuse[k]) { r->seconds = res->ref_seconds; r->peak_gib = ref_peak / 1073741824.0; continue; }
+        if (reuse[k]) {
+            r->seconds = res->ref_seconds;
+            r->build_seconds = ref_build;
+            r->window_seconds = (r->seconds - ref_build) / (double)nw;
+            r->peak_gib = ref_peak / 1073741824.0;
+            continue;
+        }
         double t1 = ax_now();
         ae_engine_opts mo = ro;
         mo.mode = o->modes[k];
@@ -247,6 +254,7 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
         mo.kv4 = o->kv4;
         char e2[AX_ERR_LEN];
         if (ae_engine_new(m, &mo, o->calib, &eng, e2)) { SETERR("mode %s: %s", o->modes[k].name, e2); goto done; }
+        r->build_seconds = ax_now() - t1;
         for (long w = 0; w < nw; w++) {
             const int *tw = tokens + (size_t)w * T;
             snprintf(label, sizeof label, "ppl %s window %ld/%ld", o->modes[k].name, w + 1, nw);
@@ -267,6 +275,7 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
         ae_engine_free(eng);
         eng = NULL;
         r->seconds = ax_now() - t1;
+        r->window_seconds = (r->seconds - r->build_seconds) / (double)nw;
         done_modes++;
     }
     if (o->progress) ax_progress_end(&pg, nw * n_forward * (long)T);
@@ -508,6 +517,10 @@ static cJSON *result_json(const ae_ppl_result *res) {
             cJSON_AddNumberToObject(o, "predictions", (double)r->n);
             cJSON_AddNumberToObject(o, "seconds", r->seconds);
             if (r->peak_gib > 0) cJSON_AddNumberToObject(o, "peak_device_gib", r->peak_gib);
+            if (r->window_seconds > 0) {
+                cJSON_AddNumberToObject(o, "build_seconds", r->build_seconds);
+                cJSON_AddNumberToObject(o, "seconds_per_window", r->window_seconds);
+            }
         }
         cJSON_AddItemToArray(arr, o);
     }
@@ -622,6 +635,11 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
                 job->gemm == AE_GEMM_EXACT ? "exact" : (job->device == AE_DEV_CUDA ? "fake-quant+cuBLAS" : "fake-quant+sgemm"),
                 job->kv4 ? "  kv4" : "");
         ae_ppl_print_table(table, &res);
+        for (int k = 0; k < res.n_modes; k++)
+            if (res.modes[k].applicable && res.modes[k].window_seconds > 0)
+                fprintf(table, "  %-18s engine build %.2f s, %.4f s per window (forward + scoring), peak device %.2f GiB\n",
+                        res.modes[k].mode.name, res.modes[k].build_seconds, res.modes[k].window_seconds,
+                        res.modes[k].peak_gib);
         fprintf(table, "FP16 reference ppl %.4f; evaluation %.1f s (%.0f tok/s over %ld forward tokens), total %.1f s\n",
                 exp(res.ref_nll), res.seconds, (double)res.forward_tokens / (res.seconds > 0 ? res.seconds : 1),
                 res.forward_tokens, wall);

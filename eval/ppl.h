@@ -47,6 +47,8 @@ typedef struct {
     double top1, top1_stderr; /* fraction of predictions whose argmax equals FP16's, its error    */
     double seconds;           /* forward + scoring time of this mode                             */
     double peak_gib;          /* cuda: peak device memory of this mode's engine (GiB)            */
+    double build_seconds;     /* engine build (weights to the device, quantization) within seconds */
+    double window_seconds;    /* (seconds - build_seconds) / windows: forward + scoring per window */
 } ae_ppl_mode_result;
 
 typedef struct {
