@@ -9,7 +9,7 @@
 #define APEX4_GIT_REV "unknown"
 #endif
 
-int cmd_gemm(int argc, char **argv);          /* quant/cmd_gemm.c      */
+int cmd_gemm(int argc, char **argv);          /* kernels/cmd_gemm.c    */
 int cmd_bench_ref(int argc, char **argv);     /* quant/cmd_bench_ref.c */
 int cmd_check(int argc, char **argv);         /* kernels/cmd_check.c   */
 int cmd_bench_gemm(int argc, char **argv);    /* kernels/cmd_bench.c   */

@@ -328,7 +328,7 @@ Test(gemm_cli, usage_errors) {
 
 /* Numbers on the command line: each option's value is range-checked (ax_parse_long / ax_parse_u64)
  * and the message names the option; expected outcomes follow the documented ranges in --help and the
- * limits in quant/cmd_gemm.c (M, N, K in 1..2^24, each of M*K, N*K, M*N at most 2^32 elements). */
+ * limits in kernels/cmd_gemm.c (M, N, K in 1..2^24, each of M*K, N*K, M*N at most 2^32 elements). */
 Test(gemm_cli, random_shape_and_numbers_out_of_range) {
     const struct { const char *args, *must; } bad[] = {
         {"--random 1e20,1,1", "--random M"},

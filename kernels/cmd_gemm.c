@@ -1,4 +1,4 @@
-/* quant/cmd_gemm.c — `apex4 gemm`: the reference W4A4 GEMM on an HDF5 case (quant/CASE_FORMAT.md),
+/* kernels/cmd_gemm.c — `apex4 gemm`: the reference W4A4 GEMM on an HDF5 case (quant/CASE_FORMAT.md),
  * optionally checked byte for byte against another file (--compare) or the CUDA kernels (--device).
  * Thin front end: argument parsing and printing; the work is aq_case_* (quant/aq_case.h) and ak_*.
  * Exit codes: 0 done (and everything compared equal), 1 a comparison found differing bytes,
