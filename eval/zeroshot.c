@@ -422,9 +422,7 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     char root[AX_PATH_LEN];
     if (o->n_tasks < 1 || o->n_modes < 1) { ax_seterr(err, "no tasks or no modes given"); return -1; }
     if (o->log_samples && ax_check_out_path(o->log_samples, "--log-samples", err)) return -1;
-    if (o->data_root) snprintf(root, sizeof root, "%s", o->data_root);
-    else if (ax_data_root(root, sizeof root, err)) return -1;
-    /* validate names before any heavy work */
+    /* validate names before any heavy work (and before looking for the data root) */
     aq_mode *modes = calloc((size_t)o->n_modes, sizeof *modes);
     const ad_zs_task **tasks = calloc((size_t)o->n_tasks, sizeof *tasks);
     ad_zs_set **sets = calloc((size_t)o->n_tasks, sizeof *sets);
@@ -453,6 +451,8 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     }
     /* the data first: a bad data file is reported before a model is read */
     long max_req = 1;
+    if (o->data_root) snprintf(root, sizeof root, "%s", o->data_root);
+    else if (ax_data_root(root, sizeof root, err)) goto out;
     for (int i = 0; i < o->n_tasks; i++) {
         if (ad_zs_load(tasks[i], root, o->limit, &sets[i], err)) goto out;
         if (o->log && tasks[i]->alt_file)
