@@ -179,6 +179,20 @@ static void acc_add(acc_t *a, const double *nll, const double *kld, const int *s
     }
 }
 
+/* Mean NLL, ppl, KLD and top-1 with their standard errors from the sums. */
+static void acc_finish(const acc_t *a, ae_ppl_mode_result *r) {
+    double n = (double)a->n;
+    r->n = a->n;
+    r->nll = a->s_nll / n;
+    r->ppl = exp(r->nll);
+    r->nll_stderr = n > 1 ? sqrt(fmax(a->s_nll2 / n - r->nll * r->nll, 0) / (n - 1)) : 0;
+    r->kld = a->s_kld / n;
+    r->kld_stderr = n > 1 ? sqrt(fmax(a->s_kld2 / n - r->kld * r->kld, 0) / (n - 1)) : 0;
+    r->kld_max = a->kld_max;
+    r->top1 = (double)a->n_same / n;
+    r->top1_stderr = n > 1 ? sqrt(r->top1 * (1 - r->top1) / (n - 1)) : 0;
+}
+
 /* The device schedule (ppl.h ae_ppl_opts.device): the FP16 reference over every window first, its
  * log-probs kept once in an ae_refstore; then each mode alone, scored against the store. Modes'
  * accumulators see the same (window, position) order as the cpu schedule. */
@@ -284,17 +298,7 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
     for (int k = 0; k < o->n_modes; k++) {
         ae_ppl_mode_result *r = &res->modes[k];
         if (!r->applicable) continue;
-        acc_t *a = &acc[k];
-        double n = (double)a->n;
-        r->n = a->n;
-        r->nll = a->s_nll / n;
-        r->ppl = exp(r->nll);
-        r->nll_stderr = n > 1 ? sqrt(fmax(a->s_nll2 / n - r->nll * r->nll, 0) / (n - 1)) : 0;
-        r->kld = a->s_kld / n;
-        r->kld_stderr = n > 1 ? sqrt(fmax(a->s_kld2 / n - r->kld * r->kld, 0) / (n - 1)) : 0;
-        r->kld_max = a->kld_max;
-        r->top1 = (double)a->n_same / n;
-        r->top1_stderr = n > 1 ? sqrt(r->top1 * (1 - r->top1) / (n - 1)) : 0;
+        acc_finish(&acc[k], r);
     }
     rc = 0;
 done:
@@ -432,15 +436,7 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
                            "finite logits (lm_head output)", o->modes[k].name, w, nw, t);
                     goto done;
                 }
-            for (int t = 0; t < T - 1; t++) {  /* in order: independent of the thread split */
-                a->s_nll += nll[t];
-                a->s_nll2 += nll[t] * nll[t];
-                a->s_kld += kld[t];
-                a->s_kld2 += kld[t] * kld[t];
-                if (kld[t] > a->kld_max) a->kld_max = kld[t];
-                a->n_same += same[t];
-                a->n++;
-            }
+            acc_add(a, nll, kld, same, T - 1);
             res->modes[k].seconds += ax_now() - t1;
             if (!reuse[k]) done_fw++;
             if (o->progress) ax_progress_update(&pg, (w * n_forward + done_fw) * (long)T);
@@ -452,18 +448,8 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
     for (int k = 0; k < o->n_modes; k++) {
         ae_ppl_mode_result *r = &res->modes[k];
         if (!r->applicable) continue;
-        acc_t *a = &acc[k];
-        double n = (double)a->n;
         if (reuse[k]) r->seconds += res->ref_seconds;
-        r->n = a->n;
-        r->nll = a->s_nll / n;
-        r->ppl = exp(r->nll);
-        r->nll_stderr = n > 1 ? sqrt(fmax(a->s_nll2 / n - r->nll * r->nll, 0) / (n - 1)) : 0;
-        r->kld = a->s_kld / n;
-        r->kld_stderr = n > 1 ? sqrt(fmax(a->s_kld2 / n - r->kld * r->kld, 0) / (n - 1)) : 0;
-        r->kld_max = a->kld_max;
-        r->top1 = (double)a->n_same / n;
-        r->top1_stderr = n > 1 ? sqrt(r->top1 * (1 - r->top1) / (n - 1)) : 0;
+        acc_finish(&acc[k], r);
     }
     rc = 0;
 done:
