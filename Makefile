@@ -40,6 +40,14 @@ CFLAGS  = -std=c11 $(OPT) -g $(ARCH) -Wall -Wextra -Werror -ffp-contract=off -fn
           -pthread -D_GNU_SOURCE -DAPEX4_GIT_REV=\"$(GIT_REV)\" \
           -Iquant -Ikernels -Ieval -Idatasets -Ireports $(PKG_CFLAGS)
 LDLIBS  = $(PKG_LIBS) -lm -pthread
+# Open MPI (Debian openmpi-bin + libopenmpi-dev): detected through mpicc; without it (or MPI=0) apex4
+# builds without MPI and `mpirun -np N apex4 ...` is refused with a message (eval/dist.h).
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPI   ?= $(if $(MPICC),1,0)
+ifeq ($(MPI),1)
+CFLAGS += -DAPEX4_MPI=1 $(shell $(MPICC) --showme:compile)
+LDLIBS += $(shell $(MPICC) --showme:link)
+endif
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined

@@ -50,7 +50,7 @@ static int cpu_build(ae_engine *e, const ae_calib *calib, char *err) {
     ro.kv4 = e->o.kv4;
     ro.nthreads = e->o.nthreads;
     ro.max_seq = e->o.max_seq;
-    return ae_runner_build(e->m, &ro, e->o.mode.kind == AQ_KIND_ATOM ? calib : NULL, &e->runner, err);
+    return ae_runner_build(e->m, &ro, e->o.mode.needs_calib ? calib : NULL, &e->runner, err);
 }
 
 static void cpu_destroy(ae_engine *e) { ae_runner_free(e->runner); e->runner = NULL; }
@@ -133,7 +133,7 @@ int ae_engine_new(const ae_model *m, const ae_engine_opts *o, const ae_calib *ca
     *out = NULL;
     if (!m || !o) { SETERR("engine: model or options missing"); return -1; }
     if (o->max_seq < 1) { SETERR("engine: max_seq %d < 1", o->max_seq); return -1; }
-    if (o->mode.kind == AQ_KIND_ATOM && !calib) {
+    if (o->mode.needs_calib && !calib) {
         SETERR("mode %s needs the Atom calibration (channel orders)", o->mode.name);
         return -1;
     }

@@ -166,7 +166,7 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     const aq_mode *m = &e->o.mode;
     char e2[AX_ERR_LEN];
     if (ae_mode_check(e->m, m, e2)) { SETERR("mode %s: %s", m->name, e2); return -1; }
-    s->route = m->kind == AQ_KIND_FP16 ? 0 : (aq_mode_is_integer(m) && e->o.gemm == AE_GEMM_EXACT) ? 1 : 2;
+    s->route = aq_mode_is_fp16(m) ? 0 : (aq_mode_is_integer(m) && e->o.gemm == AE_GEMM_EXACT) ? 1 : 2;
     s->dim = c->dim;
     s->hid = c->hidden_dim;
     s->hd = c->head_dim;
@@ -217,7 +217,7 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
         if (upload_f16(e, s, W->attn_norm, (size_t)s->dim, scratch, &L->attn_norm, what, err)) goto out;
         snprintf(what, sizeof what, "model.layers.%d.post_attention_layernorm.weight", l);
         if (upload_f16(e, s, W->ffn_norm, (size_t)s->dim, scratch, &L->ffn_norm, what, err)) goto out;
-        if (m->kind == AQ_KIND_ATOM) {
+        if (m->needs_calib) {
             if (!calib || calib->n_layers != c->n_layers) {
                 SETERR("mode %s: calibration missing or for another layer count", m->name);
                 goto out;

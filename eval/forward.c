@@ -200,7 +200,7 @@ static int imax(int a, int b) { return a > b ? a : b; }
 
 int ae_mode_check(const ae_model *m, const aq_mode *mode, char *err) {
     const ae_config *c = &m->cfg;
-    if (mode->kind != AQ_KIND_ATOM) return 0;
+    if (!mode->needs_calib) return 0;
     int q_dim = c->n_heads * c->head_dim;
     int widths[AE_NSITES] = {c->dim, q_dim, c->dim, c->hidden_dim};
     for (int s = 0; s < AE_NSITES; s++)
@@ -208,7 +208,7 @@ int ae_mode_check(const ae_model *m, const aq_mode *mode, char *err) {
             SETERR("mode %s does not apply to %s: linear input '%s' has K = %d channels, not more than "
                    "the %d outlier channels (use a smaller o, e.g. atom-g%d-o%d)",
                    mode->name, m->dir, site_names[s], widths[s], mode->outliers,
-                   mode->group > 0 && mode->group < widths[s] ? mode->group : 32,
+                   mode->w.group > 0 && mode->w.group < widths[s] ? mode->w.group : 32,
                    widths[s] / 16 > 0 ? widths[s] / 16 : 1);
             return -1;
         }
@@ -300,7 +300,7 @@ int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *
     }
     if (ae_mode_check(m, &opts->mode, err)) return -1;
     const aq_mode *mode = &opts->mode;
-    if (mode->kind == AQ_KIND_ATOM) {
+    if (mode->needs_calib) {
         if (!calib) { SETERR("mode %s needs calibration (Σx² per channel), none given", mode->name); return -1; }
         if (calib->n_layers != c->n_layers) {
             SETERR("calibration has %d layers, model %s has %d", calib->n_layers, m->dir, c->n_layers);
@@ -345,7 +345,7 @@ int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *
         return -1;
     }
     rope_tables(c, S, r->rope_cos, r->rope_sin);
-    if (mode->kind == AQ_KIND_ATOM) {
+    if (mode->needs_calib) {
         r->perm = xcalloc((size_t)nl * AE_NSITES, sizeof *r->perm, &fail);
         int widths[AE_NSITES] = {c->dim, r->q_dim, c->dim, c->hidden_dim};
         for (int i = 0; !fail && i < nl * AE_NSITES; i++) {
@@ -392,7 +392,7 @@ int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *
                 }
                 ln->has_q = 1;
                 free(w16);
-            } else if (mode->kind != AQ_KIND_FP16) {
+            } else if (!aq_mode_is_fp16(mode)) {
                 ln->owned = malloc((size_t)N * (size_t)K * sizeof(float));
                 if (!ln->owned) { SETERR("out of memory quantizing %s", what); ae_runner_free(r); return -1; }
                 if (aq_fakequant(mode, 1, W, N, K, perm, ln->owned, what, err)) {

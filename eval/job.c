@@ -87,7 +87,7 @@ int ae_job_open(const ae_job_opts *o, ae_job **out, char *err) {
 int ae_job_calibrate(ae_job *j, const aq_mode *modes, int n_modes, char *err) {
     if (j->calib) return 0;
     for (int k = 0; k < n_modes; k++) {
-        if (modes[k].kind != AQ_KIND_ATOM || ae_mode_check(j->model, &modes[k], NULL)) continue;
+        if (!modes[k].needs_calib || ae_mode_check(j->model, &modes[k], NULL)) continue;
         if (ae_calib_obtain(j->model, j->tok, j->calib_seqlen, j->calib_windows, j->calib_dir, j->o.nthreads,
                             j->o.log, &j->calib, j->calib_path, err)) {
             char what[128];
@@ -109,7 +109,7 @@ int ae_job_engine_new(ae_job *j, const aq_mode *mode, int max_seq, ae_engine **o
     eo.kv4 = j->o.kv4;
     eo.nthreads = j->o.nthreads;
     eo.max_seq = max_seq;
-    if (ae_engine_new(j->model, &eo, mode->kind == AQ_KIND_ATOM ? j->calib : NULL, out, err)) {
+    if (ae_engine_new(j->model, &eo, mode->needs_calib ? j->calib : NULL, out, err)) {
         char what[128];
         snprintf(what, sizeof what, "mode %s", mode->name);
         prefix_err(err, what);

@@ -223,7 +223,7 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
         r->mode = o->modes[k];
         if (ae_mode_check(m, &o->modes[k], r->note)) { r->applicable = 0; continue; }
         r->applicable = 1;
-        if (o->modes[k].kind == AQ_KIND_FP16 && !o->kv4) reuse[k] = 1;
+        if (aq_mode_is_fp16(&o->modes[k]) && !o->kv4) reuse[k] = 1;
         else n_forward++;
     }
     if (o->progress) ax_progress_start(&pg, label, nw * n_forward * (long)T, "tok");
@@ -378,7 +378,7 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
         r->applicable = 1;
         /* fp16 without kv4 is the reference itself: score its logits (KLD exactly 0 by construction
          * of ae_score_row, which recomputes both log-distributions the same way) */
-        if (o->modes[k].kind == AQ_KIND_FP16 && !o->kv4) { reuse[k] = 1; continue; }
+        if (aq_mode_is_fp16(&o->modes[k]) && !o->kv4) { reuse[k] = 1; continue; }
         ae_engine_opts mo = ro;
         mo.mode = o->modes[k];
         mo.gemm = o->gemm;

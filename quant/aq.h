@@ -39,15 +39,47 @@ typedef enum {
     AQ_KIND_ATOM        /* Atom-style: permuted channels, W4A4 g-groups + o INT8 outlier channels */
 } aq_kind;
 
+/* Per-operand fields of a mode row (W and X may differ: W4A8, A8W4 and FP8 come next). */
+typedef enum { AQ_ELEM_F16 = 0, AQ_ELEM_INT4 = 4, AQ_ELEM_INT8 = 8 } aq_elem;  /* stored element type   */
+typedef enum {
+    AQ_GRAN_NONE = 0,   /* not quantized (float operand)                                          */
+    AQ_GRAN_ROW,        /* one scale per row: per-token X / per-channel W (group = K)             */
+    AQ_GRAN_GROUP       /* one scale per `group` consecutive K channels                           */
+} aq_gran;
+typedef enum {
+    AQ_SCALE_NONE = 0,  /* float operand                                                          */
+    AQ_SCALE_F16,       /* fp16 scale per row or group                                            */
+    AQ_SCALE_F16_U4SUB  /* fp16 S per row times 4-bit integer sub-scales u per group (MIXED W)    */
+} aq_scale_kind;
 typedef struct {
-    char    name[32];   /* canonical name, e.g. "w4a4-g128", "atom-g128-o128"                     */
-    aq_kind kind;
+    aq_elem       elem;
+    int           bits;   /* 4, 8, or 16 for a float operand                                      */
+    aq_gran       gran;
+    int           group;  /* group length along K for AQ_GRAN_GROUP (and MIXED W sub-scales); 0 otherwise */
+    aq_scale_kind scale;
+    float         clip;   /* clip ratio alpha (1 = no clipping)                                   */
+} aq_operand;
+typedef enum {
+    AQ_EPI_NONE = 0,    /* float GEMM (fp16 / weight-only)                                        */
+    AQ_EPI_GROUP,       /* per-group fp32 scale FMA of integer partial sums (NUMERICS.md)         */
+    AQ_EPI_MIXED        /* exact integer sum with sub-scales, one float scaling per output        */
+} aq_epilogue;
+
+/* One mode row. `kind` is the kernel family: only the table (aq_mode.c) and the kernels' traits
+ * (kernels/ak_internal.cuh) switch on it; everything else reads the per-operand and per-mode fields. */
+typedef struct {
+    char        name[32];   /* canonical name, e.g. "w4a4-g128", "atom-g128-o128"                 */
+    aq_kind     kind;
+    aq_operand  w, x;       /* weight and activation operands                                     */
+    aq_epilogue epilogue;
+    int         outliers;   /* number of INT8 outlier channels o (Atom; 0 otherwise)              */
+    int         needs_calib;/* 1: needs a calibrated channel order (Atom's outlier reordering)    */
+    /* legacy scalar view (being replaced by w / x): */
     int     wbits;      /* 4 or 8 (16 for fp16)                                                   */
     int     xbits;      /* 4 or 8 (16 for fp16 and weight-only)                                   */
     int     group;      /* group size along K; 0 = per-channel / per-token (g = K)                */
     float   alpha_w;    /* clip ratio for weights (1 = no clipping)                               */
     float   alpha_x;    /* clip ratio for activations                                             */
-    int     outliers;   /* ATOM: number of INT8 outlier channels o (0 otherwise)                  */
 } aq_mode;
 
 /* The standard mode names, NULL-terminated: fp16, w4a16-g128, w8a8, w4a4-pc, w4a4-g32, w4a4-g64,
@@ -59,6 +91,8 @@ extern const char *const aq_standard_modes[];
 int aq_mode_parse(const char *s, aq_mode *out, char *err);
 /* 1 if the mode has an integer GEMM (GROUP, MIXED, ATOM), 0 for float paths (FP16, WONLY). */
 int aq_mode_is_integer(const aq_mode *m);
+/* 1 if neither operand is quantized (fp16), 0 otherwise. */
+int aq_mode_is_fp16(const aq_mode *m);
 
 /* ---- symmetric quantizer on one group (NUMERICS.md "Symmetric quantizer") -------------------- */
 /* v [L] fp32 finite values (already fp16-representable in the contract's use), bits 4 or 8, clip

@@ -40,6 +40,27 @@ static void set(aq_mode *m, aq_kind kind, int wbits, int xbits, int group, float
     memset(m, 0, sizeof *m);
     m->kind = kind; m->wbits = wbits; m->xbits = xbits; m->group = group;
     m->alpha_w = aw; m->alpha_x = ax; m->outliers = o;
+    aq_operand *op[2] = {&m->w, &m->x};
+    const int bits[2] = {wbits, xbits};
+    const float clip[2] = {aw, ax};
+    for (int i = 0; i < 2; i++) {
+        aq_operand *d = op[i];
+        d->bits = bits[i];
+        d->clip = clip[i];
+        if (bits[i] == 16) continue;   /* float operand: elem F16, gran/scale NONE, group 0 */
+        d->elem = bits[i] == 4 ? AQ_ELEM_INT4 : AQ_ELEM_INT8;
+        d->scale = AQ_SCALE_F16;
+        d->gran = group ? AQ_GRAN_GROUP : AQ_GRAN_ROW;
+        d->group = group;
+    }
+    if (kind == AQ_KIND_MIXED) {   /* per-token X; W: fp16 S per channel times u4 sub-scales per group */
+        m->x.gran = AQ_GRAN_ROW;
+        m->x.group = 0;
+        m->w.scale = AQ_SCALE_F16_U4SUB;
+    }
+    m->epilogue = kind == AQ_KIND_MIXED ? AQ_EPI_MIXED : (kind == AQ_KIND_GROUP || kind == AQ_KIND_ATOM) ? AQ_EPI_GROUP
+                                                                                                      : AQ_EPI_NONE;
+    m->needs_calib = kind == AQ_KIND_ATOM;
 }
 
 /* The error for mode string s: the string is echoed with at most 40 characters, non-printable bytes
@@ -114,6 +135,10 @@ int aq_mode_parse(const char *s, aq_mode *out, char *err) {
     snprintf(m.name, sizeof m.name, "%s", s);
     *out = m;
     return 0;
+}
+
+int aq_mode_is_fp16(const aq_mode *m) {
+    return m && m->w.elem == AQ_ELEM_F16 && m->x.elem == AQ_ELEM_F16;
 }
 
 int aq_mode_is_integer(const aq_mode *m) {
