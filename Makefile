@@ -32,7 +32,7 @@ ARCH  :=
 endif
 OPT   ?= -O2
 GIT_REV := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-PKGS  := libcjson hdf5-serial openblas libpcre2-8 libutf8proc
+PKGS  := libcjson hdf5-serial openblas libpcre2-8 libutf8proc plplot
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 
