@@ -27,7 +27,7 @@ typedef enum {
 /* Activation quantization on the GPU (host wrapper over ak_quantize_x_dev on device 0):
  * x [M,K] fp16 bits (host) -> out in aq_quantize_x's layout
  * (host memory; caller frees with aq_qtensor_free), byte-identical to aq_quantize_x (NUMERICS.md
- * "Symmetric quantizer": per token and group, clip alpha_x, fp16 scales; ATOM: permuted channels,
+ * "Symmetric quantizer": per token and group, clip m->x.clip, fp16 scales; ATOM: permuted channels,
  * 4-bit main groups + INT8 per-token outliers; MIXED: per token). perm [K] int32 as in aq_quantize_x
  * (ATOM only). Errors: unsupported mode/shape (ak_supports), perm missing or not a permutation,
  * non-finite x (message names [row, col]), no device, CUDA failure. */
@@ -216,7 +216,7 @@ int  ak_dequantize_w_dev(ak_ctx *c, const ak_dqt *t, uint16_t *out, const char *
 int  ak_fakequant_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
                         uint16_t *out, const char *what, char *err);
 /* Fake-quant of weights on the device: out device fp16 [N, K] = fp16_rne(aq_fakequant(m, is_weight = 1,
- * w)): WONLY (w4a16-gN) quantizes W with wbits, group, alpha_w; GROUP/ATOM/MIXED as aq_quantize_w
+ * w)): WONLY (w4a16-gN) quantizes W with m->w (bits, group, clip); GROUP/ATOM/MIXED as aq_quantize_w
  * (MIXED through its sub-scales); FP16: copy. The engine's fake-quant / w4a16 GPU route. Always
  * synchronous. Errors as ak_fakequant_x_dev (what NULL -> "W"). */
 int  ak_fakequant_w_dev(ak_ctx *c, const aq_mode *m, const uint16_t *w, int N, int K, const int32_t *perm,

@@ -231,17 +231,17 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
     }
 
     if (ak_supports(mode, K, err)) return -1;
-    const bool mixed = mode->kind == AQ_KIND_MIXED;
-    const int o = mode->kind == AQ_KIND_ATOM ? mode->outliers : 0;
+    const bool mixed = mode->epilogue == AQ_EPI_MIXED;
+    const int o = mode->outliers;
     ak_gemm_args base;
     memset(&base, 0, sizeof base);
     base.M = M; base.N = N;
-    base.epi = mixed ? AK_EPI_MIXED : AK_EPI_GROUP;
+    base.epi = ak_epi_of(mode);
     base.nparts = o > 0 ? 2 : 1;
     size_t szA[2], szB[2], szsa[2], szsb[2], szu[2] = {0, 0}, set = 0;
     for (int i = 0; i < base.nparts; i++) {
-        const int cols = i ? o : K - o, bits = i ? 8 : mode->xbits;
-        int g = i ? o : (mode->group ? mode->group : K);
+        const int cols = i ? o : K - o, bits = i ? mode->outl.bits : mode->x.bits;
+        int g = aq_operand_group(i ? &mode->outl : &mode->w, cols);   // the GEMM's groups are W's (MIXED: sub-scales)
         if (g > cols) g = cols;
         ak_gpart &Q = base.p[i];
         Q.bits = bits;
@@ -304,15 +304,16 @@ extern "C" int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, in
                               double *ms_median, double *bytes, char *err) {
     if (ak_supports(mode, K, err)) return -1;
     pool P;
-    const int o = mode->kind == AQ_KIND_ATOM ? mode->outliers : 0, Km = K - o;
-    int g = mode->kind == AQ_KIND_MIXED ? K : (mode->group ? mode->group : K);
+    const int o = mode->outliers, Km = K - o;
+    int g = aq_operand_group(&mode->x, Km);
     if (g > Km) g = Km;
     ak_quant_args base;
     memset(&base, 0, sizeof base);
     base.M = M; base.K = K;
     base.nparts = o > 0 ? 2 : 1;
-    base.p[0] = ak_qpart{0, Km, mode->xbits, g, (Km + g - 1) / g, mode->alpha_x, nullptr, mode->xbits == 4 ? Km / 2 : Km, nullptr};
-    if (o > 0) base.p[1] = ak_qpart{Km, o, 8, o, 1, 1.0f, nullptr, o, nullptr};
+    base.p[0] = ak_qpart{0, Km, mode->x.bits, g, (Km + g - 1) / g, mode->x.clip, nullptr, mode->x.bits == 4 ? Km / 2 : Km, nullptr};
+    if (o > 0)
+        base.p[1] = ak_qpart{Km, o, mode->outl.bits, o, 1, mode->outl.clip, nullptr, mode->outl.bits == 4 ? o / 2 : o, nullptr};
     size_t set = (size_t)M * K * 2;
     for (int i = 0; i < base.nparts; i++) set += (size_t)M * base.p[i].rb + (size_t)M * base.p[i].G * 2;
     *bytes = (double)set;
@@ -320,7 +321,7 @@ extern "C" int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, in
     int32_t *perm = nullptr;
     unsigned long long *bad = P.get<unsigned long long>(8, err, "flag");
     if (!bad) return -1;
-    if (o > 0 || mode->kind == AQ_KIND_ATOM) {   // a random permutation (Fisher-Yates on the host)
+    if (mode->permuted) {   // a random permutation (Fisher-Yates on the host)
         std::vector<int32_t> h(K);
         for (int k = 0; k < K; k++) h[k] = k;
         uint32_t s = 12345u;

@@ -127,7 +127,7 @@ int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigne
     if (!x || !w || !yr || !yg) { if (err) snprintf(err, AX_ERR_LEN, "check: out of memory for M=%d N=%d K=%d", M, N, K); goto done; }
     ak_fill_input(input, seed, M, K, x);
     ak_fill_input(input, seed + 1, N, K, w);
-    if (m->kind == AQ_KIND_ATOM) {
+    if (m->permuted) {
         perm = malloc((size_t)K * sizeof *perm);
         if (!perm) { if (err) snprintf(err, AX_ERR_LEN, "check: out of memory"); goto done; }
         uint64_t s = 0xABCDull + seed;

@@ -31,9 +31,9 @@ extern "C" int ak_supports(const aq_mode *m, int K, char *err) {
                           m ? m->name : "(null)");
         return -1;
     }
-    if (m->wbits != m->xbits || (m->wbits != 4 && m->wbits != 8)) {
+    if (m->w.bits != m->x.bits || (m->w.bits != 4 && m->w.bits != 8)) {
         if (err) snprintf(err, AX_ERR_LEN, "mode '%s': the GPU kernels need equal weight/activation bits of 4 or 8 (got w%d a%d)",
-                          m->name, m->wbits, m->xbits);
+                          m->name, m->w.bits, m->x.bits);
         return -1;
     }
     if (K < 32 || K > AK_MAX_K || K % 32) {
@@ -41,14 +41,15 @@ extern "C" int ak_supports(const aq_mode *m, int K, char *err) {
                           K, AK_MAX_K, m->name);
         return -1;
     }
-    if (m->kind != AQ_KIND_GROUP || m->group != 0) {
-        if (m->group % 32) {
+    const aq_operand *ops[2] = {&m->w, &m->x};
+    for (const aq_operand *op : ops) {   // groups (and MIXED sub-scale groups); 0 = per row
+        if (op->group % 32) {
             if (err) snprintf(err, AX_ERR_LEN, "mode '%s': the GPU kernels need a group size that is a multiple of 32 (got %d)",
-                              m->name, m->group);
+                              m->name, op->group);
             return -1;
         }
     }
-    if (m->kind == AQ_KIND_ATOM) {
+    if (m->outliers > 0) {
         if (m->outliers % 32 || K - m->outliers < 32) {
             if (err) snprintf(err, AX_ERR_LEN, "mode '%s', K = %d: the GPU kernels need the outlier count (%d) and "
                               "K - outliers (%d) to be multiples of 32, with K - outliers >= 32",
@@ -334,11 +335,11 @@ bool dqmat_is(const ak_dqmat *q, int cols, int bits, int group, bool sub) {
 
 // Does t hold mode m's X (is_w = 0) or W layout for K channels?
 bool dqt_is(const ak_dqt *t, const aq_mode *m, bool is_w, int K) {
-    if (strcmp(t->mode.name, m->name) || t->mode.kind != m->kind || t->K != K) return false;
+    if (strcmp(t->mode.name, m->name) || !aq_mode_same(&t->mode, m) || t->K != K) return false;
     const qlayout L = layout_of(m, is_w, K);
     if (!dqmat_is(&t->main, L.cols[0], L.bits[0], L.group[0], L.sub)) return false;
     if (L.nparts > 1) return dqmat_is(&t->outl, L.cols[1], L.bits[1], L.group[1], false);
-    return t->outl.codes == nullptr && (m->kind != AQ_KIND_ATOM || t->perm);
+    return t->outl.codes == nullptr && (!m->permuted || t->perm);
 }
 
 }  // namespace
@@ -364,7 +365,7 @@ extern "C" int ak_dqt_alloc(ak_ctx *c, const aq_mode *m, int is_weight, int cap,
                           what, m ? m->name : "(null)");
         return -1;
     }
-    if (cap < 1 || K < 1 || (m->kind == AQ_KIND_ATOM && K - m->outliers < 1)) {
+    if (cap < 1 || K < 1 || K - m->outliers < 1) {
         if (err) snprintf(err, AX_ERR_LEN, "ak_dqt_alloc: %s: bad shape [%d, %d] for mode '%s'", what, cap, K, m->name);
         return -1;
     }
@@ -376,7 +377,7 @@ extern "C" int ak_dqt_alloc(ak_ctx *c, const aq_mode *m, int is_weight, int cap,
             ak_dqt_free(c, out);
             return -1;
         }
-    if (m->kind == AQ_KIND_ATOM) {
+    if (m->permuted) {
         cudaError_t e = cudaMalloc(&out->perm, (size_t)K * 4);
         if (e != cudaSuccess) {
             ak_dqt_free(c, out);
@@ -397,7 +398,7 @@ extern "C" int ak_dqt_upload(ak_ctx *c, const aq_qtensor *src, ak_dqt *out, cons
     const bool is_w = src->main.sub != nullptr;
     const qlayout L = layout_of(&src->mode, is_w, src->K);
     const aq_qmat *parts[2] = {&src->main, &src->outl};
-    bool ok = (src->outl.rows > 0) == (L.nparts > 1) && (src->mode.kind != AQ_KIND_ATOM || src->perm);
+    bool ok = (src->outl.rows > 0) == (L.nparts > 1) && (!src->mode.permuted || src->perm);
     for (int i = 0; ok && i < L.nparts; i++) {
         const aq_qmat *q = parts[i];
         ok = q->rows == src->rows && q->cols == L.cols[i] && q->bits == L.bits[i] && q->group == L.group[i] &&
@@ -408,7 +409,7 @@ extern "C" int ak_dqt_upload(ak_ctx *c, const aq_qtensor *src, ak_dqt *out, cons
                           what, src->mode.name, is_w ? "weight" : "activation", src->K);
         return -1;
     }
-    if (src->mode.kind == AQ_KIND_ATOM && perm_ok(src->perm, src->K, "ak_dqt_upload", what, err)) return -1;
+    if (src->mode.permuted && perm_ok(src->perm, src->K, "ak_dqt_upload", what, err)) return -1;
     if (ak_dqt_alloc(c, &src->mode, is_w, src->rows, src->K, out, what, err)) return -1;
     int rc = 0;
     for (int i = 0; !rc && i < L.nparts; i++) {
@@ -474,8 +475,8 @@ extern "C" int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x,
         return -1;
     }
     if (ak_supports(m, K, err)) return -1;
-    if (m->kind == AQ_KIND_ATOM ? !perm : perm != nullptr) {
-        if (err) snprintf(err, AX_ERR_LEN, m->kind == AQ_KIND_ATOM ? "%s: %s: atom mode '%s' needs a channel permutation perm [%d]"
+    if (m->permuted ? !perm : perm != nullptr) {
+        if (err) snprintf(err, AX_ERR_LEN, m->permuted ? "%s: %s: atom mode '%s' needs a channel permutation perm [%d]"
                                                                    : "%s: %s: a channel permutation is only used by atom modes, not '%s' (K = %d)",
                           op, what, m->name, K);
         return -1;
@@ -485,17 +486,19 @@ extern "C" int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x,
                           "(it has mode '%s', K = %d, %d rows)", op, what, m->name, K, M, out->mode.name, out->K, out->cap);
         return -1;
     }
-    const int o = m->kind == AQ_KIND_ATOM ? m->outliers : 0, Km = K - o;
-    const int g = m->kind == AQ_KIND_MIXED ? K : (m->group ? m->group : K);
+    const int o = m->outliers, Km = K - o;
+    const int g = aq_operand_group(&m->x, Km);
     ak_quant_args a;
     memset(&a, 0, sizeof a);
     a.M = M; a.K = K;
     a.x = reinterpret_cast<const __half *>(x);
     a.nparts = o > 0 ? 2 : 1;
     // The quantizer works on g as the group length; a group longer than the part is the part.
-    a.p[0] = ak_qpart{0, Km, m->xbits, g < Km ? g : Km, out->main.ngroups, m->alpha_x, out->main.codes,
+    a.p[0] = ak_qpart{0, Km, m->x.bits, g < Km ? g : Km, out->main.ngroups, m->x.clip, out->main.codes,
                       (int)dq_row_bytes(&out->main), reinterpret_cast<__half *>(out->main.scales)};
-    if (o > 0) a.p[1] = ak_qpart{Km, o, 8, o, 1, 1.0f, out->outl.codes, o, reinterpret_cast<__half *>(out->outl.scales)};
+    if (o > 0)
+        a.p[1] = ak_qpart{Km, o, m->outl.bits, o, 1, m->outl.clip, out->outl.codes, (int)dq_row_bytes(&out->outl),
+                          reinterpret_cast<__half *>(out->outl.scales)};
     const int slot = ak_slot_open(c, op, what, K, x, perm, err);
     if (slot < 0) return -1;
     unsigned long long *fl = c->flags + (size_t)slot * AK_SLOT_WORDS;
@@ -518,19 +521,19 @@ namespace {
 
 int layouts_match(const ak_dqt *qx, const ak_dqt *qw, char *err) {
     const ak_dqmat *xm = &qx->main, *wm = &qw->main;
-    const bool mixed = qx->mode.kind == AQ_KIND_MIXED;
+    const bool mixed = qx->mode.epilogue == AQ_EPI_MIXED;
     const bool xo = qx->outl.codes != nullptr, wo = qw->outl.codes != nullptr;
     const char *why = nullptr;
-    if (strcmp(qx->mode.name, qw->mode.name) || qx->mode.kind != qw->mode.kind) why = "X and W modes differ";
+    if (strcmp(qx->mode.name, qw->mode.name) || !aq_mode_same(&qx->mode, &qw->mode)) why = "X and W modes differ";
     else if (qx->K != qw->K) why = "X and W have different K";
     else if (!xm->codes || !wm->codes || !xm->scales || !wm->scales) why = "missing codes or scales";
     else if (qx->rows < 1 || qw->rows < 1) why = "an operand holds no rows (quantize it first)";
     else if (xm->cols != wm->cols) why = "main parts have different shapes";
-    else if (xm->bits != wm->bits || xm->bits != qx->mode.xbits) why = "code widths differ from the mode";
+    else if (xm->bits != wm->bits || xm->bits != qx->mode.x.bits || wm->bits != qx->mode.w.bits) why = "code widths differ from the mode";
     else if (mixed && (!wm->sub || xm->sub || xm->ngroups != 1)) why = "mixed mode needs per-token X and W sub-scales";
     else if (!mixed && (xm->group != wm->group || xm->ngroups != wm->ngroups || xm->sub || wm->sub)) why = "group layouts differ";
     else if (xo != wo) why = "only one operand has outlier channels";
-    else if (xo && (qx->outl.cols != qw->outl.cols || qx->outl.bits != 8 || qw->outl.bits != 8)) why = "outlier parts do not match";
+    else if (xo && (qx->outl.cols != qw->outl.cols || qx->outl.bits != qx->mode.outl.bits || qw->outl.bits != qx->mode.outl.bits)) why = "outlier parts do not match";
     else if (xm->cols + (xo ? qx->outl.cols : 0) != qx->K) why = "main + outlier channels != K";
     if (why) {
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: %s (mode '%s' / '%s', K = %d / %d)", why, qx->mode.name, qw->mode.name,
@@ -585,11 +588,11 @@ extern "C" int ak_gemm_dev_ex(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, ak_
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: no launch plan for mode '%s', M = %d, N = %d, K = %d", qx->mode.name, M, N, qx->K);
         return -1;
     }
-    const bool mixed = qx->mode.kind == AQ_KIND_MIXED;
+    const bool mixed = qx->mode.epilogue == AQ_EPI_MIXED;
     ak_gemm_args a;
     memset(&a, 0, sizeof a);
     a.M = M; a.N = N;
-    a.epi = mixed ? AK_EPI_MIXED : AK_EPI_GROUP;
+    a.epi = ak_epi_of(&qx->mode);
     a.nparts = qx->outl.codes ? 2 : 1;
     for (int i = 0; i < a.nparts; i++) {
         const ak_dqmat *xm = i ? &qx->outl : &qx->main, *wm = i ? &qw->outl : &qw->main;
@@ -656,7 +659,7 @@ extern "C" int ak_quantize_x(const aq_mode *m, const uint16_t *x, int M, int K, 
         return -1;
     }
     if (ak_supports(m, K, err)) return -1;
-    if (m->kind == AQ_KIND_ATOM) {
+    if (m->permuted) {
         if (perm_ok(perm, K, "ak_quantize_x", "X", err)) return -1;
     } else if (perm) {
         if (err) snprintf(err, AX_ERR_LEN, "ak_quantize_x: X: a channel permutation is only used by atom modes, not '%s'", m->name);
@@ -695,7 +698,7 @@ extern "C" int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path pa
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: unknown path %d", (int)path);
         return -1;
     }
-    if (strcmp(qx->mode.name, qw->mode.name) || qx->mode.kind != qw->mode.kind) {   // before any device work
+    if (strcmp(qx->mode.name, qw->mode.name) || !aq_mode_same(&qx->mode, &qw->mode)) {   // before any device work
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: X and W modes differ ('%s' / '%s')", qx->mode.name, qw->mode.name);
         return -1;
     }

@@ -173,35 +173,38 @@ int ak_slot_close(ak_ctx *c, int slot, bool force_sync, char *err);
 #define AK_PERM_MAX_K 393216
 int ak_launch_perm_check(const int32_t *perm, int K, unsigned long long *flag, cudaStream_t st, char *err);
 
-// ---- layouts shared by ak_cuda.cu and ak_wquant.cu ----------------------------------------------------
-// The parts of a quantized tensor for (mode, X/W, K), as quant/aq_quant.c quantize_f32 lays them out.
+// ---- the kernels' traits of a mode row (shared by ak_cuda.cu, ak_wquant.cu, ak_plan.cu, ak_bench.cu) ---
+// Everything here reads the row's fields (quant/aq.h aq_mode: operands w / x, epilogue, outliers,
+// outl, permuted); kernels/ never switches on the mode kind.
+//
+// The parts of a quantized tensor for (mode, X/W, K), as quant/aq_quant.c quantize_f32 lays them out:
+// main part K - o channels in the operand's format; outlier part o channels in m->outl's format.
 struct qlayout {
     int nparts;
     int cols[2], bits[2], group[2];
-    bool sub;          // MIXED weights: per-row S + sub-scales u
+    bool sub;          // per-row S + sub-scales u (AQ_SCALE_F16_U4SUB: MIXED weights)
 };
 
 static inline qlayout layout_of(const aq_mode *m, bool is_w, int K) {
     qlayout L;
     memset(&L, 0, sizeof L);
-    const int bits = is_w ? m->wbits : m->xbits;
+    const aq_operand *op = is_w ? &m->w : &m->x;
     L.nparts = 1;
-    L.cols[0] = K; L.bits[0] = bits;
-    switch (m->kind) {
-    case AQ_KIND_MIXED:
-        L.group[0] = is_w ? m->group : K;
-        L.sub = is_w;
-        break;
-    case AQ_KIND_ATOM:
-        L.cols[0] = K - m->outliers;
-        L.group[0] = m->group;
-        if (m->outliers > 0) { L.nparts = 2; L.cols[1] = m->outliers; L.bits[1] = 8; L.group[1] = m->outliers; }
-        break;
-    default:
-        L.group[0] = m->group ? m->group : K;
+    L.cols[0] = K - m->outliers;
+    L.bits[0] = op->bits;
+    L.group[0] = aq_operand_group(op, L.cols[0]);
+    L.sub = op->scale == AQ_SCALE_F16_U4SUB;
+    if (m->outliers > 0) {
+        L.nparts = 2;
+        L.cols[1] = m->outliers;
+        L.bits[1] = m->outl.bits;
+        L.group[1] = aq_operand_group(&m->outl, m->outliers);
     }
     return L;
 }
+
+// The GEMM epilogue of an integer mode (AK_EPI_GROUP or AK_EPI_MIXED).
+static inline int ak_epi_of(const aq_mode *m) { return m->epilogue == AQ_EPI_MIXED ? AK_EPI_MIXED : AK_EPI_GROUP; }
 
 static inline size_t dq_row_bytes(const ak_dqmat *q) { return q->bits == 4 ? (size_t)(q->cols + 1) / 2 : (size_t)q->cols; }
 

@@ -8,8 +8,12 @@
 
 #include <cstring>
 
+// INT: the integer sum over K is one exact sum (the MIXED epilogue; or a group epilogue with one
+// group per row for both operands and no outlier part: w4a4-pc, w8a8). GROUP otherwise.
 int ak_split_mode(const aq_mode *m) {
-    if (m->kind == AQ_KIND_MIXED || (m->kind == AQ_KIND_GROUP && m->group == 0)) return AK_SPLIT_INT;
+    if (m->epilogue == AQ_EPI_MIXED ||
+        (m->w.gran == AQ_GRAN_ROW && m->x.gran == AQ_GRAN_ROW && m->outliers == 0))
+        return AK_SPLIT_INT;
     return AK_SPLIT_GROUP;
 }
 
@@ -17,8 +21,8 @@ namespace {
 
 // Main-part groups of the weights (the GEMM's G) and the outlier count of a mode at K.
 void mode_groups(const aq_mode *m, int K, int *G, int *o) {
-    *o = m->kind == AQ_KIND_ATOM ? m->outliers : 0;
-    const int g = m->group ? m->group : K;
+    *o = m->outliers;
+    const int g = aq_operand_group(&m->w, K - *o);
     *G = (K - *o + g - 1) / g;
 }
 
@@ -31,7 +35,7 @@ int auto_splits(const aq_mode *m, int cfg, int M, int N, int K, int sms) {
         const long long warps = (N + AK_GEMV_NCOLS - 1) / AK_GEMV_NCOLS, want = (long long)sms * AK_GEMV_WARPS_PER_SM;
         if (warps >= want) return 1;
         S = (int)((want + warps - 1) / warps);
-        const int spans = ((K - o) * m->xbits / 8 + 63) / 64;
+        const int spans = ((K - o) * m->x.bits / 8 + 63) / 64;
         if (S > spans / AK_GEMV_MIN_SPANS) S = spans / AK_GEMV_MIN_SPANS;
     } else if (cfg == AK_CFG_BIG) {
         return 1;
@@ -42,7 +46,7 @@ int auto_splits(const aq_mode *m, int cfg, int M, int N, int K, int sms) {
         if (blocks >= want) return 1;
         S = (int)((want + blocks - 1) / blocks);
         const int tile_bytes = cfg == AK_CFG_SMALL ? AK_SMALL_BKB : 128;   // the configuration's BKB
-        const int tiles = ((K - o) * m->xbits / 8 + tile_bytes - 1) / tile_bytes;
+        const int tiles = ((K - o) * m->x.bits / 8 + tile_bytes - 1) / tile_bytes;
         if (S > tiles / 2) S = tiles / 2;
     }
     if (ak_split_mode(m) == AK_SPLIT_GROUP && S > G) S = G;

@@ -225,7 +225,7 @@ wq_args part_args(const aq_mode *m, bool is_w, const uint16_t *x, int rows, int 
     a.bits = L.bits[part];
     a.g = L.group[part];
     a.G = (a.cols + a.g - 1) / a.g;
-    a.alpha = part ? 1.0f : (is_w ? m->alpha_w : m->alpha_x);
+    a.alpha = part ? m->outl.clip : (is_w ? m->w.clip : m->x.clip);
     return a;
 }
 
@@ -240,7 +240,7 @@ int check_args(const char *op, const char *what, const aq_mode *m, bool need_int
         if (err) snprintf(err, AX_ERR_LEN, "%s: %s: mode '%s' has no integer quantization", op, what, m->name);
         return -1;
     }
-    if (m->kind == AQ_KIND_ATOM) {
+    if (m->permuted) {
         if (!perm) {
             if (err) snprintf(err, AX_ERR_LEN, "%s: %s: atom mode '%s' needs a channel permutation perm [%d]", op, what, m->name, K);
             return -1;
@@ -278,7 +278,7 @@ extern "C" int ak_quantize_w_dev(ak_ctx *c, const aq_mode *m, const uint16_t *w,
     bool ok = !strcmp(out->mode.name, m->name) && out->K == K && out->cap == N && out->main.codes &&
               out->main.cols == L.cols[0] && out->main.bits == L.bits[0] && out->main.group == L.group[0] &&
               (out->main.sub != nullptr) == L.sub && (L.nparts < 2 || (out->outl.codes && out->outl.cols == L.cols[1])) &&
-              (m->kind != AQ_KIND_ATOM || out->perm);
+              (!m->permuted || out->perm);
     if (!ok) {
         if (err) snprintf(err, AX_ERR_LEN, "%s: %s: the output tensor is not mode '%s''s weight layout for [%d, %d] "
                           "(ak_dqt_alloc(mode, is_weight = 1, cap = N, K); it has mode '%s', [%d, %d])",
@@ -327,7 +327,7 @@ extern "C" int ak_dequantize_w_dev(ak_ctx *c, const ak_dqt *t, uint16_t *out, co
     static const char *op = "ak_dequantize_w_dev";
     what = nz(what, "tensor");
     if (ak_ctx_use(c, op, err)) return -1;
-    if (!t || !out || t->rows < 1 || !t->main.codes || t->K < 1 || (t->mode.kind == AQ_KIND_ATOM && !t->perm)) {
+    if (!t || !out || t->rows < 1 || !t->main.codes || t->K < 1 || (t->mode.permuted && !t->perm)) {
         if (err) snprintf(err, AX_ERR_LEN, "%s: %s: empty quantized tensor (quantize it first) or NULL output", op, what);
         return -1;
     }
@@ -360,8 +360,9 @@ namespace {
 int fakequant(ak_ctx *c, const char *op, const char *what, const aq_mode *m, bool is_w, const uint16_t *x, int rows,
               int K, const int32_t *perm, uint16_t *out, char *err) {
     if (ak_ctx_use(c, op, err) || check_args(op, what, m, false, x, out, rows, K, perm, err)) return -1;
-    const bool copy = m->kind == AQ_KIND_FP16 || (m->kind == AQ_KIND_WONLY && !is_w);
-    if (!copy && m->kind == AQ_KIND_MIXED && is_w) {   // through the sub-scales: quantize, then dequantize
+    const aq_operand *opd = is_w ? &m->w : &m->x;
+    const bool copy = opd->elem == AQ_ELEM_F16;   // a float operand (fp16 mode, X of w4a16-gN)
+    if (!copy && opd->scale == AQ_SCALE_F16_U4SUB) {   // through the sub-scales: quantize, then dequantize
         ak_dqt q;
         if (ak_dqt_alloc(c, m, 1, rows, K, &q, what, err)) return -1;
         const int rc = ak_quantize_w_dev(c, m, x, rows, K, nullptr, &q, what, err) ||

@@ -30,56 +30,76 @@ float aq_bf16_to_f32(uint16_t h);
  * 65504 after rounding), with err naming `what` and the flat index. src [n] fp32, dst [n] fp16 bits. */
 int aq_f32_to_f16_checked(const float *src, uint16_t *dst, size_t n, const char *what, char *err);
 
-/* ---- modes (one table of descriptors; STYLE.md "types and modes as data") -------------------- */
+/* ---- modes: one table of rows (STYLE.md "types and modes as data"; LAYOUT.md "modes.c") --------
+ * A mode is a row of the static const table in quant/aq_mode.c: one row per format family, with
+ * fields per operand (W and X separately: element type, bits, granularity, group, scale kind, clip)
+ * and per mode (epilogue, outliers {count, format}, permuted channels, needs calibration, kernel
+ * family). aq_mode_parse only finds the row a name belongs to and fills in the parameters of the
+ * parametric forms (the group N of every grouped operand or sub-scale, the outlier count O).
+ * Everything that quantizes, multiplies or plans reads these fields (an operand's bits, group and
+ * clip come from m->w / m->x, so W and X may differ: W4A8, A8W4 and FP8 are new rows). The rows:
+ *   name              kind   W                         X                       epilogue outliers
+ *   fp16              FP16   F16                       F16                     NONE     -
+ *   w4a16-gN          WONLY  INT4 group N, fp16 s      F16                     NONE     -
+ *   w8a8              GROUP  INT8 per row, fp16 s      INT8 per row, fp16 s    GROUP    -
+ *   w4a4-pc           GROUP  INT4 per row, fp16 s      INT4 per row, fp16 s    GROUP    -
+ *   w4a4-gN           GROUP  INT4 group N, fp16 s      INT4 group N, fp16 s    GROUP    -
+ *   w4a4-mixed-gN     MIXED  INT4, fp16 S per row x    INT4 per row (token),   MIXED    -
+ *                            u4 sub-scales per N       fp16 s
+ *   atom-gN-oO        ATOM   INT4 group N, clip 0.85   INT4 group N, clip 0.9  GROUP    O INT8 channels,
+ *                                                                                       per row, clip 1;
+ *                                                                                       permuted, calib
+ * Clip ratios are 1 unless shown. `kind` is the kernel family: only the table (aq_mode.c) and the
+ * kernels' traits (kernels/ak_internal.cuh) may switch on it; everything else reads the fields. */
 typedef enum {
     AQ_KIND_FP16 = 0,   /* no quantization (fp32 compute on the CPU path)                        */
     AQ_KIND_WONLY,      /* weight-only (w4a16-gN): fake-quant W, X stays float                    */
-    AQ_KIND_GROUP,      /* symmetric W and X with the same group size (g = 0 means per-channel)   */
+    AQ_KIND_GROUP,      /* symmetric W and X with the same granularity (per row or group g)       */
     AQ_KIND_MIXED,      /* per-token X, per-channel W scale with 4-bit integer sub-scales (g)     */
     AQ_KIND_ATOM        /* Atom-style: permuted channels, W4A4 g-groups + o INT8 outlier channels */
 } aq_kind;
 
-/* Per-operand fields of a mode row (W and X may differ: W4A8, A8W4 and FP8 come next). */
+/* Per-operand fields of a mode row. */
 typedef enum { AQ_ELEM_F16 = 0, AQ_ELEM_INT4 = 4, AQ_ELEM_INT8 = 8 } aq_elem;  /* stored element type   */
 typedef enum {
     AQ_GRAN_NONE = 0,   /* not quantized (float operand)                                          */
-    AQ_GRAN_ROW,        /* one scale per row: per-token X / per-channel W (group = K)             */
+    AQ_GRAN_ROW,        /* one scale per row: per-token X / per-channel W (the group is the row)  */
     AQ_GRAN_GROUP       /* one scale per `group` consecutive K channels                           */
 } aq_gran;
 typedef enum {
     AQ_SCALE_NONE = 0,  /* float operand                                                          */
     AQ_SCALE_F16,       /* fp16 scale per row or group                                            */
-    AQ_SCALE_F16_U4SUB  /* fp16 S per row times 4-bit integer sub-scales u per group (MIXED W)    */
+    AQ_SCALE_F16_U4SUB  /* fp16 S per row times 4-bit integer sub-scales u per `group` (MIXED W;
+                           INT4 codes only: NUMERICS.md "Mixed granularity")                      */
 } aq_scale_kind;
 typedef struct {
     aq_elem       elem;
-    int           bits;   /* 4, 8, or 16 for a float operand                                      */
+    int           bits;   /* 4 or 8; 16 for a float operand                                       */
     aq_gran       gran;
-    int           group;  /* group length along K for AQ_GRAN_GROUP (and MIXED W sub-scales); 0 otherwise */
+    int           group;  /* group length along K for AQ_GRAN_GROUP and for the sub-scales of
+                             AQ_SCALE_F16_U4SUB (gran GROUP then too); 0 otherwise                */
     aq_scale_kind scale;
-    float         clip;   /* clip ratio alpha (1 = no clipping)                                   */
+    float         clip;   /* clip ratio alpha (1 = no clipping; the fp32 constant of the row)     */
 } aq_operand;
 typedef enum {
-    AQ_EPI_NONE = 0,    /* float GEMM (fp16 / weight-only)                                        */
+    AQ_EPI_NONE = 0,    /* float GEMM (fp16 / weight-only): no integer GEMM                       */
     AQ_EPI_GROUP,       /* per-group fp32 scale FMA of integer partial sums (NUMERICS.md)         */
     AQ_EPI_MIXED        /* exact integer sum with sub-scales, one float scaling per output        */
 } aq_epilogue;
 
-/* One mode row. `kind` is the kernel family: only the table (aq_mode.c) and the kernels' traits
- * (kernels/ak_internal.cuh) switch on it; everything else reads the per-operand and per-mode fields. */
+/* One mode row (a copy of a table row with its parameters filled in). */
 typedef struct {
     char        name[32];   /* canonical name, e.g. "w4a4-g128", "atom-g128-o128"                 */
-    aq_kind     kind;
-    aq_operand  w, x;       /* weight and activation operands                                     */
+    aq_kind     kind;       /* kernel family (see above: switched on only by the two tables)      */
+    aq_operand  w, x;       /* weight and activation operands (main part)                         */
     aq_epilogue epilogue;
-    int         outliers;   /* number of INT8 outlier channels o (Atom; 0 otherwise)              */
+    int         outliers;   /* number o of outlier channels (Atom; 0 otherwise). o = 0: no part   */
+    aq_operand  outl;       /* format of the outlier part of both operands when outliers > 0
+                               (Atom: INT8, one fp16 scale per row, clip 1); all zero (F16, NONE)
+                               in rows without outliers                                          */
+    int         permuted;   /* 1: operands are stored in a channel order perm [K] (required by
+                               quantize), main part perm[0 .. K-o), outliers perm[K-o .. K)       */
     int         needs_calib;/* 1: needs a calibrated channel order (Atom's outlier reordering)    */
-    /* legacy scalar view (being replaced by w / x): */
-    int     wbits;      /* 4 or 8 (16 for fp16)                                                   */
-    int     xbits;      /* 4 or 8 (16 for fp16 and weight-only)                                   */
-    int     group;      /* group size along K; 0 = per-channel / per-token (g = K)                */
-    float   alpha_w;    /* clip ratio for weights (1 = no clipping)                               */
-    float   alpha_x;    /* clip ratio for activations                                             */
 } aq_mode;
 
 /* The standard mode names, NULL-terminated: fp16, w4a16-g128, w8a8, w4a4-pc, w4a4-g32, w4a4-g64,
@@ -87,12 +107,22 @@ typedef struct {
 extern const char *const aq_standard_modes[];
 
 /* Parse a mode name. Accepts the standard names and the parametric forms w4a16-gN, w4a4-gN,
- * w4a4-mixed-gN, atom-gN-oO (N >= 2 even, O >= 0). Unknown -> -1 with err listing the valid forms. */
+ * w4a4-mixed-gN, atom-gN-oO (N >= 2 even, O >= 0). Unknown -> -1 with err listing the valid forms
+ * (out untouched). */
 int aq_mode_parse(const char *s, aq_mode *out, char *err);
-/* 1 if the mode has an integer GEMM (GROUP, MIXED, ATOM), 0 for float paths (FP16, WONLY). */
+/* 1 if the mode has an integer GEMM (epilogue GROUP or MIXED), 0 for float paths (fp16, w4a16). */
 int aq_mode_is_integer(const aq_mode *m);
 /* 1 if neither operand is quantized (fp16), 0 otherwise. */
 int aq_mode_is_fp16(const aq_mode *m);
+/* 1 if a and b have the same row fields (kind, operands, epilogue, outliers, permuted, needs_calib;
+ * the name is not compared), else 0. NULL -> 0. */
+int aq_mode_same(const aq_mode *a, const aq_mode *b);
+/* Group length along K of a quantized part of `cols` channels stored with operand op's layout:
+ * op->group for AQ_GRAN_GROUP (also the sub-scale group of AQ_SCALE_F16_U4SUB), cols for
+ * AQ_GRAN_ROW, 0 for a float operand. This is aq_qmat.group of the part (it may exceed cols). */
+static inline int aq_operand_group(const aq_operand *op, int cols) {
+    return op->gran == AQ_GRAN_GROUP ? op->group : op->gran == AQ_GRAN_ROW ? cols : 0;
+}
 
 /* ---- symmetric quantizer on one group (NUMERICS.md "Symmetric quantizer") -------------------- */
 /* v [L] fp32 finite values (already fp16-representable in the contract's use), bits 4 or 8, clip
@@ -137,13 +167,15 @@ typedef struct {
                                aq_qtensor_free); NULL for other modes. Only aq_dequantize reads it. */
 } aq_qtensor;
 
-/* Quantize activations X [M,K] fp16 (mode's xbits, group, alpha_x). perm [K] (ATOM only, required
- * there, NULL otherwise): new channel order, original indices; its last `outliers` are the outliers.
- * MIXED: X is per-token. Errors: non-integer mode, bad shape, perm missing/not a permutation,
- * ATOM with K - o not >= 1. Output is owned by the caller: aq_qtensor_free. */
+/* Quantize activations X [M,K] fp16 with operand m->x (bits, granularity/group, clip) and, when
+ * m->outliers > 0, the outlier format m->outl. perm [K] (permuted modes only, required there, NULL
+ * otherwise): new channel order, original indices; its last `outliers` are the outliers.
+ * MIXED: X is per-token (gran ROW). Errors: non-integer mode, bad shape, perm missing/not a
+ * permutation, a permuted mode with K - o not >= 1. Output is owned by the caller: aq_qtensor_free. */
 int aq_quantize_x(const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
                   aq_qtensor *out, char *err);
-/* Quantize weights W [N,K] fp16 (wbits, group, alpha_w; MIXED: sub-scales). Same perm rules. */
+/* Quantize weights W [N,K] fp16 with operand m->w (MIXED: scale AQ_SCALE_F16_U4SUB, sub-scales per
+ * m->w.group). Same perm and outlier rules. */
 int aq_quantize_w(const aq_mode *m, const uint16_t *w, int N, int K, const int32_t *perm,
                   aq_qtensor *out, char *err);
 void aq_qtensor_free(aq_qtensor *t);
@@ -168,7 +200,8 @@ int aq_dequantize(const aq_qtensor *t, float *out, char *err);
  * src [rows, K] fp32 is first rounded to fp16 (RNE; non-finite or overflow -> error naming `what`),
  * then quantized as X (is_weight = 0) or W (is_weight = 1) for mode m, then dequantized into
  * dst [rows, K] fp32 (original channel order). FP16 mode: exact copy (no fp16 rounding; non-finite
- * values still an error). WONLY: W quantized (wbits, group, alpha_w), X copied exactly. perm as
+ * values still an error). A float operand (elem F16: both in fp16, X of w4a16) is copied exactly; a
+ * quantized operand of a mode without integer GEMM (W of w4a16) is quantized with its fields. perm as
  * above (ATOM only; non-NULL for another mode is an error). dst may equal src (in place).
  * quant/NUMERICS.md "apex4 clarifications" 2. */
 int aq_fakequant(const aq_mode *m, int is_weight, const float *src, int rows, int K,

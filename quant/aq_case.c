@@ -647,7 +647,7 @@ int aq_case_read_inputs(const char *path, const aq_mode *mode, int k_splits, aq_
     if (check_fp16(x, (size_t)c->M * c->K, (size_t)c->K, path, "X", err) ||
         check_fp16(w, (size_t)c->N * c->K, (size_t)c->K, path, "W", err))
         goto done;
-    htri_t has_perm = mode->kind == AQ_KIND_ATOM ? H5Lexists(f, "perm", H5P_DEFAULT) : 0;
+    htri_t has_perm = mode->permuted ? H5Lexists(f, "perm", H5P_DEFAULT) : 0;
     if (has_perm < 0) {
         snprintf(err, AX_ERR_LEN, "%.300s: cannot look up dataset 'perm' (corrupt file?)", path);
         goto done;
@@ -661,7 +661,7 @@ int aq_case_read_inputs(const char *path, const aq_mode *mode, int k_splits, aq_
         }
         char pe[AX_ERR_LEN];
         if (aq_check_perm(p, c->K, "perm", pe)) { snprintf(err, AX_ERR_LEN, "%.300s: %.200s", path, pe); goto done; }
-    } else if (mode->kind == AQ_KIND_ATOM) {
+    } else if (mode->permuted) {
         if (!(p = malloc((size_t)c->K * sizeof(int32_t)))) { snprintf(err, AX_ERR_LEN, "out of memory"); goto done; }
         aq_case_perm_sumsq(x, c->M, c->K, p);
     }
@@ -733,7 +733,7 @@ int aq_case_write(const char *path, const aq_case *c, char *err) {
             rc = -1;
         }
     if (!rc) {
-        int group = c->have_q ? c->qx.main.group : (c->mode.group ? c->mode.group : c->K);
+        int group = c->have_q ? c->qx.main.group : (c->mode.w.group ? c->mode.w.group : c->K);
         rc = attr_str(f, "format", "apex4-gemm-case") || attr_i32(f, "version", 1) ||
              attr_str(f, "mode", c->mode.name) || attr_i32(f, "M", c->M) || attr_i32(f, "N", c->N) ||
              attr_i32(f, "K", c->K) || attr_i32(f, "k_splits", c->k_splits) || attr_i32(f, "group", group) ||
@@ -920,8 +920,8 @@ int aq_case_random(const aq_mode *mode, int M, int N, int K, int k_splits, uint6
     snprintf(c->source, sizeof c->source, "reference");
     c->x = malloc((size_t)M * K * 2);
     c->w = malloc((size_t)N * K * 2);
-    if (mode->kind == AQ_KIND_ATOM) c->perm = malloc((size_t)K * sizeof *c->perm);
-    if (!c->x || !c->w || (mode->kind == AQ_KIND_ATOM && !c->perm)) {
+    if (mode->permuted) c->perm = malloc((size_t)K * sizeof *c->perm);
+    if (!c->x || !c->w || (mode->permuted && !c->perm)) {
         aq_case_free(c);
         snprintf(err, AX_ERR_LEN, "out of memory for M=%d N=%d K=%d", M, N, K);
         return -1;

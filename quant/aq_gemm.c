@@ -47,11 +47,6 @@ typedef struct {
     int failed;
 } job;
 
-static int same_mode(const aq_mode *a, const aq_mode *b) {
-    return a->kind == b->kind && a->wbits == b->wbits && a->xbits == b->xbits && a->group == b->group &&
-           a->alpha_w == b->alpha_w && a->alpha_x == b->alpha_x && a->outliers == b->outliers;
-}
-
 static int pad16(int n) { return (n + LANES - 1) / LANES * LANES; }
 
 /* Widen row r of operand t into dst [rowlen] int16 (group-padded layout). MIXED W: q·u. */
@@ -217,7 +212,7 @@ int aq_gemm(const aq_qtensor *qx, const aq_qtensor *qw, int k_splits, uint16_t *
         if (err) snprintf(err, AX_ERR_LEN, "gemm: NULL or empty operand");
         return -1;
     }
-    if (!aq_mode_is_integer(&qx->mode) || !same_mode(&qx->mode, &qw->mode)) {
+    if (!aq_mode_is_integer(&qx->mode) || !aq_mode_same(&qx->mode, &qw->mode)) {
         if (err) snprintf(err, AX_ERR_LEN, "gemm: X mode '%s' and W mode '%s' differ or are not integer modes",
                           qx->mode.name, qw->mode.name);
         return -1;
@@ -232,7 +227,7 @@ int aq_gemm(const aq_qtensor *qx, const aq_qtensor *qw, int k_splits, uint16_t *
         return -1;
     }
     const aq_qmat *xm = &qx->main, *wm = &qw->main;
-    int mixed = qx->mode.kind == AQ_KIND_MIXED;
+    int mixed = qx->mode.epilogue == AQ_EPI_MIXED;
     if (xm->cols != wm->cols || qx->outl.cols != qw->outl.cols ||
         (mixed ? (!wm->sub || xm->sub || xm->ngroups != 1 || !xm->scales || !wm->scales)
                : (xm->group != wm->group || xm->ngroups != wm->ngroups || xm->sub || wm->sub)) ||

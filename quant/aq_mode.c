@@ -36,31 +36,71 @@ static int parse_uint(const char **s, long *v) {
     return big ? -2 : 0;
 }
 
-static void set(aq_mode *m, aq_kind kind, int wbits, int xbits, int group, float aw, float ax, int o) {
-    memset(m, 0, sizeof *m);
-    m->kind = kind; m->wbits = wbits; m->xbits = xbits; m->group = group;
-    m->alpha_w = aw; m->alpha_x = ax; m->outliers = o;
+/* ---- the table ------------------------------------------------------------------------------- */
+/* Operand spellings of the rows. Group fields of parametric rows are 0 here and filled by the
+ * parser (fill_params): every operand with gran AQ_GRAN_GROUP takes the name's N. */
+#define OP_F16                      {AQ_ELEM_F16, 16, AQ_GRAN_NONE, 0, AQ_SCALE_NONE, 1.0f}
+#define OP_INT(elem, bits, gran, scale, clip) {elem, bits, gran, 0, scale, clip}
+#define OP_NONE                     {AQ_ELEM_F16, 0, AQ_GRAN_NONE, 0, AQ_SCALE_NONE, 0.0f}
+
+/* How a row's names are spelled: exactly `spell`, `spell` + "N", or `spell` + "N-oO". */
+typedef enum { FORM_EXACT = 0, FORM_G, FORM_G_O } form;
+
+typedef struct {
+    const char *spell;
+    form        form;
+    aq_mode     row;    /* name, group N and outliers O filled by the parser */
+} mode_row;
+
+/* One row per format family (parametric forms are templates). Sources: NUMERICS.md "Symmetric
+ * quantizer", "Mixed granularity" (per-token X; W: fp16 S per channel times u4 sub-scales per
+ * group), "Atom-style W4Ax" and clarification 5 (main part INT4 groups of N, clip 0.85f W / 0.9f X;
+ * O INT8 outlier channels, one scale per row, clip 1; channels permuted by calibration). The
+ * prefixes do not overlap, so the order of the rows does not change what a name parses to. */
+static const mode_row mode_table[] = {
+    {"fp16", FORM_EXACT,
+     {.kind = AQ_KIND_FP16, .w = OP_F16, .x = OP_F16, .epilogue = AQ_EPI_NONE, .outl = OP_NONE}},
+    {"w8a8", FORM_EXACT,
+     {.kind = AQ_KIND_GROUP,
+      .w = OP_INT(AQ_ELEM_INT8, 8, AQ_GRAN_ROW, AQ_SCALE_F16, 1.0f),
+      .x = OP_INT(AQ_ELEM_INT8, 8, AQ_GRAN_ROW, AQ_SCALE_F16, 1.0f),
+      .epilogue = AQ_EPI_GROUP, .outl = OP_NONE}},
+    {"w4a4-pc", FORM_EXACT,
+     {.kind = AQ_KIND_GROUP,
+      .w = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_ROW, AQ_SCALE_F16, 1.0f),
+      .x = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_ROW, AQ_SCALE_F16, 1.0f),
+      .epilogue = AQ_EPI_GROUP, .outl = OP_NONE}},
+    {"w4a16-g", FORM_G,
+     {.kind = AQ_KIND_WONLY,
+      .w = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, AQ_SCALE_F16, 1.0f),
+      .x = OP_F16,
+      .epilogue = AQ_EPI_NONE, .outl = OP_NONE}},
+    {"w4a4-mixed-g", FORM_G,
+     {.kind = AQ_KIND_MIXED,
+      .w = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, AQ_SCALE_F16_U4SUB, 1.0f),
+      .x = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_ROW, AQ_SCALE_F16, 1.0f),
+      .epilogue = AQ_EPI_MIXED, .outl = OP_NONE}},
+    {"w4a4-g", FORM_G,
+     {.kind = AQ_KIND_GROUP,
+      .w = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, AQ_SCALE_F16, 1.0f),
+      .x = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, AQ_SCALE_F16, 1.0f),
+      .epilogue = AQ_EPI_GROUP, .outl = OP_NONE}},
+    {"atom-g", FORM_G_O,
+     {.kind = AQ_KIND_ATOM,
+      .w = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, AQ_SCALE_F16, 0.85f),
+      .x = OP_INT(AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, AQ_SCALE_F16, 0.9f),
+      .epilogue = AQ_EPI_GROUP,
+      .outl = OP_INT(AQ_ELEM_INT8, 8, AQ_GRAN_ROW, AQ_SCALE_F16, 1.0f),
+      .permuted = 1, .needs_calib = 1}},
+};
+#define N_ROWS ((int)(sizeof mode_table / sizeof *mode_table))
+
+/* The parameters of a parametric name: every grouped operand takes the group N; outliers O. */
+static void fill_params(aq_mode *m, int group, int outliers) {
     aq_operand *op[2] = {&m->w, &m->x};
-    const int bits[2] = {wbits, xbits};
-    const float clip[2] = {aw, ax};
-    for (int i = 0; i < 2; i++) {
-        aq_operand *d = op[i];
-        d->bits = bits[i];
-        d->clip = clip[i];
-        if (bits[i] == 16) continue;   /* float operand: elem F16, gran/scale NONE, group 0 */
-        d->elem = bits[i] == 4 ? AQ_ELEM_INT4 : AQ_ELEM_INT8;
-        d->scale = AQ_SCALE_F16;
-        d->gran = group ? AQ_GRAN_GROUP : AQ_GRAN_ROW;
-        d->group = group;
-    }
-    if (kind == AQ_KIND_MIXED) {   /* per-token X; W: fp16 S per channel times u4 sub-scales per group */
-        m->x.gran = AQ_GRAN_ROW;
-        m->x.group = 0;
-        m->w.scale = AQ_SCALE_F16_U4SUB;
-    }
-    m->epilogue = kind == AQ_KIND_MIXED ? AQ_EPI_MIXED : (kind == AQ_KIND_GROUP || kind == AQ_KIND_ATOM) ? AQ_EPI_GROUP
-                                                                                                      : AQ_EPI_NONE;
-    m->needs_calib = kind == AQ_KIND_ATOM;
+    for (int i = 0; i < 2; i++)
+        if (op[i]->gran == AQ_GRAN_GROUP) op[i]->group = group;
+    m->outliers = outliers;
 }
 
 /* The error for mode string s: the string is echoed with at most 40 characters, non-printable bytes
@@ -100,37 +140,25 @@ int aq_mode_parse(const char *s, aq_mode *out, char *err) {
     aq_mode m;
     if (!s) return bad("(null)", NULL, err);
     if (strnlen(s, sizeof m.name) >= sizeof m.name) return bad(s, "name too long: at most 31 characters", err);
-    const char *p;
-    long g, o;
-    if (!strcmp(s, "fp16")) {
-        set(&m, AQ_KIND_FP16, 16, 16, 0, 1.0f, 1.0f, 0);
-    } else if (!strcmp(s, "w8a8")) {
-        set(&m, AQ_KIND_GROUP, 8, 8, 0, 1.0f, 1.0f, 0);
-    } else if (!strcmp(s, "w4a4-pc")) {
-        set(&m, AQ_KIND_GROUP, 4, 4, 0, 1.0f, 1.0f, 0);
-    } else if (!strncmp(s, "w4a16-g", 7)) {
-        p = s + 7;
-        if (parse_group(s, &p, "", &g, err)) return -1;
-        set(&m, AQ_KIND_WONLY, 4, 16, (int)g, 1.0f, 1.0f, 0);
-    } else if (!strncmp(s, "w4a4-mixed-g", 12)) {
-        p = s + 12;
-        if (parse_group(s, &p, "", &g, err)) return -1;
-        set(&m, AQ_KIND_MIXED, 4, 4, (int)g, 1.0f, 1.0f, 0);
-    } else if (!strncmp(s, "w4a4-g", 6)) {
-        p = s + 6;
-        if (parse_group(s, &p, "", &g, err)) return -1;
-        set(&m, AQ_KIND_GROUP, 4, 4, (int)g, 1.0f, 1.0f, 0);
-    } else if (!strncmp(s, "atom-g", 6)) {
-        p = s + 6;
-        if (parse_group(s, &p, "-o", &g, err)) return -1;
-        p += 2;
-        int r = parse_uint(&p, &o);
-        if (r == -2 || (r == 0 && o > AQ_MAX_OUTLIERS)) return bad(s, "outlier count O must be 0..65536", err);
-        if (r < 0) return bad(s, "expected a decimal outlier count O without sign or leading zeros", err);
-        if (*p) return bad(s, "unexpected characters after the outlier count", err);
-        set(&m, AQ_KIND_ATOM, 4, 4, (int)g, 0.85f, 0.9f, (int)o);
-    } else {
-        return bad(s, NULL, err);
+    const mode_row *r = NULL;
+    for (int i = 0; i < N_ROWS && !r; i++) {
+        const mode_row *t = &mode_table[i];
+        if (t->form == FORM_EXACT ? !strcmp(s, t->spell) : !strncmp(s, t->spell, strlen(t->spell))) r = t;
+    }
+    if (!r) return bad(s, NULL, err);
+    m = r->row;
+    if (r->form != FORM_EXACT) {
+        const char *p = s + strlen(r->spell);
+        long g, o = 0;
+        if (parse_group(s, &p, r->form == FORM_G_O ? "-o" : "", &g, err)) return -1;
+        if (r->form == FORM_G_O) {
+            p += 2;
+            int rc = parse_uint(&p, &o);
+            if (rc == -2 || (rc == 0 && o > AQ_MAX_OUTLIERS)) return bad(s, "outlier count O must be 0..65536", err);
+            if (rc < 0) return bad(s, "expected a decimal outlier count O without sign or leading zeros", err);
+            if (*p) return bad(s, "unexpected characters after the outlier count", err);
+        }
+        fill_params(&m, (int)g, (int)o);
     }
     snprintf(m.name, sizeof m.name, "%s", s);
     *out = m;
@@ -142,5 +170,16 @@ int aq_mode_is_fp16(const aq_mode *m) {
 }
 
 int aq_mode_is_integer(const aq_mode *m) {
-    return m && (m->kind == AQ_KIND_GROUP || m->kind == AQ_KIND_MIXED || m->kind == AQ_KIND_ATOM);
+    return m && m->epilogue != AQ_EPI_NONE;
+}
+
+static int same_operand(const aq_operand *a, const aq_operand *b) {
+    return a->elem == b->elem && a->bits == b->bits && a->gran == b->gran && a->group == b->group &&
+           a->scale == b->scale && a->clip == b->clip;
+}
+
+int aq_mode_same(const aq_mode *a, const aq_mode *b) {
+    return a && b && a->kind == b->kind && same_operand(&a->w, &b->w) && same_operand(&a->x, &b->x) &&
+           a->epilogue == b->epilogue && a->outliers == b->outliers && same_operand(&a->outl, &b->outl) &&
+           a->permuted == b->permuted && a->needs_calib == b->needs_calib;
 }

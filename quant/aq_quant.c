@@ -174,7 +174,10 @@ static int quant_mixed_w(const float *src, int rows, int K, int group, float alp
     return 0;
 }
 
-/* Shared body of aq_quantize_x / aq_quantize_w on fp32 values that are fp16-representable. */
+/* Shared body of aq_quantize_x / aq_quantize_w on fp32 values that are fp16-representable. The
+ * operand's fields (m->w or m->x) give bits, group and clip; a permuted mode quantizes the main part
+ * perm[0 .. K-o) and, when o = m->outliers > 0, the outlier part perm[K-o .. K) in m->outl's format
+ * (one group per row). Sub-scaled operands (AQ_SCALE_F16_U4SUB) are never permuted in the table. */
 static int quantize_f32(const aq_mode *m, int is_w, const float *x, int rows, int K,
                         const int32_t *perm, aq_qtensor *out, const char *what, char *err) {
     memset(out, 0, sizeof *out);
@@ -183,31 +186,22 @@ static int quantize_f32(const aq_mode *m, int is_w, const float *x, int rows, in
                           what, m ? m->name : "(null)");
         return -1;
     }
-    if (m->kind != AQ_KIND_ATOM && perm) {
+    if (!m->permuted && perm) {
         if (err) snprintf(err, AX_ERR_LEN, "%s: a channel permutation is only used by atom modes, not '%s'",
                           what, m->name);
+        return -1;
+    }
+    const aq_operand *op = is_w ? &m->w : &m->x;
+    const int o = m->outliers, Km = K - o;
+    if (Km < 1) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: K = %d leaves no main channels next to %d outliers (%s)",
+                          what, K, o, m->name);
         return -1;
     }
     out->mode = *m;
     out->rows = rows;
     out->K = K;
-    int bits = is_w ? m->wbits : m->xbits;
-    float alpha = is_w ? m->alpha_w : m->alpha_x;
-    int rc;
-    switch (m->kind) {
-    case AQ_KIND_GROUP:
-        rc = quant_part(x, rows, K, NULL, 0, K, bits, m->group ? m->group : K, alpha, &out->main, what, err);
-        break;
-    case AQ_KIND_MIXED:
-        rc = is_w ? quant_mixed_w(x, rows, K, m->group, alpha, &out->main, what, err)
-                  : quant_part(x, rows, K, NULL, 0, K, bits, K, alpha, &out->main, what, err);
-        break;
-    case AQ_KIND_ATOM: {
-        if (K - m->outliers < 1) {
-            if (err) snprintf(err, AX_ERR_LEN, "%s: K = %d leaves no main channels next to %d outliers (%s)",
-                              what, K, m->outliers, m->name);
-            return -1;
-        }
+    if (m->permuted) {
         if (aq_check_perm(perm, K, what, err)) return -1;
         out->perm = malloc((size_t)K * sizeof *out->perm);
         if (!out->perm) {
@@ -215,15 +209,16 @@ static int quantize_f32(const aq_mode *m, int is_w, const float *x, int rows, in
             return -1;
         }
         memcpy(out->perm, perm, (size_t)K * sizeof *out->perm);
-        int Km = K - m->outliers;
-        rc = quant_part(x, rows, K, perm, 0, Km, bits, m->group, alpha, &out->main, what, err);
-        if (!rc && m->outliers > 0)
-            rc = quant_part(x, rows, K, perm, Km, m->outliers, 8, m->outliers, 1.0f, &out->outl, what, err);
-        break;
     }
-    default:
-        rc = -1;
-    }
+    const int32_t *map = m->permuted ? perm : NULL;
+    int rc;
+    if (op->scale == AQ_SCALE_F16_U4SUB)
+        rc = quant_mixed_w(x, rows, K, op->group, op->clip, &out->main, what, err);
+    else
+        rc = quant_part(x, rows, K, map, 0, Km, op->bits, aq_operand_group(op, Km), op->clip, &out->main, what, err);
+    if (!rc && o > 0)
+        rc = quant_part(x, rows, K, map, Km, o, m->outl.bits, aq_operand_group(&m->outl, o), m->outl.clip,
+                        &out->outl, what, err);
     if (rc) aq_qtensor_free(out);
     return rc;
 }
@@ -290,7 +285,7 @@ int aq_dequantize(const aq_qtensor *t, float *out, char *err) {
         if (err) snprintf(err, AX_ERR_LEN, "dequantize: empty quantized tensor or NULL output");
         return -1;
     }
-    if (t->mode.kind != AQ_KIND_ATOM) {
+    if (!t->mode.permuted) {
         deq_part(&t->main, NULL, 0, out, t->K);
         return 0;
     }
@@ -308,7 +303,8 @@ int aq_fakequant(const aq_mode *m, int is_weight, const float *src, int rows, in
         return -1;
     }
     size_t n = (size_t)rows * (size_t)K;
-    if (m->kind == AQ_KIND_FP16 || (m->kind == AQ_KIND_WONLY && !is_weight)) {
+    const aq_operand *op = is_weight ? &m->w : &m->x;
+    if (op->elem == AQ_ELEM_F16) {   /* a float operand: exact copy */
         if (perm) {
             if (err) snprintf(err, AX_ERR_LEN, "%s: a channel permutation is only used by atom modes, not '%s'",
                               what, m->name);
@@ -334,7 +330,7 @@ int aq_fakequant(const aq_mode *m, int is_weight, const float *src, int rows, in
     if (!rc) for (size_t i = 0; i < n; i++) f[i] = aq_f16_to_f32(h[i]);
     free(h);
     if (rc) { free(f); return -1; }
-    if (m->kind == AQ_KIND_WONLY) {
+    if (!aq_mode_is_integer(m)) {    /* a quantized operand without integer GEMM (W of w4a16-gN) */
         if (perm) {
             if (err) snprintf(err, AX_ERR_LEN, "%s: a channel permutation is only used by atom modes, not '%s'",
                               what, m->name);
@@ -342,7 +338,7 @@ int aq_fakequant(const aq_mode *m, int is_weight, const float *src, int rows, in
             return -1;
         }
         aq_qmat q;
-        rc = quant_part(f, rows, K, NULL, 0, K, m->wbits, m->group, m->alpha_w, &q, what, err);
+        rc = quant_part(f, rows, K, NULL, 0, K, op->bits, aq_operand_group(op, K), op->clip, &q, what, err);
         if (!rc) { deq_part(&q, NULL, 0, dst, K); qmat_free(&q); }
         free(f);
         return rc;

@@ -31,7 +31,7 @@ static void naive_gemm(const aq_qtensor *qx, const aq_qtensor *qw, int ks, uint1
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             float out;
-            if (qx->mode.kind == AQ_KIND_MIXED) {
+            if (qx->mode.epilogue == AQ_EPI_MIXED) {
                 int32_t P = 0;
                 for (int k = 0; k < X->cols; k++) P += code(X, m, k) * code(W, n, k) * W->sub[n * W->ngroups + k / W->group];
                 out = (float)P * (aq_f16_to_f32(X->scales[m]) * aq_f16_to_f32(W->scales[n]));
@@ -129,7 +129,7 @@ static void build(aq_qtensor *t, const aq_mode *m, const int8_t *q, const uint16
     t->mode = *m;
     t->rows = 1;
     t->K = K;
-    t->main = (aq_qmat){.rows = 1, .cols = K, .bits = 4, .group = m->group, .ngroups = (K + m->group - 1) / m->group};
+    t->main = (aq_qmat){.rows = 1, .cols = K, .bits = 4, .group = m->x.group, .ngroups = (K + m->x.group - 1) / m->x.group};
     t->main.codes = calloc((size_t)(K + 1) / 2, 1);
     t->main.scales = malloc((size_t)t->main.ngroups * sizeof(uint16_t));
     cr_assert_eq(aq_pack_int4(q, (size_t)K, t->main.codes), 0);
@@ -228,7 +228,7 @@ static void check_mode(const char *name, int M, int N, int K, int heavy, uint64_
     rand_f16(x, (size_t)M * K, &st, heavy, 1.0);
     rand_f16(w, (size_t)N * K, &st, heavy, 0.05);
     rand_perm(perm, K, &st);
-    const int32_t *p = m.kind == AQ_KIND_ATOM ? perm : NULL;
+    const int32_t *p = m.permuted ? perm : NULL;
     aq_qtensor qx, qw;
     cr_assert_eq(aq_quantize_x(&m, x, M, K, p, &qx, err), 0, "%s: %s", name, err);
     cr_assert_eq(aq_quantize_w(&m, w, N, K, p, &qw, err), 0, "%s: %s", name, err);
@@ -244,7 +244,7 @@ static void check_mode(const char *name, int M, int N, int K, int heavy, uint64_
         }
         if (si == 0) memcpy(y1, yn, (size_t)M * N * 2);
     }
-    if (m.kind != AQ_KIND_MIXED)
+    if (m.epilogue != AQ_EPI_MIXED)
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++)
                 cr_assert_eq(y1[(size_t)i * N + j], plain_one(&qx, &qw, i, j), "%s: k_splits 1 vs plain order", name);

@@ -252,11 +252,11 @@ Test(gpu_dev, weight_quantizer_matches_aq_quantize_w_byte_for_byte) {
         for (size_t si = 0; si < sizeof wq_shapes / sizeof *wq_shapes; si++)
             for (int in = 0; in < 3; in++) {
                 const int N = wq_shapes[si][0], K = wq_shapes[si][1];
-                if (m.kind == AQ_KIND_ATOM && K - m.outliers < 1) continue;   /* the reference refuses it too */
+                if (m.permuted && K - m.outliers < 1) continue;   /* the reference refuses it too */
                 uint16_t *w = malloc((size_t)N * K * 2);
                 cr_assert_not_null(w);
                 ak_fill_input((ak_input)in, 40u + (unsigned)si, N, K, w);
-                int32_t *perm = m.kind == AQ_KIND_ATOM ? rand_perm(K, 7u + si) : NULL;
+                int32_t *perm = m.permuted ? rand_perm(K, 7u + si) : NULL;
                 aq_qtensor ref, got;
                 cr_assert_eq(aq_quantize_w(&m, w, N, K, perm, &ref, err), 0, "%s", err);
                 void *dw = dev_copy(c, w, (size_t)N * K * 2), *dp = perm ? dev_copy(c, perm, (size_t)K * 4) : NULL;
@@ -347,7 +347,7 @@ Test(gpu_dev, device_gemm_chain_matches_aq_gemm) {
             cr_assert(x && w && yr && yg);
             ak_fill_input(in, 70u + (unsigned)si, M, K, x);
             ak_fill_input(in, 71u + (unsigned)si, N, K, w);
-            int32_t *perm = m.kind == AQ_KIND_ATOM ? rand_perm(K, 99u + si) : NULL;
+            int32_t *perm = m.permuted ? rand_perm(K, 99u + si) : NULL;
             aq_qtensor rx, rw, gx;
             cr_assert_eq(aq_quantize_x(&m, x, M, K, perm, &rx, err), 0, "%s", err);
             cr_assert_eq(aq_quantize_w(&m, w, N, K, perm, &rw, err), 0, "%s", err);
@@ -436,12 +436,12 @@ Test(gpu_dev, dequantize_matches_aq_dequantize_rounded_to_fp16) {
         for (size_t si = 0; si < 3; si++)
             for (int in = 0; in < 3; in++) {
                 const int N = wq_shapes[si][0], K = wq_shapes[si][1];
-                if (m.kind == AQ_KIND_ATOM && K - m.outliers < 1) continue;
+                if (m.permuted && K - m.outliers < 1) continue;
                 uint16_t *w = malloc((size_t)N * K * 2);
                 float *ref = malloc((size_t)N * K * sizeof *ref);
                 cr_assert(w && ref);
                 ak_fill_input((ak_input)in, 140u + (unsigned)si, N, K, w);
-                int32_t *perm = m.kind == AQ_KIND_ATOM ? rand_perm(K, 17u + si) : NULL;
+                int32_t *perm = m.permuted ? rand_perm(K, 17u + si) : NULL;
                 aq_qtensor rq;
                 cr_assert_eq(aq_quantize_w(&m, w, N, K, perm, &rq, err), 0, "%s", err);
                 cr_assert_eq(aq_dequantize(&rq, ref, err), 0, "%s", err);
@@ -480,14 +480,14 @@ Test(gpu_dev, fakequant_matches_aq_fakequant_rounded_to_fp16) {
             for (int in = 0; in < 3; in++)
                 for (int isw = 0; isw < 2; isw++) {
                     const int R = shapes[si][0], K = shapes[si][1];
-                    if (m.kind == AQ_KIND_ATOM && K - m.outliers < 1) continue;
+                    if (m.permuted && K - m.outliers < 1) continue;
                     const size_t n = (size_t)R * K;
                     uint16_t *h = malloc(n * 2);
                     float *f = malloc(n * sizeof *f);
                     cr_assert(h && f);
                     ak_fill_input((ak_input)in, 200u + (unsigned)si, R, K, h);
                     for (size_t i = 0; i < n; i++) f[i] = aq_f16_to_f32(h[i]);
-                    int32_t *perm = m.kind == AQ_KIND_ATOM ? rand_perm(K, 33u + si) : NULL;
+                    int32_t *perm = m.permuted ? rand_perm(K, 33u + si) : NULL;
                     cr_assert_eq(aq_fakequant(&m, isw, f, R, K, perm, f, isw ? "W" : "X", err), 0, "%s", err);
                     long ovf;
                     uint16_t *exp = expect_f16(f, n, &ovf);
@@ -566,7 +566,7 @@ Test(gpu_dev, dqt_upload_download_round_trip) {
         uint16_t *w = malloc((size_t)N * K * 2);
         cr_assert_not_null(w);
         ak_fill_input(AK_INPUT_NORMAL, 9, N, K, w);
-        int32_t *perm = m.kind == AQ_KIND_ATOM ? rand_perm(K, 1) : NULL;
+        int32_t *perm = m.permuted ? rand_perm(K, 1) : NULL;
         aq_qtensor r, g;
         cr_assert_eq(aq_quantize_w(&m, w, N, K, perm, &r, err), 0, "%s", err);
         ak_dqt d;

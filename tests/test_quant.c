@@ -92,28 +92,136 @@ Test(mode, standard_names_parse) {
         cr_assert_str_eq(m.name, aq_standard_modes[i]);
     }
     cr_assert_eq(aq_mode_parse("w8a8", &m, err), 0);
-    cr_assert(m.kind == AQ_KIND_GROUP && m.wbits == 8 && m.xbits == 8 && m.group == 0);
+    cr_assert(m.kind == AQ_KIND_GROUP && m.w.bits == 8 && m.x.bits == 8 && m.w.group == 0 && m.x.group == 0);
     cr_assert_eq(aq_mode_parse("w4a4-pc", &m, err), 0);
-    cr_assert(m.kind == AQ_KIND_GROUP && m.wbits == 4 && m.group == 0 && m.alpha_w == 1.0f && m.alpha_x == 1.0f);
+    cr_assert(m.kind == AQ_KIND_GROUP && m.w.bits == 4 && m.w.group == 0 && m.w.clip == 1.0f && m.x.clip == 1.0f);
     cr_assert_eq(aq_mode_parse("w4a16-g128", &m, err), 0);
-    cr_assert(m.kind == AQ_KIND_WONLY && m.wbits == 4 && m.xbits == 16 && m.group == 128);
+    cr_assert(m.kind == AQ_KIND_WONLY && m.w.bits == 4 && m.x.bits == 16 && m.w.group == 128);
     cr_assert_eq(aq_mode_parse("w4a4-mixed-g128", &m, err), 0);
-    cr_assert(m.kind == AQ_KIND_MIXED && m.group == 128);
+    cr_assert(m.kind == AQ_KIND_MIXED && m.w.group == 128);
     cr_assert_eq(aq_mode_parse("atom-g128-o128", &m, err), 0);
-    cr_assert(m.kind == AQ_KIND_ATOM && m.group == 128 && m.outliers == 128);
-    cr_assert(m.alpha_x == 0.9f && m.alpha_w == 0.85f);     /* Atom §4: 0.9 activations, 0.85 weights */
+    cr_assert(m.kind == AQ_KIND_ATOM && m.w.group == 128 && m.x.group == 128 && m.outliers == 128);
+    cr_assert(m.x.clip == 0.9f && m.w.clip == 0.85f);     /* Atom §4: 0.9 activations, 0.85 weights */
     cr_assert(aq_mode_is_integer(&m));
     aq_mode_parse("fp16", &m, err);
     cr_assert(!aq_mode_is_integer(&m));
+}
+
+/* The row fields of every standard mode and of parametric instances, written by hand from
+ * quant/NUMERICS.md ("Symmetric quantizer", "Mixed granularity": per-token X, W with a per-channel
+ * fp16 S and 4-bit sub-scales u per group; "Atom-style W4Ax" and clarification 5: INT4 groups of 128,
+ * clip 0.9f X / 0.85f W, 128 INT8 outlier channels with one scale per row and α = 1, channels
+ * permuted by calibration) and Atom (Zhao et al., MLSys 2024, §4). Not derived from aq_mode.c. */
+typedef struct { aq_elem e; int bits; aq_gran gran; int group; aq_scale_kind sc; float clip; } op_want;
+typedef struct {
+    const char *name;
+    aq_kind kind;
+    op_want w, x;
+    aq_epilogue epi;
+    int outliers, permuted, needs_calib, integer, fp16;
+    op_want outl;   /* checked when outliers > 0 */
+} row_want;
+#define F16_  {AQ_ELEM_F16, 16, AQ_GRAN_NONE, 0, AQ_SCALE_NONE, 1.0f}
+#define NOOUT {AQ_ELEM_F16, 0, AQ_GRAN_NONE, 0, AQ_SCALE_NONE, 0.0f}
+static void check_row(const row_want *r) {
+    char err[AX_ERR_LEN];
+    aq_mode m;
+    cr_assert_eq(aq_mode_parse(r->name, &m, err), 0, "%s: %s", r->name, err);
+    cr_assert_str_eq(m.name, r->name);
+    cr_assert_eq(m.kind, r->kind, "%s: kind", r->name);
+    const op_want *want[2] = {&r->w, &r->x};
+    const aq_operand *got[2] = {&m.w, &m.x};
+    for (int i = 0; i < 2 + (r->outliers > 0); i++) {
+        const op_want *e = i < 2 ? want[i] : &r->outl;
+        const aq_operand *g = i < 2 ? got[i] : &m.outl;
+        const char *which = i == 0 ? "w" : i == 1 ? "x" : "outl";
+        cr_assert_eq(g->elem, e->e, "%s.%s.elem: %d, want %d", r->name, which, (int)g->elem, (int)e->e);
+        cr_assert_eq(g->bits, e->bits, "%s.%s.bits: %d, want %d", r->name, which, g->bits, e->bits);
+        cr_assert_eq(g->gran, e->gran, "%s.%s.gran: %d, want %d", r->name, which, (int)g->gran, (int)e->gran);
+        cr_assert_eq(g->group, e->group, "%s.%s.group: %d, want %d", r->name, which, g->group, e->group);
+        cr_assert_eq(g->scale, e->sc, "%s.%s.scale: %d, want %d", r->name, which, (int)g->scale, (int)e->sc);
+        cr_assert(g->clip == e->clip, "%s.%s.clip: %.9g, want %.9g", r->name, which, (double)g->clip, (double)e->clip);
+    }
+    cr_assert_eq(m.epilogue, r->epi, "%s: epilogue", r->name);
+    cr_assert_eq(m.outliers, r->outliers, "%s: outliers", r->name);
+    cr_assert_eq(m.permuted, r->permuted, "%s: permuted", r->name);
+    cr_assert_eq(m.needs_calib, r->needs_calib, "%s: needs_calib", r->name);
+    cr_assert_eq(aq_mode_is_integer(&m), r->integer, "%s: aq_mode_is_integer", r->name);
+    cr_assert_eq(aq_mode_is_fp16(&m), r->fp16, "%s: aq_mode_is_fp16", r->name);
+    cr_assert(aq_mode_same(&m, &m), "%s: aq_mode_same with itself", r->name);
+}
+
+Test(mode, rows_of_the_standard_modes) {
+    const op_want i4pc = {AQ_ELEM_INT4, 4, AQ_GRAN_ROW, 0, AQ_SCALE_F16, 1.0f};
+    const op_want i8pc = {AQ_ELEM_INT8, 8, AQ_GRAN_ROW, 0, AQ_SCALE_F16, 1.0f};
+    const row_want rows[] = {
+        {"fp16", AQ_KIND_FP16, F16_, F16_, AQ_EPI_NONE, 0, 0, 0, 0, 1, NOOUT},
+        {"w4a16-g128", AQ_KIND_WONLY, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 128, AQ_SCALE_F16, 1.0f}, F16_,
+         AQ_EPI_NONE, 0, 0, 0, 0, 0, NOOUT},
+        {"w8a8", AQ_KIND_GROUP, i8pc, i8pc, AQ_EPI_GROUP, 0, 0, 0, 1, 0, NOOUT},
+        {"w4a4-pc", AQ_KIND_GROUP, i4pc, i4pc, AQ_EPI_GROUP, 0, 0, 0, 1, 0, NOOUT},
+        {"w4a4-g32", AQ_KIND_GROUP, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 32, AQ_SCALE_F16, 1.0f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 32, AQ_SCALE_F16, 1.0f}, AQ_EPI_GROUP, 0, 0, 0, 1, 0, NOOUT},
+        {"w4a4-g64", AQ_KIND_GROUP, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 64, AQ_SCALE_F16, 1.0f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 64, AQ_SCALE_F16, 1.0f}, AQ_EPI_GROUP, 0, 0, 0, 1, 0, NOOUT},
+        {"w4a4-g128", AQ_KIND_GROUP, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 128, AQ_SCALE_F16, 1.0f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 128, AQ_SCALE_F16, 1.0f}, AQ_EPI_GROUP, 0, 0, 0, 1, 0, NOOUT},
+        {"w4a4-g256", AQ_KIND_GROUP, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 256, AQ_SCALE_F16, 1.0f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 256, AQ_SCALE_F16, 1.0f}, AQ_EPI_GROUP, 0, 0, 0, 1, 0, NOOUT},
+        /* mixed: W per-channel S x u4 sub-scales per 128; X per token */
+        {"w4a4-mixed-g128", AQ_KIND_MIXED, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 128, AQ_SCALE_F16_U4SUB, 1.0f}, i4pc,
+         AQ_EPI_MIXED, 0, 0, 0, 1, 0, NOOUT},
+        /* Atom: W clip 0.85, X clip 0.9, groups of 128, 128 INT8 outliers per row with clip 1 */
+        {"atom-g128-o128", AQ_KIND_ATOM, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 128, AQ_SCALE_F16, 0.85f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 128, AQ_SCALE_F16, 0.9f}, AQ_EPI_GROUP, 128, 1, 1, 1, 0, i8pc},
+    };
+    size_t n = sizeof rows / sizeof *rows, nstd = 0;
+    for (size_t i = 0; i < n; i++) check_row(&rows[i]);
+    /* the list above is exactly aq_standard_modes, in order */
+    for (; aq_standard_modes[nstd]; nstd++) {
+        cr_assert(nstd < n, "more standard modes than rows written here");
+        cr_assert_str_eq(aq_standard_modes[nstd], rows[nstd].name);
+    }
+    cr_assert_eq(nstd, n);
+}
+
+Test(mode, rows_of_parametric_instances) {
+    const row_want rows[] = {
+        {"w4a16-g32", AQ_KIND_WONLY, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 32, AQ_SCALE_F16, 1.0f}, F16_,
+         AQ_EPI_NONE, 0, 0, 0, 0, 0, NOOUT},
+        {"w4a4-g96", AQ_KIND_GROUP, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 96, AQ_SCALE_F16, 1.0f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 96, AQ_SCALE_F16, 1.0f}, AQ_EPI_GROUP, 0, 0, 0, 1, 0, NOOUT},
+        {"w4a4-mixed-g2", AQ_KIND_MIXED, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 2, AQ_SCALE_F16_U4SUB, 1.0f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_ROW, 0, AQ_SCALE_F16, 1.0f}, AQ_EPI_MIXED, 0, 0, 0, 1, 0, NOOUT},
+        {"atom-g64-o32", AQ_KIND_ATOM, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 64, AQ_SCALE_F16, 0.85f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 64, AQ_SCALE_F16, 0.9f}, AQ_EPI_GROUP, 32, 1, 1, 1, 0,
+         {AQ_ELEM_INT8, 8, AQ_GRAN_ROW, 0, AQ_SCALE_F16, 1.0f}},
+        /* o = 0: no outlier part, but the channels are still permuted by calibration */
+        {"atom-g128-o0", AQ_KIND_ATOM, {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 128, AQ_SCALE_F16, 0.85f},
+         {AQ_ELEM_INT4, 4, AQ_GRAN_GROUP, 128, AQ_SCALE_F16, 0.9f}, AQ_EPI_GROUP, 0, 1, 1, 1, 0, NOOUT},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof *rows; i++) check_row(&rows[i]);
+    /* aq_mode_same: equal rows under different parameters differ; the name is not compared */
+    char err[AX_ERR_LEN];
+    aq_mode a, b;
+    cr_assert_eq(aq_mode_parse("w4a4-g128", &a, err), 0);
+    cr_assert_eq(aq_mode_parse("w4a4-g64", &b, err), 0);
+    cr_assert(!aq_mode_same(&a, &b));
+    b = a;
+    snprintf(b.name, sizeof b.name, "other");
+    cr_assert(aq_mode_same(&a, &b));
+    b.x.clip = 0.9f;
+    cr_assert(!aq_mode_same(&a, &b), "a different X clip is a different row");
+    cr_assert(!aq_mode_same(&a, NULL));
 }
 
 Test(mode, parametric_forms) {
     char err[AX_ERR_LEN];
     aq_mode m;
     cr_assert_eq(aq_mode_parse("w4a4-g96", &m, err), 0);
-    cr_assert(m.kind == AQ_KIND_GROUP && m.group == 96);
+    cr_assert(m.kind == AQ_KIND_GROUP && m.w.group == 96 && m.x.group == 96);
     cr_assert_eq(aq_mode_parse("atom-g64-o32", &m, err), 0);
-    cr_assert(m.group == 64 && m.outliers == 32);
+    cr_assert(m.w.group == 64 && m.x.group == 64 && m.outliers == 32);
     cr_assert_eq(aq_mode_parse("atom-g64-o0", &m, err), 0);
     cr_assert_eq(aq_mode_parse("w4a16-g2", &m, err), 0);
 }
@@ -167,9 +275,9 @@ Test(mode, absurd_numbers_and_garbage_are_rejected_with_a_reason) {
     aq_mode m;
     char err[AX_ERR_LEN];
     cr_assert_eq(aq_mode_parse("w4a4-g262144", &m, err), 0, "%s", err);
-    cr_assert_eq(m.group, 262144);
+    cr_assert_eq(m.w.group, 262144);
     cr_assert_eq(aq_mode_parse("atom-g2-o65536", &m, err), 0, "%s", err);
-    cr_assert(m.group == 2 && m.outliers == 65536);
+    cr_assert(m.w.group == 2 && m.outliers == 65536);
 }
 
 Test(mode, over_long_and_control_characters_are_not_echoed_raw) {
@@ -510,7 +618,7 @@ Test(fakequant, every_mode_matches_quantize_then_dequantize) {
     for (size_t mi = 0; mi < sizeof modes / sizeof *modes; mi++) {
         aq_mode m;
         cr_assert_eq(aq_mode_parse(modes[mi], &m, err), 0);
-        const int32_t *p = m.kind == AQ_KIND_ATOM ? perm : NULL;
+        const int32_t *p = m.permuted ? perm : NULL;
         for (int isw = 0; isw < 2; isw++) {
             aq_qtensor t;
             cr_assert_eq(aq_fakequant(&m, isw, src, rows, K, p, d, "T", err), 0, "%s: %s", modes[mi], err);
