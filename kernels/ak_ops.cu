@@ -480,13 +480,13 @@ extern "C" int ak_ops_rope_init(ak_ops *o, const ak_ops_rope_cfg *c, int max_pos
 }
 
 __global__ void rope_kernel(uint16_t *q, int q_ld, int nh, uint16_t *k, int k_ld, int nkv, int T, int pos0, int half,
-                            const uint16_t *cosT, const uint16_t *sinT) {
+                            const uint16_t *cosT, const uint16_t *sinT, const int32_t *seg) {
     size_t per_t = (size_t)(nh + nkv) * half, n = (size_t)T * per_t;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         size_t t = i / per_t, rem = i % per_t;
         int hh = (int)(rem / half), j = (int)(rem % half);
         uint16_t *x = hh < nh ? q + t * q_ld + (size_t)hh * 2 * half : k + t * k_ld + (size_t)(hh - nh) * 2 * half;
-        size_t ti = (size_t)(pos0 + t) * half + j;
+        size_t ti = (size_t)(seg ? (int)t - seg[t] : pos0 + (int)t) * half + j;
         float c = h2f(cosT[ti]), s = h2f(sinT[ti]);
         float x1 = h2f(x[j]), x2 = h2f(x[j + half]);
         // q*cos + rotate_half(q)*sin, rotate_half(x) = cat(-x2, x1); each product and the sum rounded to fp16
@@ -497,9 +497,8 @@ __global__ void rope_kernel(uint16_t *q, int q_ld, int nh, uint16_t *k, int k_ld
     }
 }
 
-extern "C" int ak_ops_rope(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv, int T,
-                           int pos0, char *err) {
-    const char *op = "ak_ops_rope";
+static int rope_impl(ak_ops *o, const char *op, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv,
+                     int T, int pos0, const int32_t *seg, char *err) {
     if (begin(o, op, err)) return -1;
     if (!o->rope_cos) { OPS_ERR("%s: no cos/sin table (call ak_ops_rope_init first)", op); return -1; }
     int hd = 2 * o->rope_half;
@@ -515,9 +514,24 @@ extern "C" int ak_ops_rope(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16
     }
     size_t n = (size_t)T * (n_heads + n_kv) * o->rope_half;
     rope_kernel<<<grid_for(o, n, 256), 256, 0, o->stream>>>(q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, o->rope_half,
-                                                          o->rope_cos, o->rope_sin);
+                                                          o->rope_cos, o->rope_sin, seg);
     OPS_LAUNCHED(op, "rope_kernel");
     return 0;
+}
+
+extern "C" int ak_ops_rope(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv, int T,
+                           int pos0, char *err) {
+    return rope_impl(o, "ak_ops_rope", q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, nullptr, err);
+}
+
+extern "C" int ak_ops_rope_packed(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv,
+                                  int T, const int32_t *seg, char *err) {
+    const char *op = "ak_ops_rope_packed";
+    if (!seg) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: seg is NULL", op);
+        return -1;
+    }
+    return rope_impl(o, op, q, q_ld, n_heads, k, k_ld, n_kv, T, 0, seg, err);
 }
 
 // ---- KV cache ------------------------------------------------------------------------------------------
@@ -623,7 +637,7 @@ extern "C" int ak_ops_kv_store(ak_ops *o, const uint16_t *k, const uint16_t *v, 
 // chunk max by shuffles, online rescale, then P·V with lane owning dims lane, lane+32, ...
 __global__ void __launch_bounds__(128) attn_simple_kernel(const uint16_t *q, int q_ld, const uint16_t *kc,
                                                           const uint16_t *vc, int T, int pos0, int nh, int nkv, int hd,
-                                                          float scale, uint16_t *out) {
+                                                          float scale, uint16_t *out, const int32_t *seg) {
     __shared__ float sq[4][SIMPLE_MAX_D];
     int wib = threadIdx.x >> 5, lane = threadIdx.x & 31;
     long w = (long)blockIdx.x * 4 + wib;
@@ -639,6 +653,11 @@ __global__ void __launch_bounds__(128) attn_simple_kernel(const uint16_t *q, int
     int nk = pos0 + t + 1;
     size_t kstride = (size_t)nkv * hd;
     const uint16_t *kb = kc + (size_t)kvh * hd, *vb = vc + (size_t)kvh * hd;
+    if (seg) {   // packed: keys seg[t] .. t of the query's own sequence (pos0 == 0)
+        kb += (size_t)seg[t] * kstride;
+        vb += (size_t)seg[t] * kstride;
+        nk = t - seg[t] + 1;
+    }
     for (int j0 = 0; j0 < nk; j0 += 32) {
         int j = j0 + lane;
         float s = -INFINITY;
@@ -731,7 +750,8 @@ __device__ __forceinline__ void tc_load_tile(uint16_t *s, const uint16_t *g, siz
 
 template <int D>
 __global__ void __launch_bounds__(128) attn_tc_kernel(const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc,
-                                                      int T, int pos0, int nh, int nkv, float scale_log2, uint16_t *out) {
+                                                      int T, int pos0, int nh, int nkv, float scale_log2, uint16_t *out,
+                                                      const int32_t *seg) {
     constexpr int LDS = D + 8, KD = D / 16, ND = D / 8, NS = TC_BC / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     uint16_t *sQ = reinterpret_cast<uint16_t *>(smem_raw);
@@ -747,9 +767,12 @@ __global__ void __launch_bounds__(128) attn_tc_kernel(const uint16_t *q, int q_l
     int nkeys = pos0 + T;
     int kmax = min(pos0 + t0 + TC_BR - 1, nkeys - 1);   // last key any row of the block needs
     int nkt = kmax / TC_BC + 1;
+    // packed sequences (seg != nullptr, pos0 == 0): row t sees keys seg[t] .. t; seg is non-decreasing,
+    // so the block's first key tile is that of its first row's sequence start
+    int jfirst = seg ? seg[t0] / TC_BC : 0;
 
     tc_load_tile<D>(sQ, q + (size_t)h * D, (size_t)q_ld, t0, T, tid);
-    tc_load_tile<D>(sK, kbase, kstride, 0, nkeys, tid);
+    tc_load_tile<D>(sK, kbase, kstride, jfirst * TC_BC, nkeys, tid);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
@@ -764,8 +787,13 @@ __global__ void __launch_bounds__(128) attn_tc_kernel(const uint16_t *q, int q_l
     float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
     int g = lane >> 2, c4 = lane & 3;
     int rpos0 = pos0 + t0 + warp * 16 + g;   // absolute position of row g (row g+8: +8)
+    int rstart[2] = {0, 0};                   // first key of rows g, g+8 (packed sequences)
+    if (seg) {
+        rstart[0] = seg[min(t0 + warp * 16 + g, T - 1)];
+        rstart[1] = seg[min(t0 + warp * 16 + g + 8, T - 1)];
+    }
 
-    for (int j = 0; j < nkt; j++) {
+    for (int j = jfirst; j < nkt; j++) {
         tc_load_tile<D>(sV, vbase, kstride, j * TC_BC, nkeys, tid);
         cp_async_commit();
 
@@ -783,14 +811,14 @@ __global__ void __launch_bounds__(128) attn_tc_kernel(const uint16_t *q, int q_l
             }
         }
         // causal mask where the tile reaches past the block's first row
-        if ((j + 1) * TC_BC - 1 > pos0 + t0) {
+        if ((j + 1) * TC_BC - 1 > pos0 + t0 || seg) {
 #pragma unroll
             for (int n = 0; n < NS; n++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     int key = j * TC_BC + n * 8 + 2 * c4 + (e & 1);
                     int rp = rpos0 + (e >> 1) * 8;
-                    if (key > rp) s[n][e] = -INFINITY;
+                    if (key > rp || key < rstart[e >> 1]) s[n][e] = -INFINITY;
                 }
         }
         // online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3)
@@ -862,12 +890,12 @@ static size_t tc_smem() { return (size_t)(TC_BR + 2 * TC_BC) * (D + 8) * sizeof(
 
 template <int D>
 static cudaError_t tc_launch(cudaStream_t st, const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc, int T,
-                             int pos0, int nh, int nkv, float scale_log2, uint16_t *out) {
+                             int pos0, int nh, int nkv, float scale_log2, uint16_t *out, const int32_t *seg) {
     size_t sm = tc_smem<D>();
     cudaError_t e = cudaFuncSetAttribute(attn_tc_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((T + TC_BR - 1) / TC_BR), (unsigned)nh);
-    attn_tc_kernel<D><<<grid, 128, sm, st>>>(q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out);
+    attn_tc_kernel<D><<<grid, 128, sm, st>>>(q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out, seg);
     return cudaGetLastError();
 }
 
@@ -880,10 +908,9 @@ extern "C" int ak_ops_attention_tc_ok(int head_dim, int q_ld, const void *q, con
     return aligned16(q) && aligned16(k_cache) && aligned16(v_cache) && aligned16(out);
 }
 
-extern "C" int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k_cache,
-                                const uint16_t *v_cache, int max_seq, int T, int pos0, int n_heads, int n_kv,
-                                int head_dim, uint16_t *out, char *err) {
-    const char *op = "ak_ops_attention";
+static int attention_impl(ak_ops *o, const char *op, ak_attn_impl impl, const uint16_t *q, int q_ld,
+                          const uint16_t *k_cache, const uint16_t *v_cache, int max_seq, int T, int pos0, int n_heads,
+                          int n_kv, int head_dim, uint16_t *out, const int32_t *seg, char *err) {
     if (begin(o, op, err)) return -1;
     if (impl != AK_ATTN_AUTO && impl != AK_ATTN_SIMPLE && impl != AK_ATTN_TC) {
         OPS_ERR("%s: unknown implementation %d", op, (int)impl);
@@ -917,10 +944,10 @@ extern "C" int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q,
         float sl2 = scale * 1.4426950408889634f;
         cudaError_t e;
         switch (head_dim) {
-        case 32: e = tc_launch<32>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out); break;
-        case 64: e = tc_launch<64>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out); break;
-        case 96: e = tc_launch<96>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out); break;
-        default: e = tc_launch<128>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out); break;
+        case 32: e = tc_launch<32>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg); break;
+        case 64: e = tc_launch<64>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg); break;
+        case 96: e = tc_launch<96>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg); break;
+        default: e = tc_launch<128>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg); break;
         }
         OPS_CUDA(op, "launching attn_tc_kernel", e);
         return 0;
@@ -931,8 +958,47 @@ extern "C" int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q,
     }
     long warps = (long)T * n_heads;
     attn_simple_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, o->stream>>>(q, q_ld, k_cache, v_cache, T, pos0, n_heads,
-                                                                           n_kv, head_dim, scale, out);
+                                                                           n_kv, head_dim, scale, out, seg);
     OPS_LAUNCHED(op, "attn_simple_kernel");
+    return 0;
+}
+
+extern "C" int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k_cache,
+                                const uint16_t *v_cache, int max_seq, int T, int pos0, int n_heads, int n_kv,
+                                int head_dim, uint16_t *out, char *err) {
+    return attention_impl(o, "ak_ops_attention", impl, q, q_ld, k_cache, v_cache, max_seq, T, pos0, n_heads, n_kv,
+                          head_dim, out, nullptr, err);
+}
+
+extern "C" int ak_ops_attention_packed(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld,
+                                       const uint16_t *k_cache, const uint16_t *v_cache, int max_seq, int T,
+                                       const int32_t *seg, int n_heads, int n_kv, int head_dim, uint16_t *out,
+                                       char *err) {
+    const char *op = "ak_ops_attention_packed";
+    if (!seg) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: seg is NULL", op);
+        return -1;
+    }
+    return attention_impl(o, op, impl, q, q_ld, k_cache, v_cache, max_seq, T, 0, n_heads, n_kv, head_dim, out, seg,
+                          err);
+}
+
+__global__ void gather_rows_kernel(const uint16_t *src, int ld, const int32_t *rows, int n, int width, uint16_t *dst) {
+    size_t total = (size_t)n * width;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / width, c = i % width;
+        dst[i] = src[(size_t)rows[r] * ld + c];
+    }
+}
+
+extern "C" int ak_ops_gather_rows(ak_ops *o, const uint16_t *src, int ld, const int32_t *rows, int n, int width,
+                                  uint16_t *dst, char *err) {
+    const char *op = "ak_ops_gather_rows";
+    if (begin(o, op, err)) return -1;
+    if (n < 1 || width < 1 || ld < width) { OPS_ERR("%s: n %d, width %d, ld %d out of range", op, n, width, ld); return -1; }
+    if (!src || !rows || !dst) { OPS_ERR("%s: NULL pointer", op); return -1; }
+    gather_rows_kernel<<<grid_for(o, (size_t)n * width, 256), 256, 0, o->stream>>>(src, ld, rows, n, width, dst);
+    OPS_LAUNCHED(op, "gather_rows_kernel");
     return 0;
 }
 

@@ -111,6 +111,11 @@ int ak_ops_rope_init(ak_ops *o, const ak_ops_rope_cfg *cfg, int max_pos, char *e
  * table's (the model's), pos0 < 0 or pos0 + T > the table's max_pos, bad counts or strides. */
 int ak_ops_rope(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv, int T,
                 int pos0, char *err);
+/* The same for packed sequences (zero-shot requests run side by side in one forward, each from
+ * position 0): row t is at position t - seg[t], seg [T] int32 DEVICE array = the packed row where
+ * row t's sequence starts (non-decreasing, seg[t] <= t). Errors: as ak_ops_rope, seg NULL. */
+int ak_ops_rope_packed(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv, int T,
+                       const int32_t *seg, char *err);
 
 /* ---- KV cache ----------------------------------------------------------------------------------- */
 /* Append T new positions to one layer's cache: k_cache, v_cache [max_seq, n_kv, head_dim] fp16 rows
@@ -151,6 +156,17 @@ typedef enum {
 int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k_cache,
                      const uint16_t *v_cache, int max_seq, int T, int pos0, int n_heads, int n_kv,
                      int head_dim, uint16_t *out, char *err);
+/* Packed sequences (pos0 = 0; the cache holds the T packed rows, ak_ops_kv_store at pos0 0): query
+ * row t attends keys seg[t] .. t only (its own sequence, causal), seg [T] int32 DEVICE array as in
+ * ak_ops_rope_packed — a block-diagonal causal mask (FlashAttention varlen / cu_seqlens). Same
+ * kernels, numerics and errors as ak_ops_attention; seg NULL is an error. */
+int ak_ops_attention_packed(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k_cache,
+                            const uint16_t *v_cache, int max_seq, int T, const int32_t *seg, int n_heads, int n_kv,
+                            int head_dim, uint16_t *out, char *err);
+/* dst [n, width] fp16 = rows rows[0..n) of src [*, ld] fp16 (rows: DEVICE int32 [n], each a valid
+ * row of src — not checked). Errors: n, width < 1, ld < width, NULL pointers. */
+int ak_ops_gather_rows(ak_ops *o, const uint16_t *src, int ld, const int32_t *rows, int n, int width,
+                       uint16_t *dst, char *err);
 /* 1 when the tensor-core kernel takes (head_dim, q_ld, pointers), else 0. */
 int ak_ops_attention_tc_ok(int head_dim, int q_ld, const void *q, const void *k_cache,
                            const void *v_cache, const void *out);

@@ -70,6 +70,11 @@ int ak_ops_rope(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int 
     (void)o; (void)q; (void)q_ld; (void)n_heads; (void)k; (void)k_ld; (void)n_kv; (void)T; (void)pos0;
     return nocuda("ak_ops_rope", err);
 }
+int ak_ops_rope_packed(ak_ops *o, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv, int T,
+                       const int32_t *seg, char *err) {
+    (void)o; (void)q; (void)q_ld; (void)n_heads; (void)k; (void)k_ld; (void)n_kv; (void)T; (void)seg;
+    return nocuda("ak_ops_rope_packed", err);
+}
 
 int ak_ops_kv_store(ak_ops *o, const uint16_t *k, const uint16_t *v, int ld, int T, int pos0, int n_kv,
                     int head_dim, int kv4, uint16_t *k_cache, uint16_t *v_cache, int max_seq, char *err) {
@@ -88,6 +93,18 @@ int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, 
     (void)o; (void)impl; (void)q; (void)q_ld; (void)k_cache; (void)v_cache; (void)max_seq; (void)T;
     (void)pos0; (void)n_heads; (void)n_kv; (void)head_dim; (void)out;
     return nocuda("ak_ops_attention", err);
+}
+int ak_ops_attention_packed(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k_cache,
+                            const uint16_t *v_cache, int max_seq, int T, const int32_t *seg, int n_heads, int n_kv,
+                            int head_dim, uint16_t *out, char *err) {
+    (void)o; (void)impl; (void)q; (void)q_ld; (void)k_cache; (void)v_cache; (void)max_seq; (void)T;
+    (void)seg; (void)n_heads; (void)n_kv; (void)head_dim; (void)out;
+    return nocuda("ak_ops_attention_packed", err);
+}
+int ak_ops_gather_rows(ak_ops *o, const uint16_t *src, int ld, const int32_t *rows, int n, int width,
+                       uint16_t *dst, char *err) {
+    (void)o; (void)src; (void)ld; (void)rows; (void)n; (void)width; (void)dst;
+    return nocuda("ak_ops_gather_rows", err);
 }
 int ak_ops_attention_tc_ok(int head_dim, int q_ld, const void *q, const void *k_cache,
                            const void *v_cache, const void *out) {

@@ -722,3 +722,90 @@ Test(gpu_ops, score_matches_cpu_evaluator_and_double_formulas) {
     free(lg); free(rf); free(lp); free(p);
     ak_ops_free(o);
 }
+
+/* ---- packed sequences (zero-shot requests side by side in one forward) ---------------------------- */
+
+/* Packed attention: each sequence against the double reference of THAT sequence alone (its own rows of
+ * q and of the cache, positions from 0) — an independent check of the block-diagonal causal mask:
+ * a key leaking across sequences or a missing one moves the output far past the tolerance of the
+ * single-sequence test above. Lengths straddle the 64-row tiles (1, 63, 64, 65, ...). */
+Test(gpu_ops, attention_packed_equals_each_sequence_alone) {
+    NEED_DEVICE();
+    ak_ops *o = ctx_new();
+    static const int lens[] = {37, 64, 1, 100, 5, 65, 63};
+    const int ns = (int)(sizeof lens / sizeof *lens);
+    static const int hds[] = {64, 128};
+    char err[AX_ERR_LEN] = "";
+    for (int hi = 0; hi < 2; hi++) {
+        const int nh = 4, nkv = 2, hd = hds[hi], q_ld = nh * hd, kvd = nkv * hd;
+        int T = 0;
+        for (int i = 0; i < ns; i++) T += lens[i];
+        size_t nq = (size_t)T * q_ld, nk = (size_t)T * kvd;
+        uint16_t *q = malloc(nq * 2), *kc = malloc(nk * 2), *vc = malloc(nk * 2), *got = malloc(nq * 2);
+        int32_t *seg = malloc((size_t)T * 4);
+        double *ref = malloc(nq * sizeof(double));
+        fill_normal16(q, nq, 1.0, 71 + hi);
+        fill_normal16(kc, nk, 1.0, 72 + hi);
+        fill_normal16(vc, nk, 1.0, 73 + hi);
+        for (int i = 0, b = 0; i < ns; b += lens[i], i++) {
+            for (int t = 0; t < lens[i]; t++) seg[b + t] = b;
+            attn_ref(q + (size_t)b * q_ld, q_ld, kc + (size_t)b * kvd, vc + (size_t)b * kvd, lens[i], 0, nh, nkv, hd,
+                     ref + (size_t)b * q_ld);
+        }
+        uint16_t *dq = to_dev(o, q, nq * 2), *dk = to_dev(o, kc, nk * 2), *dv = to_dev(o, vc, nk * 2);
+        uint16_t *dout = to_dev(o, NULL, nq * 2);
+        int32_t *dseg = to_dev(o, seg, (size_t)T * 4);
+        for (int impl = 1; impl <= 2; impl++) {
+            cr_assert_eq(ak_ops_attention_packed(o, (ak_attn_impl)impl, dq, q_ld, dk, dv, T, T, dseg, nh, nkv, hd, dout,
+                                                 err), 0, "%s", err);
+            from_dev(o, got, dout, nq * 2);
+            for (size_t i = 0; i < nq; i++) {
+                double g = f16(got[i]), tol = 5e-4 * fabs(ref[i]) + (impl == AK_ATTN_TC ? 2e-3 : 2e-5);
+                cr_assert_leq(fabs(g - ref[i]), tol, "hd %d impl %d: row %zu got %g want %g", hd, impl, i / (size_t)q_ld,
+                              g, ref[i]);
+            }
+        }
+        cr_assert_neq(ak_ops_attention_packed(o, AK_ATTN_AUTO, dq, q_ld, dk, dv, T, T, NULL, nh, nkv, hd, dout, err), 0);
+        ak_ops_dfree(o, dq); ak_ops_dfree(o, dk); ak_ops_dfree(o, dv); ak_ops_dfree(o, dout); ak_ops_dfree(o, dseg);
+        free(q); free(kc); free(vc); free(got); free(seg); free(ref);
+    }
+    ak_ops_free(o);
+}
+
+/* Packed RoPE: row t at position t - seg[t] gives the same bytes as ak_ops_rope of that sequence alone
+ * (positions 0..len-1: the same table entries and operations); gather_rows copies rows exactly. */
+Test(gpu_ops, rope_packed_and_gather_rows) {
+    NEED_DEVICE();
+    ak_ops *o = ctx_new();
+    char err[AX_ERR_LEN] = "";
+    const int hd = 64, nh = 2, nkv = 1, ld = (nh + nkv) * hd, lens[3] = {5, 17, 9}, T = 31;
+    ak_ops_rope_cfg rc = {hd, 10000.0f, 0, 0, 0, 0, 0};
+    cr_assert_eq(ak_ops_rope_init(o, &rc, 64, err), 0, "%s", err);
+    size_t n = (size_t)T * ld;
+    uint16_t *x = malloc(n * 2), *a = malloc(n * 2), *b = malloc(n * 2);
+    int32_t seg[31];
+    fill_normal16(x, n, 1.0, 99);
+    for (int i = 0, s0 = 0; i < 3; s0 += lens[i], i++)
+        for (int t = 0; t < lens[i]; t++) seg[s0 + t] = s0;
+    uint16_t *dx = to_dev(o, x, n * 2);
+    int32_t *dseg = to_dev(o, seg, sizeof seg);
+    cr_assert_eq(ak_ops_rope_packed(o, dx, ld, nh, dx + nh * hd, ld, nkv, T, dseg, err), 0, "%s", err);
+    from_dev(o, a, dx, n * 2);
+    for (int i = 0, s0 = 0; i < 3; s0 += lens[i], i++) {
+        uint16_t *dy = to_dev(o, x + (size_t)s0 * ld, (size_t)lens[i] * ld * 2);
+        cr_assert_eq(ak_ops_rope(o, dy, ld, nh, dy + nh * hd, ld, nkv, lens[i], 0, err), 0, "%s", err);
+        from_dev(o, b + (size_t)s0 * ld, dy, (size_t)lens[i] * ld * 2);
+        ak_ops_dfree(o, dy);
+    }
+    cr_assert_eq(memcmp(a, b, n * 2), 0, "packed RoPE differs from per-sequence RoPE");
+    int32_t rows[4] = {30, 0, 7, 7};
+    int32_t *drows = to_dev(o, rows, sizeof rows);
+    uint16_t *dg = to_dev(o, NULL, (size_t)4 * ld * 2);
+    cr_assert_eq(ak_ops_gather_rows(o, dx, ld, drows, 4, ld, dg, err), 0, "%s", err);
+    uint16_t *g = malloc((size_t)4 * ld * 2);
+    from_dev(o, g, dg, (size_t)4 * ld * 2);
+    for (int r = 0; r < 4; r++) cr_assert_eq(memcmp(g + (size_t)r * ld, a + (size_t)rows[r] * ld, (size_t)ld * 2), 0);
+    ak_ops_dfree(o, dx); ak_ops_dfree(o, dseg); ak_ops_dfree(o, drows); ak_ops_dfree(o, dg);
+    free(x); free(a); free(b); free(g);
+    ak_ops_free(o);
+}
