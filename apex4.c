@@ -18,6 +18,8 @@ int cmd_tokenize(int argc, char **argv);      /* eval/cmd_tokenize.c   */
 int cmd_generate(int argc, char **argv);      /* eval/cmd_generate.c   */
 int cmd_eval_ppl(int argc, char **argv);      /* eval/cmd_ppl.c        */
 int cmd_eval_zeroshot(int argc, char **argv); /* eval/cmd_zeroshot.c   */
+int cmd_report(int argc, char **argv);        /* reports/cmd_report.c  */
+int cmd_bench_rho(int argc, char **argv);     /* kernels/cmd_bench.c   */
 
 static int cmd_modes(int argc, char **argv) {
     (void)argc; (void)argv;
@@ -40,6 +42,7 @@ static const command commands[] = {
     {"check", NULL, cmd_check, "bit-exact sweep of the CUDA kernels against the CPU reference"},
     {"bench", "ref", cmd_bench_ref, "CPU reference GEMM throughput (MAC/s)"},
     {"bench", "gemm", cmd_bench_gemm, "GPU kernels vs cuBLAS FP16/INT8 (TOPS, ratios, JSON)"},
+    {"bench", "rho", cmd_bench_rho, "rho emulation: k extra FP32 ops per group, speedup vs FP16 (JSON)"},
     {"make-model", NULL, cmd_make_model, "write a random-weight LLaMA checkpoint (HF layout)"},
     {"tokenize", NULL, cmd_tokenize, "encode text with a tokenizer.json, print ids"},
     {"generate", NULL, cmd_generate, "greedy decoding in a mode"},
@@ -47,6 +50,7 @@ static const command commands[] = {
     {"eval", "zeroshot", cmd_eval_zeroshot, "zero-shot accuracy (lm-evaluation-harness scoring)"},
     {"modes", NULL, cmd_modes, "list the standard quantization modes"},
     {"devices", NULL, cmd_devices, "describe the CUDA device (exit 1 when none)"},
+    {"report", NULL, cmd_report, "accuracy/speed Pareto report per GPU with the rho speed model (HTML, JSON)"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 

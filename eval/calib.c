@@ -233,30 +233,6 @@ fail:
     return -1;
 }
 
-/* Fingerprint of the weights (FNV-1a over every fp32 tensor), so a cache never serves another
- * checkpoint that happens to share the folder name. */
-static uint64_t weights_fingerprint(const ae_model *m) {
-    const ae_config *c = &m->cfg;
-    size_t q = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
-    size_t d = (size_t)c->dim, hd = (size_t)c->hidden_dim;
-    uint64_t h = FNV_BASIS;
-    h = fnv1a(h, m->w.tok_emb, (size_t)c->vocab_size * d * sizeof(float));
-    for (int l = 0; l < c->n_layers; l++) {
-        const ae_layer *L = &m->w.layers[l];
-        h = fnv1a(h, L->attn_norm, d * sizeof(float));
-        h = fnv1a(h, L->wq, q * d * sizeof(float));
-        h = fnv1a(h, L->wk, kv * d * sizeof(float));
-        h = fnv1a(h, L->wv, kv * d * sizeof(float));
-        h = fnv1a(h, L->wo, d * q * sizeof(float));
-        h = fnv1a(h, L->ffn_norm, d * sizeof(float));
-        h = fnv1a(h, L->w_gate, hd * d * sizeof(float));
-        h = fnv1a(h, L->w_up, hd * d * sizeof(float));
-        h = fnv1a(h, L->w_down, d * hd * sizeof(float));
-    }
-    h = fnv1a(h, m->w.final_norm, d * sizeof(float));
-    return h;
-}
-
 int ae_calib_obtain(const ae_model *m, const struct ae_tokenizer *tok, int seqlen, int n_windows,
                     const char *cache_dir, int nthreads, FILE *log, ae_calib **out, char *path_out,
                     char *err) {
@@ -286,7 +262,9 @@ int ae_calib_obtain(const ae_model *m, const struct ae_tokenizer *tok, int seqle
              txt.sha256, seqlen, nw, m->cfg.n_layers, m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_heads);
     uint64_t h = fnv1a(FNV_BASIS, key, strlen(key));
     h = fnv1a(h, ids, (size_t)nw * (size_t)seqlen * sizeof(int));
-    uint64_t fp = weights_fingerprint(m);
+    /* the weights: raw tensor bytes from the mmap, or a virtual model's config + seed (model.h), so
+     * a cache never serves another checkpoint that happens to share the folder name */
+    uint64_t fp = ae_model_fingerprint(m);
     h = fnv1a(h, &fp, sizeof fp);
     /* model name: last component of the model folder */
     char dir[1024];

@@ -12,7 +12,9 @@ int cmd_make_model(int argc, char **argv);
 static void usage(FILE *f) {
     fprintf(f,
             "usage: apex4 make-model --config FILE --seed S --out DIR [--shards N] [--dtype f16|bf16|f32]\n"
-            "  --config FILE   a LlamaForCausalLM config.json (copied to DIR with torch_dtype updated)\n"
+            "  --config FILE   a LlamaForCausalLM config.json (copied to DIR with torch_dtype updated), or a\n"
+            "                  preset: llama2-7b, llama2-13b, llama2-70b, llama3-8b, tiny (the configs of\n"
+            "                  --model random:<preset>, which gives the same weights for the same seed)\n"
             "  --seed S        unsigned 64-bit seed of the N(0, 0.02) weights (norm weights are 1)\n"
             "  --out DIR       output folder (created if needed)\n"
             "  --shards N      N > 1 writes model-0000i-of-0000N.safetensors + model.safetensors.index.json\n"

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "ax_util.h"
+#include "dist.h"
 #include "ppl.h"
 
 int cmd_eval_ppl(int argc, char **argv);
@@ -16,12 +17,21 @@ static void usage(FILE *f) {
             "                      [--seqlen N] [--max-windows N] [--out results.json] [--device cpu|cuda|auto]\n"
             "                      [--gemm exact|fake]\n"
             "                      [--kv4] [--threads N] [--tokenizer tokenizer.json] [--calib-windows N]\n"
-            "                      [--no-progress]\n"
+            "                      [--no-progress] [--resume] [--checkpoint-every SECONDS]\n"
             "WikiText-2 test perplexity (GPTQ/Atom/QuaRot protocol: rows joined with \"\\n\\n\", numel // seqlen\n"
             "windows, positions 1..seqlen-1 scored), KL divergence from FP16 and top-1 agreement per mode\n"
             "(llama.cpp --kl-divergence). Defaults: all standard modes, seqlen 2048 (capped by the model's\n"
             "max_position_embeddings), --device auto (cuda when a GPU is present), --gemm exact on cuda (apex4's\n"
-            "bit-exact kernels) and fake on cpu (fake-quant + sgemm). Atom calibration is cached next to --out.\n");
+            "bit-exact kernels) and fake on cpu (fake-quant + sgemm). Atom calibration is cached next to --out.\n"
+            "Resumable runs: with --out OUT, the finished windows' sums are checkpointed atomically to OUT.partial\n"
+            "every --checkpoint-every seconds of work (default 300; 0 = after every window); OUT.partial records\n"
+            "a hash of the arguments that affect the numbers and is removed when OUT is written. Run the same\n"
+            "command again with --resume after a crash or kill: finished windows are skipped (at most one\n"
+            "checkpoint interval is redone) and the numbers equal an uninterrupted run's. A checkpoint from other\n"
+            "arguments is refused. On cuda the FP16 reference is recomputed for windows with a mode left to score.\n"
+            "Ranks: mpirun -np N apex4 eval ppl ... (a build with Open MPI) splits the windows into N contiguous\n"
+            "blocks, one GPU per rank (the local rank picks it); per-window sums are added in window order, so the\n"
+            "numbers are bit-identical for any N. Rank 0 prints and writes --out; any rank's error ends the job.\n");
 }
 
 /* An int option in [lo, hi] (ax_parse_long: digits only, no "1e20", no trailing characters). */
@@ -48,7 +58,7 @@ int cmd_eval_ppl(int argc, char **argv) {
         int takes = !strcmp(a, "--model") || !strcmp(a, "--dataset") || !strcmp(a, "--modes") ||
                     !strcmp(a, "--seqlen") || !strcmp(a, "--max-windows") || !strcmp(a, "--out") ||
                     !strcmp(a, "--gemm") || !strcmp(a, "--threads") || !strcmp(a, "--tokenizer") ||
-                    !strcmp(a, "--calib-windows") || !strcmp(a, "--device");
+                    !strcmp(a, "--calib-windows") || !strcmp(a, "--device") || !strcmp(a, "--checkpoint-every");
         if (takes && !v) { fprintf(stderr, "apex4 eval ppl: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--model")) job.model_dir = v;
@@ -64,6 +74,12 @@ int cmd_eval_ppl(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 1, 1024, &job.nthreads)) return 2; }
         else if (!strcmp(a, "--gemm")) { gemm_s = v; }
         else if (!strcmp(a, "--device")) { device_s = v; }
+        else if (!strcmp(a, "--checkpoint-every")) {   /* seconds, up to ~4 months; 0 = every window */
+            int s;
+            if (parse_int(a, v, 0, 10000000, &s)) return 2;
+            job.checkpoint_every = s == 0 ? -1 : s;
+        }
+        else if (!strcmp(a, "--resume")) { job.resume = 1; continue; }
         else if (!strcmp(a, "--kv4")) { job.kv4 = 1; continue; }
         else if (!strcmp(a, "--no-progress")) { job.progress = 0; continue; }
         else {
@@ -92,10 +108,25 @@ int cmd_eval_ppl(int argc, char **argv) {
         fprintf(stderr, "apex4 eval ppl: %s\n", err);
         return 2;
     }
+    if (job.resume && !job.out) {
+        fprintf(stderr, "apex4 eval ppl: --resume needs --out OUT (the checkpoint is OUT.partial)\n");
+        return 2;
+    }
     if (job.nthreads > 0) openblas_set_num_threads(job.nthreads);
-    if (ae_ppl_run_job(&job, stdout, stderr, err)) {
+    ae_dist dist;   /* ranks under mpirun (eval/dist.h); one rank otherwise */
+    if (ae_dist_init(&argc, &argv, &dist, err)) {
         fprintf(stderr, "apex4 eval ppl: %s\n", err);
         return 2;
     }
+    job.dist = &dist;
+    if (ae_ppl_run_job(&job, stdout, stderr, err)) {
+        if (dist.size > 1) fprintf(stderr, "apex4 eval ppl: rank %d of %d: %s\n", dist.rank, dist.size, err);
+        else fprintf(stderr, "apex4 eval ppl: %s\n", err);
+        fflush(stderr);
+        ae_dist_abort(&dist, 2);   /* a failure the other ranks do not know of: end them too */
+        ae_dist_finalize(&dist);
+        return 2;
+    }
+    ae_dist_finalize(&dist);
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ax_util.h"
+#include "dist.h"
 #include "job.h"
 #include "zeroshot.h"
 
@@ -39,7 +40,12 @@ static void usage(FILE *f) {
         "  --log-samples F  one JSON line per request (lm-eval --log_samples): mode, task, doc, choice,\n"
         "                   context, continuation, ctx_ids, cont_ids, ll (nats), greedy, skipped,\n"
         "                   choice_len (characters), gold; written atomically\n"
-        "  Data: <data root>/data/... (APEX4_DATA or ../shared; see data/MANIFEST.md there).\n");
+        "  Data: <data root>/data/... (APEX4_DATA or ../shared; see data/MANIFEST.md there).\n"
+        "  Ranks: mpirun -np N apex4 eval zeroshot ... (a build with Open MPI): each task's packed calls\n"
+        "  (requests in document order) are split into N contiguous blocks, one GPU per rank (the local\n"
+        "  rank picks it); every call starts from an empty KV cache and the per-request scores are gathered\n"
+        "  in request order, so the numbers are bit-identical for any N. Rank 0 prints and writes --out\n"
+        "  and --log-samples; an error on any rank ends the job.\n");
 }
 
 /* Split a comma list in place into list (at most max entries). */
@@ -144,22 +150,36 @@ int cmd_eval_zeroshot(int argc, char **argv) {
     o.log = stderr;
     o.log_samples = log_samples;
     cJSON *doc = NULL;
-    if (ae_zs_run(&o, &doc, err)) {
+    ae_dist dist;   /* ranks under mpirun (eval/dist.h); one rank otherwise */
+    if (ae_dist_init(&argc, &argv, &dist, err)) {
         fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
         goto done;
     }
-    ae_zs_print_table(stdout, doc);
-    fflush(stdout);
-    if (out) {
-        if (ax_write_json(out, doc, err)) {
-            fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
-            cJSON_Delete(doc);
-            goto done;
-        }
-        fprintf(stderr, "results written to %s\n", out);
+    o.dist = &dist;
+    if (ae_zs_run(&o, &doc, err)) {
+        if (dist.size > 1) fprintf(stderr, "apex4 eval zeroshot: rank %d of %d: %s\n", dist.rank, dist.size, err);
+        else fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
+        fflush(stderr);
+        ae_dist_abort(&dist, 2);   /* a failure the other ranks do not know of: end them too */
+        ae_dist_finalize(&dist);
+        goto done;
     }
-    if (log_samples) fprintf(stderr, "samples written to %s\n", log_samples);
+    if (dist.rank == 0) {   /* rank 0 prints and writes */
+        ae_zs_print_table(stdout, doc);
+        fflush(stdout);
+        if (out) {
+            if (ax_write_json(out, doc, err)) {
+                fprintf(stderr, "apex4 eval zeroshot: %s\n", err);
+                cJSON_Delete(doc);
+                ae_dist_finalize(&dist);
+                goto done;
+            }
+            fprintf(stderr, "results written to %s\n", out);
+        }
+        if (log_samples) fprintf(stderr, "samples written to %s\n", log_samples);
+    }
     cJSON_Delete(doc);
+    ae_dist_finalize(&dist);
     rc = 0;
 done:
     free(tasks_s);

@@ -11,6 +11,7 @@
 #     peer13m   the transformers peer's FP16 ppl of the same model (independent check)
 #     zs        all 7 zero-shot tasks, full sets, fp16,w4a4-g32,w4a4-pc,atom-g128-o128
 #     speed7b   LLaMA-2-7B-shaped checkpoint (make-model), s/window of apex4 vs transformers
+#     prof7b    (after speed7b) per-op breakdown of apex4's forward (APEX4_PROFILE=1) and PyTorch's pieces
 # Results land in $OUT; a short table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,8 @@ mkdir -p "$OUT"
 has() { [[ "$STEPS" == *",$1,"* ]]; }
 P=/tmp/apex4-pack
 if [ ! -x $P/bin/apex4 ]; then mkdir -p $P && xz -dc .devpack/pack.tar.xz | tar -C $P -xf - || exit 1; fi
+# a newer apex4 binary carried in .devbin/ (built here) replaces the packed one
+if [ -x .devbin/apex4 ]; then cp .devbin/apex4 $P/bin/apex4; fi
 export LD_LIBRARY_PATH="$P/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export APEX4_DATA=$P/data APEX4_PROGRESS=0
 BIN=$P/bin/apex4
@@ -119,6 +122,31 @@ JSON
     timeout 400 python3 eval/peer_transformers.py --model $M7 --wikitext $D/data/wikitext-2-raw/wiki.test.raw \
         --windows $W --modes fp16,fake-w4a4-g128 >"$OUT/peer7b.jsonl" 2>"$OUT/peer7b.err"
     echo "peer rc=$?"; cat "$OUT/peer7b.jsonl"; tail -3 "$OUT/peer7b.err"
+fi
+
+if has make7b && [ ! -f /tmp/llama2-7b-shaped/config.json ]; then
+    step make7b
+    cat >/tmp/llama2-7b.json <<'JSON'
+{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":4096,"intermediate_size":11008,
+ "num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32000,
+ "max_position_embeddings":4096,"rms_norm_eps":1e-05,"rope_theta":10000.0,"tie_word_embeddings":false,
+ "torch_dtype":"float16","bos_token_id":1,"eos_token_id":2,"hidden_act":"silu"}
+JSON
+    /usr/bin/time -f "make-model %e s" $BIN make-model --config /tmp/llama2-7b.json --seed 1 --out /tmp/llama2-7b-shaped --shards 3 2>&1 | tail -2
+    cp $D/models/llama2-tokenizer/tokenizer.json /tmp/llama2-7b-shaped/
+fi
+
+if has prof7b; then
+    # Where the FP16 forward spends its time: apex4 with APEX4_PROFILE=1 (each op synchronised) and
+    # the same pieces in PyTorch (cuBLAS matmuls, sdpa, a torch.profiler table of transformers).
+    step prof7b
+    M7=/tmp/llama2-7b-shaped
+    for md in ${PROF_MODES:-fp16}; do
+        APEX4_PROFILE=${PROF_LEVEL:-1} timeout 300 $BIN eval ppl --model $M7 --device cuda --gemm ${PROF_GEMM:-exact} --modes $md \
+            --max-windows ${PROF_WINDOWS:-3} --out "$OUT/prof7b-$md.json" >"$OUT/prof7b-$md.log" 2>&1
+        echo "prof $md rc=$?"; grep -E "^profile|^stats|s/window|per window" "$OUT/prof7b-$md.log" | head -20
+    done
+    [ -n "${PEER_OPS:-}" ] && timeout 300 python3 eval/peer_ops.py ${PEER_OPS_MODEL:+--model $M7} 2>&1 | tail -30
 fi
 
 if has fuzzstat; then

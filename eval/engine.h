@@ -39,6 +39,7 @@ typedef struct {
     int          kv4;       /* 4-bit KV cache (NUMERICS.md "KV-cache 4-bit")                       */
     int          nthreads;  /* cpu backend: 0 = all cores                                          */
     int          max_seq;   /* KV cache capacity in positions (>= 1)                               */
+    int          gpu;       /* cuda: device index (MPI: the rank's local rank mod the device count) */
 } ae_engine_opts;
 
 typedef struct ae_engine ae_engine;
@@ -98,8 +99,10 @@ int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *
  * (argmax logits_j == targets[j], ties to the lowest id); other entries are left untouched.
  * The cpu backend runs the sequences one after another, reusing the KV cache for the prefix a
  * sequence shares with the one before it (as lm-evaluation-harness requests of one document share
- * their context; the logits then differ from a one-batch forward only by sgemm rounding); the cuda backend runs the whole pack in one forward
- * (positions restart at 0 per sequence, attention masked per sequence) and keeps logits on the device.
+ * their context; the logits then differ from a one-batch forward only by sgemm rounding); the cuda
+ * backend packs as many whole sequences as fit its max_seq positions into one forward (positions
+ * restart at 0 per sequence, block-diagonal causal attention), computes logits only for the scored
+ * rows and keeps them on the device.
  * Errors: bad offsets, a sequence longer than max_seq, a token or target outside the vocabulary
  * (index named), non-finite logits (sequence and position named), forward errors. */
 int ae_engine_loglik_packed(ae_engine *e, const int *tokens, const int *offsets, int n_seqs,

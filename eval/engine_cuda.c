@@ -3,11 +3,12 @@
  * Per layer, as Hugging Face LlamaDecoderLayer in fp16 (modeling_llama.py, eager), activations fp16
  * on the device between ops (kernels/ak_ops.h), the same straight line as eval/forward.c:
  *   xb = rmsnorm(x, attn_norm)                 (x += previous residual fused: ak_ops_add_rmsnorm)
- *   q, k, v = linear(site ATTN_IN, xb)         one activation quantization for the three
+ *   q|k|v = linear(site ATTN_IN, xb)           one activation quantization, one GEMM on the stacked
+ *                                              q|k|v weights (rows), q, k, v strided views
  *   rope(q, k); cache k, v (kv4: fake-quantized per (token, head))
- *   att = causal GQA flash attention
+ *   att = causal GQA flash attention (packed zero-shot requests: block-diagonal causal mask)
  *   o = linear(site ATTN_OUT, att);  xb = rmsnorm(x += o, ffn_norm)
- *   g, u = linear(site MLP_IN, xb);  h = silu(g) * u;  d = linear(site MLP_OUT, h)
+ *   g|u = linear(site MLP_IN, xb) (stacked);  h = silu(g) * u;  d = linear(site MLP_OUT, h)
  * then logits fp32 = rmsnorm(x += d, final_norm) · lm_headᵀ by cuBLAS.
  * A linear by mode row (quant/aq.h aq_mode, engine.h):
  *   fp16, or exact/fake of FP16        cuBLAS fp16 (fp32 accumulate)
@@ -15,12 +16,15 @@
  *                                      device by ak_quantize_w_dev (bit-exact with quant/)
  *   integer mode, gemm fake            ak_fakequant_x_dev + cuBLAS on ak_fakequant_w_dev weights
  *   w4a16 (WONLY)                      cuBLAS on ak_fakequant_w_dev weights
- * Checkpoint weights (fp32 in host memory, exact from F16/BF16/F32) are uploaded per tensor and
- * rounded to fp16 on the device (ak_ops_to_f16: aq_f32_to_f16 semantics, non-finite or overflowing
- * values are errors naming the tensor). */
+ * Checkpoint weights are read per tensor as fp16 from the model (ae_model_read_f16: F16 copied,
+ * F32/BF16 rounded to nearest even; NaN/inf or fp16 overflow are errors naming the file, tensor and
+ * index) into a host staging buffer, in row chunks, and uploaded; no fp32 copy is made.
+ * The engine ends its build with one warm-up forward (one-time CUDA costs out of the timed windows).
+ * APEX4_PROFILE=1 in the environment: per-op host-timed breakdown (each op synchronised) on stderr. */
 #include "engine_internal.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,11 +34,16 @@
 
 #define SETERR(...) ax_seterr(err, __VA_ARGS__)
 
+/* The seven projections (ae_engine_probe_linear's numbering) and the four GEMMs that run them:
+ * q|k|v and gate|up share their input, so their weights are stacked by rows into one GEMM each
+ * (every output element depends only on its own weight row: the integer kernels give the same bytes
+ * as separate GEMMs; cuBLAS may pick another tile and reduce in another order). */
 enum { L_Q, L_K, L_V, L_O, L_GATE, L_UP, L_DOWN, L_N };
-static const int lin_site[L_N] = {AE_SITE_ATTN_IN, AE_SITE_ATTN_IN, AE_SITE_ATTN_IN, AE_SITE_ATTN_OUT,
-                                  AE_SITE_MLP_IN, AE_SITE_MLP_IN, AE_SITE_MLP_OUT};
-static const char *const lin_name[L_N] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                          "down_proj"};
+enum { F_QKV, F_O, F_GU, F_DOWN, F_N };
+static const int proj_fused[L_N] = {F_QKV, F_QKV, F_QKV, F_O, F_GU, F_GU, F_DOWN};
+static const int fused_site[F_N] = {AE_SITE_ATTN_IN, AE_SITE_ATTN_OUT, AE_SITE_MLP_IN, AE_SITE_MLP_OUT};
+static const char *const fused_name[F_N] = {"self_attn.q_proj|k_proj|v_proj", "self_attn.o_proj",
+                                            "mlp.gate_proj|up_proj", "mlp.down_proj"};
 
 typedef struct {
     int       N, K;
@@ -45,7 +54,7 @@ typedef struct {
 
 typedef struct {
     uint16_t *attn_norm, *ffn_norm;   /* device fp16 [dim]                                         */
-    cu_lin    lin[L_N];
+    cu_lin    lin[F_N];               /* q|k|v, o, gate|up, down                                   */
     int32_t  *perm[AE_NSITES];        /* ATOM: device int32 [site width]                            */
     uint16_t *kc, *vc;                /* KV cache [max_seq, n_kv, head_dim] fp16                    */
 } cu_layer;
@@ -58,11 +67,42 @@ typedef struct {
     uint16_t *emb, *final_norm, *lm_head;
     cu_layer *L;
     /* activations [max_seq rows] */
-    uint16_t *x, *xb, *q, *k, *v, *att, *t1, *hb, *hb2, *xq;
+    uint16_t *x, *xb, *qkv, *att, *t1, *hb, *hb2, *xq; /* qkv [T, q|k|v], hb [T, gate|up], hb2 [T, hidden] */
     ak_dqt    qx_dim, qx_q, qx_hid;   /* quantized activations of widths dim, q_dim, hidden         */
     float    *logits;                 /* [max_seq, V] fp32                                          */
+    int32_t  *seg_d, *rows_d;         /* packed forwards: sequence starts, scored rows [max_seq]     */
+    uint16_t *xg;                     /* packed forwards: gathered final hidden rows [max_seq, dim]  */
     size_t    bytes;                  /* device bytes allocated                                     */
+    /* APEX4_PROFILE=1: each op synchronised and timed on the host (a breakdown printed to stderr when
+     * the engine is freed; slows the run by the synchronisations, for finding where time goes). */
+    int       prof;
+    double    prof_t[16], prof_last;
+    long      prof_fwd;
 } cu_state;
+
+enum { P_EMBED, P_NORM, P_QUANT, P_QKV, P_ROPE, P_KV, P_ATTN, P_O, P_GATEUP, P_SWIGLU, P_DOWN, P_HEAD, P_SCORE, P_N };
+static const char *const prof_name[P_N] = {"embed", "rmsnorm", "act-quant", "qkv", "rope", "kv-store", "attention",
+                                           "o_proj", "gate/up", "swiglu", "down_proj", "lm_head", "score"};
+
+static void prof_mark(cu_state *s, int cat) {
+    if (!s->prof) return;
+    ak_ops_sync(s->ops, NULL);
+    double t = ax_now();
+    if (cat >= 0) s->prof_t[cat] += t - s->prof_last;
+    s->prof_last = t;
+}
+
+static void prof_print(const ae_engine *e) {
+    const cu_state *s = e->dev;
+    if (!s->prof || !s->prof_fwd) return;
+    double tot = 0;
+    for (int i = 0; i < P_N; i++) tot += s->prof_t[i];
+    fprintf(stderr, "profile (%s, %ld forwards, %.3f s synchronised):", e->o.mode.name, s->prof_fwd, tot);
+    for (int i = 0; i < P_N; i++)
+        if (s->prof_t[i] > 0) fprintf(stderr, " %s %.1f%% (%.2f ms/fwd)", prof_name[i], 100 * s->prof_t[i] / tot,
+                                      1e3 * s->prof_t[i] / (double)s->prof_fwd);
+    fprintf(stderr, "\n");
+}
 
 static int dalloc(ae_engine *e, cu_state *s, size_t bytes, void **p, const char *what, char *err) {
     if (ak_ops_alloc(s->ops, bytes, p, what, err)) return -1;
@@ -71,23 +111,46 @@ static int dalloc(ae_engine *e, cu_state *s, size_t bytes, void **p, const char 
     return 0;
 }
 
-/* Upload an fp32 host tensor [n] and round it to fp16 on the device into dst (allocated here). */
-static int upload_f16(ae_engine *e, cu_state *s, const float *src, size_t n, float *scratch, uint16_t **dst,
-                      const char *what, char *err) {
-    if (dalloc(e, s, n * 2, (void **)dst, what, err)) return -1;
-    if (ak_ops_upload(s->ops, scratch, src, n * sizeof(float), err)) return -1;
-    return ak_ops_to_f16(s->ops, AK_OPS_F32, scratch, n, *dst, what, err);
+/* Tensor (layer, id) of the model as fp16 into dev (device fp16 [rows*cols], allocated by the
+ * caller): read with ae_model_read_f16 into the host staging buffer stage [stage_n] (at least one
+ * row), as many rows at a time as fit, each chunk uploaded. */
+static int upload_tensor(cu_state *s, const ae_model *m, int layer, ae_tensor_id id, uint16_t *stage, size_t stage_n,
+                         uint16_t *dev, char *err) {
+    size_t rows, cols;
+    if (ae_model_tensor_shape(m, layer, id, &rows, &cols, NULL, err)) return -1;
+    size_t per = stage_n / cols;
+    if (per < 1) { SETERR("cuda engine: weight staging buffer smaller than one row (%zu values)", cols); return -1; }
+    for (size_t r0 = 0; r0 < rows; r0 += per) {
+        size_t nr = rows - r0 < per ? rows - r0 : per;
+        if (ae_model_read_f16(m, layer, id, r0, nr, stage, err) ||
+            ak_ops_upload(s->ops, dev + r0 * cols, stage, nr * cols * 2, err))
+            return -1;
+    }
+    return 0;
 }
 
-static const float *layer_w(const ae_layer *L, int i) {
-    switch (i) {
-    case L_Q: return L->wq;
-    case L_K: return L->wk;
-    case L_V: return L->wv;
-    case L_O: return L->wo;
-    case L_GATE: return L->w_gate;
-    case L_UP: return L->w_up;
-    default: return L->w_down;
+/* Allocate *dst (device fp16, named by the tensor) and upload tensor (layer, id) into it. */
+static int upload_f16(ae_engine *e, cu_state *s, int layer, ae_tensor_id id, uint16_t *stage, size_t stage_n,
+                      uint16_t **dst, char *err) {
+    size_t rows, cols;
+    char what[96];
+    if (ae_model_tensor_shape(e->m, layer, id, &rows, &cols, what, err)) return -1;
+    if (dalloc(e, s, rows * cols * 2, (void **)dst, what, err)) return -1;
+    return upload_tensor(s, e->m, layer, id, stage, stage_n, *dst, err);
+}
+
+static const ae_tensor_id lin_tensor[L_N] = {AE_T_WQ, AE_T_WK, AE_T_WV, AE_T_WO, AE_T_GATE, AE_T_UP, AE_T_DOWN};
+
+/* Rows [*r0, *r0 + *n) of projection p inside its fused GEMM's output; *K its input width. */
+static void proj_rows(const cu_state *s, int p, int *r0, int *n, int *K) {
+    switch (p) {
+    case L_Q: *r0 = 0; *n = s->q_dim; *K = s->dim; break;
+    case L_K: *r0 = s->q_dim; *n = s->kv_dim; *K = s->dim; break;
+    case L_V: *r0 = s->q_dim + s->kv_dim; *n = s->kv_dim; *K = s->dim; break;
+    case L_O: *r0 = 0; *n = s->dim; *K = s->q_dim; break;
+    case L_GATE: *r0 = 0; *n = s->hid; *K = s->dim; break;
+    case L_UP: *r0 = s->hid; *n = s->hid; *K = s->dim; break;
+    default: *r0 = 0; *n = s->dim; *K = s->hid; break;
     }
 }
 
@@ -95,6 +158,7 @@ static void cu_destroy(ae_engine *e) {
     cu_state *s = e->dev;
     if (!s) return;
     if (s->ops) ak_ops_sync(s->ops, NULL);
+    prof_print(e);
     if (s->L) {
         for (int l = 0; l < e->m->cfg.n_layers; l++) {
             cu_layer *L = &s->L[l];
@@ -102,7 +166,7 @@ static void cu_destroy(ae_engine *e) {
             ak_ops_dfree(s->ops, L->ffn_norm);
             ak_ops_dfree(s->ops, L->kc);
             ak_ops_dfree(s->ops, L->vc);
-            for (int i = 0; i < L_N; i++) {
+            for (int i = 0; i < F_N; i++) {
                 ak_ops_dfree(s->ops, L->lin[i].w16);
                 if (L->lin[i].quant) ak_dqt_free(s->ctx, &L->lin[i].qw);
             }
@@ -113,7 +177,8 @@ static void cu_destroy(ae_engine *e) {
     if (s->lm_head != s->emb) ak_ops_dfree(s->ops, s->lm_head);
     ak_ops_dfree(s->ops, s->emb);
     ak_ops_dfree(s->ops, s->final_norm);
-    void *acts[] = {s->x, s->xb, s->q, s->k, s->v, s->att, s->t1, s->hb, s->hb2, s->xq, s->logits};
+    void *acts[] = {s->x, s->xb, s->qkv, s->att, s->t1, s->hb, s->hb2, s->xq, s->logits, s->seg_d, s->rows_d,
+                    s->xg};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) ak_ops_dfree(s->ops, acts[i]);
     if (s->ctx) {
         ak_dqt_free(s->ctx, &s->qx_dim);
@@ -126,27 +191,35 @@ static void cu_destroy(ae_engine *e) {
     e->dev = NULL;
 }
 
-/* One projection's weights on the device for the engine's route. wtmp: device fp16 scratch of the
- * largest projection; scratch: device fp32 scratch for the upload. */
-static int build_lin(ae_engine *e, cu_state *s, int l, int i, float *scratch, uint16_t *wtmp, char *err) {
-    const ae_config *c = &e->m->cfg;
-    cu_lin *ln = &s->L[l].lin[i];
-    int N = i == L_Q ? s->q_dim : i == L_K || i == L_V ? s->kv_dim : i == L_O ? c->dim :
-            i == L_GATE || i == L_UP ? s->hid : c->dim;
-    int K = i == L_O ? s->q_dim : i == L_DOWN ? s->hid : c->dim;
+/* One fused GEMM's weights on the device for the engine's route: its projections' tensors stacked
+ * by rows (upload_tensor into row offsets), then quantized / fake-quantized as one [N, K] matrix
+ * (row-wise operations: the same bytes as each projection alone). wtmp: device fp16 scratch of the
+ * largest fused matrix; stage [stage_n]: host fp16 staging for the upload. */
+static int build_lin(ae_engine *e, cu_state *s, int l, int f, uint16_t *stage, size_t stage_n, uint16_t *wtmp,
+                     char *err) {
+    cu_lin *ln = &s->L[l].lin[f];
+    int N = 0, K = 0;
+    for (int p = 0; p < L_N; p++)
+        if (proj_fused[p] == f) { int r0, n; proj_rows(s, p, &r0, &n, &K); N += n; }
     ln->N = N;
     ln->K = K;
     char what[96];
-    snprintf(what, sizeof what, "model.layers.%d.%s.weight", l, lin_name[i]);
-    size_t n = (size_t)N * K;
+    snprintf(what, sizeof what, "model.layers.%d.%s.weight", l, fused_name[f]);
+    size_t nel = (size_t)N * K;
     const aq_mode *m = &e->o.mode;
-    const int32_t *perm = s->L[l].perm[lin_site[i]];
-    if (ak_ops_upload(s->ops, scratch, layer_w(&e->m->w.layers[l], i), n * sizeof(float), err)) return -1;
+    const int32_t *perm = s->L[l].perm[fused_site[f]];
+    uint16_t *dst = wtmp;
     if (s->route == 0) {   /* fp16: the checkpoint's weights */
-        if (dalloc(e, s, n * 2, (void **)&ln->w16, what, err)) return -1;
-        return ak_ops_to_f16(s->ops, AK_OPS_F32, scratch, n, ln->w16, what, err);
+        if (dalloc(e, s, nel * 2, (void **)&ln->w16, what, err)) return -1;
+        dst = ln->w16;
     }
-    if (ak_ops_to_f16(s->ops, AK_OPS_F32, scratch, n, wtmp, what, err)) return -1;
+    for (int p = 0; p < L_N; p++) {
+        if (proj_fused[p] != f) continue;
+        int r0, n, k;
+        proj_rows(s, p, &r0, &n, &k);
+        if (upload_tensor(s, e->m, l, lin_tensor[p], stage, stage_n, dst + (size_t)r0 * K, err)) return -1;
+    }
+    if (s->route == 0) return 0;
     if (s->route == 1) {
         ln->quant = 1;
         if (ak_dqt_alloc(s->ctx, m, 1, N, K, &ln->qw, what, err)) { ln->quant = 0; return -1; }
@@ -154,9 +227,12 @@ static int build_lin(ae_engine *e, cu_state *s, int l, int i, float *scratch, ui
         if (s->bytes > e->peak_bytes) e->peak_bytes = s->bytes;
         return ak_quantize_w_dev(s->ctx, m, wtmp, N, K, perm, &ln->qw, what, err);
     }
-    if (dalloc(e, s, n * 2, (void **)&ln->w16, what, err)) return -1;
+    if (dalloc(e, s, nel * 2, (void **)&ln->w16, what, err)) return -1;
     return ak_fakequant_w_dev(s->ctx, m, wtmp, N, K, perm, ln->w16, what, err);
 }
+
+static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logits_from, const int32_t *seg,
+                       const int32_t *rows, int nrows, char *err);
 
 static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     const ae_config *c = &e->m->cfg;
@@ -167,6 +243,7 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     char e2[AX_ERR_LEN];
     if (ae_mode_check(e->m, m, e2)) { SETERR("mode %s: %s", m->name, e2); return -1; }
     s->route = aq_mode_is_fp16(m) ? 0 : (aq_mode_is_integer(m) && e->o.gemm == AE_GEMM_EXACT) ? 1 : 2;
+    { const char *pe = getenv("APEX4_PROFILE"); s->prof = pe && *pe && strcmp(pe, "0"); }
     s->dim = c->dim;
     s->hid = c->hidden_dim;
     s->hd = c->head_dim;
@@ -184,39 +261,38 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
                 return -1;
             }
     }
-    if (ak_ops_new(0, &s->ops, err)) return -1;
-    if (ak_ctx_new(0, &s->ctx, err)) return -1;
+    if (ak_ops_new(e->o.gpu, &s->ops, err)) return -1;
+    if (ak_ctx_new(e->o.gpu, &s->ctx, err)) return -1;
     ak_ctx_set_stream(s->ctx, ak_ops_stream(s->ops));   /* one stream: ops and kernels in order */
     ak_ctx_set_sync_checks(s->ctx, 0);                  /* findings checked once per forward     */
     ak_ops_rope_cfg rc = {c->head_dim, c->rope_theta, c->rope_llama3, c->rope_factor, c->rope_low_freq_factor,
                           c->rope_high_freq_factor, c->rope_orig_max_pos};
     if (ak_ops_rope_init(s->ops, &rc, s->max_seq, err)) return -1;
-    /* scratch: the largest tensor in fp32 (upload) and in fp16 (weights before quantization) */
-    size_t big = (size_t)s->V * s->dim, lin_big = (size_t)s->hid * s->dim;
+    /* wtmp: device fp16 scratch of the largest projection (weights before quantization); stage: host
+     * fp16 staging of the weight reads, the largest projection or 32M values (whichever is larger) */
+    size_t lin_big = (size_t)s->hid * s->dim;
     if ((size_t)s->q_dim * s->dim > lin_big) lin_big = (size_t)s->q_dim * s->dim;
-    if (lin_big > big) big = lin_big;
-    float *scratch = NULL;
+    size_t stage_n = lin_big > ((size_t)1 << 25) ? lin_big : ((size_t)1 << 25);
+    uint16_t *stage = malloc(stage_n * sizeof *stage);
     uint16_t *wtmp = NULL;
     int rc2 = -1;
-    if (ak_ops_alloc(s->ops, big * 4, (void **)&scratch, "weight upload scratch", err)) goto out;
-    if (ak_ops_alloc(s->ops, lin_big * 2, (void **)&wtmp, "weight quantization scratch", err)) goto out;
-    if (upload_f16(e, s, e->m->w.tok_emb, (size_t)s->V * s->dim, scratch, &s->emb, "model.embed_tokens.weight", err))
-        goto out;
-    if (e->m->w.lm_head == e->m->w.tok_emb) s->lm_head = s->emb;
-    else if (upload_f16(e, s, e->m->w.lm_head, (size_t)s->V * s->dim, scratch, &s->lm_head, "lm_head.weight", err))
-        goto out;
-    if (upload_f16(e, s, e->m->w.final_norm, (size_t)s->dim, scratch, &s->final_norm, "model.norm.weight", err))
-        goto out;
+    if (!stage) { SETERR("cuda engine: out of memory for the weight staging buffer (%zu values)", stage_n); goto out; }
+    size_t fused_big = (size_t)(s->q_dim + 2 * s->kv_dim) * s->dim;   /* q|k|v; gate|up below */
+    if ((size_t)2 * s->hid * s->dim > fused_big) fused_big = (size_t)2 * s->hid * s->dim;
+    if (lin_big > fused_big) fused_big = lin_big;
+    if (s->route && ak_ops_alloc(s->ops, fused_big * 2, (void **)&wtmp, "weight quantization scratch", err)) goto out;
+    if (upload_f16(e, s, -1, AE_T_EMB, stage, stage_n, &s->emb, err)) goto out;
+    if (c->tie_embeddings) s->lm_head = s->emb;
+    else if (upload_f16(e, s, -1, AE_T_LM_HEAD, stage, stage_n, &s->lm_head, err)) goto out;
+    if (upload_f16(e, s, -1, AE_T_FINAL_NORM, stage, stage_n, &s->final_norm, err)) goto out;
     s->L = calloc((size_t)c->n_layers, sizeof *s->L);
     if (!s->L) { SETERR("cuda engine: out of memory"); goto out; }
     for (int l = 0; l < c->n_layers; l++) {
         cu_layer *L = &s->L[l];
-        const ae_layer *W = &e->m->w.layers[l];
         char what[96];
-        snprintf(what, sizeof what, "model.layers.%d.input_layernorm.weight", l);
-        if (upload_f16(e, s, W->attn_norm, (size_t)s->dim, scratch, &L->attn_norm, what, err)) goto out;
-        snprintf(what, sizeof what, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (upload_f16(e, s, W->ffn_norm, (size_t)s->dim, scratch, &L->ffn_norm, what, err)) goto out;
+        if (upload_f16(e, s, l, AE_T_ATTN_NORM, stage, stage_n, &L->attn_norm, err) ||
+            upload_f16(e, s, l, AE_T_FFN_NORM, stage, stage_n, &L->ffn_norm, err))
+            goto out;
         if (m->needs_calib) {
             if (!calib || calib->n_layers != c->n_layers) {
                 SETERR("mode %s: calibration missing or for another layer count", m->name);
@@ -230,8 +306,8 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
                     goto out;
             }
         }
-        for (int i = 0; i < L_N; i++)
-            if (build_lin(e, s, l, i, scratch, wtmp, err)) goto out;
+        for (int i = 0; i < F_N; i++)
+            if (build_lin(e, s, l, i, stage, stage_n, wtmp, err)) goto out;
         size_t kvb = (size_t)s->max_seq * s->kv_dim * 2;
         snprintf(what, sizeof what, "layer %d KV cache", l);
         if (dalloc(e, s, kvb, (void **)&L->kc, what, err) || dalloc(e, s, kvb, (void **)&L->vc, what, err)) goto out;
@@ -242,13 +318,11 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     if (wmax < s->dim) wmax = s->dim;
     if (dalloc(e, s, T * s->dim * 2, (void **)&s->x, "hidden state", err) ||
         dalloc(e, s, T * s->dim * 2, (void **)&s->xb, "normed hidden state", err) ||
-        dalloc(e, s, T * s->q_dim * 2, (void **)&s->q, "q", err) ||
-        dalloc(e, s, T * s->kv_dim * 2, (void **)&s->k, "k", err) ||
-        dalloc(e, s, T * s->kv_dim * 2, (void **)&s->v, "v", err) ||
+        dalloc(e, s, T * (size_t)(s->q_dim + 2 * s->kv_dim) * 2, (void **)&s->qkv, "q|k|v", err) ||
         dalloc(e, s, T * s->q_dim * 2, (void **)&s->att, "attention output", err) ||
         dalloc(e, s, T * s->dim * 2, (void **)&s->t1, "residual branch", err) ||
-        dalloc(e, s, T * s->hid * 2, (void **)&s->hb, "gate", err) ||
-        dalloc(e, s, T * s->hid * 2, (void **)&s->hb2, "up", err) ||
+        dalloc(e, s, T * s->hid * 4, (void **)&s->hb, "gate|up", err) ||
+        dalloc(e, s, T * s->hid * 2, (void **)&s->hb2, "silu(gate) * up", err) ||
         dalloc(e, s, T * (size_t)wmax * 2, (void **)&s->xq, "fake-quantized activations", err) ||
         dalloc(e, s, T * (size_t)s->V * 4, (void **)&s->logits, "logits", err))
         goto out;
@@ -259,9 +333,23 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
             goto out;
     }
     if (ak_ops_sync(s->ops, err) || ak_ctx_sync(s->ctx, err)) goto out;
+    /* Warm-up: one forward of min(max_seq, 2048) tokens (id 0) with logits, so that one-time costs —
+     * CUDA's lazy loading of the kernels cuBLAS picks for these shapes, the first launch of ours —
+     * land in the build time and not in the first window or request. The cache is then empty again. */
+    {
+        int Tw = s->max_seq < 2048 ? s->max_seq : 2048;
+        int *tw = calloc((size_t)Tw, sizeof *tw);
+        if (!tw) { SETERR("cuda engine: out of memory"); goto out; }
+        int w = forward_dev(e, tw, Tw, 0, 0, NULL, NULL, 0, err);
+        free(tw);
+        if (w) goto out;
+        memset(s->prof_t, 0, sizeof s->prof_t);
+        s->prof_fwd = 0;
+        e->pos = 0;
+    }
     rc2 = 0;
 out:
-    ak_ops_dfree(s->ops, scratch);
+    free(stage);
     ak_ops_dfree(s->ops, wtmp);
     return rc2;
 }
@@ -303,7 +391,11 @@ static int lin_run(cu_state *s, const cu_lin *ln, const uint16_t *xin, const ak_
 }
 
 /* Forward into s->logits rows 0 .. T-logits_from-1 (device), or no logits when logits_from == T. */
-static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logits_from, char *err) {
+/* Packed sequences (zero-shot): seg [T] device int32 (the row where each row's sequence starts; pos
+ * must be 0) runs RoPE and attention per sequence; rows [nrows] device int32 (non-NULL): logits only
+ * for those rows, into s->logits rows 0 .. nrows-1 (logits_from is then ignored). */
+static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logits_from, const int32_t *seg,
+                       const int32_t *rows, int nrows, char *err) {
     cu_state *s = e->dev;
     const ae_config *c = &e->m->cfg;
     const aq_mode *m = &e->o.mode;
@@ -311,7 +403,10 @@ static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logi
         SETERR("forward: %d tokens at position %d exceed the engine's %d positions", T, pos, s->max_seq);
         return -1;
     }
+    s->prof_fwd++;
+    prof_mark(s, -1);
     if (ak_ops_embed(s->ops, tokens, T, s->emb, s->V, s->dim, s->x, err)) return -1;
+    prof_mark(s, P_EMBED);
     const uint16_t *xin;
     ak_dqt *qx;
     for (int l = 0; l < c->n_layers; l++) {
@@ -321,34 +416,58 @@ static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logi
         } else if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, L->attn_norm, T, s->dim, c->rms_eps, s->xb, err)) {
             return -1;
         }
-        if (site_in(s, l, AE_SITE_ATTN_IN, s->xb, T, s->dim, &xin, &qx, m, err) ||
-            lin_run(s, &L->lin[L_Q], xin, qx, T, s->q, err) || lin_run(s, &L->lin[L_K], xin, qx, T, s->k, err) ||
-            lin_run(s, &L->lin[L_V], xin, qx, T, s->v, err))
+        prof_mark(s, P_NORM);
+        if (site_in(s, l, AE_SITE_ATTN_IN, s->xb, T, s->dim, &xin, &qx, m, err)) return -1;
+        prof_mark(s, P_QUANT);
+        if (lin_run(s, &L->lin[F_QKV], xin, qx, T, s->qkv, err)) return -1;
+        const int ld = s->q_dim + 2 * s->kv_dim;
+        uint16_t *q = s->qkv, *k = s->qkv + s->q_dim, *v = k + s->kv_dim;
+        prof_mark(s, P_QKV);
+        if (seg ? ak_ops_rope_packed(s->ops, q, ld, s->nh, k, ld, s->nkv, T, seg, err)
+                : ak_ops_rope(s->ops, q, ld, s->nh, k, ld, s->nkv, T, pos, err))
             return -1;
-        if (ak_ops_rope(s->ops, s->q, s->q_dim, s->nh, s->k, s->kv_dim, s->nkv, T, pos, err)) return -1;
-        if (ak_ops_kv_store(s->ops, s->k, s->v, s->kv_dim, T, pos, s->nkv, s->hd, e->o.kv4, L->kc, L->vc, s->max_seq,
+        prof_mark(s, P_ROPE);
+        if (ak_ops_kv_store(s->ops, k, v, ld, T, pos, s->nkv, s->hd, e->o.kv4, L->kc, L->vc, s->max_seq,
                             err))
             return -1;
-        if (ak_ops_attention(s->ops, AK_ATTN_AUTO, s->q, s->q_dim, L->kc, L->vc, s->max_seq, T, pos, s->nh, s->nkv,
-                             s->hd, s->att, err))
+        prof_mark(s, P_KV);
+        if (seg ? ak_ops_attention_packed(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, seg, s->nh,
+                                          s->nkv, s->hd, s->att, err)
+                : ak_ops_attention(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, pos, s->nh, s->nkv,
+                                   s->hd, s->att, err))
             return -1;
-        if (site_in(s, l, AE_SITE_ATTN_OUT, s->att, T, s->q_dim, &xin, &qx, m, err) ||
-            lin_run(s, &L->lin[L_O], xin, qx, T, s->t1, err))
-            return -1;
+        prof_mark(s, P_ATTN);
+        if (site_in(s, l, AE_SITE_ATTN_OUT, s->att, T, s->q_dim, &xin, &qx, m, err)) return -1;
+        prof_mark(s, P_QUANT);
+        if (lin_run(s, &L->lin[F_O], xin, qx, T, s->t1, err)) return -1;
+        prof_mark(s, P_O);
         if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, L->ffn_norm, T, s->dim, c->rms_eps, s->xb, err)) return -1;
-        if (site_in(s, l, AE_SITE_MLP_IN, s->xb, T, s->dim, &xin, &qx, m, err) ||
-            lin_run(s, &L->lin[L_GATE], xin, qx, T, s->hb, err) || lin_run(s, &L->lin[L_UP], xin, qx, T, s->hb2, err))
-            return -1;
-        if (ak_ops_swiglu(s->ops, s->hb, s->hb2, s->hid, T, s->hid, s->hb, err)) return -1;
-        if (site_in(s, l, AE_SITE_MLP_OUT, s->hb, T, s->hid, &xin, &qx, m, err) ||
-            lin_run(s, &L->lin[L_DOWN], xin, qx, T, s->t1, err))
-            return -1;
+        prof_mark(s, P_NORM);
+        if (site_in(s, l, AE_SITE_MLP_IN, s->xb, T, s->dim, &xin, &qx, m, err)) return -1;
+        prof_mark(s, P_QUANT);
+        if (lin_run(s, &L->lin[F_GU], xin, qx, T, s->hb, err)) return -1;
+        prof_mark(s, P_GATEUP);
+        if (ak_ops_swiglu(s->ops, s->hb, s->hb + s->hid, 2 * s->hid, T, s->hid, s->hb2, err)) return -1;
+        prof_mark(s, P_SWIGLU);
+        if (site_in(s, l, AE_SITE_MLP_OUT, s->hb2, T, s->hid, &xin, &qx, m, err)) return -1;
+        prof_mark(s, P_QUANT);
+        if (lin_run(s, &L->lin[F_DOWN], xin, qx, T, s->t1, err)) return -1;
+        prof_mark(s, P_DOWN);
     }
-    if (logits_from < T) {
+    if (rows) {
+        if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, s->final_norm, T, s->dim, c->rms_eps, s->xb, err) ||
+            ak_ops_gather_rows(s->ops, s->xb, s->dim, rows, nrows, s->dim, s->xg, err))
+            return -1;
+        prof_mark(s, P_NORM);
+        if (ak_ops_linear_f32(s->ops, s->xg, nrows, s->dim, s->lm_head, s->V, s->logits, err)) return -1;
+        prof_mark(s, P_HEAD);
+    } else if (logits_from < T) {
         if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, s->final_norm, T, s->dim, c->rms_eps, s->xb, err)) return -1;
+        prof_mark(s, P_NORM);
         if (ak_ops_linear_f32(s->ops, s->xb + (size_t)logits_from * s->dim, T - logits_from, s->dim, s->lm_head, s->V,
                               s->logits, err))
             return -1;
+        prof_mark(s, P_HEAD);
     }
     /* deferred checks of the activation quantizers (a non-finite activation names layer and site) */
     if (ak_ctx_check(s->ctx, err)) return -1;
@@ -362,7 +481,7 @@ static int cu_forward(ae_engine *e, const int *tokens, int T, int pos, int logit
         SETERR("forward: logits_from %d outside [0, %d] or logits missing", logits_from, T);
         return -1;
     }
-    if (forward_dev(e, tokens, T, pos, logits_from, err)) return -1;
+    if (forward_dev(e, tokens, T, pos, logits_from, NULL, NULL, 0, err)) return -1;
     if (logits_from < T)
         return ak_ops_download(s->ops, logits, s->logits, (size_t)(T - logits_from) * s->V * sizeof(float), err);
     return 0;
@@ -383,7 +502,7 @@ static int cu_rs_alloc(ae_engine *e, ae_refstore *rs, char *err) {
     rs->argmax = malloc((size_t)rs->n_windows * (size_t)(rs->seqlen - 1) * sizeof(int));
     if (!cs || !rs->argmax) { free(cs); SETERR("reference store: out of memory"); return -1; }
     rs->dev = cs;
-    if (ak_ops_new(0, &cs->ops, err)) return -1;
+    if (ak_ops_new(e->o.gpu, &cs->ops, err)) return -1;
     char what[160];
     snprintf(what, sizeof what, "reference log-probs (%d windows x %d positions x vocab %d, fp32)", rs->n_windows,
              rs->seqlen - 1, rs->vocab);
@@ -410,11 +529,12 @@ static int cu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, lon
                     double *kld, int *same, char *err) {
     cu_state *s = e->dev;
     e->pos = 0;
-    if (forward_dev(e, tokens, T, 0, 0, err)) return -1;
+    if (forward_dev(e, tokens, T, 0, 0, NULL, NULL, 0, err)) return -1;
     int32_t *am = malloc((size_t)T * sizeof(int32_t));
     if (!am) { SETERR("out of memory"); return -1; }
     int rc = -1;
     const int32_t *targets = (const int32_t *)tokens + 1;
+    prof_mark(s, -1);
     if (!rs) {
         rc = ak_ops_score(s->ops, s->logits, s->V, T - 1, s->V, targets, NULL, 0, AK_OPS_REF_LOGP, nll, am, NULL,
                           NULL, err);
@@ -434,78 +554,91 @@ static int cu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, lon
         }
     }
     free(am);
+    prof_mark(s, P_SCORE);
     if (rc) return -1;
     e->pos = T;
     return 0;
 }
 
-/* Sequence by sequence with the shared prefix's KV cache kept (as the cpu backend), logits scored on
- * the device (ak_ops_score) for the rows from the first scored position on. */
+/* Packed: as many whole sequences as fit the engine's max_seq positions run side by side in one
+ * forward (positions restart at 0 per sequence, attention block-diagonal causal: ak_ops_*_packed),
+ * the final hidden rows of the scored positions gathered, lm_head and ak_ops_score on those rows only. */
 static int cu_loglik(ae_engine *e, const int *tokens, const int *offsets, int n_seqs, const int *targets,
                      double *logp, int *greedy, char *err) {
     cu_state *s = e->dev;
-    int maxlen = 0;
-    for (int i = 0; i < n_seqs; i++)
-        if (offsets[i + 1] - offsets[i] > maxlen) maxlen = offsets[i + 1] - offsets[i];
-    double *nll = malloc((size_t)maxlen * sizeof(double));
-    int32_t *am = malloc((size_t)maxlen * sizeof(int32_t)), *tg = malloc((size_t)maxlen * sizeof(int32_t));
-    if (!nll || !am || !tg) { free(nll); free(am); free(tg); SETERR("out of memory"); return -1; }
-    if (e->last_cap < maxlen) {
-        int *p = realloc(e->last_seq, (size_t)maxlen * sizeof(int));
-        if (!p) { free(nll); free(am); free(tg); SETERR("out of memory"); return -1; }
-        e->last_seq = p;
-        e->last_cap = maxlen;
-    }
+    const size_t ms = (size_t)s->max_seq;
+    if (!s->seg_d && (dalloc(e, s, ms * 4, (void **)&s->seg_d, "packed sequence starts", err) ||
+                      dalloc(e, s, ms * 4, (void **)&s->rows_d, "packed scored rows", err) ||
+                      dalloc(e, s, ms * (size_t)s->dim * 2, (void **)&s->xg, "packed scored hidden rows", err)))
+        return -1;
+    e->last_len = 0;   /* packed forwards overwrite the KV cache */
+    e->pos = 0;
+    int32_t *seg = malloc(ms * 4), *rows = malloc(ms * 4), *tg = malloc(ms * 4), *am = malloc(ms * 4);
+    int *map = malloc(ms * sizeof(int));
+    double *nll = malloc(ms * sizeof(double));
     int rc = -1;
-    for (int i = 0; i < n_seqs; i++) {
-        const int *sq = tokens + offsets[i], *tq = targets + offsets[i];
-        int L = offsets[i + 1] - offsets[i];
-        int first = -1;
-        for (int j = 0; j < L; j++) if (tq[j] >= 0) { first = j; break; }
-        int p = 0;
-        int cached = e->pos < e->last_len ? e->pos : e->last_len;
-        while (p < cached && p < L - 1 && e->last_seq[p] == sq[p]) p++;
-        if (first >= 0 && first < p) p = first;
-        int from = first < 0 ? L : first;     /* logits rows from `from` (relative to the call: from - p) */
-        e->pos = p;
-        if (forward_dev(e, sq + p, L - p, p, from - p, err)) { e->last_len = 0; e->pos = 0; goto out; }
-        e->pos = L;
-        memcpy(e->last_seq, sq, (size_t)L * sizeof(int));
-        e->last_len = L;
-        if (first < 0) continue;
-        int nrow = L - from;
-        for (int j = 0; j < nrow; j++) tg[j] = tq[from + j] >= 0 ? tq[from + j] : 0;
-        char e2[AX_ERR_LEN];
-        if (ak_ops_score(s->ops, s->logits, s->V, nrow, s->V, tg, NULL, 0, AK_OPS_REF_LOGP, nll, am, NULL, NULL, e2)) {
-            SETERR("sequence %d (mode %s): %s", i, e->o.mode.name, e2);
+    if (!seg || !rows || !tg || !am || !map || !nll) { SETERR("out of memory"); goto out; }
+    for (int i = 0; i < n_seqs;) {
+        const int base = offsets[i];
+        int i1 = i + 1;   /* each sequence fits alone (checked by ae_engine_loglik_packed) */
+        while (i1 < n_seqs && offsets[i1 + 1] - base <= s->max_seq) i1++;
+        const int T = offsets[i1] - base;
+        int nr = 0;
+        for (int q = i; q < i1; q++)
+            for (int j = offsets[q]; j < offsets[q + 1]; j++) {
+                seg[j - base] = offsets[q] - base;
+                if (targets[j] >= 0) { rows[nr] = j - base; tg[nr] = targets[j]; map[nr] = j; nr++; }
+            }
+        if (ak_ops_upload(s->ops, s->seg_d, seg, (size_t)T * 4, err) ||
+            (nr && ak_ops_upload(s->ops, s->rows_d, rows, (size_t)nr * 4, err)) ||
+            forward_dev(e, tokens + base, T, 0, T, s->seg_d, nr ? s->rows_d : NULL, nr, err))
             goto out;
+        if (nr) {
+            char e2[AX_ERR_LEN];
+            prof_mark(s, -1);
+            if (ak_ops_score(s->ops, s->logits, s->V, nr, s->V, tg, NULL, 0, AK_OPS_REF_LOGP, nll, am, NULL, NULL,
+                             e2)) {
+                SETERR("sequences %d..%d (mode %s): %s", i, i1 - 1, e->o.mode.name, e2);
+                goto out;
+            }
+            prof_mark(s, P_SCORE);
+            for (int r = 0; r < nr; r++) {
+                logp[map[r]] = -nll[r];
+                greedy[map[r]] = am[r] == tg[r];
+            }
         }
-        for (int j = 0; j < nrow; j++) {
-            if (tq[from + j] < 0) continue;
-            logp[offsets[i] + from + j] = -nll[j];
-            greedy[offsets[i] + from + j] = am[j] == tq[from + j];
-        }
+        i = i1;
     }
     rc = 0;
 out:
-    free(nll); free(am); free(tg);
+    free(seg); free(rows); free(tg); free(am); free(map); free(nll);
     return rc;
 }
 
 static int cu_probe(ae_engine *e, int layer, int proj, const uint16_t *x, int T, uint16_t *y, char *err) {
     cu_state *s = e->dev;
-    const cu_lin *ln = &s->L[layer].lin[proj];
+    const int f = proj_fused[proj];
+    const cu_lin *ln = &s->L[layer].lin[f];
+    int r0, n, K;
+    proj_rows(s, proj, &r0, &n, &K);
     const uint16_t *xin;
     ak_dqt *qx;
-    uint16_t *dx = proj == L_DOWN ? s->hb : proj == L_O ? s->att : s->xb;   /* the site's input buffer */
-    uint16_t *dy = (uint16_t *)s->logits;   /* [T, vocab] fp32 holds any [T, N] fp16 output of a projection */
-    if ((size_t)ln->N * 2 > (size_t)s->V * 4) { SETERR("probe: output wider than the logits buffer"); return -1; }
-    if (ak_ops_upload(s->ops, dx, x, (size_t)T * ln->K * 2, err)) return -1;
-    if (site_in(s, layer, lin_site[proj], dx, T, ln->K, &xin, &qx, &e->o.mode, err) ||
-        lin_run(s, ln, xin, qx, T, dy, err))
-        return -1;
-    if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) return -1;
-    return ak_ops_download(s->ops, y, dy, (size_t)T * ln->N * 2, err);
+    uint16_t *dx = f == F_DOWN ? s->hb2 : f == F_O ? s->att : s->xb;   /* the site's input buffer */
+    uint16_t *dy = (uint16_t *)s->logits;   /* [T, vocab] fp32 holds the fused [T, N] fp16 output */
+    if ((size_t)ln->N * 2 > (size_t)s->V * 4) { SETERR("probe: fused output wider than the logits buffer"); return -1; }
+    uint16_t *full = malloc((size_t)T * ln->N * 2);
+    if (!full) { SETERR("probe: out of memory"); return -1; }
+    int rc = -1;
+    if (ak_ops_upload(s->ops, dx, x, (size_t)T * K * 2, err) ||
+        site_in(s, layer, fused_site[f], dx, T, K, &xin, &qx, &e->o.mode, err) || lin_run(s, ln, xin, qx, T, dy, err) ||
+        ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err) ||
+        ak_ops_download(s->ops, full, dy, (size_t)T * ln->N * 2, err))
+        goto out;
+    for (int t = 0; t < T; t++) memcpy(y + (size_t)t * n, full + (size_t)t * ln->N + r0, (size_t)n * 2);
+    rc = 0;
+out:
+    free(full);
+    return rc;
 }
 
 static void cu_describe(const ae_engine *e, char *buf, size_t len) {

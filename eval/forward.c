@@ -151,8 +151,9 @@ void ae_exp_shifted(const float *x, float shift, float *out, int n) {
 /* ---- runner ---------------------------------------------------------------------------------- */
 
 typedef struct {
-    const float *w;     /* (N, K) fp32 used by sgemm: the model's own or `owned`               */
-    float *owned;       /* (N, K) fake-quantized copy, or NULL                                  */
+    const float *w;     /* (N, K) fp32 used by sgemm: `owned` (NULL on the exact path)         */
+    float *owned;       /* (N, K) the checkpoint's values widened to fp32 (FP16, WONLY-exact)
+                         * or fake-quantized; NULL on the exact integer path                  */
     aq_qtensor q;       /* exact path: the quantized weight (aq_quantize_w), else zeroed        */
     int has_q;
     int N, K, site;
@@ -173,6 +174,10 @@ struct ae_runner {
     int quant_x;             /* activations quantized (integer modes)                          */
     int exact;               /* integer reference GEMM (gemm exact and an integer mode)        */
     ae_lin (*lin)[L_N];      /* (n_layers, 7)                                                  */
+    float *attn_norm;        /* (n_layers, dim) input_layernorm weights, fp32                  */
+    float *ffn_norm;         /* (n_layers, dim) post_attention_layernorm weights, fp32         */
+    float *final_norm;       /* (dim) model.norm.weight, fp32                                  */
+    float *lm_head;          /* (vocab_size, dim) lm_head (embed_tokens when tied), fp32       */
     int32_t **perm;          /* (n_layers*4) ATOM channel orders (copies), else NULL           */
     int q_dim, kv_dim, max_k;
     int pos;                 /* cached positions                                               */
@@ -215,17 +220,7 @@ int ae_mode_check(const ae_model *m, const aq_mode *mode, char *err) {
     return 0;
 }
 
-static const float *layer_weight(const ae_layer *L, int i) {
-    switch (i) {
-    case L_Q: return L->wq;
-    case L_K: return L->wk;
-    case L_V: return L->wv;
-    case L_O: return L->wo;
-    case L_GATE: return L->w_gate;
-    case L_UP: return L->w_up;
-    default: return L->w_down;
-    }
-}
+static const ae_tensor_id lin_tensor[L_N] = {AE_T_WQ, AE_T_WK, AE_T_WV, AE_T_WO, AE_T_GATE, AE_T_UP, AE_T_DOWN};
 
 /* RoPE inverse frequencies as HF LlamaRotaryEmbedding computes them (float32 base ** (2i/d)),
  * with rope_scaling llama3 (HF _compute_llama3_parameters) when the config has it. */
@@ -269,6 +264,7 @@ void ae_runner_free(ae_runner *r) {
         free(r->perm);
     }
     if (r->has_qx) aq_qtensor_free(&r->qx);
+    free(r->attn_norm); free(r->ffn_norm); free(r->final_norm); free(r->lm_head);
     free(r->kcache); free(r->vcache); free(r->rope_cos); free(r->rope_sin);
     free(r->x); free(r->xb); free(r->xq); free(r->q); free(r->hb); free(r->hb2); free(r->scores);
     free(r->x16); free(r->y16);
@@ -320,6 +316,10 @@ int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *
     int S = opts->max_seq, fail = 0, nl = c->n_layers;
     size_t Ss = (size_t)S;
     r->lin = xcalloc((size_t)nl, sizeof *r->lin, &fail);
+    r->attn_norm = xcalloc((size_t)nl * (size_t)c->dim, sizeof(float), &fail);
+    r->ffn_norm = xcalloc((size_t)nl * (size_t)c->dim, sizeof(float), &fail);
+    r->final_norm = xcalloc((size_t)c->dim, sizeof(float), &fail);
+    r->lm_head = xcalloc((size_t)c->vocab_size * (size_t)c->dim, sizeof(float), &fail);
     r->kcache = xcalloc((size_t)nl * Ss * (size_t)r->kv_dim, sizeof(float), &fail);
     r->vcache = xcalloc((size_t)nl * Ss * (size_t)r->kv_dim, sizeof(float), &fail);
     r->rope_cos = xcalloc(Ss * (size_t)(c->head_dim / 2), sizeof(float), &fail);
@@ -360,10 +360,33 @@ int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *
         }
         if (fail) { SETERR("out of memory"); ae_runner_free(r); return -1; }
     }
-    /* Weights: quantized once. */
+    /* Weights: read from the model one tensor at a time (lazy access, model.h) and kept by the
+     * runner: fp32 values (FP16), fake-quantized fp32 (other fake-quant modes) or aq_quantize_w
+     * tensors (exact integer path, read as fp16 directly). */
+    if (ae_model_read_f32(m, -1, AE_T_FINAL_NORM, 0, 1, r->final_norm, err) ||
+        ae_model_read_f32(m, -1, AE_T_LM_HEAD, 0, (size_t)c->vocab_size, r->lm_head, err)) {
+        ae_runner_free(r);
+        return -1;
+    }
+    size_t big = (size_t)c->dim * (size_t)imax(imax(r->q_dim, r->kv_dim), c->hidden_dim);  /* largest N x K */
+    float *tmp = NULL;          /* (N, K) fp32 staging before fake-quantization                 */
+    uint16_t *w16 = NULL;       /* (N, K) fp16 staging before aq_quantize_w                     */
+    if (r->exact) w16 = malloc(big * sizeof *w16);
+    else if (!aq_mode_is_fp16(mode)) tmp = malloc(big * sizeof *tmp);
+    if ((r->exact && !w16) || (!r->exact && !aq_mode_is_fp16(mode) && !tmp)) {
+        SETERR("out of memory building a runner for %s", m->dir);
+        ae_runner_free(r);
+        return -1;
+    }
+    int rc = 0;
     char what[128];
-    for (int l = 0; l < nl; l++) {
-        for (int i = 0; i < L_N; i++) {
+    for (int l = 0; l < nl && !rc; l++) {
+        if (ae_model_read_f32(m, l, AE_T_ATTN_NORM, 0, 1, r->attn_norm + (size_t)l * c->dim, err) ||
+            ae_model_read_f32(m, l, AE_T_FFN_NORM, 0, 1, r->ffn_norm + (size_t)l * c->dim, err)) {
+            rc = -1;
+            break;
+        }
+        for (int i = 0; i < L_N && !rc; i++) {
             ae_lin *ln = &r->lin[l][i];
             int N, K;
             switch (i) {
@@ -374,35 +397,31 @@ int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *
             default: N = c->dim; K = c->hidden_dim; break;
             }
             ln->N = N; ln->K = K; ln->site = lin_site[i]; ln->name = lin_names[i];
-            const float *W = layer_weight(&m->w.layers[l], i);
-            ln->w = W;
             const int32_t *perm = r->perm ? r->perm[l * AE_NSITES + ln->site] : NULL;
-            snprintf(what, sizeof what, "model.layers.%d.%s.weight", l,
-                     i <= L_O ? (i == L_Q ? "self_attn.q_proj" : i == L_K ? "self_attn.k_proj"
-                                 : i == L_V ? "self_attn.v_proj" : "self_attn.o_proj")
-                              : (i == L_GATE ? "mlp.gate_proj" : i == L_UP ? "mlp.up_proj" : "mlp.down_proj"));
+            if (ae_model_tensor_shape(m, l, lin_tensor[i], NULL, NULL, what, err)) { rc = -1; break; }
             if (r->exact) {
-                uint16_t *w16 = malloc((size_t)N * (size_t)K * sizeof(uint16_t));
-                if (!w16) { SETERR("out of memory quantizing %s", what); ae_runner_free(r); return -1; }
-                if (aq_f32_to_f16_checked(W, w16, (size_t)N * (size_t)K, what, err) ||
+                if (ae_model_read_f16(m, l, lin_tensor[i], 0, (size_t)N, w16, err) ||
                     aq_quantize_w(mode, w16, N, K, perm, &ln->q, err)) {
-                    free(w16);
-                    ae_runner_free(r);
-                    return -1;
+                    rc = -1;
+                    break;
                 }
                 ln->has_q = 1;
-                free(w16);
-            } else if (!aq_mode_is_fp16(mode)) {
-                ln->owned = malloc((size_t)N * (size_t)K * sizeof(float));
-                if (!ln->owned) { SETERR("out of memory quantizing %s", what); ae_runner_free(r); return -1; }
-                if (aq_fakequant(mode, 1, W, N, K, perm, ln->owned, what, err)) {
-                    ae_runner_free(r);
-                    return -1;
-                }
-                ln->w = ln->owned;
+                continue;
+            }
+            ln->owned = malloc((size_t)N * (size_t)K * sizeof(float));
+            if (!ln->owned) { SETERR("out of memory reading %s", what); rc = -1; break; }
+            ln->w = ln->owned;
+            if (aq_mode_is_fp16(mode)) {
+                if (ae_model_read_f32(m, l, lin_tensor[i], 0, (size_t)N, ln->owned, err)) rc = -1;
+            } else if (ae_model_read_f32(m, l, lin_tensor[i], 0, (size_t)N, tmp, err) ||
+                       aq_fakequant(mode, 1, tmp, N, K, perm, ln->owned, what, err)) {
+                rc = -1;
             }
         }
     }
+    free(tmp);
+    free(w16);
+    if (rc) { ae_runner_free(r); return -1; }
     *out = r;
     return 0;
 }
@@ -594,17 +613,17 @@ int ae_forward(ae_runner *r, const int *tokens, int T, int pos, int logits_from,
     int dim = c->dim, hid = c->hidden_dim, hd = c->head_dim;
     size_t S = (size_t)r->opts.max_seq;
     float *x = r->x, *xb = r->xb;
-    for (int t = 0; t < T; t++)
-        memcpy(x + (size_t)t * dim, m->w.tok_emb + (size_t)tokens[t] * dim, (size_t)dim * sizeof(float));
+    for (int t = 0; t < T; t++)   /* embedding rows, read from the model one token at a time */
+        if (ae_model_read_f32(m, -1, AE_T_EMB, (size_t)tokens[t], 1, x + (size_t)t * dim, err)) return -1;
     int rc = 0;
     for (int l = 0; l < c->n_layers; l++) {
-        const ae_layer *W = &m->w.layers[l];
+        const float *attn_norm = r->attn_norm + (size_t)l * dim, *ffn_norm = r->ffn_norm + (size_t)l * dim;
         ae_lin *lin = r->lin[l];
         float *kc = r->kcache + (size_t)l * S * r->kv_dim, *vc = r->vcache + (size_t)l * S * r->kv_dim;
         float *knew = kc + (size_t)pos * r->kv_dim, *vnew = vc + (size_t)pos * r->kv_dim;
 
         /* attention block */
-        rmsnorm_rows(xb, x, W->attn_norm, T, dim, c->rms_eps);
+        rmsnorm_rows(xb, x, attn_norm, T, dim, c->rms_eps);
         const float *xin = site_prepare(r, l, AE_SITE_ATTN_IN, xb, T, dim, &rc, err);
         if (rc) return -1;
         if (linear(r, &lin[L_Q], xin, T, r->q, r->q_dim, err) ||
@@ -626,7 +645,7 @@ int ae_forward(ae_runner *r, const int *tokens, int T, int pos, int logits_from,
         for (size_t i = 0; i < (size_t)T * dim; i++) x[i] += r->hb[i];
 
         /* MLP block (SwiGLU) */
-        rmsnorm_rows(xb, x, W->ffn_norm, T, dim, c->rms_eps);
+        rmsnorm_rows(xb, x, ffn_norm, T, dim, c->rms_eps);
         xin = site_prepare(r, l, AE_SITE_MLP_IN, xb, T, dim, &rc, err);
         if (rc) return -1;
         if (linear(r, &lin[L_GATE], xin, T, r->hb, hid, err) ||
@@ -645,9 +664,9 @@ int ae_forward(ae_runner *r, const int *tokens, int T, int pos, int logits_from,
     r->pos = pos + T;
     int nl = T - logits_from;
     if (nl > 0) {
-        rmsnorm_rows(xb, x + (size_t)logits_from * dim, m->w.final_norm, nl, dim, c->rms_eps);
+        rmsnorm_rows(xb, x + (size_t)logits_from * dim, r->final_norm, nl, dim, c->rms_eps);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, c->vocab_size, dim, 1.0f, xb, dim,
-                    m->w.lm_head, dim, 0.0f, logits, c->vocab_size);
+                    r->lm_head, dim, 0.0f, logits, c->vocab_size);
     }
     return 0;
 }

@@ -35,15 +35,20 @@ typedef struct {
 typedef struct ae_runner ae_runner;
 
 /* Quantize the model's weights once for opts->mode (calib required for ATOM) and allocate the KV
- * cache and scratch for opts->max_seq positions. The model must outlive the runner; calib may be
- * freed after the call (the channel orders are copied).
- * Weights: FP16 mode uses the model's fp32 values as they are; other modes aq_fakequant them (fp16
- * rounding first, then the mode's quantizer; perm = calib->perm of the projection's input site for
- * ATOM). gemm EXACT with an integer mode (aq_mode_is_integer) keeps aq_quantize_w tensors and runs
- * aq_gemm; with FP16/WONLY it is the same as FAKE (no integer GEMM exists for them).
- * Memory: a fp32 copy of every projection (quantized modes), KV cache 2·n_layers·max_seq·kv_dim
- * floats, scratch ~max_seq·(3·dim + q_dim + 2·hidden_dim) floats + attention scores.
- * Errors (-1, err): opts NULL, max_seq < 1, odd head_dim, n_heads not a multiple of n_kv_heads,
+ * cache and scratch for opts->max_seq positions. The model must outlive the runner (the embedding
+ * rows are read from it per token by ae_forward); calib may be freed after the call (the channel
+ * orders are copied).
+ * Weights are read from the model one tensor at a time (ae_model_read_f32/f16, lazy access) and
+ * kept by the runner: FP16 mode keeps the checkpoint's values widened to fp32; other modes
+ * aq_fakequant them (fp16 rounding first, then the mode's quantizer; perm = calib->perm of the
+ * projection's input site for ATOM). gemm EXACT with an integer mode (aq_mode_is_integer) reads the
+ * projections as fp16 (ae_model_read_f16) into aq_quantize_w tensors and runs aq_gemm; with
+ * FP16/WONLY it is the same as FAKE (no integer GEMM exists for them).
+ * Memory: a fp32 copy of every projection (fake / FP16) or the quantized tensors (exact), the norms
+ * and lm_head (vocab_size·dim floats) in fp32, KV cache 2·n_layers·max_seq·kv_dim floats, scratch
+ * ~max_seq·(3·dim + q_dim + 2·hidden_dim) floats + attention scores.
+ * Errors (-1, err): opts NULL, max_seq < 1, odd head_dim, a weight the model cannot read (NaN/inf,
+ * named by ae_model_read_*), n_heads not a multiple of n_kv_heads,
  * unknown gemm kind, mode not applicable (ae_mode_check), ATOM without calib or with a calib of
  * another layer count, a weight not representable in fp16 (named), out of memory. */
 int ae_runner_build(const ae_model *m, const ae_run_opts *opts, const ae_calib *calib,
@@ -56,7 +61,8 @@ void ae_runner_free(ae_runner *r);
  * through each layer at once (T×K by K×N sgemm); the result does not depend on nthreads.
  * Errors (-1, err; the cache is then left at `pos`): T < 1, pos != cached positions,
  * pos + T > max_seq, logits_from outside [0, T], logits NULL when needed, a token outside
- * [0, vocab) (its index named), a non-finite or fp16-overflowing activation at a quantized site
+ * [0, vocab) (its index named), an embedding row that cannot be read (NaN/inf: file, tensor, index),
+ * a non-finite or fp16-overflowing activation at a quantized site
  * (layer and site named). */
 int ae_forward(ae_runner *r, const int *tokens, int T, int pos, int logits_from, float *logits,
                char *err);
@@ -124,7 +130,7 @@ int ae_ncores(void);
  * (datasets/wikitext.h; the train split is not available here), tokenized with BOS at the start,
  * n_windows windows [i*seqlen, (i+1)*seqlen) (fewer if the split is shorter; a notice says so).
  * The result is cached in cache_dir as "calib-<model dir name>-<16 hex of an FNV-1a hash of the
- * parameters, the dataset sha256 and a fingerprint of the weights>.bin": a second call loads it.
+ * parameters, the dataset sha256 and ae_model_fingerprint>.bin": a second call loads it.
  * Prints "calibration: WikiText-2 validation split (train split not available)" and what it did
  * to `log` (may be NULL). path_out [AX_PATH_LEN] (may be NULL) receives the cache file path. */
 struct ae_tokenizer;

@@ -1,6 +1,8 @@
 /* job.c — the job policy of the evaluation commands (see job.h). */
 #include "job.h"
 
+#include "ak.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -84,17 +86,66 @@ int ae_job_open(const ae_job_opts *o, ae_job **out, char *err) {
     return 0;
 }
 
+/* Rank 0's calibration to every other rank: the token count, the cache path, then every site's
+ * channel order and sums (shapes from the model, the same on every rank). */
+static int calib_bcast(ae_job *j, char *err) {
+    ae_dist *d = j->o.dist;
+    const ae_config *cfg = &j->model->cfg;
+    const int w[AE_NSITES] = {cfg->dim, cfg->n_heads * cfg->head_dim, cfg->dim, cfg->hidden_dim};
+    const int nl = cfg->n_layers;
+    if (ae_dist_rank(d) != 0) {   /* the layout ae_calib_free releases (eval/calib.c) */
+        ae_calib *c = calloc(1, sizeof *c);
+        int ok = c != NULL;
+        if (ok) {
+            c->n_layers = nl;
+            memcpy(c->width, w, sizeof w);
+            c->perm = calloc((size_t)nl * AE_NSITES, sizeof *c->perm);
+            c->sumsq = calloc((size_t)nl * AE_NSITES, sizeof *c->sumsq);
+            ok = c->perm && c->sumsq;
+            for (int i = 0; ok && i < nl * AE_NSITES; i++) {
+                c->perm[i] = malloc((size_t)w[i % AE_NSITES] * sizeof(int32_t));
+                c->sumsq[i] = malloc((size_t)w[i % AE_NSITES] * sizeof(double));
+                ok = c->perm[i] && c->sumsq[i];
+            }
+        }
+        if (!ok) {
+            SETERR("calibration: out of memory");
+            if (c && (!c->perm || !c->sumsq)) c->n_layers = 0;
+            ae_calib_free(c);
+            c = NULL;
+        }
+        j->calib = c;
+        if (ae_dist_agree(d, !ok, NULL, err)) return -1;
+    } else if (ae_dist_agree(d, 0, NULL, err)) {
+        return -1;
+    }
+    int64_t tokens = j->calib->tokens;
+    if (ae_dist_bcast(d, 0, &tokens, sizeof tokens, err) ||
+        ae_dist_bcast(d, 0, j->calib_path, sizeof j->calib_path, err))
+        return -1;
+    j->calib->tokens = (long)tokens;
+    for (int i = 0; i < nl * AE_NSITES; i++)
+        if (ae_dist_bcast(d, 0, j->calib->perm[i], (size_t)w[i % AE_NSITES] * sizeof(int32_t), err) ||
+            ae_dist_bcast(d, 0, j->calib->sumsq[i], (size_t)w[i % AE_NSITES] * sizeof(double), err))
+            return -1;
+    return 0;
+}
+
 int ae_job_calibrate(ae_job *j, const aq_mode *modes, int n_modes, char *err) {
     if (j->calib) return 0;
     for (int k = 0; k < n_modes; k++) {
         if (!modes[k].needs_calib || ae_mode_check(j->model, &modes[k], NULL)) continue;
-        if (ae_calib_obtain(j->model, j->tok, j->calib_seqlen, j->calib_windows, j->calib_dir, j->o.nthreads,
+        int rc = 0;
+        if (ae_dist_rank(j->o.dist) == 0 &&
+            ae_calib_obtain(j->model, j->tok, j->calib_seqlen, j->calib_windows, j->calib_dir, j->o.nthreads,
                             j->o.log, &j->calib, j->calib_path, err)) {
             char what[128];
             snprintf(what, sizeof what, "calibration for mode %s", modes[k].name);
             prefix_err(err, what);
-            return -1;
+            rc = -1;
         }
+        if (ae_dist_agree(j->o.dist, rc, NULL, err)) return -1;
+        if (ae_dist_size(j->o.dist) > 1 && calib_bcast(j, err)) return -1;
         return 0;
     }
     return 0;
@@ -109,6 +160,7 @@ int ae_job_engine_new(ae_job *j, const aq_mode *mode, int max_seq, ae_engine **o
     eo.kv4 = j->o.kv4;
     eo.nthreads = j->o.nthreads;
     eo.max_seq = max_seq;
+    eo.gpu = eo.device == AE_DEV_CUDA ? ae_dist_gpu(j->o.dist, ak_device_count()) : 0;
     if (ae_engine_new(j->model, &eo, mode->needs_calib ? j->calib : NULL, out, err)) {
         char what[128];
         snprintf(what, sizeof what, "mode %s", mode->name);
@@ -137,6 +189,7 @@ cJSON *ae_job_envelope(const ae_job *j, const char *command, const char *backend
     ok = ok && cJSON_AddStringToObject(doc, "model_dir", j->model->dir);
     ok = ok && cJSON_AddStringToObject(doc, "model_dtype", j->model->dtype);
     ok = ok && cJSON_AddStringToObject(doc, "tokenizer", j->tokenizer_path);
+    ok = ok && cJSON_AddNumberToObject(doc, "ranks", ae_dist_size(j->o.dist));
     ok = ok && cJSON_AddStringToObject(doc, "device", ae_device_name(j->o.device));
     ok = ok && cJSON_AddStringToObject(doc, "backend", be);
     if (j->o.device == AE_DEV_CUDA) ok = ok && cJSON_AddStringToObject(doc, "gpu", be);

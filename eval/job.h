@@ -27,6 +27,7 @@
 #include <cjson/cJSON.h>
 
 #include "ax_util.h"
+#include "dist.h"
 #include "engine.h"
 #include "tokenizer.h"
 
@@ -43,6 +44,7 @@ typedef struct {
     int          kv4;           /* 4-bit KV cache in the evaluated modes                             */
     int          nthreads;      /* cpu threads, 0 = all cores                                        */
     FILE        *log;           /* notices (calibration); NULL = silent                              */
+    ae_dist     *dist;          /* ranks (eval/dist.h); NULL = one rank                              */
 } ae_job_opts;
 
 /* An open job. Fields are read by the commands; only ae_job_* functions write them. */
@@ -81,8 +83,10 @@ void ae_job_close(ae_job *j);
 
 /* Obtain the Atom calibration once (ae_calib_obtain with the policy's seqlen, windows and folder)
  * when one of modes [n_modes] is an Atom mode that applies to the model (ae_mode_check); a no-op
- * otherwise or when already obtained. Errors: those of ae_calib_obtain (dataset, tokenization,
- * forward), prefixed "calibration for mode <name>: ". */
+ * otherwise or when already obtained. With several ranks (o.dist) every rank calls it: rank 0
+ * obtains the calibration (and alone writes the cache file), then broadcasts it, so every rank
+ * evaluates with the same bits. Errors: those of ae_calib_obtain (dataset, tokenization,
+ * forward), prefixed "calibration for mode <name>: "; a failure on another rank. */
 int ae_job_calibrate(ae_job *j, const aq_mode *modes, int n_modes, char *err);
 
 /* An engine for `mode` with the job's device, gemm, kv4 and threads and a KV cache of max_seq
@@ -92,6 +96,7 @@ int ae_job_engine_new(ae_job *j, const aq_mode *mode, int max_seq, ae_engine **o
 
 /* The results document: ax_envelope_new(command) plus
  *   model (last component of the model folder), model_dir, model_dtype, tokenizer (path): strings;
+ *   ranks (number of ranks of the job, 1 without MPI): number;
  *   device ("cpu"/"cuda"), backend (`backend`, or j->backend when NULL or empty, or "cpu (N
  *   threads)" / "cuda" when no engine was built), gpu (= backend, cuda only), gemm ("exact"/"fake"):
  *   strings; kv4: bool;

@@ -28,33 +28,44 @@ static uint64_t splitmix64(uint64_t *s) {
 static double uniform01(uint64_t *s) {   /* (0, 1]: 53 random bits */
     return ((double)(splitmix64(s) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
 }
-/* n samples of N(0, std²) by Box–Muller (both outputs used). splitmix64 is counter-based (the k-th
+/* Samples of N(0, std²) by Box–Muller (both outputs used). splitmix64 is counter-based (the k-th
  * output depends only on seed + k·γ), so pair p (samples 2p, 2p+1) starts from state seed + 2p·γ
  * and chunks of pairs run on all cores with the same values as one sequential pass. */
-typedef struct { float *x; size_t n; double std; uint64_t seed; } fill_ctx;
+typedef struct { float *dst; size_t first, n; double std; uint64_t seed; } fill_ctx;
 
-static void fill_range(void *vc, long a, long b, int tid) {
+/* pairs [pa, pb) (absolute pair numbers); writes the samples of them inside [first, first+n) */
+static void fill_range(void *vc, long pa, long pb, int tid) {
     (void)tid;
     const fill_ctx *c = vc;
     const double two_pi = 6.283185307179586476925286766559;
+    size_t p0 = c->first / 2;
+    size_t a = p0 + (size_t)pa, b = p0 + (size_t)pb, end = c->first + c->n;
     uint64_t s = c->seed + (uint64_t)a * 2u * 0x9E3779B97F4A7C15ull;
-    for (size_t i = (size_t)a * 2; i < (size_t)b * 2 && i < c->n; i += 2) {
+    for (size_t p = a; p < b; p++) {
         double r = sqrt(-2.0 * log(uniform01(&s))), th = two_pi * uniform01(&s);
-        c->x[i] = (float)(c->std * r * cos(th));
-        if (i + 1 < c->n) c->x[i + 1] = (float)(c->std * r * sin(th));
+        size_t i = 2 * p;
+        if (i >= c->first && i < end) c->dst[i - c->first] = (float)(c->std * r * cos(th));
+        if (i + 1 >= c->first && i + 1 < end) c->dst[i + 1 - c->first] = (float)(c->std * r * sin(th));
     }
 }
 
-static void fill_normal(float *x, size_t n, double std, uint64_t seed) {
-    fill_ctx c = {x, n, std, seed};
-    ae_parallel_for(0, (long)((n + 1) / 2), 1 << 16, fill_range, &c);
+void ae_gen_normal(uint64_t tensor_seed, double std, size_t first, size_t n, float *dst) {
+    if (n == 0) return;
+    fill_ctx c = {dst, first, n, std, tensor_seed};
+    size_t npairs = (first + n - 1) / 2 - first / 2 + 1;
+    ae_parallel_for(0, (long)npairs, 1 << 15, fill_range, &c);
 }
 
-static uint64_t name_hash(const char *s) {   /* FNV-1a 64 */
+/* FNV-1a 64 with offset basis 1469598103934665603: one digit short of the standard
+ * 14695981039346656037, as make-model has always written it (kept: changing it would change every
+ * checkpoint's values; a device generator must use this constant, model.h). */
+static uint64_t name_hash(const char *s) {
     uint64_t h = 1469598103934665603ull;
     for (; *s; s++) { h ^= (unsigned char)*s; h *= 1099511628211ull; }
     return h;
 }
+
+uint64_t ae_gen_tensor_seed(uint64_t seed, const char *name) { return seed ^ name_hash(name); }
 
 typedef struct {
     char    name[96];
@@ -98,13 +109,21 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
         ax_seterr(err, "--out '%.200s...': path is %zu bytes, longer than the 4000 supported", out_dir, strlen(out_dir));
         return -1;
     }
-    if (ae_config_load(config_path, &c, err)) return -1;
-    if (shards < 1) { ax_seterr(err, "shards must be >= 1 (got %d)", shards); return -1; }
-
-    /* config.json: the input, with torch_dtype (and the newer `dtype`) set to what is written */
+    /* config.json: the input (a file, or a preset name of random:<preset> when no such file
+     * exists), with torch_dtype (and the newer `dtype`) set to what is written */
     char *txt = NULL;
     size_t len = 0;
-    if (ax_read_file(config_path, &txt, &len, err)) return -1;
+    struct stat cst;
+    const char *preset = config_path && stat(config_path, &cst) != 0 ? ae_model_preset_config(config_path) : NULL;
+    if (preset) {
+        if (!(txt = strdup(preset))) { ax_seterr(err, "out of memory"); return -1; }
+        len = strlen(txt);
+        if (ae_config_parse(txt, len, config_path, &c, err)) { free(txt); return -1; }
+    } else {
+        if (ae_config_load(config_path, &c, err)) return -1;
+        if (ax_read_file(config_path, &txt, &len, err)) return -1;
+    }
+    if (shards < 1) { ax_seterr(err, "shards must be >= 1 (got %d)", shards); free(txt); return -1; }
     cJSON *cj = ax_json_parse_strict(txt, len, config_path, err);
     free(txt);
     if (!cj) return -1;
@@ -197,7 +216,7 @@ int ae_make_model_ex(const char *config_path, uint64_t seed, const char *out_dir
         for (int i = start; i < end; i++) {
             size_t el = (size_t)T[i].shape[0] * (size_t)(T[i].ndim == 2 ? T[i].shape[1] : 1);
             if (T[i].is_norm) for (size_t k = 0; k < el; k++) buf[k] = 1.0f;
-            else fill_normal(buf, el, 0.02, seed ^ name_hash(T[i].name));
+            else ae_gen_normal(ae_gen_tensor_seed(seed, T[i].name), 0.02, 0, el, buf);
             if (ae_st_write_tensor(w, buf, err)) { ae_st_write_abort(w); cJSON_Delete(wmap); goto out; }
             cJSON_AddStringToObject(wmap, T[i].name, fname);
         }

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
 #include "ax_util.h"
+#include "forward.h"       /* ae_parallel_for */
 #include "safetensors.h"
 #include "tokenizer.h"
 
@@ -277,21 +278,31 @@ int ae_model_check_tokenizer(const ae_model *m, const struct ae_tokenizer *tok, 
 }
 
 /* ---- checkpoint ------------------------------------------------------------------------------ */
+/* One entry per tensor the config implies, in modeling_llama.py order: [0] embed_tokens,
+ * [1] norm, [2] lm_head (a copy of [0] when tied), then 9 per layer (AE_T_ATTN_NORM .. AE_T_DOWN). */
 typedef struct {
-    float        *arena;      /* all weights, one allocation                                    */
-} model_priv;
-
-typedef struct {
-    char    name[96];
-    float **slot;
-    int64_t rows, cols;       /* cols == 0: 1-D tensor of `rows` elements                       */
-} want_t;
+    char                name[96];
+    size_t              rows, cols;   /* norms: 1 x dim                                            */
+    const ae_st_file   *f;            /* file-backed: the file holding it (NULL for virtual)       */
+    const ae_st_tensor *t;
+    uint64_t            seed;         /* virtual: per-tensor seed (ae_gen_tensor_seed)             */
+    int                 is_norm;      /* virtual: constant 1                                       */
+} tref;
 
 typedef struct {
     ae_st_file  **files; int nfiles;
     char        **fnames;     /* (nfiles) file names as the index writes them                   */
     ae_st_index  *index;      /* model.safetensors.index.json, or NULL                          */
 } ckpt_t;
+
+typedef struct {
+    ckpt_t    ck;         /* open, memory-mapped files (file-backed)                               */
+    int       virt;       /* 1: "random:" spec                                                     */
+    uint64_t  seed;       /* virtual: the model seed                                               */
+    char     *cfg_text;   /* virtual: the config.json text (fingerprint)                           */
+    int       n;          /* 3 + 9 * n_layers                                                      */
+    tref     *t;          /* (n)                                                                   */
+} model_priv;
 
 static void ckpt_free(ckpt_t *c) {
     for (int i = 0; i < c->nfiles; i++) { ae_st_close(c->files[i]); free(c->fnames[i]); }
@@ -394,22 +405,207 @@ static int tolerated_extra(const char *name, int tied) {
     return tied && !strcmp(name, "lm_head.weight");   /* HF ties it to embed_tokens and ignores it */
 }
 
+
+/* ---- presets of `random:<preset>` -------------------------------------------------------------- */
+/* config.json of the Hugging Face checkpoints (fields apex4 reads; the rest of those files —
+ * initializer_range 0.02, pretraining_tp, use_cache — changes nothing here). */
+static const struct { const char *name, *json; } presets[] = {
+    {"llama2-7b",   /* meta-llama/Llama-2-7b-hf */
+     "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_act\":\"silu\","
+     "\"hidden_size\":4096,\"intermediate_size\":11008,\"num_hidden_layers\":32,\"num_attention_heads\":32,"
+     "\"num_key_value_heads\":32,\"vocab_size\":32000,\"max_position_embeddings\":4096,\"rms_norm_eps\":1e-05,"
+     "\"rope_theta\":10000.0,\"rope_scaling\":null,\"tie_word_embeddings\":false,\"torch_dtype\":\"float16\","
+     "\"bos_token_id\":1,\"eos_token_id\":2}"},
+    {"llama2-13b",  /* meta-llama/Llama-2-13b-hf */
+     "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_act\":\"silu\","
+     "\"hidden_size\":5120,\"intermediate_size\":13824,\"num_hidden_layers\":40,\"num_attention_heads\":40,"
+     "\"num_key_value_heads\":40,\"vocab_size\":32000,\"max_position_embeddings\":4096,\"rms_norm_eps\":1e-05,"
+     "\"rope_theta\":10000.0,\"rope_scaling\":null,\"tie_word_embeddings\":false,\"torch_dtype\":\"float16\","
+     "\"bos_token_id\":1,\"eos_token_id\":2}"},
+    {"llama2-70b",  /* meta-llama/Llama-2-70b-hf */
+     "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_act\":\"silu\","
+     "\"hidden_size\":8192,\"intermediate_size\":28672,\"num_hidden_layers\":80,\"num_attention_heads\":64,"
+     "\"num_key_value_heads\":8,\"vocab_size\":32000,\"max_position_embeddings\":4096,\"rms_norm_eps\":1e-05,"
+     "\"rope_theta\":10000.0,\"rope_scaling\":null,\"tie_word_embeddings\":false,\"torch_dtype\":\"float16\","
+     "\"bos_token_id\":1,\"eos_token_id\":2}"},
+    {"llama3-8b",   /* meta-llama/Meta-Llama-3-8B (no rope_scaling; torch_dtype bfloat16 there, the
+                     * virtual model is fp16 regardless) */
+     "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_act\":\"silu\","
+     "\"hidden_size\":4096,\"intermediate_size\":14336,\"num_hidden_layers\":32,\"num_attention_heads\":32,"
+     "\"num_key_value_heads\":8,\"vocab_size\":128256,\"max_position_embeddings\":8192,\"rms_norm_eps\":1e-05,"
+     "\"rope_theta\":500000.0,\"rope_scaling\":null,\"tie_word_embeddings\":false,\"torch_dtype\":\"bfloat16\","
+     "\"bos_token_id\":128000,\"eos_token_id\":128001}"},
+    {"tiny",        /* tests: 2 layers, 64 wide, GQA 4 heads over 2, vocab 512 (stories260K's tokenizer) */
+     "{\"architectures\":[\"LlamaForCausalLM\"],\"model_type\":\"llama\",\"hidden_act\":\"silu\","
+     "\"hidden_size\":64,\"intermediate_size\":128,\"num_hidden_layers\":2,\"num_attention_heads\":4,"
+     "\"num_key_value_heads\":2,\"vocab_size\":512,\"max_position_embeddings\":256,\"rms_norm_eps\":1e-05,"
+     "\"rope_theta\":10000.0,\"tie_word_embeddings\":false,\"torch_dtype\":\"float16\","
+     "\"bos_token_id\":1,\"eos_token_id\":2}"},
+};
+
+const char *ae_model_preset_config(const char *name) {
+    for (size_t i = 0; name && i < sizeof presets / sizeof presets[0]; i++)
+        if (!strcmp(presets[i].name, name)) return presets[i].json;
+    return NULL;
+}
+const char *ae_model_preset_names(void) { return "llama2-7b, llama2-13b, llama2-70b, llama3-8b, tiny"; }
+
+/* ---- the tensor table ------------------------------------------------------------------------ */
+static const char *const layer_sub[9] = {
+    "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+
+/* Names and shapes of every tensor the config implies (p->t [3 + 9 n_layers]). */
+static int table_init(const ae_config *c, model_priv *p, const char *what, char *err) {
+    p->n = 3 + 9 * c->n_layers;
+    if (!(p->t = calloc((size_t)p->n, sizeof *p->t))) { ax_seterr(err, "%s: out of memory", what); return -1; }
+    const size_t D = (size_t)c->dim, H = (size_t)c->hidden_dim, V = (size_t)c->vocab_size,
+                 Q = (size_t)c->n_heads * (size_t)c->head_dim, KV = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+#define SET(i, nm, r, cc, norm) do { snprintf(p->t[i].name, sizeof p->t[i].name, "%s", nm); \
+        p->t[i].rows = (r); p->t[i].cols = (cc); p->t[i].is_norm = (norm); } while (0)
+    SET(0, "model.embed_tokens.weight", V, D, 0);
+    SET(1, "model.norm.weight", 1, D, 1);
+    SET(2, "lm_head.weight", V, D, 0);
+    const size_t rows[9] = {1, Q, KV, KV, D, 1, H, H, D}, cols[9] = {D, D, D, D, Q, D, D, D, H};
+    for (int l = 0; l < c->n_layers; l++)
+        for (int s = 0; s < 9; s++) {
+            char nm[96];
+            snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, layer_sub[s]);
+            SET(3 + 9 * l + s, nm, rows[s], cols[s], s == 0 || s == 5);
+        }
+#undef SET
+    return 0;
+}
+
 void ae_model_free(ae_model *m) {
     if (!m) return;
     model_priv *p = m->priv;
-    if (p) free(p->arena);
+    if (p) {
+        ckpt_free(&p->ck);
+        free(p->t);
+        free(p->cfg_text);
+    }
     free(p);
-    free(m->w.layers);
     free(m);
+}
+
+/* The table entry of (layer, id), or NULL with err. */
+static const tref *ref_of(const ae_model *m, int layer, ae_tensor_id id, char *err) {
+    const model_priv *p = m->priv;
+    if ((int)id < 0 || id >= AE_T_COUNT) {
+        ax_seterr(err, "%s: tensor id %d is not one of the %d ae_tensor_id values", m->dir, (int)id, AE_T_COUNT);
+        return NULL;
+    }
+    if (id <= AE_T_LM_HEAD) {
+        if (layer != -1) {
+            ax_seterr(err, "%s: tensor id %d is a global tensor (layer -1), got layer %d", m->dir, (int)id, layer);
+            return NULL;
+        }
+        return &p->t[id];
+    }
+    if (layer < 0 || layer >= m->cfg.n_layers) {
+        ax_seterr(err, "%s: layer %d of tensor id %d is outside [0, %d)", m->dir, layer, (int)id, m->cfg.n_layers);
+        return NULL;
+    }
+    return &p->t[3 + 9 * layer + (id - AE_T_ATTN_NORM)];
+}
+
+/* ---- virtual checkpoints ("random:") --------------------------------------------------------- */
+int ae_config_parse(const char *text, size_t len, const char *what, ae_config *cfg, char *err) {
+    memset(cfg, 0, sizeof *cfg);
+    cJSON *root = ax_json_parse_strict(text, len, what, err);
+    if (!root) return -1;
+    int rc = parse_config(root, cfg, what, err);
+    cJSON_Delete(root);
+    if (rc) memset(cfg, 0, sizeof *cfg);
+    return rc;
+}
+static int config_from_text(const char *text, size_t len, const char *what, ae_config *cfg, char *err) {
+    return ae_config_parse(text, len, what, cfg, err);
+}
+
+static int load_virtual(const char *spec, ae_model *m, model_priv *p, char *err) {
+    const char *body = spec + 7;   /* after "random:" */
+    const char *comma = strchr(body, ',');
+    size_t wl = comma ? (size_t)(comma - body) : strlen(body);
+    char e2[AX_ERR_LEN];
+    if (wl == 0) {
+        ax_seterr(err, "--model '%.300s': give a preset (%s) or a config.json path after 'random:'", spec,
+                  ae_model_preset_names());
+        return -1;
+    }
+    char what[AX_PATH_LEN];
+    if (wl >= sizeof what - 16) {
+        ax_seterr(err, "--model '%.200s...': the config path is longer than %zu bytes", spec, sizeof what - 17);
+        return -1;
+    }
+    memcpy(what, body, wl);
+    what[wl] = 0;
+    /* key=value options */
+    uint64_t seed = AE_MODEL_DEFAULT_SEED;
+    int have_seed = 0;
+    for (const char *q = comma; q; ) {
+        const char *kv = q + 1, *next = strchr(kv, ',');
+        size_t kl = next ? (size_t)(next - kv) : strlen(kv);
+        char opt[128];
+        if (kl >= sizeof opt) {
+            ax_seterr(err, "--model '%.300s': option '%.40s...' is too long (only seed=S)", spec, kv);
+            return -1;
+        }
+        memcpy(opt, kv, kl);
+        opt[kl] = 0;
+        if (!strncmp(opt, "seed=", 5)) {
+            if (have_seed) { ax_seterr(err, "--model '%.300s': seed= given twice", spec); return -1; }
+            if (ax_parse_u64(opt + 5, "seed=", &seed, e2)) {
+                ax_seterr(err, "--model '%.300s': %s", spec, e2);
+                return -1;
+            }
+            have_seed = 1;
+        } else {
+            ax_seterr(err, "--model '%.300s': unknown option '%s' (random:<preset or config.json>[,seed=S])", spec,
+                      opt);
+            return -1;
+        }
+        q = next;
+    }
+    const char *preset = ae_model_preset_config(what);
+    size_t len = 0;
+    if (preset) {
+        len = strlen(preset);
+        if (!(p->cfg_text = strdup(preset))) { ax_seterr(err, "--model '%.300s': out of memory", spec); return -1; }
+        char nm[128];
+        snprintf(nm, sizeof nm, "preset %.60s", what);
+        if (config_from_text(p->cfg_text, len, nm, &m->cfg, e2)) {
+            ax_seterr(err, "--model '%.300s': %s", spec, e2);
+            return -1;
+        }
+    } else {
+        struct stat st;
+        if (stat(what, &st) == 0 && S_ISDIR(st.st_mode)) strcat(what, "/config.json");   /* a checkpoint folder */
+        if (stat(what, &st) != 0 || !S_ISREG(st.st_mode)) {
+            ax_seterr(err, "--model '%.300s': '%.300s' is neither a preset (%s) nor a config.json file", spec, what,
+                      ae_model_preset_names());
+            return -1;
+        }
+        if (ax_read_file(what, &p->cfg_text, &len, e2) || config_from_text(p->cfg_text, len, what, &m->cfg, e2)) {
+            ax_seterr(err, "--model '%.300s': %s", spec, e2);
+            return -1;
+        }
+    }
+    p->virt = 1;
+    p->seed = seed;
+    if (table_init(&m->cfg, p, spec, err)) return -1;
+    for (int i = 0; i < p->n; i++) p->t[i].seed = ae_gen_tensor_seed(seed, p->t[i].name);
+    if (m->cfg.tie_embeddings) p->t[AE_T_LM_HEAD] = p->t[AE_T_EMB];
+    snprintf(m->dtype, sizeof m->dtype, "F16");
+    return 0;
 }
 
 int ae_model_load(const char *dir, ae_model **out, char *err) {
     *out = NULL;
     char p[AX_PATH_LEN];
     ae_model *m = calloc(1, sizeof *m);
-    want_t *want = NULL;
-    ckpt_t ck;
-    memset(&ck, 0, sizeof ck);
+    model_priv *pv = NULL;
     if (!m) { ax_seterr(err, "%s: out of memory", dir ? dir : "model"); return -1; }
     /* the folder itself first, so that "--model ''" or a typo does not read as "/config.json" */
     struct stat st;
@@ -419,125 +615,289 @@ int ae_model_load(const char *dir, ae_model **out, char *err) {
                   sizeof m->dir - 1);
         goto fail;
     }
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    if (!(m->priv = pv = calloc(1, sizeof *pv))) goto oom;
+    if (!strncmp(dir, "random:", 7)) {
+        if (load_virtual(dir, m, pv, err)) goto fail;
+        *out = m;
+        return 0;
+    }
     if (stat(dir, &st) != 0) {
         ax_seterr(err, "--model '%s': model folder %s (%s)", dir, errno == ENOENT ? "does not exist" : "cannot be read",
                   strerror(errno));
         goto fail;
     }
     if (!S_ISDIR(st.st_mode)) {
-        ax_seterr(err, "--model '%s': not a folder (give the checkpoint folder holding config.json)", dir);
+        ax_seterr(err, "--model '%s': not a folder (give the checkpoint folder holding config.json, or "
+                  "random:<preset or config.json>)", dir);
         goto fail;
     }
-    snprintf(m->dir, sizeof m->dir, "%s", dir);
     if (join_path(p, dir, "config.json", err)) goto fail;
     if (ae_config_load(p, &m->cfg, err)) goto fail;
     const ae_config *c = &m->cfg;
-    if (!(m->priv = calloc(1, sizeof(model_priv)))) goto oom;
-    if (!(m->w.layers = calloc((size_t)c->n_layers, sizeof *m->w.layers))) goto oom;
-    if (ckpt_open(dir, &ck, err)) goto fail;
+    if (ckpt_open(dir, &pv->ck, err)) goto fail;
+    if (table_init(c, pv, dir, err)) goto fail;
+    const ckpt_t *ck = &pv->ck;
 
-    /* the tensors the config implies (modeling_llama.py names) */
-    int nw = 0, cap = 3 + 9 * c->n_layers;
-    if (!(want = calloc((size_t)cap, sizeof *want))) goto oom;
-    const int64_t D = c->dim, H = c->hidden_dim, V = c->vocab_size, Q = (int64_t)c->n_heads * c->head_dim,
-                  KV = (int64_t)c->n_kv_heads * c->head_dim;
-#define WANT(nm, sl, r, cc) do { snprintf(want[nw].name, sizeof want[nw].name, "%s", nm); \
-        want[nw].slot = (sl); want[nw].rows = (r); want[nw].cols = (cc); nw++; } while (0)
-    WANT("model.embed_tokens.weight", &m->w.tok_emb, V, D);
-    for (int l = 0; l < c->n_layers; l++) {
-        ae_layer *L = &m->w.layers[l];
-        static const char *const sub[9] = {
-            "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-            "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
-        float **slots[9] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
-        const int64_t rows[9] = {D, Q, KV, KV, D, D, H, H, D}, cols[9] = {0, D, D, D, Q, 0, D, D, H};
-        for (int s = 0; s < 9; s++) {
-            char nm[96];
-            snprintf(nm, sizeof nm, "model.layers.%d.%s.weight", l, sub[s]);
-            WANT(nm, slots[s], rows[s], cols[s]);
-        }
-    }
-    WANT("model.norm.weight", &m->w.final_norm, D, 0);
-    if (!c->tie_embeddings) WANT("lm_head.weight", &m->w.lm_head, V, D);
-#undef WANT
-
-    /* locate and check every tensor before allocating */
-    const ae_st_file **wf = calloc((size_t)nw, sizeof *wf);
-    const ae_st_tensor **wt = calloc((size_t)nw, sizeof *wt);
-    if (!wf || !wt) { free(wf); free(wt); goto oom; }
-    size_t total = 0;
-    int bad = 0;
-    for (int i = 0; i < nw && !bad; i++) {
-        const want_t *w = &want[i];
-        if (!(wf[i] = ckpt_find(&ck, w->name, &wt[i], err))) {
-            if (!strcmp(w->name, "lm_head.weight"))
+    /* locate and check every tensor the config implies */
+    for (int i = 0; i < pv->n; i++) {
+        tref *w = &pv->t[i];
+        if (i == AE_T_LM_HEAD && c->tie_embeddings) continue;
+        if (!(w->f = ckpt_find(ck, w->name, &w->t, err))) {
+            if (i == AE_T_LM_HEAD)
                 ax_seterr(err, "%s: missing tensor 'lm_head.weight' and tie_word_embeddings is false in config.json",
-                       ck.index ? dir : ck.files[0]->path);
-            bad = 1;
-            break;
+                          ck->index ? dir : ck->files[0]->path);
+            goto fail;
         }
-        const ae_st_tensor *t = wt[i];
-        int nd = w->cols ? 2 : 1;
-        if (t->ndim != nd || t->shape[0] != w->rows || (nd == 2 && t->shape[1] != w->cols)) {
+        const ae_st_tensor *t = w->t;
+        int nd = w->is_norm ? 1 : 2;
+        int64_t r = w->is_norm ? (int64_t)w->cols : (int64_t)w->rows, cc = (int64_t)w->cols;
+        if (t->ndim != nd || t->shape[0] != r || (nd == 2 && t->shape[1] != cc)) {
             char got[128] = "", *q = got;
             for (int d = 0; d < t->ndim && q < got + 100; d++)
                 q += snprintf(q, (size_t)(got + sizeof got - q), "%s%lld", d ? ", " : "", (long long)t->shape[d]);
             if (nd == 2)
-                ax_seterr(err, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]", wf[i]->path,
-                       w->name, got, (long long)w->rows, (long long)w->cols);
+                ax_seterr(err, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]", w->f->path,
+                          w->name, got, (long long)r, (long long)cc);
             else
-                ax_seterr(err, "%s: tensor '%s' has shape [%s], config.json implies [%lld]", wf[i]->path, w->name,
-                       got, (long long)w->rows);
-            bad = 1;
-            break;
+                ax_seterr(err, "%s: tensor '%s' has shape [%s], config.json implies [%lld]", w->f->path, w->name,
+                          got, (long long)r);
+            goto fail;
         }
-        if ((size_t)t->numel > SIZE_MAX - total) {
-            ax_seterr(err, "%s: total weight count overflows size_t", dir);
-            bad = 1;
-            break;
-        }
-        total += (size_t)t->numel;
     }
     /* anything else in the files means the config and the checkpoint disagree */
-    for (int k = 0; k < ck.nfiles && !bad; k++)
-        for (int i = 0; i < ck.files[k]->n && !bad; i++) {
-            const char *tn = ck.files[k]->t[i].name;
+    for (int k = 0; k < ck->nfiles; k++)
+        for (int i = 0; i < ck->files[k]->n; i++) {
+            const char *tn = ck->files[k]->t[i].name;
             int known = tolerated_extra(tn, c->tie_embeddings);
-            for (int j = 0; j < nw && !known; j++) known = !strcmp(want[j].name, tn);
+            for (int j = 0; j < pv->n && !known; j++)
+                known = !(j == AE_T_LM_HEAD && c->tie_embeddings) && !strcmp(pv->t[j].name, tn);
             if (!known) {
-                ax_seterr(err, "%s: unexpected tensor '%s' (config.json: %d layers, no biases%s)", ck.files[k]->path,
-                       tn, c->n_layers, c->tie_embeddings ? ", tied embeddings" : "");
-                bad = 1;
+                ax_seterr(err, "%s: unexpected tensor '%s' (config.json: %d layers, no biases%s)", ck->files[k]->path,
+                          tn, c->n_layers, c->tie_embeddings ? ", tied embeddings" : "");
+                goto fail;
             }
         }
-    if (bad) { free(wf); free(wt); goto fail; }
-
-    model_priv *pv = m->priv;
-    size_t bytes;
-    if (ax_mul_size(total, sizeof(float), &bytes, dir, err)) { free(wf); free(wt); goto fail; }
-    if (!(pv->arena = malloc(bytes))) {
-        free(wf); free(wt);
-        ax_seterr(err, "%s: out of memory for %zu weights", dir, total);
-        goto fail;
-    }
-    size_t off = 0;
-    for (int i = 0; i < nw; i++) {
-        *want[i].slot = pv->arena + off;
-        if (ae_st_read_f32(wf[i], wt[i], pv->arena + off, err)) { free(wf); free(wt); goto fail; }
-        off += (size_t)wt[i]->numel;
-    }
-    snprintf(m->dtype, sizeof m->dtype, "%s", ae_dtype_name(wt[0]->dtype));   /* embed_tokens' dtype */
-    if (c->tie_embeddings) m->w.lm_head = m->w.tok_emb;
-    free(wf); free(wt);
-    free(want);
-    ckpt_free(&ck);
+    if (c->tie_embeddings) pv->t[AE_T_LM_HEAD] = pv->t[AE_T_EMB];
+    snprintf(m->dtype, sizeof m->dtype, "%s", ae_dtype_name(pv->t[AE_T_EMB].t->dtype));   /* embed_tokens' dtype */
     *out = m;
     return 0;
 oom:
     ax_seterr(err, "%s: out of memory", dir);
 fail:
-    free(want);
-    ckpt_free(&ck);
     ae_model_free(m);
     return -1;
+}
+
+/* ---- reads ------------------------------------------------------------------------------------- */
+int ae_model_tensor_shape(const ae_model *m, int layer, ae_tensor_id id, size_t *rows, size_t *cols, char *name,
+                          char *err) {
+    const tref *r = ref_of(m, layer, id, err);
+    if (!r) return -1;
+    if (rows) *rows = r->rows;
+    if (cols) *cols = r->cols;
+    if (name) snprintf(name, 96, "%s", r->name);
+    return 0;
+}
+
+int ae_model_virtual_params(const ae_model *m, int layer, ae_tensor_id id, uint64_t *tensor_seed, double *std,
+                            float *constant, char *err) {
+    const tref *r = ref_of(m, layer, id, err);
+    if (!r) return -1;
+    const model_priv *p = m->priv;
+    if (!p->virt) return 0;
+    *tensor_seed = r->seed;
+    *std = r->is_norm ? 0.0 : 0.02;
+    *constant = r->is_norm ? 1.0f : 0.0f;
+    return 1;
+}
+
+#define RD_MAXT 64
+typedef struct {
+    const uint8_t *src;      /* file-backed: element 0 of the range                               */
+    ae_dtype       dt;
+    const float   *gen;      /* virtual: generated fp32 values of the range (or NULL)             */
+    float         *d32;      /* one of d32 / d16                                                  */
+    uint16_t      *d16;
+    size_t         bad[RD_MAXT];   /* per thread: first offending index in the range, or SIZE_MAX */
+    int            kind[RD_MAXT];  /* 1 NaN, 2 inf, 3 overflows fp16                               */
+    float          val[RD_MAXT];
+} rd_ctx;
+
+static inline float rd_elem(const rd_ctx *c, size_t i) {
+    const uint8_t *q = c->src + i * ae_dtype_size(c->dt);
+    switch (c->dt) {
+    case AE_DT_F32: { float v; memcpy(&v, q, 4); return v; }   /* little-endian host (x86-64, aarch64) */
+    case AE_DT_F16: return aq_f16_to_f32((uint16_t)(q[0] | (q[1] << 8)));
+    default: return aq_bf16_to_f32((uint16_t)(q[0] | (q[1] << 8)));
+    }
+}
+
+static void rd_range(void *vc, long a, long b, int tid) {
+    rd_ctx *c = vc;
+    for (size_t i = (size_t)a; i < (size_t)b; i++) {
+        if (c->d16 && !c->gen && c->dt == AE_DT_F16) {   /* copy the bits */
+            const uint8_t *q = c->src + 2 * i;
+            uint16_t h = (uint16_t)(q[0] | (q[1] << 8));
+            if ((h & 0x7C00u) == 0x7C00u) {
+                c->bad[tid] = i; c->kind[tid] = (h & 0x3FFu) ? 1 : 2; c->val[tid] = aq_f16_to_f32(h);
+                return;
+            }
+            c->d16[i] = h;
+            continue;
+        }
+        float v = c->gen ? c->gen[i] : rd_elem(c, i);
+        if (!isfinite(v)) { c->bad[tid] = i; c->kind[tid] = isnan(v) ? 1 : 2; c->val[tid] = v; return; }
+        if (c->d16 || c->gen) {
+            uint16_t h = aq_f32_to_f16(v);
+            if ((h & 0x7C00u) == 0x7C00u) { c->bad[tid] = i; c->kind[tid] = 3; c->val[tid] = v; return; }
+            if (c->d16) c->d16[i] = h;
+            else c->d32[i] = aq_f16_to_f32(h);   /* virtual fp32: the fp16 value widened */
+        } else {
+            c->d32[i] = v;
+        }
+    }
+}
+
+/* Run rd_range over n elements; -1 with err naming the first offending element. */
+static int rd_run(rd_ctx *c, size_t n, size_t first, const char *src_name, const char *tname, char *err) {
+    for (int t = 0; t < RD_MAXT; t++) c->bad[t] = SIZE_MAX;
+    ae_parallel_for(0, (long)n, 1L << 18, rd_range, c);
+    int worst = -1;
+    for (int t = 0; t < RD_MAXT; t++)
+        if (c->bad[t] != SIZE_MAX && (worst < 0 || c->bad[t] < c->bad[worst])) worst = t;
+    if (worst < 0) return 0;
+    size_t at = first + c->bad[worst];
+    if (c->kind[worst] == 3)
+        ax_seterr(err, "%s: tensor '%s' value %g at flat index %zu overflows fp16 (|v| > 65504 after rounding)",
+                  src_name, tname, (double)c->val[worst], at);
+    else
+        ax_seterr(err, "%s: tensor '%s' holds a non-finite value (%s) at flat index %zu", src_name, tname,
+                  c->kind[worst] == 1 ? "NaN" : "inf", at);
+    return -1;
+}
+
+static int model_read(const ae_model *m, int layer, ae_tensor_id id, size_t r0, size_t nr, float *d32,
+                      uint16_t *d16, char *err) {
+    const tref *r = ref_of(m, layer, id, err);
+    if (!r) return -1;
+    if (nr > r->rows || r0 > r->rows - nr) {
+        ax_seterr(err, "%s: tensor '%s': rows [%zu, %zu + %zu) outside its %zu rows", m->dir, r->name, r0, r0, nr,
+                  r->rows);
+        return -1;
+    }
+    size_t n = nr * r->cols, first = r0 * r->cols;
+    if (n == 0) return 0;
+    const model_priv *p = m->priv;
+    rd_ctx *c = calloc(1, sizeof *c);
+    if (!c) { ax_seterr(err, "%s: out of memory reading '%s'", m->dir, r->name); return -1; }
+    c->d32 = d32;
+    c->d16 = d16;
+    int rc = 0;
+    if (!p->virt) {
+        c->dt = r->t->dtype;
+        c->src = r->f->map + r->f->data_off + r->t->begin + first * ae_dtype_size(c->dt);
+        rc = rd_run(c, n, first, r->f->path, r->name, err);
+    } else if (r->is_norm) {
+        for (size_t i = 0; i < n; i++) {
+            if (d32) d32[i] = 1.0f;
+            else d16[i] = 0x3C00u;   /* fp16 1.0 */
+        }
+    } else {
+        /* generate in chunks of at most 1M values (fp16 reads need an fp32 staging buffer) */
+        size_t chunk = d32 ? n : (n < ((size_t)1 << 20) ? n : ((size_t)1 << 20));
+        float *tmp = d32 ? d32 : malloc(chunk * sizeof *tmp);
+        if (!tmp) { free(c); ax_seterr(err, "%s: out of memory reading '%s'", m->dir, r->name); return -1; }
+        for (size_t o = 0; o < n && !rc; o += chunk) {
+            size_t k = n - o < chunk ? n - o : chunk;
+            ae_gen_normal(r->seed, 0.02, first + o, k, d32 ? d32 + o : tmp);
+            c->gen = d32 ? d32 + o : tmp;
+            c->d32 = d32 ? d32 + o : NULL;
+            c->d16 = d16 ? d16 + o : NULL;
+            rc = rd_run(c, k, first + o, m->dir, r->name, err);
+        }
+        if (!d32) free(tmp);
+    }
+    free(c);
+    return rc;
+}
+
+int ae_model_read_f32(const ae_model *m, int layer, ae_tensor_id id, size_t r0, size_t nr, float *dst, char *err) {
+    return model_read(m, layer, id, r0, nr, dst, NULL, err);
+}
+int ae_model_read_f16(const ae_model *m, int layer, ae_tensor_id id, size_t r0, size_t nr, uint16_t *dst,
+                      char *err) {
+    return model_read(m, layer, id, r0, nr, NULL, dst, err);
+}
+
+/* ---- fingerprint ------------------------------------------------------------------------------ */
+#define FP_BASIS 14695981039346656037ull
+#define FP_PRIME 1099511628211ull
+#define FP_CHUNK ((size_t)1 << 20)
+
+static uint64_t fp_bytes(uint64_t h, const void *data, size_t n) {   /* FNV-1a 64 */
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) { h ^= b[i]; h *= FP_PRIME; }
+    return h;
+}
+/* one chunk: FNV-style over 8-byte words with an xorshift, seeded by the chunk length */
+static uint64_t fp_chunk(const uint8_t *q, size_t n) {
+    uint64_t h = FP_BASIS ^ (uint64_t)n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, q + i, 8);
+        h = (h ^ w) * FP_PRIME;
+        h ^= h >> 29;
+    }
+    for (; i < n; i++) h = (h ^ q[i]) * FP_PRIME;
+    return h;
+}
+typedef struct { const uint8_t *data; size_t n; uint64_t *out; } fp_ctx;
+static void fp_range(void *vc, long a, long b, int tid) {
+    (void)tid;
+    const fp_ctx *c = vc;
+    for (long k = a; k < b; k++) {
+        size_t o = (size_t)k * FP_CHUNK, len = c->n - o < FP_CHUNK ? c->n - o : FP_CHUNK;
+        c->out[k] = fp_chunk(c->data + o, len);
+    }
+}
+
+uint64_t ae_model_fingerprint(const ae_model *m) {
+    const model_priv *p = m->priv;
+    uint64_t h = FP_BASIS;
+    if (p->virt) {
+        h = fp_bytes(h, "apex4-virtual-v1|", 17);
+        h = fp_bytes(h, p->cfg_text, strlen(p->cfg_text));
+        return fp_bytes(h, &p->seed, sizeof p->seed);
+    }
+    h = fp_bytes(h, "apex4-weights-v1|", 17);
+    uint64_t *ch = NULL;
+    size_t cap = 0;
+    for (int i = 0; i < p->n; i++) {
+        const tref *r = &p->t[i];
+        if (i == AE_T_LM_HEAD && m->cfg.tie_embeddings) continue;
+        h = fp_bytes(h, r->name, strlen(r->name) + 1);
+        uint64_t meta[3] = {(uint64_t)r->t->dtype, (uint64_t)r->rows, (uint64_t)r->cols};
+        h = fp_bytes(h, meta, sizeof meta);
+        size_t n = (size_t)(r->t->end - r->t->begin), nch = (n + FP_CHUNK - 1) / FP_CHUNK;
+        if (nch > cap) {
+            uint64_t *q = realloc(ch, nch * sizeof *q);
+            if (!q) {   /* no memory for the chunk list: the same chunk hashes, one at a time */
+                for (size_t k = 0; k < nch; k++) {
+                    size_t o = k * FP_CHUNK, len = n - o < FP_CHUNK ? n - o : FP_CHUNK;
+                    uint64_t v = fp_chunk(r->f->map + r->f->data_off + r->t->begin + o, len);
+                    h = fp_bytes(h, &v, sizeof v);
+                }
+                continue;
+            }
+            ch = q;
+            cap = nch;
+        }
+        fp_ctx c = {r->f->map + r->f->data_off + r->t->begin, n, ch};
+        ae_parallel_for(0, (long)nch, 4, fp_range, &c);
+        h = fp_bytes(h, ch, nch * sizeof *ch);
+    }
+    free(ch);
+    return h;
 }

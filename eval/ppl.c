@@ -1,6 +1,7 @@
 /* ppl.c — perplexity, KL divergence and top-1 agreement per mode (see ppl.h). */
 #include "ppl.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -154,6 +155,7 @@ int ae_ppl_check_logits(const float *logits, int T, int V, const char *mode, lon
     return 0;
 }
 
+/* Sums of one mode over a set of predictions. */
 typedef struct {
     double s_nll, s_nll2, s_kld, s_kld2, kld_max;
     long n, n_same;
@@ -193,61 +195,290 @@ static void acc_finish(const acc_t *a, ae_ppl_mode_result *r) {
     r->top1_stderr = n > 1 ? sqrt(r->top1 * (1 - r->top1) / (n - 1)) : 0;
 }
 
-/* The device schedule (ppl.h ae_ppl_opts.device): the FP16 reference over every window first, its
- * log-probs kept once in an ae_refstore; then each mode alone, scored against the store. Modes'
- * accumulators see the same (window, position) order as the cpu schedule. */
-static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const ae_ppl_opts *o,
-                           ae_ppl_result *res, char *err) {
-    const int T = o->seqlen;
+/* ---- per-window partial results: the unit of sharding, reduction and checkpoints --------------- */
+
+/* Every window's sums start from zero (acc_add over its seqlen-1 predictions, in position order);
+ * the totals are the window sums added in window order (st_total). So the numbers do not depend on
+ * which rank scored which window, nor on a run having been resumed: N = 1 and N = 2 ranks, and an
+ * interrupted-and-resumed run, give the same bits. State per window, all doubles (gathered across
+ * ranks with one MPI_Allgatherv, written to checkpoints as exact hex floats):
+ *   [0] reference done (0/1), [1] the reference's Σ NLL over the window,
+ *   then per mode k at 2 + PW_MODE*k: done (0/1), Σnll, Σnll², Σkld, Σkld², max kld, n, n_same. */
+enum { PW_REF = 2, PW_MODE = 8 };
+typedef struct {
+    long nw;
+    int n_modes, per;        /* per = PW_REF + PW_MODE * n_modes doubles per window            */
+    double *v;               /* (nw, per)                                                     */
+} ppl_state;
+
+static double *st_win(const ppl_state *s, long w) { return s->v + (size_t)w * s->per; }
+static double *st_mode(const ppl_state *s, long w, int k) { return st_win(s, w) + PW_REF + PW_MODE * k; }
+
+static void st_put(const ppl_state *s, long w, int k, const acc_t *a) {
+    double *p = st_mode(s, w, k);
+    p[0] = 1;
+    p[1] = a->s_nll; p[2] = a->s_nll2; p[3] = a->s_kld; p[4] = a->s_kld2; p[5] = a->kld_max;
+    p[6] = (double)a->n; p[7] = (double)a->n_same;
+}
+
+/* window w finished: the reference and every applicable mode */
+static int st_window_done(const ppl_state *s, long w, const ae_ppl_result *res) {
+    if (st_win(s, w)[0] == 0) return 0;
+    for (int k = 0; k < s->n_modes; k++)
+        if (res->modes[k].applicable && st_mode(s, w, k)[0] == 0) return 0;
+    return 1;
+}
+
+static long st_done_windows(const ppl_state *s, const ae_ppl_result *res) {
+    long c = 0;
+    for (long w = 0; w < s->nw; w++) c += st_window_done(s, w, res);
+    return c;
+}
+
+/* The totals, window sums added in window order. */
+static void st_total(const ppl_state *s, int k, acc_t *a) {
+    memset(a, 0, sizeof *a);
+    for (long w = 0; w < s->nw; w++) {
+        const double *p = st_mode(s, w, k);
+        a->s_nll += p[1]; a->s_nll2 += p[2]; a->s_kld += p[3]; a->s_kld2 += p[4];
+        if (p[5] > a->kld_max) a->kld_max = p[5];
+        a->n += (long)p[6];
+        a->n_same += (long)p[7];
+    }
+}
+
+/* 64-bit FNV-1a */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ULL; }
+    return h;
+}
+#define FNV_BASIS 14695981039346656037ULL
+
+#define CKPT_FORMAT "apex4 eval ppl checkpoint v1"
+
+/* The first "key=value" field (fields separated by '|') where a and b differ, as "<a's> here
+ * <b's>", for the refusal message. */
+static void first_difference(const char *a, const char *b, char *out, size_t len) {
+    while (*a || *b) {
+        const char *ea = strchr(a, '|'), *eb = strchr(b, '|');
+        size_t la = ea ? (size_t)(ea - a) : strlen(a), lb = eb ? (size_t)(eb - b) : strlen(b);
+        if (la != lb || memcmp(a, b, la)) {
+            snprintf(out, len, "'%.*s' there, '%.*s' here", (int)(la > 300 ? 300 : la), a,
+                     (int)(lb > 300 ? 300 : lb), b);
+            return;
+        }
+        a += la + (ea != NULL);
+        b += lb + (eb != NULL);
+    }
+    snprintf(out, len, "the argument hashes differ");
+}
+
+/* Write the state atomically (rank 0):
+ * {"format", "args_hash": 16 hex digits (FNV-1a of args), "args": str, "windows": nw, "modes": [names],
+ *  "per_window": per, "done_windows": windows finished, "state": [nw entries: null (nothing done) or
+ *  [per hex-float strings ("%a": exact)]]} */
+static int ckpt_write(const char *path, const char *args, const ppl_state *s, const ae_ppl_result *res, char *err) {
+    cJSON *doc = cJSON_CreateObject();
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)fnv1a(FNV_BASIS, args, strlen(args)));
+    int ok = doc != NULL;
+    ok = ok && cJSON_AddStringToObject(doc, "format", CKPT_FORMAT);
+    ok = ok && cJSON_AddStringToObject(doc, "args_hash", hash);
+    ok = ok && cJSON_AddStringToObject(doc, "args", args);
+    ok = ok && cJSON_AddNumberToObject(doc, "windows", (double)s->nw);
+    cJSON *ms = ok ? cJSON_AddArrayToObject(doc, "modes") : NULL;
+    ok = ok && ms;
+    for (int k = 0; ok && k < s->n_modes; k++) {
+        cJSON *str = cJSON_CreateString(res->modes[k].mode.name);
+        ok = str && cJSON_AddItemToArray(ms, str);
+    }
+    ok = ok && cJSON_AddNumberToObject(doc, "per_window", s->per);
+    ok = ok && cJSON_AddNumberToObject(doc, "done_windows", (double)st_done_windows(s, res));
+    cJSON *arr = ok ? cJSON_AddArrayToObject(doc, "state") : NULL;
+    ok = ok && arr;
+    for (long w = 0; ok && w < s->nw; w++) {
+        const double *p = st_win(s, w);
+        int any = p[0] != 0;
+        for (int k = 0; k < s->n_modes; k++) any |= st_mode(s, w, k)[0] != 0;
+        cJSON *e = any ? cJSON_CreateArray() : cJSON_CreateNull();
+        ok = e && cJSON_AddItemToArray(arr, e);
+        for (int i = 0; ok && any && i < s->per; i++) {
+            char b[40];
+            snprintf(b, sizeof b, "%a", p[i]);
+            cJSON *str = cJSON_CreateString(b);
+            ok = str && cJSON_AddItemToArray(e, str);
+        }
+    }
+    if (!ok) { cJSON_Delete(doc); SETERR("%s: out of memory building the checkpoint", path); return -1; }
+    int rc = ax_write_json(path, doc, err);
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* Read a checkpoint written by ckpt_write for the same args into s (rank 0). 1: loaded, 0: no file,
+ * -1: error (a file from other arguments, another format, a corrupt entry: named). */
+static int ckpt_read(const char *path, const char *args, ppl_state *s, char *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    fclose(f);
+    char *text = NULL;
+    size_t len = 0;
+    if (ax_read_file(path, &text, &len, err)) return -1;
+    cJSON *doc = ax_json_parse_strict(text, len, path, err);
+    free(text);
+    if (!doc) return -1;
     int rc = -1;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(doc, "format");
+    const cJSON *ja = cJSON_GetObjectItemCaseSensitive(doc, "args");
+    const cJSON *jh = cJSON_GetObjectItemCaseSensitive(doc, "args_hash");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(doc, "state");
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)fnv1a(FNV_BASIS, args, strlen(args)));
+    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, CKPT_FORMAT)) {
+        SETERR("--resume: %s is not an apex4 eval ppl checkpoint (format \"" CKPT_FORMAT "\" expected)", path);
+        goto done;
+    }
+    if (!cJSON_IsString(ja) || !cJSON_IsString(jh)) { SETERR("--resume: %s: args or args_hash missing", path); goto done; }
+    if (strcmp(jh->valuestring, hash) || strcmp(ja->valuestring, args)) {
+        char diff[700];
+        first_difference(ja->valuestring, args, diff, sizeof diff);
+        SETERR("--resume: %s was written by a run with other arguments (%s); refusing to resume from it: "
+               "run with the same arguments, or remove it (or leave out --resume) to start over", path, diff);
+        goto done;
+    }
+    if (!cJSON_IsArray(st) || cJSON_GetArraySize(st) != s->nw) {
+        SETERR("--resume: %s: \"state\" is not an array of %ld windows", path, s->nw);
+        goto done;
+    }
+    long w = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, st) {
+        double *p = st_win(s, w);
+        if (cJSON_IsNull(e)) { memset(p, 0, (size_t)s->per * sizeof *p); w++; continue; }
+        if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != s->per) {
+            SETERR("--resume: %s: window %ld: expected null or %d numbers", path, w, s->per);
+            goto done;
+        }
+        int i = 0;
+        const cJSON *x;
+        cJSON_ArrayForEach(x, e) {
+            char *end = NULL;
+            double v = cJSON_IsString(x) ? strtod(x->valuestring, &end) : NAN;
+            if (!end || *end || end == x->valuestring || !isfinite(v)) {
+                SETERR("--resume: %s: window %ld, value %d: not a finite hex float", path, w, i);
+                goto done;
+            }
+            p[i++] = v;
+        }
+        /* done flags are 0 or 1 */
+        int bad = p[0] != 0 && p[0] != 1;
+        for (int k = 0; k < s->n_modes; k++) bad |= st_mode(s, w, k)[0] != 0 && st_mode(s, w, k)[0] != 1;
+        if (bad) { SETERR("--resume: %s: window %ld: a done flag is neither 0 nor 1", path, w); goto done; }
+        w++;
+    }
+    rc = 1;
+done:
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* What a run needs beyond the options: ranks, checkpoints (see ae_ppl_ctl). */
+typedef struct {
+    ae_dist *d;
+    const ae_ppl_ctl *c;
+    const char *args;        /* the full argument key (ctl->args_key + what ae_eval_ppl adds)        */
+    double last;             /* time of the last checkpoint (or the start)                         */
+    long lo, hi, steps;      /* this rank's windows [lo, hi); steps every rank takes (longest block)  */
+} ppl_run;
+
+/* One meeting of the ranks after a step: fail together when any rank failed (local_rc), write a
+ * checkpoint when rank 0's clock says so (every rank sends its block, rank 0 writes). */
+static int run_step(ppl_run *r, int local_rc, ppl_state *s, const ae_ppl_result *res, char *err) {
+    int ck = 0;
+    if (r->c && r->c->checkpoint && ae_dist_rank(r->d) == 0)
+        ck = r->c->checkpoint_every <= 0 || ax_now() - r->last >= r->c->checkpoint_every;
+    if (ae_dist_agree(r->d, local_rc, &ck, err)) return -1;
+    if (!ck) return 0;
+    if (ae_dist_allgather_blocks(r->d, 0, s->v, s->nw, s->per, err)) return -1;
+    if (ae_dist_rank(r->d) == 0) {
+        char e2[AX_ERR_LEN];
+        if (ckpt_write(r->c->checkpoint, r->args, s, res, e2) && r->c->log)
+            fprintf(r->c->log, "warning: checkpoint not written: %s\n", e2);
+    }
+    r->last = ax_now();
+    return 0;
+}
+
+/* The device schedule (ppl.h ae_ppl_opts.device): the FP16 reference over the rank's windows first,
+ * its log-probs kept once in an ae_refstore; then each mode alone, scored against the store. Every
+ * window's sums go to its own slot of the state. On resume the reference is run again for the
+ * windows that still have a mode to score (the store lives in device memory, not in checkpoints). */
+static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const ae_ppl_opts *o, ppl_run *run,
+                           ppl_state *st, ae_ppl_result *res, char *err) {
+    const int T = o->seqlen;
+    int rc = -1, lrc = 0;
     ae_engine *eng = NULL;
     ae_refstore *rs = NULL;
-    acc_t *acc = calloc((size_t)o->n_modes, sizeof *acc);
     int *reuse = calloc((size_t)o->n_modes, sizeof *reuse);
     double *nll = malloc((size_t)T * sizeof(double)), *kld = malloc((size_t)T * sizeof(double));
     int *same = malloc((size_t)T * sizeof(int));
-    double ref_s_nll = 0;
+    char *need = calloc((size_t)nw + 1, 1);   /* window needs the reference run */
     ax_progress pg;
     char label[96] = "ppl";
-    if (!acc || !reuse || !nll || !kld || !same) { SETERR("out of memory"); goto done; }
+    const long lo = run->lo, hi = run->hi, nb = hi - lo;
+    if (!reuse || !nll || !kld || !same || !need) { SETERR("out of memory"); lrc = -1; }
     ae_engine_opts ro;
     memset(&ro, 0, sizeof ro);
     ro.device = o->device;
-    if (aq_mode_parse("fp16", &ro.mode, err)) goto done;
+    if (!lrc && aq_mode_parse("fp16", &ro.mode, err)) lrc = -1;
     ro.gemm = AE_GEMM_FAKE;
     ro.nthreads = o->nthreads;
     ro.max_seq = T;
     int n_forward = 1;
-    for (int k = 0; k < o->n_modes; k++) {
-        ae_ppl_mode_result *r = &res->modes[k];
-        r->mode = o->modes[k];
-        if (ae_mode_check(m, &o->modes[k], r->note)) { r->applicable = 0; continue; }
-        r->applicable = 1;
+    for (int k = 0; k < o->n_modes && !lrc; k++) {
+        if (!res->modes[k].applicable) continue;
         if (aq_mode_is_fp16(&o->modes[k]) && !o->kv4) reuse[k] = 1;
         else n_forward++;
     }
-    if (o->progress) ax_progress_start(&pg, label, nw * n_forward * (long)T, "tok");
-    double t0 = ax_now();
-    if (ae_engine_new(m, &ro, NULL, &eng, err)) goto done;
-    double ref_build = ax_now() - t0;
-    ae_engine_describe(eng, res->backend, sizeof res->backend);
-    if (ae_refstore_new(eng, (int)nw, T, &rs, err)) goto done;
-    res->ref_store_gib = (double)nw * (T - 1) * m->cfg.vocab_size * 4.0 / 1073741824.0;
-    for (long w = 0; w < nw; w++) {
-        const int *tw = tokens + (size_t)w * T;
-        snprintf(label, sizeof label, "ppl fp16 (reference) window %ld/%ld", w + 1, nw);
-        char e2[AX_ERR_LEN];
-        if (ae_engine_score_window(eng, tw, T, rs, w, 1, nll, NULL, NULL, e2)) {
-            SETERR("mode fp16 (reference), window %ld of %ld: %s", w, nw, e2);
-            goto done;
+    long n_need = 0;
+    for (long w = lo; w < hi && !lrc; w++) {
+        need[w] = !st_window_done(st, w, res);
+        n_need += need[w];
+    }
+    if (o->progress) ax_progress_start(&pg, label, nb * n_forward * (long)T, "tok");
+    double t0 = ax_now(), ref_build = 0, ref_peak = 0;
+    if (!lrc && n_need > 0) {
+        if (ae_engine_new(m, &ro, NULL, &eng, err)) lrc = -1;
+        ref_build = ax_now() - t0;
+        if (!lrc) ae_engine_describe(eng, res->backend, sizeof res->backend);
+        if (!lrc && ae_refstore_new(eng, (int)nb, T, &rs, err)) lrc = -1;
+        res->ref_store_gib = (double)nb * (T - 1) * m->cfg.vocab_size * 4.0 / 1073741824.0;
+    }
+    if (ae_dist_agree(run->d, lrc, NULL, err)) goto done;
+    for (long i = 0; i < run->steps; i++) {
+        long w = lo + i;
+        if (w < hi && need[w]) {
+            const int *tw = tokens + (size_t)w * T;
+            snprintf(label, sizeof label, "ppl fp16 (reference) window %ld/%ld", w + 1, nw);
+            char e2[AX_ERR_LEN];
+            if (ae_engine_score_window(eng, tw, T, rs, w - lo, 1, nll, NULL, NULL, e2)) {
+                SETERR("mode fp16 (reference), window %ld of %ld: %s", w, nw, e2);
+                lrc = -1;
+            } else {
+                acc_t wa = {0};
+                acc_add(&wa, nll, NULL, NULL, T - 1);
+                st_win(st, w)[0] = 1;
+                st_win(st, w)[1] = wa.s_nll;
+                for (int k = 0; k < o->n_modes; k++)
+                    if (res->modes[k].applicable && reuse[k]) st_put(st, w, k, &wa);
+            }
         }
-        for (int t = 0; t < T - 1; t++) ref_s_nll += nll[t];
-        for (int k = 0; k < o->n_modes; k++)
-            if (res->modes[k].applicable && reuse[k]) acc_add(&acc[k], nll, NULL, NULL, T - 1);
-        if (o->progress) ax_progress_update(&pg, (w + 1) * (long)T);
+        if (o->progress && w < hi) ax_progress_update(&pg, (i + 1) * (long)T);
+        if (run_step(run, lrc, st, res, err)) goto done;
     }
     res->ref_seconds = ax_now() - t0;
-    double ref_peak = (double)ae_engine_peak_bytes(eng);
+    if (eng) ref_peak = (double)ae_engine_peak_bytes(eng);
     ae_engine_free(eng);
     eng = NULL;
     int done_modes = 1;
@@ -257,7 +488,7 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
         if (reuse[k]) {
             r->seconds = res->ref_seconds;
             r->build_seconds = ref_build;
-            r->window_seconds = (r->seconds - ref_build) / (double)nw;
+            r->window_seconds = nb > 0 ? (r->seconds - ref_build) / (double)nb : 0;
             r->peak_gib = ref_peak / 1073741824.0;
             continue;
         }
@@ -267,49 +498,190 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
         mo.gemm = o->gemm;
         mo.kv4 = o->kv4;
         char e2[AX_ERR_LEN];
-        if (ae_engine_new(m, &mo, o->calib, &eng, e2)) { SETERR("mode %s: %s", o->modes[k].name, e2); goto done; }
+        long todo = 0;
+        for (long w = lo; w < hi; w++) todo += st_mode(st, w, k)[0] == 0;
+        if (todo > 0 && ae_engine_new(m, &mo, o->calib, &eng, e2)) { SETERR("mode %s: %s", o->modes[k].name, e2); lrc = -1; }
         r->build_seconds = ax_now() - t1;
-        for (long w = 0; w < nw; w++) {
-            const int *tw = tokens + (size_t)w * T;
-            snprintf(label, sizeof label, "ppl %s window %ld/%ld", o->modes[k].name, w + 1, nw);
-            if (ae_engine_score_window(eng, tw, T, rs, w, 0, nll, kld, same, e2)) {
-                SETERR("mode %s, window %ld of %ld: %s", o->modes[k].name, w, nw, e2);
-                goto done;
-            }
-            for (int t = 0; t < T - 1; t++)
-                if (!isfinite(nll[t]) || !isfinite(kld[t])) {
-                    SETERR("mode %s, window %ld of %ld, position %d: non-finite NLL or KL divergence "
-                           "(lm_head output)", o->modes[k].name, w, nw, t);
-                    goto done;
+        if (ae_dist_agree(run->d, lrc, NULL, err)) goto done;
+        for (long i = 0; i < run->steps; i++) {
+            long w = lo + i;
+            if (w < hi && st_mode(st, w, k)[0] == 0) {
+                const int *tw = tokens + (size_t)w * T;
+                snprintf(label, sizeof label, "ppl %s window %ld/%ld", o->modes[k].name, w + 1, nw);
+                if (ae_engine_score_window(eng, tw, T, rs, w - lo, 0, nll, kld, same, e2)) {
+                    SETERR("mode %s, window %ld of %ld: %s", o->modes[k].name, w, nw, e2);
+                    lrc = -1;
                 }
-            acc_add(&acc[k], nll, kld, same, T - 1);
-            if (o->progress) ax_progress_update(&pg, (done_modes * nw + w + 1) * (long)T);
+                for (int t = 0; t < T - 1 && !lrc; t++)
+                    if (!isfinite(nll[t]) || !isfinite(kld[t])) {
+                        SETERR("mode %s, window %ld of %ld, position %d: non-finite NLL or KL divergence "
+                               "(lm_head output)", o->modes[k].name, w, nw, t);
+                        lrc = -1;
+                    }
+                if (!lrc) {
+                    acc_t wa = {0};
+                    acc_add(&wa, nll, kld, same, T - 1);
+                    st_put(st, w, k, &wa);
+                }
+            }
+            if (o->progress && w < hi) ax_progress_update(&pg, (done_modes * nb + i + 1) * (long)T);
+            if (run_step(run, lrc, st, res, err)) goto done;
         }
-        r->peak_gib = (double)ae_engine_peak_bytes(eng) / 1073741824.0;
+        if (eng) r->peak_gib = (double)ae_engine_peak_bytes(eng) / 1073741824.0;
         ae_engine_free(eng);
         eng = NULL;
         r->seconds = ax_now() - t1;
-        r->window_seconds = (r->seconds - r->build_seconds) / (double)nw;
+        r->window_seconds = nb > 0 ? (r->seconds - r->build_seconds) / (double)nb : 0;
         done_modes++;
     }
-    if (o->progress) ax_progress_end(&pg, nw * n_forward * (long)T);
+    if (o->progress) ax_progress_end(&pg, nb * n_forward * (long)T);
     res->forward_tokens = nw * n_forward * (long)T;
-    res->ref_nll = ref_s_nll / (double)res->scored;
-    for (int k = 0; k < o->n_modes; k++) {
-        ae_ppl_mode_result *r = &res->modes[k];
-        if (!r->applicable) continue;
-        acc_finish(&acc[k], r);
-    }
     rc = 0;
 done:
+    if (rc && o->progress) ax_progress_end(&pg, 0);
     ae_engine_free(eng);
     ae_refstore_free(rs);
-    free(acc); free(reuse); free(nll); free(kld); free(same);
+    free(reuse); free(nll); free(kld); free(same); free(need);
+    return rc;
+}
+
+/* The cpu schedule: windows outer, every mode's engine alive, the reference scored in host memory. */
+static int eval_ppl_cpu(const ae_model *m, const int *tokens, long nw, const ae_ppl_opts *o, ppl_run *run,
+                        ppl_state *st, ae_ppl_result *res, char *err) {
+    const int T = o->seqlen, V = m->cfg.vocab_size;
+    ae_engine **eng = calloc((size_t)o->n_modes, sizeof *eng);
+    int *reuse = calloc((size_t)o->n_modes, sizeof *reuse);
+    size_t TV = (size_t)T * V;
+    float *ref_logits = malloc(TV * sizeof(float)), *ref_p = malloc(TV * sizeof(float));
+    float *logits = malloc(TV * sizeof(float));
+    double *ref_lse = malloc((size_t)T * sizeof(double)), *nll = malloc((size_t)T * sizeof(double));
+    double *ref_psum = malloc((size_t)T * sizeof(double));
+    double *kld = malloc((size_t)T * sizeof(double));
+    int *amax = malloc((size_t)T * sizeof(int)), *same = malloc((size_t)T * sizeof(int));
+    ae_engine *ref = NULL;
+    int rc = -1, lrc = 0;
+    const long lo = run->lo, hi = run->hi, nb = hi - lo;
+    if (!eng || !reuse || !ref_logits || !ref_p || !logits || !ref_lse || !nll || !kld || !amax || !same ||
+        !ref_psum) {
+        SETERR("out of memory (seqlen %d x vocab %d logits buffers)", T, V);
+        lrc = -1;
+    }
+    ae_engine_opts ro;
+    memset(&ro, 0, sizeof ro);
+    ro.device = AE_DEV_CPU;
+    if (!lrc && aq_mode_parse("fp16", &ro.mode, err)) lrc = -1;
+    ro.gemm = AE_GEMM_FAKE;
+    ro.nthreads = o->nthreads;
+    ro.max_seq = T;
+    if (!lrc && ae_engine_new(m, &ro, NULL, &ref, err)) lrc = -1;
+    if (!lrc) ae_engine_describe(ref, res->backend, sizeof res->backend);
+    for (int k = 0; k < o->n_modes && !lrc; k++) {
+        if (!res->modes[k].applicable) continue;
+        /* fp16 without kv4 is the reference itself: score its logits (KLD exactly 0 by construction
+         * of ae_score_row, which recomputes both log-distributions the same way) */
+        if (aq_mode_is_fp16(&o->modes[k]) && !o->kv4) { reuse[k] = 1; continue; }
+        ae_engine_opts mo = ro;
+        mo.mode = o->modes[k];
+        mo.gemm = o->gemm;
+        mo.kv4 = o->kv4;
+        char e2[AX_ERR_LEN];
+        if (ae_engine_new(m, &mo, o->calib, &eng[k], e2)) {
+            SETERR("mode %s: %s", o->modes[k].name, e2);
+            lrc = -1;
+        }
+    }
+    if (ae_dist_agree(run->d, lrc, NULL, err)) goto done;
+    int n_forward = 1;
+    for (int k = 0; k < o->n_modes; k++) n_forward += eng[k] != NULL;
+    ax_progress pg;
+    char label[64] = "ppl";  /* "ppl window w/W": the bar counts forward tokens (tok/s, ETA) */
+    if (o->progress) ax_progress_start(&pg, label, nb * n_forward * (long)T, "tok");
+    ref_ctx rctx = {V, ref_logits, ref_lse, ref_psum, ref_p, amax};
+    for (long i = 0; i < run->steps; i++) {
+        long w = lo + i;
+        if (w >= hi || st_window_done(st, w, res)) {
+            if (run_step(run, 0, st, res, err)) goto done;
+            continue;
+        }
+        const int *tw = tokens + (size_t)w * T;
+        snprintf(label, sizeof label, "ppl window %ld/%ld", w + 1, nw);
+        double t0 = ax_now();
+        ae_engine_truncate(ref, 0);
+        lrc = ae_engine_forward(ref, tw, T, 0, 0, ref_logits, err) ? -1 : 0;
+        if (!lrc) {
+            ae_parallel_for(o->nthreads, T - 1, 4, ref_rows, &rctx);
+            if (ae_ppl_check_logits(ref_logits, T, V, "fp16 (reference)", w, nw, m->dir, err)) lrc = -1;
+        }
+        for (int t = 0; t < T - 1 && !lrc; t++)  /* finite logits give a finite lse: a guard, not expected */
+            if (!isfinite(ref_lse[t]) || !isfinite(ref_psum[t])) {
+                SETERR("mode fp16 (reference), window %ld of %ld, position %d: log-sum-exp of the logits "
+                       "(lm_head output) is not finite", w, nw, t);
+                lrc = -1;
+            }
+        double ref_s = 0;
+        for (int t = 0; t < T - 1 && !lrc; t++) ref_s += ref_lse[t] - (double)ref_logits[(size_t)t * V + tw[t + 1]];
+        res->ref_seconds += ax_now() - t0;
+        if (o->progress) ax_progress_update(&pg, (i * n_forward + 1) * (long)T);
+        int done_fw = 1;
+        for (int k = 0; k < o->n_modes && !lrc; k++) {
+            if (!res->modes[k].applicable) continue;
+            double t1 = ax_now();
+            const float *lg = ref_logits;
+            if (!reuse[k]) {
+                ae_engine_truncate(eng[k], 0);
+                char e2[AX_ERR_LEN];
+                if (ae_engine_forward(eng[k], tw, T, 0, 0, logits, e2)) {
+                    SETERR("mode %s, window %ld: %s", o->modes[k].name, w, e2);
+                    lrc = -1;
+                    break;
+                }
+                lg = logits;
+                if (ae_ppl_check_logits(logits, T, V, o->modes[k].name, w, nw, m->dir, err)) { lrc = -1; break; }
+            }
+            score_ctx sc = {V, &rctx, lg, tw, nll, kld, same};
+            ae_parallel_for(o->nthreads, T - 1, 4, score_rows, &sc);
+            for (int t = 0; t < T - 1 && !lrc; t++)
+                if (!isfinite(nll[t]) || !isfinite(kld[t])) {
+                    SETERR("mode %s, window %ld of %ld, position %d: non-finite NLL or KL divergence from "
+                           "finite logits (lm_head output)", o->modes[k].name, w, nw, t);
+                    lrc = -1;
+                }
+            if (lrc) break;
+            acc_t wa = {0};
+            acc_add(&wa, nll, kld, same, T - 1);
+            st_put(st, w, k, &wa);
+            res->modes[k].seconds += ax_now() - t1;
+            if (!reuse[k]) done_fw++;
+            if (o->progress) ax_progress_update(&pg, (i * n_forward + done_fw) * (long)T);
+        }
+        if (!lrc) {   /* the window counts as done only with every mode */
+            st_win(st, w)[0] = 1;
+            st_win(st, w)[1] = ref_s;
+        }
+        if (run_step(run, lrc, st, res, err)) { if (o->progress) ax_progress_end(&pg, 0); goto done; }
+    }
+    if (o->progress) ax_progress_end(&pg, nb * n_forward * (long)T);
+    res->forward_tokens = nw * n_forward * (long)T;
+    for (int k = 0; k < o->n_modes; k++)
+        if (res->modes[k].applicable && reuse[k]) res->modes[k].seconds += res->ref_seconds;
+    rc = 0;
+done:
+    if (eng)
+        for (int k = 0; k < o->n_modes; k++) ae_engine_free(eng[k]);
+    ae_engine_free(ref);
+    free(eng); free(reuse);
+    free(ref_logits); free(ref_p); free(logits); free(ref_lse); free(ref_psum); free(nll); free(kld);
+    free(amax); free(same);
     return rc;
 }
 
 int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_ppl_opts *o,
                 ae_ppl_result *res, char *err) {
+    return ae_eval_ppl_ctl(m, tokens, n_tokens, o, NULL, res, err);
+}
+
+int ae_eval_ppl_ctl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_ppl_opts *o,
+                    const ae_ppl_ctl *ctl, ae_ppl_result *res, char *err) {
     memset(res, 0, sizeof *res);
     const ae_config *cfg = &m->cfg;
     int T = o->seqlen, V = cfg->vocab_size;
@@ -332,133 +704,81 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
         }
     size_t tvb;
     if (ax_mul3_size((size_t)T, (size_t)V, sizeof(float), &tvb, "seqlen x vocab_size logits", err)) return -1;
+    if (ctl && ctl->resume && !ctl->checkpoint) { SETERR("--resume needs a checkpoint file (--out OUT: OUT.partial)"); return -1; }
     res->seqlen = T;
     res->windows = (int)nw;
     res->stream_tokens = (long)n_tokens;
     res->scored = nw * (T - 1);
     res->n_modes = o->n_modes;
     res->modes = calloc((size_t)o->n_modes, sizeof *res->modes);
-    if (o->device == AE_DEV_CUDA) {
-        int rc2 = eval_ppl_stored(m, tokens, nw, o, res, err);
-        res->seconds = ax_now() - t_start;
-        if (rc2) ae_ppl_result_free(res);
-        return rc2;
-    }
-    ae_engine **run = calloc((size_t)o->n_modes, sizeof *run);
-    int *reuse = calloc((size_t)o->n_modes, sizeof *reuse);
-    acc_t *acc = calloc((size_t)o->n_modes, sizeof *acc);
-    size_t TV = (size_t)T * V;
-    float *ref_logits = malloc(TV * sizeof(float)), *ref_p = malloc(TV * sizeof(float));
-    float *logits = malloc(TV * sizeof(float));
-    double *ref_lse = malloc((size_t)T * sizeof(double)), *nll = malloc((size_t)T * sizeof(double));
-    double *ref_psum = malloc((size_t)T * sizeof(double));
-    double *kld = malloc((size_t)T * sizeof(double));
-    int *amax = malloc((size_t)T * sizeof(int)), *same = malloc((size_t)T * sizeof(int));
-    ae_engine *ref = NULL;
+    ppl_state st = {nw, o->n_modes, PW_REF + PW_MODE * o->n_modes, NULL};
+    st.v = calloc((size_t)nw * (size_t)st.per, sizeof *st.v);
+    char *args = NULL;
     int rc = -1;
-    double ref_s_nll = 0;
-    if (!res->modes || !run || !reuse || !acc || !ref_logits || !ref_p || !logits || !ref_lse || !nll ||
-        !kld || !amax || !same || !ref_psum) {
-        SETERR("out of memory (seqlen %d x vocab %d logits buffers)", T, V);
-        goto done;
-    }
-    ae_engine_opts ro;
-    memset(&ro, 0, sizeof ro);
-    ro.device = AE_DEV_CPU;
-    if (aq_mode_parse("fp16", &ro.mode, err)) goto done;
-    ro.gemm = AE_GEMM_FAKE;
-    ro.nthreads = o->nthreads;
-    ro.max_seq = T;
-    if (ae_engine_new(m, &ro, NULL, &ref, err)) goto done;
-    ae_engine_describe(ref, res->backend, sizeof res->backend);
+    ppl_run run;
+    memset(&run, 0, sizeof run);
+    run.d = ctl ? ctl->dist : NULL;
+    run.c = ctl;
+    run.last = t_start;
+    ae_dist_block(nw, ae_dist_rank(run.d), ae_dist_size(run.d), &run.lo, &run.hi);
+    run.steps = ae_dist_max_block(nw, ae_dist_size(run.d));
+    if (!res->modes || !st.v) { SETERR("out of memory"); goto done; }
     for (int k = 0; k < o->n_modes; k++) {
         ae_ppl_mode_result *r = &res->modes[k];
         r->mode = o->modes[k];
-        if (ae_mode_check(m, &o->modes[k], r->note)) { r->applicable = 0; continue; }
-        r->applicable = 1;
-        /* fp16 without kv4 is the reference itself: score its logits (KLD exactly 0 by construction
-         * of ae_score_row, which recomputes both log-distributions the same way) */
-        if (aq_mode_is_fp16(&o->modes[k]) && !o->kv4) { reuse[k] = 1; continue; }
-        ae_engine_opts mo = ro;
-        mo.mode = o->modes[k];
-        mo.gemm = o->gemm;
-        mo.kv4 = o->kv4;
-        char e2[AX_ERR_LEN];
-        if (ae_engine_new(m, &mo, o->calib, &run[k], e2)) {
-            SETERR("mode %s: %s", o->modes[k].name, e2);
-            goto done;
-        }
+        r->applicable = ae_mode_check(m, &o->modes[k], r->note) == 0;
     }
-    int n_forward = 1;
-    for (int k = 0; k < o->n_modes; k++) n_forward += run[k] != NULL;
-    ax_progress pg;
-    char label[64] = "ppl";  /* "ppl window w/W": the bar counts forward tokens (tok/s, ETA) */
-    if (o->progress) ax_progress_start(&pg, label, nw * n_forward * (long)T, "tok");
-    ref_ctx rctx = {V, ref_logits, ref_lse, ref_psum, ref_p, amax};
-    for (long w = 0; w < nw; w++) {
-        const int *tw = tokens + (size_t)w * T;
-        snprintf(label, sizeof label, "ppl window %ld/%ld", w + 1, nw);
-        double t0 = ax_now();
-        ae_engine_truncate(ref, 0);
-        if (ae_engine_forward(ref, tw, T, 0, 0, ref_logits, err)) goto done;
-        ae_parallel_for(o->nthreads, T - 1, 4, ref_rows, &rctx);
-        if (ae_ppl_check_logits(ref_logits, T, V, "fp16 (reference)", w, nw, m->dir, err)) goto done;
-        for (int t = 0; t < T - 1; t++)  /* finite logits give a finite lse: a guard, not expected */
-            if (!isfinite(ref_lse[t]) || !isfinite(ref_psum[t])) {
-                SETERR("mode fp16 (reference), window %ld of %ld, position %d: log-sum-exp of the logits "
-                       "(lm_head output) is not finite", w, nw, t);
-                goto done;
+    if (ctl && ctl->checkpoint) {
+        /* what the numbers depend on beyond the caller's key: the evaluated tokens, seqlen, windows,
+         * modes, gemm, kv4, device (not ranks or threads: the numbers do not depend on them) */
+        uint64_t th = fnv1a(FNV_BASIS, tokens, (size_t)nw * T * sizeof *tokens);
+        size_t cap = (ctl->args_key ? strlen(ctl->args_key) : 0) + 256 + (size_t)o->n_modes * 64;
+        args = malloc(cap);
+        if (!args) { SETERR("out of memory"); goto done; }
+        int n = snprintf(args, cap, "%s%sseqlen=%d|windows=%ld|tokens=%016llx|gemm=%s|kv4=%d|device=%s|modes=",
+                         ctl->args_key ? ctl->args_key : "", ctl->args_key && *ctl->args_key ? "|" : "", T, nw,
+                         (unsigned long long)th, ae_gemm_name(o->gemm), o->kv4 != 0, ae_device_name(o->device));
+        for (int k = 0; k < o->n_modes; k++)
+            n += snprintf(args + n, cap - (size_t)n, "%s%s", k ? "," : "", o->modes[k].name);
+        run.args = args;
+        int lrc = 0, loaded = 0;
+        if (ctl->resume && ae_dist_rank(run.d) == 0) {
+            loaded = ckpt_read(ctl->checkpoint, args, &st, err);
+            if (loaded < 0) lrc = -1;
+            else if (!loaded) memset(st.v, 0, (size_t)nw * st.per * sizeof *st.v);
+            if (ctl->log && loaded == 0)
+                fprintf(ctl->log, "--resume: no checkpoint %s: starting from the first window\n", ctl->checkpoint);
+            if (ctl->log && loaded == 1)
+                fprintf(ctl->log, "--resume: %s: %ld of %ld windows finished, continuing\n", ctl->checkpoint,
+                        st_done_windows(&st, res), nw);
+        } else if (ctl->log && ae_dist_rank(run.d) == 0) {
+            FILE *f = fopen(ctl->checkpoint, "rb");
+            if (f) {
+                fclose(f);
+                fprintf(ctl->log, "notice: %s exists but --resume was not given: starting over (it is "
+                                  "replaced at the first checkpoint)\n", ctl->checkpoint);
             }
-        for (int t = 0; t < T - 1; t++) ref_s_nll += ref_lse[t] - (double)ref_logits[(size_t)t * V + tw[t + 1]];
-        res->ref_seconds += ax_now() - t0;
-        if (o->progress) ax_progress_update(&pg, (w * n_forward + 1) * (long)T);
-        int done_fw = 1;
-        for (int k = 0; k < o->n_modes; k++) {
-            if (!res->modes[k].applicable) continue;
-            double t1 = ax_now();
-            const float *lg = ref_logits;
-            if (!reuse[k]) {
-                ae_engine_truncate(run[k], 0);
-                char e2[AX_ERR_LEN];
-                if (ae_engine_forward(run[k], tw, T, 0, 0, logits, e2)) {
-                    SETERR("mode %s, window %ld: %s", o->modes[k].name, w, e2);
-                    goto done;
-                }
-                lg = logits;
-                if (ae_ppl_check_logits(logits, T, V, o->modes[k].name, w, nw, m->dir, err)) goto done;
-            }
-            score_ctx sc = {V, &rctx, lg, tw, nll, kld, same};
-            ae_parallel_for(o->nthreads, T - 1, 4, score_rows, &sc);
-            acc_t *a = &acc[k];
-            for (int t = 0; t < T - 1; t++)
-                if (!isfinite(nll[t]) || !isfinite(kld[t])) {
-                    SETERR("mode %s, window %ld of %ld, position %d: non-finite NLL or KL divergence from "
-                           "finite logits (lm_head output)", o->modes[k].name, w, nw, t);
-                    goto done;
-                }
-            acc_add(a, nll, kld, same, T - 1);
-            res->modes[k].seconds += ax_now() - t1;
-            if (!reuse[k]) done_fw++;
-            if (o->progress) ax_progress_update(&pg, (w * n_forward + done_fw) * (long)T);
         }
+        if (ae_dist_bcast(run.d, lrc, st.v, (size_t)nw * st.per * sizeof *st.v, err)) goto done;
     }
-    if (o->progress) ax_progress_end(&pg, nw * n_forward * (long)T);
-    res->forward_tokens = nw * n_forward * (long)T;
-    res->ref_nll = ref_s_nll / (double)res->scored;
+    if (o->device == AE_DEV_CUDA) rc = eval_ppl_stored(m, tokens, nw, o, &run, &st, res, err);
+    else rc = eval_ppl_cpu(m, tokens, nw, o, &run, &st, res, err);
+    /* every rank's windows to every rank, then the sums in window order */
+    if (ae_dist_allgather_blocks(run.d, rc, st.v, nw, st.per, err)) { rc = -1; goto done; }
+    double ref_s = 0;
+    for (long w = 0; w < nw; w++) ref_s += st_win(&st, w)[1];
+    res->ref_nll = ref_s / (double)res->scored;
     for (int k = 0; k < o->n_modes; k++) {
         ae_ppl_mode_result *r = &res->modes[k];
         if (!r->applicable) continue;
-        if (reuse[k]) r->seconds += res->ref_seconds;
-        acc_finish(&acc[k], r);
+        acc_t a;
+        st_total(&st, k, &a);
+        acc_finish(&a, r);
     }
     rc = 0;
 done:
-    if (run)
-        for (int k = 0; k < o->n_modes; k++) ae_engine_free(run[k]);
-    ae_engine_free(ref);
-    free(run); free(reuse); free(acc);
-    free(ref_logits); free(ref_p); free(logits); free(ref_lse); free(ref_psum); free(nll); free(kld);
-    free(amax); free(same);
+    free(st.v);
+    free(args);
     res->seconds = ax_now() - t_start;
     if (rc) ae_ppl_result_free(res);
     return rc;
@@ -575,6 +895,9 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     ae_ppl_result res = {0};
     cJSON *doc = NULL;
     double t0 = ax_now();
+    char partial[AX_PATH_LEN] = "";
+    const int rank0 = ae_dist_rank(job->dist) == 0;
+    if (!rank0) { table = NULL; log = NULL; }   /* rank 0 prints; every rank returns its errors */
 
     /* everything that can be checked without work first: --out (else an unwritable path fails
      * after the whole evaluation), empty paths */
@@ -584,6 +907,11 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     const char *dataset = job->dataset ? job->dataset : "wikitext2";
     if (strcmp(dataset, "wikitext2")) { SETERR("--dataset: unknown dataset '%s' (known: wikitext2)", dataset); return -1; }
     if (!job->model_dir) { SETERR("--model DIR is required"); return -1; }
+    if (job->resume && !job->out) { SETERR("--resume needs --out OUT (the checkpoint is OUT.partial)"); return -1; }
+    if (job->out && (size_t)snprintf(partial, sizeof partial, "%s.partial", job->out) >= sizeof partial) {
+        SETERR("--out: path too long");
+        return -1;
+    }
     if (parse_modes(job->modes, &modes, &n_modes, err)) return -1;
     if (ad_wikitext_load("test", &txt, err)) goto done; /* before the model: fail fast */
     ae_job_opts jo;
@@ -597,6 +925,7 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     jo.kv4 = job->kv4;
     jo.nthreads = job->nthreads;
     jo.log = log;
+    jo.dist = job->dist;
     if (ae_job_open(&jo, &jb, err)) goto done;
     const ae_model *m = jb->model;
     int seqlen = job->seqlen > 0 ? job->seqlen : 2048;
@@ -612,8 +941,16 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
                      n_ids / (size_t)seqlen, seqlen);
     if (ae_job_calibrate(jb, modes, n_modes, err)) goto done;
     ae_ppl_opts o = {modes, n_modes, seqlen, job->max_windows, job->gemm, job->kv4, job->nthreads, jb->calib,
-                     job->progress, job->device};
-    if (ae_eval_ppl(m, ids, n_ids, &o, &res, err)) goto done;
+                     job->progress && rank0, job->device};
+    /* checkpoints: what the numbers depend on besides the options and the tokens */
+    char key[3 * AX_PATH_LEN];
+    snprintf(key, sizeof key, "model=%.1000s|dtype=%s|tokenizer=%.1000s|dataset=wikitext2 test %s|calibration=%.1000s",
+             job->model_dir, m->dtype, jb->tokenizer_path, txt.sha256, jb->calib ? jb->calib_path : "none");
+    ae_ppl_ctl ctl = {job->dist, job->out ? partial : NULL,
+                      job->checkpoint_every == 0 ? AE_PPL_CHECKPOINT_EVERY
+                                                 : job->checkpoint_every < 0 ? 0 : (double)job->checkpoint_every,
+                      job->resume, key, log};
+    if (ae_eval_ppl_ctl(m, ids, n_ids, &o, &ctl, &res, err)) goto done;
     double wall = ax_now() - t0;
     if (table) {
         fprintf(table, "%s  wikitext2 test  seqlen %d  windows %d  predictions %ld  device %s  gemm %s%s\n",
@@ -631,7 +968,7 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
                 res.forward_tokens, wall);
         fflush(table);
     }
-    if (job->out) {
+    if (job->out && rank0) {
         /* model, model_dir, model_dtype, tokenizer, device, backend, gpu, gemm, kv4, calibration */
         doc = ae_job_envelope(jb, "eval ppl", res.backend);
         if (!doc) { SETERR("%s: out of memory building the results", job->out); goto done; }
@@ -650,8 +987,12 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
         cJSON_AddNumberToObject(doc, "reference_seconds", res.ref_seconds);
         cJSON_AddItemToObject(doc, "modes", result_json(&res));
         cJSON_AddNumberToObject(doc, "seconds", wall);
+        cJSON_AddNumberToObject(doc, "checkpoint_every_s", ctl.checkpoint_every);
+        cJSON_AddBoolToObject(doc, "resumed", job->resume != 0);
         if (ax_write_json(job->out, doc, err)) goto done;
         if (log) fprintf(log, "wrote %s\n", job->out);
+        if (remove(partial) != 0 && errno != ENOENT && log)   /* the checkpoint is no longer needed */
+            fprintf(log, "warning: could not remove %s: %s\n", partial, strerror(errno));
     }
     rc = 0;
 done:

@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 #include <cjson/cJSON.h>
+#include "dist.h"
 #include "engine.h"
 #include "forward.h"
 
@@ -75,6 +76,40 @@ int ae_eval_ppl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_
                 ae_ppl_result *res, char *err);
 void ae_ppl_result_free(ae_ppl_result *res);
 
+/* Ranks and checkpoints of a run (ae_eval_ppl_ctl; NULL = one rank, no checkpoints).
+ * Ranks (eval/dist.h): windows are split into contiguous blocks, rank r of N scoring windows
+ * [nw*r/N, nw*(r+1)/N) (ae_dist_block); every window's sums start from zero and the totals add the
+ * window sums in window order on every rank, so N = 1 and N = 2 give bit-identical numbers. The
+ * device schedule's reference store then holds only the rank's windows.
+ * Checkpoints: the per-window sums of every finished (window, mode), written atomically by rank 0 to
+ * `checkpoint` whenever checkpoint_every seconds have passed since the last one (<= 0: after every
+ * window step), as JSON: {"format": "apex4 eval ppl checkpoint v1", "args_hash" (FNV-1a 64 of args,
+ * 16 hex digits), "args" (the argument key: args_key + "|seqlen=..|windows=..|tokens=<FNV-1a of the
+ * evaluated token ids>|gemm=..|kv4=..|device=..|modes=.."), "windows", "modes", "per_window",
+ * "done_windows" (windows with every mode finished), "state" (per window null or the sums as exact
+ * "%a" hex floats)}. With resume, the state of an existing checkpoint is loaded first and finished
+ * work is skipped; a checkpoint with another argument key is refused (-1, err naming the first field
+ * that differs); a missing one starts from the first window (a notice). The resumed run's numbers
+ * equal an uninterrupted run's (per-window sums, window-order totals). The cuda schedule keeps the
+ * reference's log-probs in device memory only: on resume the reference is run again for every window
+ * that has a mode left to score. Timing fields count the work of this run only. */
+typedef struct {
+    ae_dist    *dist;              /* NULL: one rank                                                */
+    const char *checkpoint;        /* partial results file, NULL: no checkpoints                    */
+    double      checkpoint_every;  /* seconds between checkpoints; <= 0: after every window step     */
+    int         resume;            /* 1: continue from `checkpoint` when it exists                   */
+    const char *args_key;          /* "key=value|..." of what the numbers depend on besides the
+                                      options and tokens (model, tokenizer, dataset, calibration)    */
+    FILE       *log;               /* notices and checkpoint warnings (NULL: none)                   */
+} ae_ppl_ctl;
+
+/* ae_eval_ppl with ranks and checkpoints. Every rank calls it with the same arguments; every rank
+ * returns the full result. Errors: those of ae_eval_ppl, "--resume needs a checkpoint file", a
+ * checkpoint of other arguments or a corrupt one (named), a failure on another rank ("rank R of N
+ * failed ..."). */
+int ae_eval_ppl_ctl(const ae_model *m, const int *tokens, size_t n_tokens, const ae_ppl_opts *o,
+                    const ae_ppl_ctl *ctl, ae_ppl_result *res, char *err);
+
 /* Scoring primitives (exposed for tests).
  * ae_logsumexp: log Σ exp(l_v) over l [V], max-shifted, exponentials by ae_exp_shifted, sum in double.
  * ae_score_row: one prediction. P is given by ref_logits [V], ref_lse = ae_logsumexp(ref_logits),
@@ -107,11 +142,20 @@ typedef struct {
     int kv4, nthreads, progress;
     ae_gemm_kind gemm;
     ae_device device;         /* cpu (default) or cuda                                           */
+    ae_dist *dist;            /* ranks (eval/dist.h), NULL = one. Only rank 0 prints and writes  */
+    int resume;               /* --resume: continue from <out>.partial (needs out)                */
+    long checkpoint_every;    /* seconds between checkpoints to <out>.partial: 0 = the default
+                                 AE_PPL_CHECKPOINT_EVERY, < 0 = after every window               */
 } ae_ppl_job;
+
+enum { AE_PPL_CHECKPOINT_EVERY = 300 };   /* --checkpoint-every default, seconds */
 
 /* Load the model, tokenizer and dataset, calibrate (cached next to `out`, or in "." without one)
  * when an Atom mode is listed, evaluate, print notices to `log` and the table to `table`, and
- * write the results JSON atomically. Checked before any work: out (ax_check_out_path: "--out: empty
+ * write the results JSON atomically. With out, partial results are checkpointed to "<out>.partial"
+ * (ae_ppl_ctl; args key: model folder, model dtype, tokenizer path, dataset sha256, calibration
+ * cache file), which is removed once out is written; resume continues from it. With dist, every
+ * rank calls it; only rank 0 prints, writes out and checkpoints. Checked before any work: out (ax_check_out_path: "--out: empty
  * path", a missing or unwritable folder), an empty tokenizer path. The tokenizer must fit the
  * model (ae_model_check_tokenizer). Errors: -1 with err (bad mode list, missing files, ...). */
 int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err);

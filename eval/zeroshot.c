@@ -169,6 +169,8 @@ static int engine_loglik(void *ctx, const int *tokens, const int *offsets, int n
     return ae_engine_loglik_packed((ae_engine *)ctx, tokens, offsets, n_seqs, targets, logp, greedy, err);
 }
 
+static void engine_reset(void *ctx) { ae_engine_truncate((ae_engine *)ctx, 0); }
+
 ae_zs_lm ae_zs_lm_from_engine(ae_engine *e, int max_len, int batch_tokens, int batch_seqs) {
     const ae_engine_opts *eo = ae_engine_opts_of(e);
     ae_zs_lm lm;
@@ -179,6 +181,7 @@ ae_zs_lm ae_zs_lm_from_engine(ae_engine *e, int max_len, int batch_tokens, int b
     lm.batch_seqs = batch_seqs > 0 ? batch_seqs
                   : eo->device == AE_DEV_CUDA ? AE_ZS_BATCH_SEQS_CUDA : AE_ZS_BATCH_SEQS_CPU;
     lm.loglik = engine_loglik;
+    lm.reset = engine_reset;
     return lm;
 }
 
@@ -218,6 +221,12 @@ static int flush_batch(const ae_zs_lm *lm, zs_batch *b, const char *tname, doubl
 int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result *res,
                        ae_zs_req_score *per_req, ae_zs_progress_fn progress, void *progress_ctx,
                        long progress_base, char *err) {
+    return ae_zs_eval_encoded_dist(lm, e, NULL, res, per_req, progress, progress_ctx, progress_base, err);
+}
+
+int ae_zs_eval_encoded_dist(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_dist *dist, ae_zs_result *res,
+                            ae_zs_req_score *per_req, ae_zs_progress_fn progress, void *progress_ctx,
+                            long progress_base, char *err) {
     const ad_zs_set *set = e->set;
     const char *tname = set->task->name;
     double t0 = ax_now();
@@ -253,13 +262,18 @@ int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result 
     double *x_acc = malloc((size_t)(set->n_docs + 1) * sizeof *x_acc);
     double *x_norm = malloc((size_t)(set->n_docs + 1) * sizeof *x_norm);
     double *x_ll = malloc((size_t)(set->n_docs + 1) * sizeof *x_ll);
+    long *order = malloc((size_t)(nreq + 1) * sizeof *order);      /* scored requests in order      */
+    long *pstart = malloc((size_t)(nreq + 2) * sizeof *pstart);    /* pack p: order[pstart[p] ..)   */
+    int *rdoc = malloc((size_t)(nreq + 1) * sizeof *rdoc);         /* each request's document       */
+    double *vals = malloc((size_t)(2 * nreq + 2) * sizeof *vals);   /* (ll, greedy) in `order` order  */
+    long *gstart = malloc((size_t)(nreq + 2) * sizeof *gstart);    /* group g: packs [gstart[g], ..) */
     int rc = 0;
     if (!b.tok || !b.tgt || !b.logp || !b.grd || !b.off || !b.req || !b.doc || !lls || !gr || !skip ||
-        !x_acc || !x_norm || !x_ll) {
+        !x_acc || !x_norm || !x_ll || !order || !pstart || !rdoc || !vals || !gstart) {
         ax_seterr(err, "task %s: out of memory (a pack of %zu tokens)", tname, cap_tok);
         rc = -1;
-        goto done;
     }
+    if (ae_dist_agree(dist, rc, NULL, err)) { rc = -1; goto done; }
     b.off[0] = 0;
     if (per_req)
         for (long r = 0; r < nreq; r++) {
@@ -267,45 +281,106 @@ int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result 
             per_req[r].greedy = 0;
             per_req[r].scored = 0;
         }
-    long handled = 0;   /* requests scored or left out, for the progress bar */
-    for (int d = 0; d < set->n_docs && !rc; d++) {
+    /* The packs: the scored requests in document order, cut greedily into calls of at most cap_seq
+     * sequences and cap_tok tokens; a document starts a new call when its requests do not all fit in
+     * the current one (it is split only when it alone exceeds the budget). The cuts depend on the
+     * task and the budgets only. A group is a call that starts at a document's first request plus
+     * the calls continuing that document: each group starts from an empty KV cache (lm->reset; inside
+     * a group the cpu engine reuses a shared prefix as before), and ranks take contiguous blocks of
+     * groups (ae_dist_block), so a request's score does not depend on the number of ranks. */
+    long n_order = 0, n_packs = 0, n_groups = 0, cur_seq = 0, cur_tok = 0;
+    pstart[0] = 0;
+    for (int d = 0; d < set->n_docs; d++) {
         const ad_zs_doc *doc = &set->docs[d];
         int too_long = 0;
-        for (int j = 0; j < doc->n_req; j++) too_long |= e->req[e->first[d] + j].n_cont > maxlen;
+        long doc_tok = 0;
+        for (int j = 0; j < doc->n_req; j++) {
+            const ae_zs_ids *q = &e->req[e->first[d] + j];
+            int total = q->n_ctx + q->n_cont - 1;
+            too_long |= q->n_cont > maxlen;
+            doc_tok += total > maxlen ? maxlen : total;
+        }
         if (too_long) {
             skip[d] = 1;
             res->skipped++;
-            handled += doc->n_req;
             continue;
+        }
+        if (cur_seq > 0 && (cur_seq + doc->n_req > cap_seq || (size_t)(cur_tok + doc_tok) > cap_tok)) {
+            pstart[++n_packs] = n_order;
+            cur_seq = cur_tok = 0;
         }
         for (int j = 0; j < doc->n_req; j++) {
             long r = e->first[d] + j;
             const ae_zs_ids *q = &e->req[r];
-            int nc = q->n_ctx, nn = q->n_cont;
-            /* HFLM._loglikelihood_tokens: inp = (ctx + cont)[-(max_length+1):][:-1] */
-            int total = nc + nn - 1, drop = total > maxlen ? total - maxlen : 0;
-            int Lc = nc - drop, L = total - drop;     /* Lc >= 1 since nn <= maxlen */
-            if (b.n > 0 && (b.n == cap_seq || (size_t)b.ntok + (size_t)L > cap_tok)) {
-                if ((rc = flush_batch(lm, &b, tname, lls, gr, err))) break;
-                if (progress) progress(progress_ctx, progress_base + handled);
+            int total = q->n_ctx + q->n_cont - 1, L = total > maxlen ? maxlen : total;
+            if (cur_seq > 0 && (cur_seq == cap_seq || (size_t)cur_tok + (size_t)L > cap_tok)) {
+                pstart[++n_packs] = n_order;
+                cur_seq = cur_tok = 0;
             }
-            int *sq = b.tok + b.ntok, *tg = b.tgt + b.ntok;
-            memcpy(sq, q->ctx + drop, (size_t)Lc * sizeof *sq);
-            memcpy(sq + Lc, q->cont, (size_t)(nn - 1) * sizeof *sq);
-            /* position Lc-1+i predicts cont[i]; the context positions are not scored */
-            for (int t = 0; t < Lc - 1; t++) tg[t] = -1;
-            memcpy(tg + Lc - 1, q->cont, (size_t)nn * sizeof *tg);
-            b.req[b.n] = r;
-            b.doc[b.n] = d;
-            b.ntok += L;
-            b.off[++b.n] = b.ntok;
+            if (cur_seq == 0 && j == 0) gstart[n_groups++] = n_packs;   /* a call from a document start */
+            rdoc[r] = d;
+            order[n_order++] = r;
+            cur_seq++;
+            cur_tok += L;
             res->tokens += L;
-            handled++;
         }
     }
-    if (!rc && (rc = flush_batch(lm, &b, tname, lls, gr, err)) == 0 && progress)
-        progress(progress_ctx, progress_base + handled);
-    if (rc) goto done;
+    if (cur_seq > 0) pstart[++n_packs] = n_order;
+    gstart[n_groups] = n_packs;
+    long glo, ghi;
+    const int size = ae_dist_size(dist);
+    ae_dist_block(n_groups, ae_dist_rank(dist), size, &glo, &ghi);
+    long steps = ae_dist_max_block(n_groups, size), handled = 0;
+    for (long s = 0; s < steps; s++) {
+        long g = glo + s;
+        int lrc = 0;
+        for (long p = g < ghi ? gstart[g] : 0; g < ghi && p < gstart[g + 1] && !lrc; p++) {
+            for (long i = pstart[p]; i < pstart[p + 1]; i++) {
+                long r = order[i];
+                const ae_zs_ids *q = &e->req[r];
+                int nc = q->n_ctx, nn = q->n_cont;
+                /* HFLM._loglikelihood_tokens: inp = (ctx + cont)[-(max_length+1):][:-1] */
+                int total = nc + nn - 1, drop = total > maxlen ? total - maxlen : 0;
+                int Lc = nc - drop, L = total - drop;     /* Lc >= 1 since nn <= maxlen */
+                int *sq = b.tok + b.ntok, *tg = b.tgt + b.ntok;
+                memcpy(sq, q->ctx + drop, (size_t)Lc * sizeof *sq);
+                memcpy(sq + Lc, q->cont, (size_t)(nn - 1) * sizeof *sq);
+                /* position Lc-1+i predicts cont[i]; the context positions are not scored */
+                for (int t = 0; t < Lc - 1; t++) tg[t] = -1;
+                memcpy(tg + Lc - 1, q->cont, (size_t)nn * sizeof *tg);
+                b.req[b.n] = r;
+                b.doc[b.n] = rdoc[r];
+                b.ntok += L;
+                b.off[++b.n] = b.ntok;
+            }
+            if (p == gstart[g] && lm->reset) lm->reset(lm->ctx);
+            lrc = flush_batch(lm, &b, tname, lls, gr, err);
+            for (long i = pstart[p]; i < pstart[p + 1] && !lrc; i++) {
+                vals[2 * i] = lls[order[i]];
+                vals[2 * i + 1] = gr[order[i]];
+            }
+            handled += pstart[p + 1] - pstart[p];
+            /* the bar counts this rank's share times the ranks (its estimate of the whole) */
+            if (!lrc && progress) progress(progress_ctx, progress_base + (handled * size < nreq ? handled * size : nreq));
+        }
+        if (size > 1 && ae_dist_agree(dist, lrc, NULL, err)) { rc = -1; goto done; }
+        if (lrc) { rc = -1; goto done; }
+    }
+    /* every rank's groups to every rank (group g holds vals[2*pstart[gstart[g]] .. 2*pstart[gstart[g+1]])) */
+    if (size > 1) {
+        long *voff = malloc((size_t)(n_groups + 1) * sizeof *voff);
+        if (voff)
+            for (long g = 0; g <= n_groups; g++) voff[g] = 2 * pstart[gstart[g]];
+        else ax_seterr(err, "task %s: out of memory", tname);
+        rc = ae_dist_allgather_ranges(dist, voff ? 0 : -1, vals, voff, n_groups, err);
+        free(voff);
+        if (rc) goto done;
+        for (long i = 0; i < n_order; i++) {
+            lls[order[i]] = vals[2 * i];
+            gr[order[i]] = vals[2 * i + 1] != 0;
+        }
+    }
+    if (progress) progress(progress_ctx, progress_base + nreq);
     long nd = 0, done_req = 0;   /* nd: documents scored */
     for (int d = 0; d < set->n_docs; d++) {
         const ad_zs_doc *doc = &set->docs[d];
@@ -353,6 +428,7 @@ int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result 
 done:
     free(b.tok); free(b.tgt); free(b.logp); free(b.grd); free(b.off); free(b.req); free(b.doc);
     free(lls); free(gr); free(skip); free(x_acc); free(x_norm); free(x_ll);
+    free(order); free(pstart); free(rdoc); free(vals); free(gstart);
     res->seconds = ax_now() - t0;
     return rc;
 }
@@ -418,6 +494,8 @@ static int write_samples(FILE *f, const char *path, const char *mode, const ae_z
 
 int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     *doc_out = NULL;
+    const int rank0 = ae_dist_rank(o->dist) == 0;
+    FILE *log = rank0 ? o->log : NULL;   /* rank 0 logs; every rank returns its errors */
     double t_start = ax_now();
     char root[AX_PATH_LEN];
     if (o->n_tasks < 1 || o->n_modes < 1) { ax_seterr(err, "no tasks or no modes given"); return -1; }
@@ -455,8 +533,8 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     else if (ax_data_root(root, sizeof root, err)) goto out;
     for (int i = 0; i < o->n_tasks; i++) {
         if (ad_zs_load(tasks[i], root, o->limit, &sets[i], err)) goto out;
-        if (o->log && tasks[i]->alt_file)
-            fprintf(o->log, "%s: %s (%s)\n", tasks[i]->name, sets[i]->variant, sets[i]->path);
+        if (log && tasks[i]->alt_file)
+            fprintf(log, "%s: %s (%s)\n", tasks[i]->name, sets[i]->variant, sets[i]->path);
         if (sets[i]->n_requests > max_req) max_req = sets[i]->n_requests;
     }
     /* model, tokenizer (and its check), calibration and engines: the job policy (eval/job.h) */
@@ -471,7 +549,8 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     jo.gemm = o->gemm;
     jo.kv4 = o->kv4;
     jo.nthreads = o->nthreads;
-    jo.log = o->log;
+    jo.log = log;
+    jo.dist = o->dist;
     if (ae_job_open(&jo, &job, err)) goto out;
     const ae_model *m = job->model;
     long total_req = 0;
@@ -490,7 +569,7 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     if (o->log_samples) {
         scores = calloc((size_t)max_req, sizeof *scores);
         if (!scores) { ax_seterr(err, "out of memory"); goto out; }
-        if (!(samples = ax_atomic_open(o->log_samples, samples_tmp, err))) goto out;
+        if (rank0 && !(samples = ax_atomic_open(o->log_samples, samples_tmp, err))) goto out;
     }
 
     jt = cJSON_CreateArray();
@@ -522,20 +601,22 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
         if (ae_mode_check(m, &modes[mi], merr)) {
             cJSON_AddBoolToObject(jmode, "applicable", 0);
             cJSON_AddStringToObject(jmode, "reason", merr);
-            if (o->log) fprintf(o->log, "%s: not applicable: %s\n", modes[mi].name, merr);
+            if (log) fprintf(log, "%s: not applicable: %s\n", modes[mi].name, merr);
             continue;
         }
         cJSON_AddBoolToObject(jmode, "applicable", 1);
         if (first_applicable < 0) first_applicable = mi;
         double t0 = ax_now();
-        if (ae_job_engine_new(job, &modes[mi], max_seq, &engine, err)) goto out;
+        int erc = ae_job_engine_new(job, &modes[mi], max_seq, &engine, err) ? -1 : 0;
+        if (ae_dist_agree(o->dist, erc, NULL, err)) goto out;
         ae_zs_lm lm = ae_zs_lm_from_engine(engine, max_seq, o->batch_tokens, o->batch_seqs);
         zs_progress pg;
-        ax_progress_start(&pg.bar, modes[mi].name, total_req, "req");
+        if (rank0) ax_progress_start(&pg.bar, modes[mi].name, total_req, "req");
         long base = 0;
         for (int i = 0; i < o->n_tasks; i++) {
-            if (ae_zs_eval_encoded(&lm, enc[i], &res[i], scores, progress_cb, &pg, base, err)) {
-                ax_progress_end(&pg.bar, base);
+            if (ae_zs_eval_encoded_dist(&lm, enc[i], o->dist, &res[i], scores, rank0 ? progress_cb : NULL, &pg,
+                                        base, err)) {
+                if (rank0) ax_progress_end(&pg.bar, base);
                 prefix_err(err, "mode %s", modes[mi].name);
                 goto out;
             }
@@ -543,7 +624,7 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
                 goto out;
             base += sets[i]->n_requests;
         }
-        ax_progress_end(&pg.bar, base);
+        if (rank0) ax_progress_end(&pg.bar, base);
         ae_engine_free(engine);
         engine = NULL;
         double secs = ax_now() - t0, avg = 0.0;
@@ -563,8 +644,8 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
             put_num(t, "mean_ll_gold", res[i].mean_ll);
             cJSON_AddNumberToObject(t, "n", (double)res[i].n);
             cJSON_AddNumberToObject(t, "skipped", (double)res[i].skipped);
-            if (res[i].skipped && o->log && mi == first_applicable)
-                fprintf(o->log, "%s: %ld of %d documents left out: a continuation is longer than the "
+            if (res[i].skipped && log && mi == first_applicable)
+                fprintf(log, "%s: %ld of %d documents left out: a continuation is longer than the "
                                 "model's %d positions\n", tasks[i]->name, res[i].skipped,
                         sets[i]->n_docs, max_seq);
             cJSON_AddNumberToObject(t, "requests", (double)res[i].requests);
@@ -604,8 +685,9 @@ int ae_zs_run(const ae_zs_opts *o, cJSON **doc_out, char *err) {
     cJSON_AddStringToObject(jp, "average", "mean over tasks of acc_norm where defined, else acc (Atom/QuaRot)");
     cJSON_AddStringToObject(jp, "perplexity_stderr", "delta method: ppl * stderr(mean ll) (lm-eval bootstraps)");
     cJSON_AddStringToObject(jp, "batching", "requests in document order (a document's choices adjacent), packed "
-                                            "into ae_engine_loglik_packed calls; cpu reuses the KV cache of a "
-                                            "shared prefix");
+                                            "into ae_engine_loglik_packed calls, each from an empty KV cache; "
+                                            "within a call cpu reuses the KV cache of a shared prefix; with "
+                                            "several ranks each runs a contiguous block of the calls");
     cJSON_AddStringToObject(doc, "data_root", root);
     cJSON_AddItemToObject(doc, "tasks", jt);
     jt = NULL;

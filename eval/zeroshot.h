@@ -25,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "aq.h"
+#include "dist.h"
 #include "engine.h"
 #include "forward.h"
 #include "tokenizer.h"
@@ -77,6 +78,9 @@ typedef struct {
      * (argmax == targets[j]) where targets[j] >= 0 */
     int (*loglik)(void *ctx, const int *tokens, const int *offsets, int n_seqs, const int *targets,
                   double *logp, int *greedy, char *err);
+    /* called before every packed call (NULL: none): forget any cached state (the engine's KV
+     * cache), so that a call's scores depend on its own sequences only, whichever rank runs it */
+    void (*reset)(void *ctx);
 } ae_zs_lm;
 
 /* Default packing budgets: on cuda the whole pack is one forward (AE_ZS_BATCH_TOKENS tokens); on cpu
@@ -125,6 +129,17 @@ typedef struct {
 int ae_zs_eval_encoded(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_zs_result *res,
                        ae_zs_req_score *per_req, ae_zs_progress_fn progress, void *progress_ctx,
                        long progress_base, char *err);
+/* The same across the ranks of dist (eval/dist.h; NULL = one rank; every rank calls it with the same
+ * arguments and gets the same results). The packed calls — the scored requests in document order,
+ * cut greedily into calls of at most batch_seqs sequences and batch_tokens tokens, the same cuts for
+ * any number of ranks — are split into contiguous blocks, rank r running calls
+ * [n*r/N, n*(r+1)/N); each call starts with lm->reset (the engine's KV cache is emptied, so a
+ * request's score depends only on its own call); the per-request (ll, greedy) are gathered to every
+ * rank in request order and the metrics computed there as with one rank: bit-identical results for
+ * any N. Errors: as ae_zs_eval_encoded, and a failure on another rank. */
+int ae_zs_eval_encoded_dist(const ae_zs_lm *lm, const ae_zs_encoded *e, ae_dist *dist, ae_zs_result *res,
+                            ae_zs_req_score *per_req, ae_zs_progress_fn progress, void *progress_ctx,
+                            long progress_base, char *err);
 
 /* ---- the whole evaluation (what `apex4 eval zeroshot` runs) ------------------------------------ */
 typedef struct {
@@ -158,6 +173,9 @@ typedef struct {
      *    "gold": int (the gold choice of the document)}
      * NULL: none. The path is checked (ax_check_out_path) before any work. */
     const char  *log_samples;
+    ae_dist     *dist;           /* ranks (eval/dist.h; NULL = one): requests are shared out by
+                                    ae_zs_eval_encoded_dist; every rank returns the same document;
+                                    only rank 0 logs and writes log_samples and the calibration cache */
 } ae_zs_opts;
 
 /* Load the tasks, then the model and tokenizer through the job policy (eval/job.h: tokenizer check,

@@ -51,4 +51,16 @@ AK_EPI_DEVI bool ak_split_live(int s, int S, int G, int nparts) {
 // Combine of group-split partials: y = y + acc_s in split order.
 AK_EPI_DEVI float ak_split_add(float y, float acc_s) { return __fadd_rn(y, acc_s); }
 
+// Benchmark-only rho emulation (apex4 bench rho, kernels/ak_emul.cu): XOPS extra dependent fp32
+// operations on a group's accumulator, acc = fmaf(acc, one, -0.0f) each, with one == 1.0f known only
+// at run time (ak_epi_one), so they are neither folded away nor change a bit (x·1 + (-0) == x for every
+// x, ±0 included). XOPS = 0, the value of every production kernel, adds nothing.
+template <int XOPS> AK_EPI_DEVI float ak_epi_extra(float acc, float one) {
+#pragma unroll
+    for (int i = 0; i < XOPS; i++) acc = __fmaf_rn(acc, one, -0.0f);
+    return acc;
+}
+// 1.0f from a launch argument (M < 2^30 always), opaque to the compiler.
+AK_EPI_DEVI float ak_epi_one(int M) { return __int_as_float(0x3f800000 + (M >> 30)); }
+
 #endif

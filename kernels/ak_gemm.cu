@@ -70,7 +70,8 @@ DEVI void mma_s4(int *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uin
 }
 
 
-template <int BM, int BN, int BKB, int WM, int WN, int STAGES, int EPI, bool INT4>
+// XOPS > 0: benchmark-only rho emulation (ak_epi_extra, kernels/ak_emul.cu); production kernels use 0.
+template <int BM, int BN, int BKB, int WM, int WN, int STAGES, int EPI, bool INT4, int XOPS = 0>
 __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a) {
     constexpr int NT = WM * WN * 32;
     constexpr int CPR = BKB / 16;   // 16-byte chunks per tile row
@@ -226,6 +227,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                         if (P.bits == 4) pf = ak_i2f_small(wide ? (p >> 8) : p);
                         else pf = __int2float_rn(p);
                         accf[mi][ni][e] = ak_epi_group_f(pf, sx[mi][e >> 1], sw[ni][e & 1], accf[mi][ni][e]);
+                        if (XOPS > 0) accf[mi][ni][e] = ak_epi_extra<XOPS>(accf[mi][ni][e], ak_epi_one(M));
                         acc[mi][ni][e] = 0;
                     }
         } else {
@@ -252,6 +254,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                         int p = acc[mi][ni][e];
                         if (wide) p >>= 8;
                         accP[mi][ni][e] = ak_epi_mixed_add(accP[mi][ni][e], u[ni][e & 1], p);
+                        if (XOPS > 0) accf[mi][ni][e] = ak_epi_extra<XOPS>(accf[mi][ni][e], ak_epi_one(M));
                         acc[mi][ni][e] = 0;
                     }
         }
@@ -414,6 +417,7 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     float v;
                     if (EPI == AK_EPI_MIXED)
                         v = ak_epi_int_out(accP[mi][ni][h * 2 + q], sxm, __half2float(P0.sb[c]), true);
+                    if (EPI == AK_EPI_MIXED && XOPS > 0) v = __fadd_rn(v, -fabsf(accf[mi][ni][h * 2 + q]));   // + (-0)
                     else
                         v = accf[mi][ni][h * 2 + q];
                     a.Y[(size_t)r * N + c] = __float2half_rn(v);
@@ -770,9 +774,9 @@ int launch_gemv(const ak_gemm_args &a, cudaStream_t st, char *err) {
     return 0;
 }
 
-template <int BM, int BN, int BKB, int WM, int WN, int STAGES, int EPI, bool INT4>
+template <int BM, int BN, int BKB, int WM, int WN, int STAGES, int EPI, bool INT4, int XOPS = 0>
 int launch_cfg(const ak_gemm_args &a, cudaStream_t st, char *err) {
-    auto kern = gemm_kernel<BM, BN, BKB, WM, WN, STAGES, EPI, INT4>;
+    auto kern = gemm_kernel<BM, BN, BKB, WM, WN, STAGES, EPI, INT4, XOPS>;
     const int smem = STAGES * (BM + BN) * BKB;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e == cudaSuccess) {
@@ -823,4 +827,34 @@ int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *e
     if (a.epi == AK_EPI_MIXED)
         return int4 ? launch_epi<AK_EPI_MIXED, true>(a, st, err) : launch_epi<AK_EPI_MIXED, false>(a, st, err);
     return int4 ? launch_epi<AK_EPI_GROUP, true>(a, st, err) : launch_epi<AK_EPI_GROUP, false>(a, st, err);
+}
+
+// Benchmark-only rho emulation (kernels/ak_emul.cu, apex4 bench rho): ak_launch_gemm on the INT8 path
+// with XOPS extra dependent fp32 operations per group in the epilogue (ak_epi_extra; Y is unchanged).
+// xops in {0, 1, 2, 4, 8, 16}; tile configurations MID and BIG only (M > 16). -1 with err otherwise.
+template <int XOPS>
+static int launch_xops(const ak_gemm_args &a, cudaStream_t st, char *err) {
+    const bool mid = a.cfg == AK_CFG_MID;
+    if (a.epi == AK_EPI_MIXED)
+        return mid ? launch_cfg<64, 128, 128, 2, 4, 4, AK_EPI_MIXED, false, XOPS>(a, st, err)
+                   : launch_cfg<128, 128, 128, 2, 4, 3, AK_EPI_MIXED, false, XOPS>(a, st, err);
+    return mid ? launch_cfg<64, 128, 128, 2, 4, 4, AK_EPI_GROUP, false, XOPS>(a, st, err)
+               : launch_cfg<128, 128, 128, 2, 4, 3, AK_EPI_GROUP, false, XOPS>(a, st, err);
+}
+int ak_launch_gemm_xops(const ak_gemm_args &a, int xops, cudaStream_t st, char *err) {
+    if (xops == 0) return ak_launch_gemm(a, AK_PATH_INT8, st, err);
+    if ((a.cfg != AK_CFG_MID && a.cfg != AK_CFG_BIG) || a.M <= 16) {
+        if (err) snprintf(err, AX_ERR_LEN, "rho emulation: M = %d uses tile configuration %d; only M > 16 (64x128 or 128x128 tiles) is emulated", a.M, a.cfg);
+        return -1;
+    }
+    switch (xops) {
+    case 1: return launch_xops<1>(a, st, err);
+    case 2: return launch_xops<2>(a, st, err);
+    case 4: return launch_xops<4>(a, st, err);
+    case 8: return launch_xops<8>(a, st, err);
+    case 16: return launch_xops<16>(a, st, err);
+    default:
+        if (err) snprintf(err, AX_ERR_LEN, "rho emulation: %d extra operations per group not built (0, 1, 2, 4, 8, 16)", xops);
+        return -1;
+    }
 }

@@ -1012,6 +1012,56 @@ __global__ void fill_random_kernel(uint16_t *x, size_t n, uint64_t seed) {
     }
 }
 
+// ---- seeded virtual weights (eval/make_model.c ae_gen_normal on the device) -----------------------------
+
+__device__ __forceinline__ uint64_t splitmix64_dev(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// One thread per Box–Muller pair p (samples 2p, 2p+1), state seed + 2p·γ, the operations of
+// ae_gen_normal in double with explicit roundings (no contraction), then (float), then fp16 RNE.
+__global__ void gen_normal_kernel(uint64_t seed, double stdv, size_t first, size_t n, uint16_t *dst) {
+    const double two_pi = 6.283185307179586476925286766559;
+    size_t p0 = first / 2, np = (first + n - 1) / 2 - p0 + 1;
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < np; k += (size_t)gridDim.x * blockDim.x) {
+        size_t p = p0 + k;
+        uint64_t st = seed + (uint64_t)p * 2u * 0x9E3779B97F4A7C15ull;
+        double u1 = __dmul_rn(__dadd_rn((double)(splitmix64_dev(&st) >> 11), 1.0), 1.0 / 9007199254740992.0);
+        double u2 = __dmul_rn(__dadd_rn((double)(splitmix64_dev(&st) >> 11), 1.0), 1.0 / 9007199254740992.0);
+        double r = sqrt(__dmul_rn(-2.0, log(u1))), th = __dmul_rn(two_pi, u2);
+        size_t i = 2 * p;
+        if (i >= first && i < first + n) dst[i - first] = f2h((float)__dmul_rn(__dmul_rn(stdv, r), cos(th)));
+        if (i + 1 >= first && i + 1 < first + n) dst[i + 1 - first] = f2h((float)__dmul_rn(__dmul_rn(stdv, r), sin(th)));
+    }
+}
+
+__global__ void fill_const_kernel(uint16_t *dst, size_t n, uint16_t v) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) dst[i] = v;
+}
+
+extern "C" int ak_ops_gen_normal_f16(ak_ops *o, uint64_t tensor_seed, double stdv, size_t first, size_t n, uint16_t *dst,
+                                     char *err) {
+    const char *op = "ak_ops_gen_normal_f16";
+    if (begin(o, op, err)) return -1;
+    if (!dst || n == 0 || !(stdv >= 0) || stdv > 1e4) { OPS_ERR("%s: bad arguments (n %zu, std %g)", op, n, stdv); return -1; }
+    size_t np = (first + n - 1) / 2 - first / 2 + 1;
+    gen_normal_kernel<<<grid_for(o, np, 256), 256, 0, o->stream>>>(tensor_seed, stdv, first, n, dst);
+    OPS_LAUNCHED(op, "gen_normal_kernel");
+    return 0;
+}
+
+extern "C" int ak_ops_fill_f16(ak_ops *o, uint16_t value, size_t n, uint16_t *dst, char *err) {
+    const char *op = "ak_ops_fill_f16";
+    if (begin(o, op, err)) return -1;
+    if (!dst || n == 0) { OPS_ERR("%s: bad arguments", op); return -1; }
+    fill_const_kernel<<<grid_for(o, n, 256), 256, 0, o->stream>>>(dst, n, value);
+    OPS_LAUNCHED(op, "fill_const_kernel");
+    return 0;
+}
+
 extern "C" int ak_ops_bench_attention(ak_ops *o, ak_attn_impl impl, int T, int n_heads, int n_kv, int head_dim,
                                       int warmup, int runs, double *ms_median, char *err) {
     const char *op = "ak_ops_bench_attention";

@@ -176,6 +176,17 @@ int ak_ops_attention_tc_ok(int head_dim, int q_ld, const void *q, const void *k_
 int ak_ops_bench_attention(ak_ops *o, ak_attn_impl impl, int T, int n_heads, int n_kv, int head_dim,
                            int warmup, int runs, double *ms_median, char *err);
 
+/* ---- seeded virtual weights ---------------------------------------------------------------------- */
+/* dst [n] fp16 = samples first .. first+n-1 of eval/model.h ae_gen_normal(tensor_seed, std) (make-model's
+ * splitmix64 + Box–Muller stream: pair p from state seed + 2p·γ, double arithmetic, then (float), then
+ * fp16 RNE as make-model writes F16) generated on the device. CUDA's double log/sqrt/cos/sin may differ
+ * from glibc's by an ulp of a double, which changes the fp16 value only when the float falls within
+ * 2^-29 of a rounding boundary; the test compares with the CPU stream. Errors: n == 0, std < 0 or > 1e4. */
+int ak_ops_gen_normal_f16(ak_ops *o, uint64_t tensor_seed, double std, size_t first, size_t n, uint16_t *dst,
+                          char *err);
+/* dst [n] fp16 = value (fp16 bits; the RMSNorm weights 1.0 = 0x3c00 of a virtual model). */
+int ak_ops_fill_f16(ak_ops *o, uint16_t value, size_t n, uint16_t *dst, char *err);
+
 /* ---- MLP and residual --------------------------------------------------------------------------- */
 /* out [T, hidden] fp16 = fp16(silu(gate)) · up (fp16 multiply), with silu as PyTorch's CUDA F.silu on
  * fp16: g = float(gate); g / (1 + expf(−g)) in fp32 (IEEE division), rounded to fp16 (HF LlamaMLP

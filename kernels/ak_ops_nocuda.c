@@ -151,3 +151,13 @@ int ak_ops_logprobs(ak_ops *o, const float *logits, long ld, int T, int V, float
     (void)o; (void)logits; (void)ld; (void)T; (void)V; (void)logp; (void)logp_ld; (void)argmax;
     return nocuda("ak_ops_logprobs", err);
 }
+
+int ak_ops_gen_normal_f16(ak_ops *o, uint64_t tensor_seed, double std, size_t first, size_t n, uint16_t *dst,
+                          char *err) {
+    (void)o; (void)tensor_seed; (void)std; (void)first; (void)n; (void)dst;
+    return nocuda("ak_ops_gen_normal_f16", err);
+}
+int ak_ops_fill_f16(ak_ops *o, uint16_t value, size_t n, uint16_t *dst, char *err) {
+    (void)o; (void)value; (void)n; (void)dst;
+    return nocuda("ak_ops_fill_f16", err);
+}

@@ -11,8 +11,10 @@
 #include "aq.h"
 #include "ak.h"
 #include "ax_util.h"
+#include "ak_emul.h"
 
 int cmd_bench_gemm(int argc, char **argv);
+int cmd_bench_rho(int argc, char **argv);
 
 typedef struct { const char *model, *layer; int N, K; } lshape;
 
@@ -256,6 +258,151 @@ int cmd_bench_gemm(int argc, char **argv) {
     int rc = fails ? 1 : 0;
     if (out && ax_write_json(out, doc, err)) { fprintf(stderr, "apex4 bench gemm: %s\n", err); rc = 1; }
     else if (out) printf("# wrote %s\n", out);
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* ---- apex4 bench rho: the rho-emulation curve (benchmark only) -------------------------------- */
+
+static void rho_usage(FILE *f) {
+    fprintf(f,
+            "usage: apex4 bench rho [--modes w4a4-g128,w4a4-g64,w4a4-pc,w4a4-mixed-g128] [--k 0,1,2,4,8,16]\n"
+            "                       [--shape 2048,4096,4096] [--runs 25] [--warmup 5] [--out rho.json]\n"
+            "  Emulates a GPU with weaker CUDA cores on this one: the integer GEMM with k extra dependent FP32\n"
+            "  operations per group in its epilogue (acc = fma(acc, 1, -0): Y unchanged; benchmark only, never used\n"
+            "  for results), timed against cuBLAS FP16 in the same run (CUDA events, warm-up, median of --runs,\n"
+            "  inputs rotated past the L2). A mode whose epilogue costs e operations per group then sees\n"
+            "  rho' = rho * (1 + k / e) (apex4 report draws the measured speedup against rho' next to its model).\n"
+            "  k must be one of 0, 1, 2, 4, 8, 16 (the instantiated kernels); M > 16 (tile kernels); GROUP or\n"
+            "  MIXED modes (no Atom). The default sweep (4 modes x 6 k + FP16) takes well under 2 minutes on an H200.\n"
+            "  Commit the H200 file as reports/bench/rho-emulation-h200.json.\n");
+}
+
+int cmd_bench_rho(int argc, char **argv) {
+    char modes_buf[256] = "w4a4-g128,w4a4-g64,w4a4-pc,w4a4-mixed-g128", k_buf[64] = "0,1,2,4,8,16", shape_buf[64] = "2048,4096,4096";
+    const char *out = NULL;
+    int runs = 25, warmup = 5;
+    char err[AX_ERR_LEN];
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *buf = NULL;
+        size_t cap = 0;
+        long x;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { rho_usage(stdout); return 0; }
+        else if (v && !strcmp(a, "--modes")) { buf = modes_buf; cap = sizeof modes_buf; i++; }
+        else if (v && !strcmp(a, "--k")) { buf = k_buf; cap = sizeof k_buf; i++; }
+        else if (v && !strcmp(a, "--shape")) { buf = shape_buf; cap = sizeof shape_buf; i++; }
+        else if (v && (!strcmp(a, "--runs") || !strcmp(a, "--warmup"))) {
+            if (ax_parse_long(v, !strcmp(a, "--runs") ? 20 : 1, !strcmp(a, "--runs") ? 10000 : 1000, a, &x, err)) {
+                fprintf(stderr, "apex4 bench rho: %s\n", err);
+                return 2;
+            }
+            if (!strcmp(a, "--runs")) runs = (int)x; else warmup = (int)x;
+            i++;
+        } else if (v && !strcmp(a, "--out")) { out = v; i++; }
+        else { fprintf(stderr, "apex4 bench rho: unknown or incomplete option '%s'\n", a); rho_usage(stderr); return 2; }
+        if (buf && (size_t)snprintf(buf, cap, "%s", v) >= cap) {
+            fprintf(stderr, "apex4 bench rho: %s: list too long (at most %zu characters)\n", a, cap - 1);
+            return 2;
+        }
+    }
+    char *mn[8], *kn[AK_EMUL_NXOPS + 1], *sn[4];
+    int nm = split_list(modes_buf, mn, 8), nk = split_list(k_buf, kn, AK_EMUL_NXOPS), ns = split_list(shape_buf, sn, 3);
+    if (nm < 1 || nk < 1 || ns != 3) {
+        fprintf(stderr, "apex4 bench rho: %s\n", nm < 1 ? "--modes: expected 1 to 8 modes" : nk < 1 ? "--k: expected 1 to 6 values"
+                                                                                                   : "--shape: expected M,N,K");
+        return 2;
+    }
+    long shp[3];
+    for (int i = 0; i < 3; i++)
+        if (ax_parse_long(sn[i], i == 0 ? 17 : 32, 1000000, i == 0 ? "--shape M (> 16)" : i == 1 ? "--shape N" : "--shape K", &shp[i], err)) {
+            fprintf(stderr, "apex4 bench rho: %s\n", err);
+            return 2;
+        }
+    int ks[AK_EMUL_NXOPS];
+    for (int i = 0; i < nk; i++) {
+        long x;
+        int ok = 0;
+        if (ax_parse_long(kn[i], 0, 16, "--k", &x, err)) { fprintf(stderr, "apex4 bench rho: %s\n", err); return 2; }
+        for (int j = 0; j < AK_EMUL_NXOPS; j++) ok |= ak_emul_xops[j] == x;
+        if (!ok) { fprintf(stderr, "apex4 bench rho: --k: %ld is not built (0, 1, 2, 4, 8, 16)\n", x); return 2; }
+        ks[i] = (int)x;
+    }
+    aq_mode modes[8];
+    for (int i = 0; i < nm; i++) {
+        if (aq_mode_parse(mn[i], &modes[i], err)) { fprintf(stderr, "apex4 bench rho: --modes: %s\n", err); return 2; }
+        if (modes[i].kind != AQ_KIND_GROUP && modes[i].kind != AQ_KIND_MIXED) {
+            fprintf(stderr, "apex4 bench rho: --modes: '%s' is not a GROUP or MIXED integer mode (no emulation kernels)\n", mn[i]);
+            return 2;
+        }
+    }
+    if (out && ax_check_out_path(out, "--out", err)) { fprintf(stderr, "apex4 bench rho: %s\n", err); return 2; }
+    const int M = (int)shp[0], N = (int)shp[1], K = (int)shp[2];
+    ak_devinfo di;
+    ak_bench *b = NULL;
+    ak_emul *e = NULL;
+    if (ak_device_info(&di, err) || ak_bench_new(&b, err) || ak_emul_new(&e, err)) {
+        fprintf(stderr, "apex4 bench rho: %s\n", err);
+        ak_bench_free(b);
+        return 2;
+    }
+    double t16, mn16, mx16;
+    if (ak_bench_gemm(b, AK_IMPL_CUBLAS_FP16, NULL, AK_PATH_INT8, M, N, K, warmup, runs, &t16, &mn16, &mx16, err)) {
+        fprintf(stderr, "apex4 bench rho: cuBLAS FP16: %s\n", err);
+        ak_emul_free(e);
+        ak_bench_free(b);
+        return 1;
+    }
+    printf("# %s: rho emulation at M=%d N=%d K=%d, cuBLAS FP16 %.4f ms\n", di.name, M, N, K, t16);
+    printf("%-18s %3s %9s %8s\n", "mode", "k", "ms", "xFP16");
+    cJSON *doc = ax_envelope_new("bench rho");
+    cJSON *dev = cJSON_AddObjectToObject(doc, "device");
+    cJSON_AddStringToObject(dev, "name", di.name);
+    cJSON_AddNumberToObject(dev, "sms", di.sms);
+    char cc[16];
+    snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
+    cJSON_AddStringToObject(dev, "compute_capability", cc);
+    cJSON_AddNumberToObject(dev, "sm_clock_mhz_max", di.sm_clock_mhz);
+    cJSON_AddNumberToObject(dev, "cuda_driver", di.driver);
+    cJSON_AddNumberToObject(dev, "cuda_runtime", di.runtime);
+    cJSON *meth = cJSON_AddObjectToObject(doc, "method");
+    cJSON_AddNumberToObject(meth, "runs", runs);
+    cJSON_AddNumberToObject(meth, "warmup", warmup);
+    cJSON_AddStringToObject(meth, "timing", "CUDA events around each run, median; inputs rotated over copies totalling >= 3x L2; random non-zero codes/scales");
+    cJSON_AddStringToObject(meth, "emulation", "k extra dependent fp32 FMAs (acc = fma(acc, 1, -0)) per group and output in the GEMM epilogue, INT8 path; benchmark only");
+    cJSON *sh = cJSON_AddObjectToObject(doc, "shape");
+    cJSON_AddNumberToObject(sh, "M", M);
+    cJSON_AddNumberToObject(sh, "N", N);
+    cJSON_AddNumberToObject(sh, "K", K);
+    cJSON_AddNumberToObject(doc, "fp16_ms_median", t16);
+    cJSON *rows = cJSON_AddArrayToObject(doc, "rho");
+    int fails = 0;
+    for (int m = 0; m < nm; m++)
+        for (int k = 0; k < nk; k++) {
+            double med, lo, hi;
+            if (ak_emul_gemm(e, &modes[m], M, N, K, ks[k], warmup, runs, &med, &lo, &hi, err)) {
+                printf("# %s k=%d: %s\n", modes[m].name, ks[k], err);
+                fails++;
+                continue;
+            }
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "mode", modes[m].name);
+            cJSON_AddNumberToObject(o, "k", ks[k]);
+            cJSON_AddNumberToObject(o, "ms_median", med);
+            cJSON_AddNumberToObject(o, "ms_min", lo);
+            cJSON_AddNumberToObject(o, "ms_max", hi);
+            cJSON_AddNumberToObject(o, "fp16_ms_median", t16);
+            cJSON_AddNumberToObject(o, "speedup_vs_fp16", t16 / med);
+            cJSON_AddItemToArray(rows, o);
+            printf("%-18s %3d %9.4f %8.3f\n", modes[m].name, ks[k], med, t16 / med);
+            fflush(stdout);
+        }
+    ak_emul_free(e);
+    ak_bench_free(b);
+    int rc = fails ? 1 : 0;
+    if (out && !fails && ax_write_json(out, doc, err)) { fprintf(stderr, "apex4 bench rho: %s\n", err); rc = 1; }
+    else if (out && !fails) printf("# wrote %s\n", out);
+    else if (out) fprintf(stderr, "apex4 bench rho: %d measurement(s) failed; %s not written\n", fails, out);
     cJSON_Delete(doc);
     return rc;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "ax_util.h"
+#include "engine.h"
 #include "forward.h"
 #include "model.h"
 #include "testutil.h"
@@ -69,6 +70,17 @@ static void fq(const aq_mode *mode, int is_w, double *v, int rows, int K, const 
     free(a); free(b);
 }
 
+/* The whole tensor (layer, id) widened to fp32 (ae_model_read_f32); caller frees. */
+static float *tw(const ae_model *m, int layer, ae_tensor_id id) {
+    size_t r, c;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_model_tensor_shape(m, layer, id, &r, &c, NULL, err), 0, "%s", err);
+    float *x = malloc(r * c * sizeof *x);
+    cr_assert_not_null(x);
+    cr_assert_eq(ae_model_read_f32(m, layer, id, 0, r, x, err), 0, "%s", err);
+    return x;
+}
+
 static double *dmat(const float *w, size_t n) {
     double *d = malloc(n * sizeof *d);
     for (size_t i = 0; i < n; i++) d[i] = w[i];
@@ -101,13 +113,18 @@ static double *naive_forward(const ae_model *m, const int *tok, int T, const aq_
     int D = c->dim, H = c->hidden_dim, nh = c->n_heads, nkv = c->n_kv_heads, hd = c->head_dim;
     int qd = nh * hd, kvd = nkv * hd, V = c->vocab_size, NL = c->n_layers;
     double **W = calloc((size_t)NL * 7, sizeof *W);
+    float **an = calloc((size_t)NL, sizeof *an), **fn = calloc((size_t)NL, sizeof *fn);
+    float *emb = tw(m, -1, AE_T_EMB), *fnorm = tw(m, -1, AE_T_FINAL_NORM), *head = tw(m, -1, AE_T_LM_HEAD);
     for (int l = 0; l < NL; l++) {
-        const ae_layer *L = &m->w.layers[l];
-        const float *src[7] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
+        const ae_tensor_id ids[7] = {AE_T_WQ, AE_T_WK, AE_T_WV, AE_T_WO, AE_T_GATE, AE_T_UP, AE_T_DOWN};
         int rows[7] = {qd, kvd, kvd, D, H, H, D}, cols[7] = {D, D, D, qd, D, D, H};
         int site[7] = {0, 0, 0, 1, 2, 2, 3};
+        an[l] = tw(m, l, AE_T_ATTN_NORM);
+        fn[l] = tw(m, l, AE_T_FFN_NORM);
         for (int i = 0; i < 7; i++) {
-            W[l * 7 + i] = dmat(src[i], (size_t)rows[i] * cols[i]);
+            float *src = tw(m, l, ids[i]);
+            W[l * 7 + i] = dmat(src, (size_t)rows[i] * cols[i]);
+            free(src);
             fq(mode, 1, W[l * 7 + i], rows[i], cols[i], perm ? perm[l * 4 + site[i]] : NULL);
         }
     }
@@ -118,11 +135,10 @@ static double *naive_forward(const ae_model *m, const int *tok, int T, const aq_
     double *tmp = malloc((size_t)(D > H ? D : H) * sizeof *tmp), *sc = malloc((size_t)T * sizeof *sc);
     double *logits = malloc((size_t)T * V * sizeof *logits);
     for (int t = 0; t < T; t++) {
-        for (int i = 0; i < D; i++) x[i] = m->w.tok_emb[(size_t)tok[t] * D + i];
+        for (int i = 0; i < D; i++) x[i] = emb[(size_t)tok[t] * D + i];
         for (int l = 0; l < NL; l++) {
-            const ae_layer *L = &m->w.layers[l];
             double *k = kc + ((size_t)l * T + t) * kvd, *v = vc + ((size_t)l * T + t) * kvd;
-            rms(x, L->attn_norm, xb, D, c->rms_eps);
+            rms(x, an[l], xb, D, c->rms_eps);
             site_acc(sumsq, l * 4 + 0, xb, D);
             fq(mode, 0, xb, 1, D, perm ? perm[l * 4 + 0] : NULL);
             matvec(W[l * 7 + 0], xb, q, qd, D);
@@ -167,7 +183,7 @@ static double *naive_forward(const ae_model *m, const int *tok, int T, const aq_
             fq(mode, 0, att, 1, qd, perm ? perm[l * 4 + 1] : NULL);
             matvec(W[l * 7 + 3], att, tmp, D, qd);
             for (int i = 0; i < D; i++) x[i] += tmp[i];
-            rms(x, L->ffn_norm, xb, D, c->rms_eps);
+            rms(x, fn[l], xb, D, c->rms_eps);
             site_acc(sumsq, l * 4 + 2, xb, D);
             fq(mode, 0, xb, 1, D, perm ? perm[l * 4 + 2] : NULL);
             matvec(W[l * 7 + 4], xb, hb, H, D);
@@ -178,14 +194,16 @@ static double *naive_forward(const ae_model *m, const int *tok, int T, const aq_
             matvec(W[l * 7 + 6], hb, tmp, D, H);
             for (int i = 0; i < D; i++) x[i] += tmp[i];
         }
-        rms(x, m->w.final_norm, xb, D, c->rms_eps);
+        rms(x, fnorm, xb, D, c->rms_eps);
         for (int v = 0; v < V; v++) {
             double s = 0;
-            for (int i = 0; i < D; i++) s += (double)m->w.lm_head[(size_t)v * D + i] * xb[i];
+            for (int i = 0; i < D; i++) s += (double)head[(size_t)v * D + i] * xb[i];
             logits[(size_t)t * V + v] = s;
         }
     }
     for (int i = 0; i < NL * 7; i++) free(W[i]);
+    for (int l = 0; l < NL; l++) { free(an[l]); free(fn[l]); }
+    free(an); free(fn); free(emb); free(fnorm); free(head);
     free(W); free(kc); free(vc); free(x); free(xb); free(q); free(att); free(hb); free(hb2); free(tmp); free(sc);
     return logits;
 }
@@ -568,4 +586,47 @@ Test(forward, calib_obtain_caches_and_reloads) {
     ae_tokenizer_free(tok);
     ae_model_free(m);
     rm_tree(tmp);
+}
+
+/* Seeded virtual checkpoints: random:<config.json>,seed=S and the checkpoint make-model writes for
+ * the same config and seed give bit-identical logits through the cpu engine, FP16 (fp32 compute on
+ * the fp16 values) and the integer exact path (w4a4-g32, fp16 weights read directly), on a few
+ * tokens, with a multi-token prefill and an incremental step. */
+Test(forward, virtual_model_logits_equal_the_written_checkpoint) {
+    char dir[256], cfg[600], spec[700], err[AX_ERR_LEN] = "";
+    tu_make_model(dir, sizeof dir, 128, 256, 2, 300, 0, 77);   /* writes <dir>/config.json, <dir>/m */
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    snprintf(spec, sizeof spec, "random:%s,seed=77", cfg);
+    char mdir[600];
+    snprintf(mdir, sizeof mdir, "%s/m", dir);
+    ae_model *mf = load(mdir), *mv = load(spec);
+    const char *modes[2] = {"fp16", "w4a4-g32"};
+    int tok[9];
+    tokens_of(tok, 9, 300, 5);
+    for (int mi = 0; mi < 2; mi++) {
+        float *lf = malloc(9 * 300 * sizeof(float)), *lv = malloc(9 * 300 * sizeof(float));
+        for (int w = 0; w < 2; w++) {
+            ae_engine_opts o;
+            memset(&o, 0, sizeof o);
+            o.device = AE_DEV_CPU;
+            cr_assert_eq(aq_mode_parse(modes[mi], &o.mode, err), 0, "%s", err);
+            o.gemm = mi ? AE_GEMM_EXACT : AE_GEMM_FAKE;
+            o.nthreads = 2;
+            o.max_seq = 16;
+            ae_engine *e = NULL;
+            cr_assert_eq(ae_engine_new(w ? mv : mf, &o, NULL, &e, err), 0, "%s", err);
+            float *out = w ? lv : lf;
+            cr_assert_eq(ae_engine_forward(e, tok, 8, 0, 0, out, err), 0, "%s", err);
+            cr_assert_eq(ae_engine_forward(e, tok + 8, 1, 8, 0, out + 8 * 300, err), 0, "%s", err);
+            ae_engine_free(e);
+        }
+        cr_assert_eq(memcmp(lf, lv, 9 * 300 * sizeof(float)), 0, "%s: logits differ", modes[mi]);
+        int finite = 1;
+        for (int i = 0; i < 9 * 300; i++) finite &= isfinite(lf[i]) != 0;
+        cr_assert(finite);
+        free(lf); free(lv);
+    }
+    ae_model_free(mf);
+    ae_model_free(mv);
+    rm_tree(dir);
 }

@@ -69,8 +69,7 @@ Test(gpu_engine, in_situ_projections_match_cpu_exact_path_byte_for_byte) {
         int layers[2] = {0, c->n_layers - 1};
         for (int li = 0; li < 2; li++) {
             int l = layers[li];
-            const ae_layer *W = &m->w.layers[l];
-            const float *ws[7] = {W->wq, W->wk, W->wv, W->wo, W->w_gate, W->w_up, W->w_down};
+            const ae_tensor_id ids[7] = {AE_T_WQ, AE_T_WK, AE_T_WV, AE_T_WO, AE_T_GATE, AE_T_UP, AE_T_DOWN};
             int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
             int Ns[7] = {qd, kvd, kvd, c->dim, c->hidden_dim, c->hidden_dim, c->dim};
             int Ks[7] = {c->dim, c->dim, c->dim, qd, c->dim, c->dim, c->hidden_dim};
@@ -81,7 +80,7 @@ Test(gpu_engine, in_situ_projections_match_cpu_exact_path_byte_for_byte) {
                 uint16_t *x = malloc((size_t)T * K * 2), *w16 = malloc((size_t)N * K * 2);
                 uint16_t *yc = malloc((size_t)T * N * 2), *yg = malloc((size_t)T * N * 2);
                 ak_fill_input(AK_INPUT_HEAVY, 1000u + (unsigned)(l * 7 + p), T, K, x);
-                cr_assert_eq(aq_f32_to_f16_checked(ws[p], w16, (size_t)N * K, "W", err), 0, "%s", err);
+                cr_assert_eq(ae_model_read_f16(m, l, ids[p], 0, (size_t)N, w16, err), 0, "%s", err);
                 const int32_t *perm = o.mode.kind == AQ_KIND_ATOM ? cal->perm[l * AE_NSITES + site[p]] : NULL;
                 aq_qtensor qw, qx;
                 cr_assert_eq(aq_quantize_w(&o.mode, w16, N, K, perm, &qw, err), 0, "%s", err);

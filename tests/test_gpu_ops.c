@@ -15,6 +15,7 @@
 #include "ak_ops.h"
 #include "aq.h"
 #include "forward.h"
+#include "model.h"
 #include "ppl.h"
 #include "testutil.h"
 
@@ -807,5 +808,32 @@ Test(gpu_ops, rope_packed_and_gather_rows) {
     for (int r = 0; r < 4; r++) cr_assert_eq(memcmp(g + (size_t)r * ld, a + (size_t)rows[r] * ld, (size_t)ld * 2), 0);
     ak_ops_dfree(o, dx); ak_ops_dfree(o, dseg); ak_ops_dfree(o, drows); ak_ops_dfree(o, dg);
     free(x); free(a); free(b); free(g);
+    ak_ops_free(o);
+}
+
+/* The device generator of virtual checkpoints against make-model's CPU stream (eval/model.h
+ * ae_gen_normal, then fp16 RNE as make-model writes F16): every value of 2^20 samples from an odd
+ * offset (a pair split at both ends) equal. A different ulp of CUDA's double log/cos could flip an
+ * fp16 rounding with probability ~2^-29 per value: none is expected at this size. */
+Test(gpu_ops, gen_normal_matches_make_model_stream) {
+    NEED_DEVICE();
+    ak_ops *o = ctx_new();
+    char err[AX_ERR_LEN] = "";
+    const size_t n = (size_t)1 << 20, first = 12345;
+    const uint64_t seed = ae_gen_tensor_seed(1, "model.layers.3.mlp.down_proj.weight");
+    float *cpu = malloc(n * sizeof *cpu);
+    uint16_t *got = malloc(n * 2);
+    ae_gen_normal(seed, 0.02, first, n, cpu);
+    uint16_t *d = to_dev(o, NULL, n * 2);
+    cr_assert_eq(ak_ops_gen_normal_f16(o, seed, 0.02, first, n, d, err), 0, "%s", err);
+    from_dev(o, got, d, n * 2);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += got[i] != aq_f32_to_f16(cpu[i]);
+    cr_assert_eq(bad, 0, "%zu of %zu values differ from the CPU stream", bad, n);
+    cr_assert_eq(ak_ops_fill_f16(o, 0x3c00, 7, d, err), 0, "%s", err);
+    from_dev(o, got, d, 14);
+    for (int i = 0; i < 7; i++) cr_assert_eq(got[i], 0x3c00);
+    ak_ops_dfree(o, d);
+    free(cpu); free(got);
     ak_ops_free(o);
 }

@@ -88,6 +88,35 @@ static void make(const char *dir, const char *cfg, uint64_t seed, const char *na
     cr_assert_eq(ae_make_model_ex(cfg, seed, out, shards, dtype, err), 0, "make_model: %s", err);
 }
 
+/* The whole tensor (layer, id) widened to fp32 (ae_model_read_f32); caller frees. */
+static float *rd(const ae_model *m, int layer, ae_tensor_id id) {
+    size_t r, c;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_model_tensor_shape(m, layer, id, &r, &c, NULL, err), 0, "%s", err);
+    float *x = malloc(r * c * sizeof *x);
+    cr_assert_not_null(x);
+    cr_assert_eq(ae_model_read_f32(m, layer, id, 0, r, x, err), 0, "%s", err);
+    return x;
+}
+/* One value: flat index k of tensor (layer, id), read as a one-row range. */
+static float val(const ae_model *m, int layer, ae_tensor_id id, size_t k) {
+    size_t r, c;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_model_tensor_shape(m, layer, id, &r, &c, NULL, err), 0, "%s", err);
+    float *row = malloc(c * sizeof *row);
+    cr_assert_not_null(row);
+    cr_assert_eq(ae_model_read_f32(m, layer, id, k / c, 1, row, err), 0, "%s", err);
+    float v = row[k % c];
+    free(row);
+    return v;
+}
+/* Tensor (layer, id) is read from the tensor called name (tied lm_head: embed_tokens). */
+static int reads_from(const ae_model *m, int layer, ae_tensor_id id, const char *name) {
+    char nm[96], err[AX_ERR_LEN] = "";
+    cr_assert_eq(ae_model_tensor_shape(m, layer, id, NULL, NULL, nm, err), 0, "%s", err);
+    return !strcmp(nm, name);
+}
+
 static ae_model *load_ok(const char *dir) {
     ae_model *m = NULL;
     char err[AX_ERR_LEN] = "";
@@ -122,15 +151,16 @@ Test(model_shared, stories260K_loads_with_manifest_shapes_and_file_values) {
     cr_assert_eq(c->tie_embeddings, 1); cr_assert_eq(c->rope_llama3, 0);
     cr_assert_eq(c->bos_id, 1); cr_assert_eq(c->eos_id, 2);
     cr_assert_str_eq(m->dtype, "F32");
-    cr_assert_eq(m->w.lm_head, m->w.tok_emb, "tied: lm_head aliases the embeddings");
+    cr_assert(reads_from(m, -1, AE_T_LM_HEAD, "model.embed_tokens.weight"), "tied: lm_head reads the embeddings");
     /* values read with python3 struct.unpack('<f', …) at header-given offsets:
      * embed_tokens[0..2], layers.0.q_proj[0], layers.4.down_proj[last], norm[0] */
-    cr_assert_eq(m->w.tok_emb[0], -0.29474878311157227f);
-    cr_assert_eq(m->w.tok_emb[1], 0.5618956089019775f);
-    cr_assert_eq(m->w.tok_emb[2], 0.1754225343465805f);
-    cr_assert_eq(m->w.layers[0].wq[0], 0.04439278692007065f);
-    cr_assert_eq(m->w.layers[4].w_down[64 * 172 - 1], -0.0035068716388195753f);
-    cr_assert_eq(m->w.final_norm[0], 2.4583089351654053f);
+    cr_assert_eq(val(m, -1, AE_T_EMB, 0), -0.29474878311157227f);
+    cr_assert_eq(val(m, -1, AE_T_EMB, 1), 0.5618956089019775f);
+    cr_assert_eq(val(m, -1, AE_T_EMB, 2), 0.1754225343465805f);
+    cr_assert_eq(val(m, -1, AE_T_LM_HEAD, 2), 0.1754225343465805f);
+    cr_assert_eq(val(m, 0, AE_T_WQ, 0), 0.04439278692007065f);
+    cr_assert_eq(val(m, 4, AE_T_DOWN, 64 * 172 - 1), -0.0035068716388195753f);
+    cr_assert_eq(val(m, -1, AE_T_FINAL_NORM, 0), 2.4583089351654053f);
     ae_model_free(m);
 }
 
@@ -146,12 +176,12 @@ Test(model_shared, wiki_gutenberg_13M_loads_f16_exactly) {
     cr_assert_eq(c->vocab_size, 32000); cr_assert_eq(c->max_pos, 2048); cr_assert_eq(c->tie_embeddings, 1);
     cr_assert_str_eq(m->dtype, "F16");
     /* python3 struct.unpack('<e', …): fp16 values widen exactly */
-    cr_assert_eq(m->w.tok_emb[0], 0.1109619140625f);
-    cr_assert_eq(m->w.tok_emb[1], -0.04083251953125f);
-    cr_assert_eq(m->w.tok_emb[2], 0.125732421875f);
-    cr_assert_eq(m->w.layers[0].wq[0], -0.027435302734375f);
-    cr_assert_eq(m->w.layers[5].w_down[256 * 768 - 1], -0.07708740234375f);
-    cr_assert_eq(m->w.final_norm[0], 2.0703125f);
+    cr_assert_eq(val(m, -1, AE_T_EMB, 0), 0.1109619140625f);
+    cr_assert_eq(val(m, -1, AE_T_EMB, 1), -0.04083251953125f);
+    cr_assert_eq(val(m, -1, AE_T_EMB, 2), 0.125732421875f);
+    cr_assert_eq(val(m, 0, AE_T_WQ, 0), -0.027435302734375f);
+    cr_assert_eq(val(m, 5, AE_T_DOWN, 256 * 768 - 1), -0.07708740234375f);
+    cr_assert_eq(val(m, -1, AE_T_FINAL_NORM, 0), 2.0703125f);
     ae_model_free(m);
 }
 
@@ -173,22 +203,26 @@ Test(make_model, random_checkpoint_has_config_shapes_and_init_statistics) {
     ae_model *m = load_ok(out);
     cr_assert_str_eq(m->dtype, "F16", "torch_dtype float16 in the config");
     cr_assert_eq(m->cfg.n_kv_heads, 2);
-    cr_assert_neq(m->w.lm_head, m->w.tok_emb, "untied: its own lm_head");
+    cr_assert(reads_from(m, -1, AE_T_LM_HEAD, "lm_head.weight"), "untied: its own lm_head");
     /* N(0, 0.02²): over n = 384*256 = 98,304 samples the sample std has a standard error of
      * 0.02/sqrt(2n) = 4.5e-5 and the mean 0.02/sqrt(n) = 6.4e-5: 5e-4 and 5e-4 tolerances are ~10 sigma */
-    float *mats[] = {m->w.tok_emb, m->w.lm_head, m->w.layers[1].w_down};
+    float *mats[] = {rd(m, -1, AE_T_EMB), rd(m, -1, AE_T_LM_HEAD), rd(m, 1, AE_T_DOWN)};
     size_t ns[] = {384 * 256, 384 * 256, 256 * 512};
     for (int i = 0; i < 3; i++) {
         cr_assert(fabs(mean_of(mats[i], ns[i])) < 5e-4, "mean %g", mean_of(mats[i], ns[i]));
         cr_assert(fabs(std_of(mats[i], ns[i]) - 0.02) < 5e-4, "std %g", std_of(mats[i], ns[i]));
+        free(mats[i]);
     }
-    for (int l = 0; l < 2; l++)
+    for (int l = 0; l < 2; l++) {
+        float *an = rd(m, l, AE_T_ATTN_NORM), *fn = rd(m, l, AE_T_FFN_NORM);
         for (int k = 0; k < 256; k++) {
-            cr_assert_eq(m->w.layers[l].attn_norm[k], 1.0f);
-            cr_assert_eq(m->w.layers[l].ffn_norm[k], 1.0f);
+            cr_assert_eq(an[k], 1.0f);
+            cr_assert_eq(fn[k], 1.0f);
         }
+        free(an); free(fn);
+    }
     /* distinct tensors draw distinct streams */
-    cr_assert_neq(m->w.layers[0].wq[0], m->w.layers[1].wq[0]);
+    cr_assert_neq(val(m, 0, AE_T_WQ, 0), val(m, 1, AE_T_WQ, 0));
     ae_model_free(m);
     rm_tree(dir);
 }
@@ -214,18 +248,20 @@ Test(make_model, sharding_and_dtype_keep_values_and_same_seed_same_bytes) {
     /* f16 = RNE(f32) (aq_f32_to_f16 is the contract's rounding); bf16 = RNE to the top 16 bits,
      * computed here independently: add 0x7FFF + lsb and truncate */
     size_t n = 256 * 128;
+    float *e32 = rd(m32, -1, AE_T_EMB), *e16 = rd(m16, -1, AE_T_EMB), *ebf = rd(mbf, -1, AE_T_EMB);
     for (size_t i = 0; i < n; i++) {
-        float v = m32->w.tok_emb[i];
-        cr_assert_eq(m16->w.tok_emb[i], aq_f16_to_f32(aq_f32_to_f16(v)), "i=%zu", i);
+        float v = e32[i];
+        cr_assert_eq(e16[i], aq_f16_to_f32(aq_f32_to_f16(v)), "i=%zu", i);
         uint32_t u;
         memcpy(&u, &v, 4);
         uint32_t r = ((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16) << 16;
         float vb;
         memcpy(&vb, &r, 4);
-        cr_assert_eq(mbf->w.tok_emb[i], vb, "i=%zu", i);
+        cr_assert_eq(ebf[i], vb, "i=%zu", i);
     }
-    cr_assert_eq(m16->w.layers[1].w_down[5], aq_f16_to_f32(aq_f32_to_f16(m32->w.layers[1].w_down[5])));
-    cr_assert_neq(ms->w.tok_emb[0], m32->w.tok_emb[0], "another seed, other values");
+    free(e32); free(e16); free(ebf);
+    cr_assert_eq(val(m16, 1, AE_T_DOWN, 5), aq_f16_to_f32(aq_f32_to_f16(val(m32, 1, AE_T_DOWN, 5))));
+    cr_assert_neq(val(ms, -1, AE_T_EMB, 0), val(m32, -1, AE_T_EMB, 0), "another seed, other values");
     /* same seed twice: byte-identical files */
     char ha[65], hd[65], pa[512], pd[512];
     snprintf(pa, sizeof pa, "%s/model.safetensors", a);
@@ -420,7 +456,7 @@ static void tiny(const char *dir, int tie, char *out, size_t len) {
     make(dir, cfg, 3, tie ? "tied" : "untied", 1, "f32", out, len);
 }
 
-Test(model_load, nan_in_a_weight_is_named) {
+Test(model_load, nan_in_a_weight_is_named_at_read) {
     char dir[64], m[256], p[512], err[AX_ERR_LEN];
     cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
     tiny(dir, 1, m, sizeof m);
@@ -437,8 +473,18 @@ Test(model_load, nan_in_a_weight_is_named) {
     const unsigned char nan[4] = {0x00, 0x00, 0xC0, 0x7F};   /* 0x7FC00000 = quiet NaN */
     fwrite(nan, 1, 4, fp);
     fclose(fp);
-    expect_load_error(m, "model.layers.0.mlp.up_proj.weight", "NaN");
-    expect_load_error(m, "flat index 5", NULL);
+    /* lazy access: the load reads no value; the read that meets the NaN names file, tensor, index */
+    ae_model *mm = load_ok(m);
+    float buf[16 * 8];
+    uint16_t b16[16 * 8];
+    cr_assert_neq(ae_model_read_f32(mm, 0, AE_T_UP, 0, 16, buf, err), 0);
+    const char *want[] = {p, "'model.layers.0.mlp.up_proj.weight'", "NaN", "flat index 5"};
+    for (int i = 0; i < 4; i++) cr_assert_not_null(strstr(err, want[i]), "'%s' should mention '%s'", err, want[i]);
+    cr_assert_neq(ae_model_read_f16(mm, 0, AE_T_UP, 0, 1, b16, err), 0);
+    for (int i = 0; i < 4; i++) cr_assert_not_null(strstr(err, want[i]), "'%s' should mention '%s'", err, want[i]);
+    /* rows 1..15 do not hold it (index 5 is in row 0 of [16, 8]) */
+    cr_assert_eq(ae_model_read_f32(mm, 0, AE_T_UP, 1, 15, buf, err), 0, "%s", err);
+    ae_model_free(mm);
     rm_tree(dir);
 }
 
@@ -471,12 +517,12 @@ Test(model_load, config_and_checkpoint_must_agree) {
     write_config(p, 8, 16, 1, 16, 0, NULL);
     make(dir, p, 3, "un", 1, "f32", un, sizeof un);
     ae_model *mm = load_ok(un);
-    cr_assert_neq(mm->w.lm_head, mm->w.tok_emb);
+    cr_assert(reads_from(mm, -1, AE_T_LM_HEAD, "lm_head.weight"));
     ae_model_free(mm);
     snprintf(p, sizeof p, "%s/config.json", un);
     write_config(p, 8, 16, 1, 16, 1, NULL);
     mm = load_ok(un);
-    cr_assert_eq(mm->w.lm_head, mm->w.tok_emb);
+    cr_assert(reads_from(mm, -1, AE_T_LM_HEAD, "model.embed_tokens.weight"));
     ae_model_free(mm);
     /* no weights at all */
     snprintf(p, sizeof p, "%s/model.safetensors", un);
@@ -722,12 +768,14 @@ Test(model_load, shard_names_longer_than_90_chars_load_the_right_files) {
     ae_model *ms = load_ok(m), *m1 = load_ok(one);
     /* every tensor equals the unsharded checkpoint of the same seed */
     size_t D = 8, H = 16, V = 16;
-    cr_assert_eq(memcmp(ms->w.tok_emb, m1->w.tok_emb, V * D * 4), 0);
-    for (int l = 0; l < 2; l++) {
-        cr_assert_eq(memcmp(ms->w.layers[l].wq, m1->w.layers[l].wq, D * D * 4), 0);
-        cr_assert_eq(memcmp(ms->w.layers[l].w_down, m1->w.layers[l].w_down, D * H * 4), 0);
+    struct { int l; ae_tensor_id id; size_t n; } cmp[] = {
+        {-1, AE_T_EMB, V * D}, {0, AE_T_WQ, D * D}, {1, AE_T_WQ, D * D}, {0, AE_T_DOWN, D * H}, {1, AE_T_DOWN, D * H},
+        {-1, AE_T_FINAL_NORM, D}};
+    for (size_t i = 0; i < sizeof cmp / sizeof cmp[0]; i++) {
+        float *a1 = rd(ms, cmp[i].l, cmp[i].id), *b1 = rd(m1, cmp[i].l, cmp[i].id);
+        cr_assert_eq(memcmp(a1, b1, cmp[i].n * 4), 0, "tensor %zu", i);
+        free(a1); free(b1);
     }
-    cr_assert_eq(memcmp(ms->w.final_norm, m1->w.final_norm, D * 4), 0);
     ae_model_free(ms);
     ae_model_free(m1);
     rm_tree(dir);
@@ -904,4 +952,333 @@ Test(generate_cli, options_paths_and_tokenizer_mismatch) {
     snprintf(cmd, sizeof cmd, "'%s' generate --model '%s/models/stories260K' --prompt 'Once' -n 4 --threads 1 2>&1",
              bin, root);
     cr_assert_eq(run_capture(cmd, out, sizeof out), 0, "%s", out);
+}
+
+/* ==== lazy access (issue "Lazy model access") ===================================================== */
+
+static const ae_tensor_id all_ids[AE_T_COUNT] = {AE_T_EMB, AE_T_FINAL_NORM, AE_T_LM_HEAD, AE_T_ATTN_NORM, AE_T_WQ,
+                                                 AE_T_WK, AE_T_WV, AE_T_WO, AE_T_FFN_NORM, AE_T_GATE, AE_T_UP,
+                                                 AE_T_DOWN};
+static int layer_of(ae_tensor_id id, int l) { return id <= AE_T_LM_HEAD ? -1 : l; }
+
+/* Row ranges against the full read, for f32/bf16/f16 files: every range of a few shapes equals
+ * the slice of the full read (f32 and f16 reads); the f16 read is the RNE rounding of the f32
+ * read (F32/BF16 files) or widens to it exactly (F16 files); a tensor big enough to be read on
+ * several threads (4096 x 128 embedding) equals the row-by-row reads (one thread each). */
+Test(model_read, row_ranges_equal_slices_of_the_full_read) {
+    char dir[64], cfg[128], out[256], err[AX_ERR_LEN] = "";
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    write_config(cfg, 128, 256, 2, 4096, 0, NULL);
+    const char *dts[3] = {"f32", "bf16", "f16"};
+    for (int d = 0; d < 3; d++) {
+        make(dir, cfg, 11, dts[d], 1, dts[d], out, sizeof out);
+        ae_model *m = load_ok(out);
+        for (int l = 0; l < 2; l++)
+            for (int k = 0; k < AE_T_COUNT; k++) {
+                ae_tensor_id id = all_ids[k];
+                if (l == 1 && id <= AE_T_LM_HEAD) continue;
+                size_t R, C;
+                char nm[96];
+                cr_assert_eq(ae_model_tensor_shape(m, layer_of(id, l), id, &R, &C, nm, err), 0, "%s", err);
+                float *full = malloc(R * C * 4), *part = malloc(R * C * 4);
+                uint16_t *f16 = malloc(R * C * 2), *p16 = malloc(R * C * 2);
+                cr_assert_eq(ae_model_read_f32(m, layer_of(id, l), id, 0, R, full, err), 0, "%s", err);
+                cr_assert_eq(ae_model_read_f16(m, layer_of(id, l), id, 0, R, f16, err), 0, "%s", err);
+                for (size_t i = 0; i < R * C; i++) {
+                    if (d == 2) cr_assert_eq(aq_f16_to_f32(f16[i]), full[i], "%s %s [%zu]", dts[d], nm, i);
+                    else cr_assert_eq(f16[i], aq_f32_to_f16(full[i]), "%s %s [%zu]", dts[d], nm, i);
+                }
+                size_t r0s[] = {0, R / 3, R - 1, R / 2, 0}, nrs[] = {R, R / 2 + 1, 1, 0, 1};
+                for (int j = 0; j < 5; j++) {
+                    size_t r0 = r0s[j], nr = nrs[j];
+                    cr_assert_eq(ae_model_read_f32(m, layer_of(id, l), id, r0, nr, part, err), 0, "%s", err);
+                    cr_assert_eq(memcmp(part, full + r0 * C, nr * C * 4), 0, "%s %s rows %zu+%zu", dts[d], nm, r0, nr);
+                    cr_assert_eq(ae_model_read_f16(m, layer_of(id, l), id, r0, nr, p16, err), 0, "%s", err);
+                    cr_assert_eq(memcmp(p16, f16 + r0 * C, nr * C * 2), 0, "%s %s rows %zu+%zu", dts[d], nm, r0, nr);
+                }
+                if (id == AE_T_EMB) {   /* 524,288 values: split over threads vs one row at a time */
+                    for (size_t r = 0; r < R; r++)
+                        cr_assert_eq(ae_model_read_f32(m, -1, id, r, 1, part + r * C, err), 0, "%s", err);
+                    cr_assert_eq(memcmp(part, full, R * C * 4), 0);
+                }
+                /* past the end */
+                cr_assert_neq(ae_model_read_f32(m, layer_of(id, l), id, R - 1, 2, part, err), 0);
+                cr_assert(strstr(err, nm) && strstr(err, "outside its"), "%s", err);
+                cr_assert_neq(ae_model_read_f16(m, layer_of(id, l), id, R + 1, 0, p16, err), 0);
+                free(full); free(part); free(f16); free(p16);
+            }
+        /* bad addresses */
+        float x[256];
+        cr_assert_neq(ae_model_read_f32(m, 0, AE_T_EMB, 0, 1, x, err), 0);
+        cr_assert(strstr(err, "global tensor (layer -1)"), "%s", err);
+        cr_assert_neq(ae_model_read_f32(m, 2, AE_T_WQ, 0, 1, x, err), 0);
+        cr_assert(strstr(err, "layer 2") && strstr(err, "[0, 2)"), "%s", err);
+        cr_assert_neq(ae_model_read_f32(m, -1, AE_T_WQ, 0, 1, x, err), 0);
+        cr_assert_neq(ae_model_read_f32(m, -1, AE_T_COUNT, 0, 1, x, err), 0);
+        cr_assert(strstr(err, "tensor id"), "%s", err);
+        cr_assert_neq(ae_model_tensor_shape(m, 0, (ae_tensor_id)-1, NULL, NULL, NULL, err), 0);
+        /* shapes by hand: q_proj [4 heads * 32, 128], down [128, 256], norms 1 x 128 */
+        size_t R, C;
+        cr_assert_eq(ae_model_tensor_shape(m, 1, AE_T_DOWN, &R, &C, NULL, err), 0);
+        cr_assert(R == 128 && C == 256);
+        cr_assert_eq(ae_model_tensor_shape(m, 1, AE_T_WK, &R, &C, NULL, err), 0);
+        cr_assert(R == 64 && C == 128, "2 KV heads of 32");
+        cr_assert_eq(ae_model_tensor_shape(m, 0, AE_T_FFN_NORM, &R, &C, NULL, err), 0);
+        cr_assert(R == 1 && C == 128);
+        uint64_t ts; double sd; float cst;
+        cr_assert_eq(ae_model_virtual_params(m, 0, AE_T_WQ, &ts, &sd, &cst, err), 0, "file-backed: 0");
+        ae_model_free(m);
+    }
+    rm_tree(dir);
+}
+
+/* An F32 weight of 70000 (> 65504, the largest fp16) reads as fp32 and is refused as fp16 with
+ * the file, the tensor, the value and the index named. */
+Test(model_read, f16_read_refuses_values_that_overflow_fp16) {
+    char dir[64], m[256], p[512], err[AX_ERR_LEN];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    tiny(dir, 1, m, sizeof m);
+    snprintf(p, sizeof p, "%s/model.safetensors", m);
+    ae_st_file *f = NULL;
+    cr_assert_eq(ae_st_open(p, &f, err), 0, "%s", err);
+    const ae_st_tensor *t = ae_st_find(f, "model.layers.0.self_attn.o_proj.weight");
+    cr_assert_not_null(t);
+    long off = (long)(f->data_off + t->begin + 4 * 9);   /* flat index 9 = row 1, col 1 of [8, 8] */
+    ae_st_close(f);
+    FILE *fp = fopen(p, "r+b");
+    cr_assert_not_null(fp);
+    fseek(fp, off, SEEK_SET);
+    const float big = 70000.0f;
+    fwrite(&big, 4, 1, fp);   /* little-endian host, as the file */
+    fclose(fp);
+    ae_model *mm = load_ok(m);
+    float x[64];
+    uint16_t h[64];
+    cr_assert_eq(ae_model_read_f32(mm, 0, AE_T_WO, 0, 8, x, err), 0, "%s", err);
+    cr_assert_eq(x[9], 70000.0f);
+    cr_assert_neq(ae_model_read_f16(mm, 0, AE_T_WO, 0, 8, h, err), 0);
+    const char *want[] = {p, "'model.layers.0.self_attn.o_proj.weight'", "70000", "flat index 9", "overflows fp16"};
+    for (int i = 0; i < 5; i++) cr_assert_not_null(strstr(err, want[i]), "'%s' should mention '%s'", err, want[i]);
+    cr_assert_eq(ae_model_read_f16(mm, 0, AE_T_WO, 2, 6, h, err), 0, "rows 2..7 are fine: %s", err);
+    ae_model_free(mm);
+    rm_tree(dir);
+}
+
+/* Fingerprints (calibration cache key) follow the bytes: the same seed in another folder or in 3
+ * shards gives the same value, another seed or dtype another; virtual models hash config + seed. */
+Test(model_load, fingerprint_follows_the_weights) {
+    char dir[64], cfg[128], a[256], b[256], c[256], d[256], e[256], err[AX_ERR_LEN] = "";
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(cfg, sizeof cfg, "%s/c.json", dir);
+    write_config(cfg, 8, 16, 2, 16, 1, NULL);
+    make(dir, cfg, 5, "a", 1, "f16", a, sizeof a);
+    make(dir, cfg, 5, "b", 3, "f16", b, sizeof b);
+    make(dir, cfg, 6, "c", 1, "f16", c, sizeof c);
+    make(dir, cfg, 5, "d", 1, "f32", d, sizeof d);
+    ae_model *ma = load_ok(a), *mb = load_ok(b), *mc = load_ok(c), *md = load_ok(d);
+    cr_assert_eq(ae_model_fingerprint(ma), ae_model_fingerprint(mb));
+    cr_assert_neq(ae_model_fingerprint(ma), ae_model_fingerprint(mc));
+    cr_assert_neq(ae_model_fingerprint(ma), ae_model_fingerprint(md));
+    snprintf(e, sizeof e, "random:%s,seed=5", cfg);
+    ae_model *v1 = load_ok(e), *v2 = load_ok(e);
+    snprintf(e, sizeof e, "random:%s,seed=6", cfg);
+    ae_model *v3 = load_ok(e);
+    cr_assert_eq(ae_model_fingerprint(v1), ae_model_fingerprint(v2));
+    cr_assert_neq(ae_model_fingerprint(v1), ae_model_fingerprint(v3));
+    cr_assert_neq(ae_model_fingerprint(v1), ae_model_fingerprint(ma));
+    ae_model_free(ma); ae_model_free(mb); ae_model_free(mc); ae_model_free(md);
+    ae_model_free(v1); ae_model_free(v2); ae_model_free(v3);
+    (void)err;
+    rm_tree(dir);
+}
+
+/* ==== seeded virtual checkpoints (issue "Seeded virtual checkpoints") ============================== */
+
+/* random:<config.json>,seed=S and `make-model --seed S --dtype f16` of that config: every tensor
+ * byte-identical as fp16 and as fp32, untied and tied, also through random:<folder> and with
+ * the default seed; the config read is the file's. */
+/* Every tensor of mf and mv byte-identical as fp16 and fp32 reads (and a 3-row range of mv equal to
+ * the slice of its full read); returns the number of values compared. */
+static long same_tensors(const ae_model *mf, const ae_model *mv) {
+    char err[AX_ERR_LEN] = "";
+    long n = 0;
+    for (int l = 0; l < mf->cfg.n_layers; l++)
+        for (int k = 0; k < AE_T_COUNT; k++) {
+            ae_tensor_id id = all_ids[k];
+            if (l > 0 && id <= AE_T_LM_HEAD) continue;
+            size_t R, C, R2, C2;
+            char n1[96], n2[96];
+            cr_assert_eq(ae_model_tensor_shape(mf, layer_of(id, l), id, &R, &C, n1, err), 0, "%s", err);
+            cr_assert_eq(ae_model_tensor_shape(mv, layer_of(id, l), id, &R2, &C2, n2, err), 0, "%s", err);
+            cr_assert(R == R2 && C == C2);
+            cr_assert_str_eq(n1, n2);
+            uint16_t *a16 = malloc(R * C * 2), *b16 = malloc(R * C * 2);
+            float *a32 = malloc(R * C * 4), *b32 = malloc(R * C * 4);
+            cr_assert_eq(ae_model_read_f16(mf, layer_of(id, l), id, 0, R, a16, err), 0, "%s", err);
+            cr_assert_eq(ae_model_read_f16(mv, layer_of(id, l), id, 0, R, b16, err), 0, "%s", err);
+            cr_assert_eq(memcmp(a16, b16, R * C * 2), 0, "%s: fp16 bytes differ", n1);
+            cr_assert_eq(ae_model_read_f32(mf, layer_of(id, l), id, 0, R, a32, err), 0, "%s", err);
+            cr_assert_eq(ae_model_read_f32(mv, layer_of(id, l), id, 0, R, b32, err), 0, "%s", err);
+            cr_assert_eq(memcmp(a32, b32, R * C * 4), 0, "%s: fp32 bytes differ", n1);
+            /* a row range of the virtual model is the slice of its full read */
+            if (R > 3) {
+                cr_assert_eq(ae_model_read_f16(mv, layer_of(id, l), id, R / 2, 3, b16, err), 0, "%s", err);
+                cr_assert_eq(memcmp(b16, a16 + R / 2 * C, 3 * C * 2), 0, "%s", n1);
+            }
+            n += (long)(R * C);
+            free(a16); free(b16); free(a32); free(b32);
+        }
+    return n;
+}
+
+Test(model_virtual, equals_the_make_model_checkpoint_byte_for_byte) {
+    char dir[64], cfg[128], out[256], spec[400];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    const uint64_t S = 0xDEADBEEF12345ull;
+    for (int tie = 0; tie < 3; tie++) {
+        write_config(cfg, 64, 96, 2, 100, tie == 1, NULL);   /* 100 x 64: odd pair boundaries per row */
+        uint64_t seed = tie == 2 ? AE_MODEL_DEFAULT_SEED : S;
+        make(dir, cfg, seed, tie ? "tied" : "untied", 1, "f16", out, sizeof out);
+        if (tie == 2) snprintf(spec, sizeof spec, "random:%s", out);   /* the folder, default seed */
+        else snprintf(spec, sizeof spec, "random:%s,seed=%llu", cfg, (unsigned long long)S);
+        ae_model *mf = load_ok(out), *mv = load_ok(spec);
+        cr_assert_str_eq(mv->dtype, "F16");
+        cr_assert_str_eq(mv->dir, spec);
+        cr_assert_eq(memcmp(&mf->cfg, &mv->cfg, sizeof mf->cfg), 0, "same config");
+        long n = same_tensors(mf, mv);
+        cr_assert_gt(n, 100 * 64);
+        ae_model_free(mf);
+        ae_model_free(mv);
+    }
+    rm_tree(dir);
+}
+
+/* FNV-1a 64 from its definition, with make-model's offset basis 1469598103934665603 (model.h: one
+ * digit short of the standard 14695981039346656037, kept so that checkpoints keep their values) */
+static uint64_t fnv1a_test(const char *s) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) { h ^= (unsigned char)*s; h *= 1099511628211ull; }
+    return h;
+}
+
+/* The generator from its documented formula (model.h ae_gen_normal), written here with testutil's
+ * splitmix64: value k of tensor T = fp16(float(0.02 sqrt(-2 ln u1) cos|sin(2π u2))), u1, u2 the
+ * first two 53-bit uniforms in (0, 1] of state seed ^ FNV-1a(T) + 2 (k/2) γ; norms 1. Checked on
+ * the tiny preset (2 layers, 64 wide) and one row of llama2-70b's layer 79 (no weight is
+ * allocated for the rest of a 70B model). ae_model_virtual_params gives the same seed and std. */
+Test(model_virtual, generator_follows_its_documented_formula) {
+    char err[AX_ERR_LEN] = "";
+    const char *specs[2] = {"random:tiny,seed=42", "random:llama2-70b,seed=0x2a"};
+    for (int sp = 0; sp < 2; sp++) {
+        ae_model *m = load_ok(specs[sp]);
+        int L = m->cfg.n_layers - 1;
+        char name[96];
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.v_proj.weight", L);
+        uint64_t ts = 0, want_ts = 42ull ^ fnv1a_test(name);
+        double sd = 0;
+        float cst = -1;
+        cr_assert_eq(ae_model_virtual_params(m, L, AE_T_WV, &ts, &sd, &cst, err), 1, "%s", err);
+        cr_assert_eq(ts, want_ts);
+        cr_assert_eq(sd, 0.02);
+        cr_assert_eq(ae_model_virtual_params(m, L, AE_T_FFN_NORM, &ts, &sd, &cst, err), 1);
+        cr_assert(sd == 0 && cst == 1.0f);
+        size_t R, C;
+        cr_assert_eq(ae_model_tensor_shape(m, L, AE_T_WV, &R, &C, NULL, err), 0);
+        size_t row = R - 1;
+        uint16_t *got = malloc(C * 2);
+        cr_assert_eq(ae_model_read_f16(m, L, AE_T_WV, row, 1, got, err), 0, "%s", err);
+        for (size_t c = 0; c < C; c++) {
+            size_t k = row * C + c, p = k / 2;
+            uint64_t st = want_ts + (uint64_t)(2 * p) * 0x9e3779b97f4a7c15ull;
+            double u1 = ((double)(tu_rand_u64(&st) >> 11) + 1.0) * 0x1p-53;
+            double u2 = ((double)(tu_rand_u64(&st) >> 11) + 1.0) * 0x1p-53;
+            double r = sqrt(-2.0 * log(u1)), th = 6.283185307179586476925286766559 * u2;
+            float v = (float)(0.02 * r * (k % 2 ? sin(th) : cos(th)));
+            cr_assert_eq(got[c], aq_f32_to_f16(v), "%s k=%zu", specs[sp], k);
+        }
+        free(got);
+        float one[8192];
+        cr_assert_eq(ae_model_read_f32(m, L, AE_T_ATTN_NORM, 0, 1, one, err), 0, "%s", err);
+        for (int i = 0; i < m->cfg.dim; i++) cr_assert_eq(one[i], 1.0f);
+        ae_model_free(m);
+    }
+}
+
+/* The presets carry the Hugging Face configs (values from the hub's config.json files, by hand). */
+Test(model_virtual, presets_have_the_hugging_face_shapes) {
+    struct { const char *spec; int dim, hid, layers, heads, kv, vocab, maxpos; float theta; } P[] = {
+        {"random:llama2-7b", 4096, 11008, 32, 32, 32, 32000, 4096, 10000.0f},
+        {"random:llama2-13b", 5120, 13824, 40, 40, 40, 32000, 4096, 10000.0f},
+        {"random:llama2-70b", 8192, 28672, 80, 64, 8, 32000, 4096, 10000.0f},
+        {"random:llama3-8b,seed=3", 4096, 14336, 32, 32, 8, 128256, 8192, 500000.0f},
+    };
+    char err[AX_ERR_LEN] = "";
+    for (size_t i = 0; i < sizeof P / sizeof P[0]; i++) {
+        ae_model *m = load_ok(P[i].spec);
+        const ae_config *c = &m->cfg;
+        cr_assert(c->dim == P[i].dim && c->hidden_dim == P[i].hid && c->n_layers == P[i].layers &&
+                  c->n_heads == P[i].heads && c->n_kv_heads == P[i].kv && c->vocab_size == P[i].vocab &&
+                  c->max_pos == P[i].maxpos && c->rope_theta == P[i].theta, "%s", P[i].spec);
+        cr_assert(c->rms_eps == 1e-5f && !c->tie_embeddings && !c->rope_llama3 && c->head_dim == 128, "%s", P[i].spec);
+        cr_assert_str_eq(m->dtype, "F16");
+        size_t R, C;
+        cr_assert_eq(ae_model_tensor_shape(m, c->n_layers - 1, AE_T_WK, &R, &C, NULL, err), 0);
+        cr_assert(R == (size_t)P[i].kv * 128 && C == (size_t)P[i].dim);
+        ae_model_free(m);
+    }
+    ae_model *m = load_ok("random:llama3-8b");
+    cr_assert(m->cfg.bos_id == 128000 && m->cfg.eos_id == 128001);
+    ae_model_free(m);
+}
+
+/* Bad specs: every message names --model and what is wrong. */
+Test(model_virtual, bad_specs_are_refused_naming_model) {
+    char dir[64], cfg[128], bad[256], spec[400];
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(bad, sizeof bad, "%s/bad.json", dir);
+    write_text(bad, "{\"hidden_size\": 64}");
+    snprintf(cfg, sizeof cfg, "%s/c.json", dir);
+    write_config(cfg, 8, 16, 1, 16, 1, NULL);
+    const char *cases[][2] = {
+        {"random:", "give a preset"},
+        {"random:,seed=1", "give a preset"},
+        {"random:nope", "'nope' is neither a preset (llama2-7b"},
+        {"random:llama2-7b,seed=x", "seed=: expected an unsigned 64-bit integer"},
+        {"random:llama2-7b,seed=", "seed=: expected an unsigned 64-bit integer"},
+        {"random:llama2-7b,seed=-1", "seed="},
+        {"random:llama2-7b,seed=18446744073709551616", "seed=: expected an unsigned 64-bit integer"},   /* 2^64 */
+        {"random:llama2-7b,seed=1,seed=2", "seed= given twice"},
+        {"random:llama2-7b,layers=2", "unknown option 'layers=2'"},
+        {"random:llama2-7b,", "unknown option ''"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        expect_load_error(cases[i][0], "--model", cases[i][1]);
+        expect_load_error(cases[i][0], cases[i][0], NULL);
+    }
+    snprintf(spec, sizeof spec, "random:%s", bad);
+    expect_load_error(spec, "--model", "\"intermediate_size\" is missing");
+    expect_load_error(spec, bad, NULL);
+    snprintf(spec, sizeof spec, "random:%s/none.json,seed=1", dir);
+    expect_load_error(spec, "--model", "is neither a preset");
+    /* 2^64 - 1 is a seed */
+    snprintf(spec, sizeof spec, "random:%s,seed=18446744073709551615", cfg);
+    ae_model *m = load_ok(spec);
+    ae_model_free(m);
+    rm_tree(dir);
+}
+
+/* make-model --config <preset> writes the checkpoint random:<preset> generates (2 shards). */
+Test(model_virtual, make_model_of_a_preset_equals_the_virtual_model) {
+    char dir[64], out[256], err[AX_ERR_LEN] = "";
+    cr_assert_eq(tu_mkdtemp(dir, sizeof dir), 0);
+    snprintf(out, sizeof out, "%s/tiny", dir);
+    cr_assert_eq(ae_make_model_ex("tiny", 9, out, 2, "f16", err), 0, "%s", err);
+    ae_model *mf = load_ok(out), *mv = load_ok("random:tiny,seed=9");
+    cr_assert_eq(memcmp(&mf->cfg, &mv->cfg, sizeof mf->cfg), 0);
+    cr_assert_gt(same_tensors(mf, mv), 2 * 64 * 256);
+    ae_model_free(mf);
+    ae_model_free(mv);
+    rm_tree(dir);
 }

@@ -598,7 +598,7 @@ static void run_loop_case_budget(ad_zs_kind kind, unsigned metrics, int max_len,
     memset(&f, 0, sizeof f);
     f.budget_seqs = budget_seqs;
     f.budget_tokens = budget_tokens;
-    ae_zs_lm lm = {&f, FV, max_len, budget_tokens, budget_seqs, fake_loglik};
+    ae_zs_lm lm = {&f, FV, max_len, budget_tokens, budget_seqs, fake_loglik, NULL};
     ae_zs_result res;
     ae_zs_req_score *per = calloc((size_t)set.n_requests, sizeof *per);
     cr_assert_eq(ae_zs_eval_encoded(&lm, &e, &res, per, NULL, NULL, 0, err), 0, "%s", err);
@@ -864,9 +864,13 @@ Test(zeroshot_e2e, two_tasks_on_stories260k) {
 /* ---- packing on the cpu engine ------------------------------------------------------------------ */
 /* The same requests (piqa and arc_easy, a document's choices sharing their context; lambada) scored
  * through ae_engine_loglik_packed with one sequence per call and with everything in one pack give
- * the same ll (within 1e-6 nats: the cpu engine keeps the shared prefix's KV cache across calls, so
- * the same rows are computed either way) and the same greedy flags, in fp16 and w4a4-g32. The
- * values are also real log-likelihoods (finite, negative). */
+ * the same ll up to fp32 rounding and the same greedy flags, in fp16 and w4a4-g32. Every group of
+ * calls that starts at a document starts from an empty KV cache (ae_zs_eval_encoded_dist: what makes
+ * the scores independent of the number of ranks), so with one sequence per call a document never
+ * reuses the previous document's common prefix ("Question:"), while in one pack it does: those
+ * prefix rows are recomputed by an sgemm of another row count, which moves ll by a few fp32 ulps of
+ * the sum (seen: 2e-5 nats on -79, 2.7e-7 relative); the bound is 2e-6 relative. Within a document
+ * the context is reused either way. The values are also real log-likelihoods (finite, negative). */
 Test(zeroshot_engine, packing_does_not_change_scores_on_cpu, .timeout = 300) {
     char root[AX_PATH_LEN], model[AX_PATH_LEN + 64], tokp[AX_PATH_LEN + 128], err[AX_ERR_LEN];
     if (tu_data_root(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
@@ -909,7 +913,7 @@ Test(zeroshot_engine, packing_does_not_change_scores_on_cpu, .timeout = 300) {
             for (long r = 0; r < set->n_requests; r++) {
                 cr_assert(per[0][r].scored && per[1][r].scored);
                 cr_expect(isfinite(per[0][r].ll) && per[0][r].ll < 0, "ll %g", per[0][r].ll);
-                cr_expect(fabs(per[0][r].ll - per[1][r].ll) <= 1e-6, "%s %s request %ld: %.12g vs %.12g",
+                cr_expect(fabs(per[0][r].ll - per[1][r].ll) <= 2e-6 * fabs(per[1][r].ll), "%s %s request %ld: %.12g vs %.12g",
                           tasks[ti], modes[mi], r, per[0][r].ll, per[1][r].ll);
                 cr_expect_eq(per[0][r].greedy, per[1][r].greedy);
             }
