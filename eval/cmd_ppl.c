@@ -18,6 +18,7 @@ static void usage(FILE *f) {
             "                      [--gemm exact|fake]\n"
             "                      [--kv4] [--threads N] [--tokenizer tokenizer.json] [--calib-windows N]\n"
             "                      [--no-progress] [--resume] [--checkpoint-every SECONDS]\n"
+            "                      [--gpu-mem-limit SIZE] [--layer-major|--no-layer-major]\n"
             "WikiText-2 test perplexity (GPTQ/Atom/QuaRot protocol: rows joined with \"\\n\\n\", numel // seqlen\n"
             "windows, positions 1..seqlen-1 scored), KL divergence from FP16 and top-1 agreement per mode\n"
             "(llama.cpp --kl-divergence). Defaults: all standard modes, seqlen 2048 (capped by the model's\n"
@@ -31,7 +32,11 @@ static void usage(FILE *f) {
             "arguments is refused. On cuda the FP16 reference is recomputed for windows with a mode left to score.\n"
             "Ranks: mpirun -np N apex4 eval ppl ... (a build with Open MPI) splits the windows into N contiguous\n"
             "blocks, one GPU per rank (the local rank picks it); per-window sums are added in window order, so the\n"
-            "numbers are bit-identical for any N. Rank 0 prints and writes --out; any rank's error ends the job.\n");
+            "numbers are bit-identical for any N. Rank 0 prints and writes --out; any rank's error ends the job.\n"
+            "Layer-major (cuda): when a mode's model does not fit --gpu-mem-limit (e.g. 8GiB; default 90%% of the\n"
+            "device), or with --layer-major, the engine streams its layers: each layer is read (or generated, for\n"
+            "--model random:...) and quantized once, every window's hidden state (kept on the device) passes\n"
+            "through it, and it is freed before the next: LLaMA-2-70B on one GPU. Same numbers bit for bit.\n");
 }
 
 /* An int option in [lo, hi] (ax_parse_long: digits only, no "1e20", no trailing characters). */
@@ -58,7 +63,8 @@ int cmd_eval_ppl(int argc, char **argv) {
         int takes = !strcmp(a, "--model") || !strcmp(a, "--dataset") || !strcmp(a, "--modes") ||
                     !strcmp(a, "--seqlen") || !strcmp(a, "--max-windows") || !strcmp(a, "--out") ||
                     !strcmp(a, "--gemm") || !strcmp(a, "--threads") || !strcmp(a, "--tokenizer") ||
-                    !strcmp(a, "--calib-windows") || !strcmp(a, "--device") || !strcmp(a, "--checkpoint-every");
+                    !strcmp(a, "--calib-windows") || !strcmp(a, "--device") || !strcmp(a, "--checkpoint-every") ||
+                    !strcmp(a, "--gpu-mem-limit");
         if (takes && !v) { fprintf(stderr, "apex4 eval ppl: %s needs a value\n", a); return 2; }
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--model")) job.model_dir = v;
@@ -79,6 +85,15 @@ int cmd_eval_ppl(int argc, char **argv) {
             if (parse_int(a, v, 0, 10000000, &s)) return 2;
             job.checkpoint_every = s == 0 ? -1 : s;
         }
+        else if (!strcmp(a, "--gpu-mem-limit")) {   /* 64 MiB .. 1 PiB */
+            char e2[AX_ERR_LEN];
+            if (ax_parse_size(v, "--gpu-mem-limit", 67108864.0, 1125899906842624.0, &job.gpu_mem_limit, e2)) {
+                fprintf(stderr, "apex4 eval ppl: %s\n", e2);
+                return 2;
+            }
+        }
+        else if (!strcmp(a, "--layer-major")) { job.layer_major = 1; continue; }
+        else if (!strcmp(a, "--no-layer-major")) { job.layer_major = -1; continue; }
         else if (!strcmp(a, "--resume")) { job.resume = 1; continue; }
         else if (!strcmp(a, "--kv4")) { job.kv4 = 1; continue; }
         else if (!strcmp(a, "--no-progress")) { job.progress = 0; continue; }

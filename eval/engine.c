@@ -124,7 +124,8 @@ static void cpu_describe(const ae_engine *e, char *buf, size_t len) {
 }
 
 const ae_backend ae_backend_cpu = {"cpu", cpu_build, cpu_destroy, cpu_forward, cpu_truncate,
-                                   cpu_refstore_alloc, cpu_refstore_release, cpu_score, cpu_describe, NULL, NULL};
+                                   cpu_refstore_alloc, cpu_refstore_release, cpu_score, cpu_describe, NULL, NULL,
+                                   NULL, NULL};
 
 /* ---- the interface ---------------------------------------------------------------------------- */
 
@@ -214,6 +215,39 @@ int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *
     e->pos = rc ? 0 : T;
     return rc;
 }
+
+int ae_engine_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_refstore *rs, long window0,
+                            int store, double *nll, double *kld, int *same, char *err) {
+    if (n < 1) { SETERR("score windows: n %d < 1", n); return -1; }
+    if (!e->be->score_windows) {
+        for (int w = 0; w < n; w++) {
+            size_t o = (size_t)w * (size_t)(T - 1);
+            if (ae_engine_score_window(e, tokens + (size_t)w * T, T, rs, window0 + w, store, nll + o,
+                                       kld ? kld + o : NULL, same ? same + o : NULL, err))
+                return -1;
+        }
+        return 0;
+    }
+    if (T < 2 || T > e->o.max_seq) { SETERR("window of %d tokens outside [2, %d]", T, e->o.max_seq); return -1; }
+    if (rs && (window0 < 0 || window0 + n > rs->n_windows || T != rs->seqlen)) {
+        SETERR("windows %ld..%ld (T %d) outside the reference store (%d windows of %d)", window0, window0 + n - 1, T,
+               rs->n_windows, rs->seqlen);
+        return -1;
+    }
+    if (rs && rs->be != e->be) { SETERR("reference store belongs to another backend"); return -1; }
+    for (size_t t = 0; t < (size_t)n * T; t++)
+        if (tokens[t] < 0 || tokens[t] >= e->m->cfg.vocab_size) {
+            SETERR("token %d at window %ld position %zu is outside the vocabulary [0, %d)", tokens[t],
+                   window0 + (long)(t / T), t % T, e->m->cfg.vocab_size);
+            return -1;
+        }
+    e->last_len = 0;
+    int rc = e->be->score_windows(e, tokens, n, T, rs, window0, store, nll, kld, same, err);
+    e->pos = 0;
+    return rc;
+}
+
+int ae_engine_layer_major(const ae_engine *e) { return e->be->layer_major ? e->be->layer_major(e) : 0; }
 
 /* Sequence by sequence through forward, the KV cache kept for the prefix shared with the previous
  * sequence (lm-evaluation-harness requests of one document share their context). */

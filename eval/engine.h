@@ -40,6 +40,11 @@ typedef struct {
     int          nthreads;  /* cpu backend: 0 = all cores                                          */
     int          max_seq;   /* KV cache capacity in positions (>= 1)                               */
     int          gpu;       /* cuda: device index (MPI: the rank's local rank mod the device count) */
+    int          layer_major; /* cuda: 0 auto (when the model does not fit gpu_mem_limit), 1 always,
+                               * -1 never. Layer-major = weights streamed one layer at a time
+                               * (ae_engine_score_windows runs every window through a layer before
+                               * the next is loaded); same numbers bit for bit as resident.          */
+    size_t       gpu_mem_limit; /* cuda: bytes the engine may plan for (0 = 90% of the device)      */
 } ae_engine_opts;
 
 typedef struct ae_engine ae_engine;
@@ -88,6 +93,17 @@ void ae_refstore_free(ae_refstore *rs);
  * named), forward errors. */
 int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window,
                            int store, double *nll, double *kld, int *same, char *err);
+
+/* n windows window0 .. window0+n-1 at once: tokens [n, T] (window w at tokens + w·T), results
+ * nll, kld [n, T-1] double and same [n, T-1] int as n calls of ae_engine_score_window. A layer-major
+ * engine (cuda with layers streamed: ae_engine_layer_major) runs every window through a layer before
+ * loading the next, keeping the n hidden states [n, T, dim] fp16 on the device; otherwise window by
+ * window. The numbers are the same bit for bit either way. Errors: as ae_engine_score_window (the
+ * window named), out of device memory for the hidden states (bytes named). */
+int ae_engine_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_refstore *rs, long window0,
+                            int store, double *nll, double *kld, int *same, char *err);
+/* 1 when the engine streams its layers (layer-major), else 0. */
+int ae_engine_layer_major(const ae_engine *e);
 
 /* ---- log-likelihood of packed sequences (zero-shot, lm-evaluation-harness loglikelihood) -------- */
 

@@ -71,6 +71,13 @@ typedef struct {
     ak_dqt    qx_dim, qx_q, qx_hid;   /* quantized activations of widths dim, q_dim, hidden         */
     float    *logits;                 /* [max_seq, V] fp32                                          */
     int32_t  *seg_d, *rows_d;         /* packed forwards: sequence starts, scored rows [max_seq]     */
+    /* layer-major streaming (models larger than the device or --gpu-mem-limit): each layer's weights
+     * are loaded (read, generated or quantized) when the layer runs and freed after it; one KV cache
+     * shared by the layers; stage/wtmp kept for the loads. */
+    int       streaming;
+    uint16_t *stage, *wtmp;
+    size_t    stage_n;
+    uint16_t *kc_shared, *vc_shared;
     uint16_t *xg;                     /* packed forwards: gathered final hidden rows [max_seq, dim]  */
     size_t    bytes;                  /* device bytes allocated                                     */
     /* APEX4_PROFILE=1: each op synchronised and timed on the host (a breakdown printed to stderr when
@@ -118,6 +125,15 @@ static int upload_tensor(cu_state *s, const ae_model *m, int layer, ae_tensor_id
                          uint16_t *dev, char *err) {
     size_t rows, cols;
     if (ae_model_tensor_shape(m, layer, id, &rows, &cols, NULL, err)) return -1;
+    uint64_t vseed;
+    double vstd;
+    float vconst;
+    int virt = ae_model_virtual_params(m, layer, id, &vseed, &vstd, &vconst, err);
+    if (virt < 0) return -1;
+    if (virt) {   /* a seeded virtual checkpoint: generated on the device, make-model's stream */
+        if (vstd > 0) return ak_ops_gen_normal_f16(s->ops, vseed, vstd, 0, rows * cols, dev, err);
+        return ak_ops_fill_f16(s->ops, aq_f32_to_f16(vconst), rows * cols, dev, err);
+    }
     size_t per = stage_n / cols;
     if (per < 1) { SETERR("cuda engine: weight staging buffer smaller than one row (%zu values)", cols); return -1; }
     for (size_t r0 = 0; r0 < rows; r0 += per) {
@@ -164,8 +180,10 @@ static void cu_destroy(ae_engine *e) {
             cu_layer *L = &s->L[l];
             ak_ops_dfree(s->ops, L->attn_norm);
             ak_ops_dfree(s->ops, L->ffn_norm);
-            ak_ops_dfree(s->ops, L->kc);
-            ak_ops_dfree(s->ops, L->vc);
+            if (!s->streaming) {
+                ak_ops_dfree(s->ops, L->kc);
+                ak_ops_dfree(s->ops, L->vc);
+            }
             for (int i = 0; i < F_N; i++) {
                 ak_ops_dfree(s->ops, L->lin[i].w16);
                 if (L->lin[i].quant) ak_dqt_free(s->ctx, &L->lin[i].qw);
@@ -174,6 +192,10 @@ static void cu_destroy(ae_engine *e) {
         }
         free(s->L);
     }
+    ak_ops_dfree(s->ops, s->kc_shared);
+    ak_ops_dfree(s->ops, s->vc_shared);
+    ak_ops_dfree(s->ops, s->wtmp);
+    free(s->stage);
     if (s->lm_head != s->emb) ak_ops_dfree(s->ops, s->lm_head);
     ak_ops_dfree(s->ops, s->emb);
     ak_ops_dfree(s->ops, s->final_norm);
@@ -234,6 +256,39 @@ static int build_lin(ae_engine *e, cu_state *s, int l, int f, uint16_t *stage, s
 static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logits_from, const int32_t *seg,
                        const int32_t *rows, int nrows, char *err);
 
+/* Layer l's norms and fused GEMM weights onto the device (read, generated or quantized for the route). */
+static int layer_load(ae_engine *e, int l, char *err) {
+    cu_state *s = e->dev;
+    cu_layer *L = &s->L[l];
+    if (upload_f16(e, s, l, AE_T_ATTN_NORM, s->stage, s->stage_n, &L->attn_norm, err) ||
+        upload_f16(e, s, l, AE_T_FFN_NORM, s->stage, s->stage_n, &L->ffn_norm, err))
+        return -1;
+    for (int i = 0; i < F_N; i++)
+        if (build_lin(e, s, l, i, s->stage, s->stage_n, s->wtmp, err)) return -1;
+    return 0;
+}
+
+/* Free layer l's weights (layer-major streaming), keeping the device byte count. */
+static void layer_unload(ae_engine *e, int l) {
+    cu_state *s = e->dev;
+    cu_layer *L = &s->L[l];
+    size_t b = (size_t)2 * s->dim * 2;
+    ak_ops_dfree(s->ops, L->attn_norm);
+    ak_ops_dfree(s->ops, L->ffn_norm);
+    L->attn_norm = L->ffn_norm = NULL;
+    for (int i = 0; i < F_N; i++) {
+        cu_lin *ln = &L->lin[i];
+        if (ln->w16) b += (size_t)ln->N * ln->K * 2;
+        if (ln->quant) {
+            b += (size_t)ln->N * (size_t)(ln->K + 1) / 2 + (size_t)ln->N * (size_t)((ln->K + 15) / 16);
+            ak_dqt_free(s->ctx, &ln->qw);
+        }
+        ak_ops_dfree(s->ops, ln->w16);
+        memset(ln, 0, sizeof *ln);
+    }
+    s->bytes = s->bytes > b ? s->bytes - b : 0;
+}
+
 static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     const ae_config *c = &e->m->cfg;
     cu_state *s = calloc(1, sizeof *s);
@@ -276,11 +331,24 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     uint16_t *stage = malloc(stage_n * sizeof *stage);
     uint16_t *wtmp = NULL;
     int rc2 = -1;
+    s->stage = stage;
+    s->stage_n = stage_n;
     if (!stage) { SETERR("cuda engine: out of memory for the weight staging buffer (%zu values)", stage_n); goto out; }
     size_t fused_big = (size_t)(s->q_dim + 2 * s->kv_dim) * s->dim;   /* q|k|v; gate|up below */
     if ((size_t)2 * s->hid * s->dim > fused_big) fused_big = (size_t)2 * s->hid * s->dim;
     if (lin_big > fused_big) fused_big = lin_big;
     if (s->route && ak_ops_alloc(s->ops, fused_big * 2, (void **)&wtmp, "weight quantization scratch", err)) goto out;
+    s->wtmp = wtmp;
+    {   /* resident or layer-major streaming: the model's layers against the memory limit */
+        size_t per_param = s->route == 1 ? 1 : 2;   /* int4 codes + scales ~0.6 B, rounded up */
+        size_t lw = ((size_t)(s->q_dim + 2 * s->kv_dim) * s->dim + (size_t)s->dim * s->q_dim +
+                     (size_t)3 * s->hid * s->dim) * per_param;
+        size_t kv = (size_t)2 * s->max_seq * s->kv_dim * 2;
+        size_t need = (size_t)c->n_layers * (lw + kv) + (size_t)2 * s->V * s->dim * 2 +
+                      (size_t)s->max_seq * ((size_t)s->V * 4 + (size_t)(8 * s->dim + 6 * s->hid) * 2);
+        size_t limit = e->o.gpu_mem_limit ? e->o.gpu_mem_limit : ak_ctx_info(s->ctx)->total_mem / 10 * 9;
+        s->streaming = e->o.layer_major > 0 || (e->o.layer_major == 0 && need > limit);
+    }
     if (upload_f16(e, s, -1, AE_T_EMB, stage, stage_n, &s->emb, err)) goto out;
     if (c->tie_embeddings) s->lm_head = s->emb;
     else if (upload_f16(e, s, -1, AE_T_LM_HEAD, stage, stage_n, &s->lm_head, err)) goto out;
@@ -290,9 +358,6 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     for (int l = 0; l < c->n_layers; l++) {
         cu_layer *L = &s->L[l];
         char what[96];
-        if (upload_f16(e, s, l, AE_T_ATTN_NORM, stage, stage_n, &L->attn_norm, err) ||
-            upload_f16(e, s, l, AE_T_FFN_NORM, stage, stage_n, &L->ffn_norm, err))
-            goto out;
         if (m->needs_calib) {
             if (!calib || calib->n_layers != c->n_layers) {
                 SETERR("mode %s: calibration missing or for another layer count", m->name);
@@ -306,9 +371,16 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
                     goto out;
             }
         }
-        for (int i = 0; i < F_N; i++)
-            if (build_lin(e, s, l, i, stage, stage_n, wtmp, err)) goto out;
         size_t kvb = (size_t)s->max_seq * s->kv_dim * 2;
+        if (s->streaming) {   /* weights when the layer runs (layer_load); one KV cache for all layers */
+            if (!s->kc_shared && (dalloc(e, s, kvb, (void **)&s->kc_shared, "KV cache (layer-major)", err) ||
+                                  dalloc(e, s, kvb, (void **)&s->vc_shared, "KV cache (layer-major)", err)))
+                goto out;
+            L->kc = s->kc_shared;
+            L->vc = s->vc_shared;
+            continue;
+        }
+        if (layer_load(e, l, err)) goto out;
         snprintf(what, sizeof what, "layer %d KV cache", l);
         if (dalloc(e, s, kvb, (void **)&L->kc, what, err) || dalloc(e, s, kvb, (void **)&L->vc, what, err)) goto out;
     }
@@ -336,7 +408,7 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     /* Warm-up: one forward of min(max_seq, 2048) tokens (id 0) with logits, so that one-time costs —
      * CUDA's lazy loading of the kernels cuBLAS picks for these shapes, the first launch of ours —
      * land in the build time and not in the first window or request. The cache is then empty again. */
-    {
+    if (!s->streaming) {
         int Tw = s->max_seq < 2048 ? s->max_seq : 2048;
         int *tw = calloc((size_t)Tw, sizeof *tw);
         if (!tw) { SETERR("cuda engine: out of memory"); goto out; }
@@ -349,8 +421,12 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     }
     rc2 = 0;
 out:
-    free(stage);
-    ak_ops_dfree(s->ops, wtmp);
+    if (!s->streaming) {   /* kept for the per-layer loads otherwise */
+        free(stage);
+        ak_ops_dfree(s->ops, wtmp);
+        s->stage = NULL;
+        s->wtmp = NULL;
+    }
     return rc2;
 }
 
@@ -391,6 +467,61 @@ static int lin_run(cu_state *s, const cu_lin *ln, const uint16_t *xin, const ak_
 }
 
 /* Forward into s->logits rows 0 .. T-logits_from-1 (device), or no logits when logits_from == T. */
+/* Layer l on s->x [T, dim] (positions pos .. pos+T-1, or packed with seg): pending = the previous
+ * layer's residual branch s->t1 is still to be added to s->x (fused into the first RMSNorm, as HF's
+ * residual add); leaves this layer's down_proj output in s->t1, not yet added. */
+static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, int pending, char *err) {
+    cu_state *s = e->dev;
+    const ae_config *c = &e->m->cfg;
+    const aq_mode *m = &e->o.mode;
+    const uint16_t *xin;
+    ak_dqt *qx;
+    cu_layer *L = &s->L[l];
+    if (!pending) {
+        if (ak_ops_rmsnorm(s->ops, s->x, L->attn_norm, T, s->dim, c->rms_eps, s->xb, err)) return -1;
+    } else if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, L->attn_norm, T, s->dim, c->rms_eps, s->xb, err)) {
+        return -1;
+    }
+    prof_mark(s, P_NORM);
+    if (site_in(s, l, AE_SITE_ATTN_IN, s->xb, T, s->dim, &xin, &qx, m, err)) return -1;
+    prof_mark(s, P_QUANT);
+    if (lin_run(s, &L->lin[F_QKV], xin, qx, T, s->qkv, err)) return -1;
+    const int ld = s->q_dim + 2 * s->kv_dim;
+    uint16_t *q = s->qkv, *k = s->qkv + s->q_dim, *v = k + s->kv_dim;
+    prof_mark(s, P_QKV);
+    if (seg ? ak_ops_rope_packed(s->ops, q, ld, s->nh, k, ld, s->nkv, T, seg, err)
+            : ak_ops_rope(s->ops, q, ld, s->nh, k, ld, s->nkv, T, pos, err))
+        return -1;
+    prof_mark(s, P_ROPE);
+    if (ak_ops_kv_store(s->ops, k, v, ld, T, pos, s->nkv, s->hd, e->o.kv4, L->kc, L->vc, s->max_seq,
+                        err))
+        return -1;
+    prof_mark(s, P_KV);
+    if (seg ? ak_ops_attention_packed(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, seg, s->nh,
+                                      s->nkv, s->hd, s->att, err)
+            : ak_ops_attention(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, pos, s->nh, s->nkv,
+                               s->hd, s->att, err))
+        return -1;
+    prof_mark(s, P_ATTN);
+    if (site_in(s, l, AE_SITE_ATTN_OUT, s->att, T, s->q_dim, &xin, &qx, m, err)) return -1;
+    prof_mark(s, P_QUANT);
+    if (lin_run(s, &L->lin[F_O], xin, qx, T, s->t1, err)) return -1;
+    prof_mark(s, P_O);
+    if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, L->ffn_norm, T, s->dim, c->rms_eps, s->xb, err)) return -1;
+    prof_mark(s, P_NORM);
+    if (site_in(s, l, AE_SITE_MLP_IN, s->xb, T, s->dim, &xin, &qx, m, err)) return -1;
+    prof_mark(s, P_QUANT);
+    if (lin_run(s, &L->lin[F_GU], xin, qx, T, s->hb, err)) return -1;
+    prof_mark(s, P_GATEUP);
+    if (ak_ops_swiglu(s->ops, s->hb, s->hb + s->hid, 2 * s->hid, T, s->hid, s->hb2, err)) return -1;
+    prof_mark(s, P_SWIGLU);
+    if (site_in(s, l, AE_SITE_MLP_OUT, s->hb2, T, s->hid, &xin, &qx, m, err)) return -1;
+    prof_mark(s, P_QUANT);
+    if (lin_run(s, &L->lin[F_DOWN], xin, qx, T, s->t1, err)) return -1;
+    prof_mark(s, P_DOWN);
+    return 0;
+}
+
 /* Packed sequences (zero-shot): seg [T] device int32 (the row where each row's sequence starts; pos
  * must be 0) runs RoPE and attention per sequence; rows [nrows] device int32 (non-NULL): logits only
  * for those rows, into s->logits rows 0 .. nrows-1 (logits_from is then ignored). */
@@ -398,7 +529,6 @@ static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logi
                        const int32_t *rows, int nrows, char *err) {
     cu_state *s = e->dev;
     const ae_config *c = &e->m->cfg;
-    const aq_mode *m = &e->o.mode;
     if (T < 1 || pos < 0 || pos + T > s->max_seq) {
         SETERR("forward: %d tokens at position %d exceed the engine's %d positions", T, pos, s->max_seq);
         return -1;
@@ -407,52 +537,10 @@ static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logi
     prof_mark(s, -1);
     if (ak_ops_embed(s->ops, tokens, T, s->emb, s->V, s->dim, s->x, err)) return -1;
     prof_mark(s, P_EMBED);
-    const uint16_t *xin;
-    ak_dqt *qx;
     for (int l = 0; l < c->n_layers; l++) {
-        cu_layer *L = &s->L[l];
-        if (l == 0) {
-            if (ak_ops_rmsnorm(s->ops, s->x, L->attn_norm, T, s->dim, c->rms_eps, s->xb, err)) return -1;
-        } else if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, L->attn_norm, T, s->dim, c->rms_eps, s->xb, err)) {
-            return -1;
-        }
-        prof_mark(s, P_NORM);
-        if (site_in(s, l, AE_SITE_ATTN_IN, s->xb, T, s->dim, &xin, &qx, m, err)) return -1;
-        prof_mark(s, P_QUANT);
-        if (lin_run(s, &L->lin[F_QKV], xin, qx, T, s->qkv, err)) return -1;
-        const int ld = s->q_dim + 2 * s->kv_dim;
-        uint16_t *q = s->qkv, *k = s->qkv + s->q_dim, *v = k + s->kv_dim;
-        prof_mark(s, P_QKV);
-        if (seg ? ak_ops_rope_packed(s->ops, q, ld, s->nh, k, ld, s->nkv, T, seg, err)
-                : ak_ops_rope(s->ops, q, ld, s->nh, k, ld, s->nkv, T, pos, err))
-            return -1;
-        prof_mark(s, P_ROPE);
-        if (ak_ops_kv_store(s->ops, k, v, ld, T, pos, s->nkv, s->hd, e->o.kv4, L->kc, L->vc, s->max_seq,
-                            err))
-            return -1;
-        prof_mark(s, P_KV);
-        if (seg ? ak_ops_attention_packed(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, seg, s->nh,
-                                          s->nkv, s->hd, s->att, err)
-                : ak_ops_attention(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, pos, s->nh, s->nkv,
-                                   s->hd, s->att, err))
-            return -1;
-        prof_mark(s, P_ATTN);
-        if (site_in(s, l, AE_SITE_ATTN_OUT, s->att, T, s->q_dim, &xin, &qx, m, err)) return -1;
-        prof_mark(s, P_QUANT);
-        if (lin_run(s, &L->lin[F_O], xin, qx, T, s->t1, err)) return -1;
-        prof_mark(s, P_O);
-        if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, L->ffn_norm, T, s->dim, c->rms_eps, s->xb, err)) return -1;
-        prof_mark(s, P_NORM);
-        if (site_in(s, l, AE_SITE_MLP_IN, s->xb, T, s->dim, &xin, &qx, m, err)) return -1;
-        prof_mark(s, P_QUANT);
-        if (lin_run(s, &L->lin[F_GU], xin, qx, T, s->hb, err)) return -1;
-        prof_mark(s, P_GATEUP);
-        if (ak_ops_swiglu(s->ops, s->hb, s->hb + s->hid, 2 * s->hid, T, s->hid, s->hb2, err)) return -1;
-        prof_mark(s, P_SWIGLU);
-        if (site_in(s, l, AE_SITE_MLP_OUT, s->hb2, T, s->hid, &xin, &qx, m, err)) return -1;
-        prof_mark(s, P_QUANT);
-        if (lin_run(s, &L->lin[F_DOWN], xin, qx, T, s->t1, err)) return -1;
-        prof_mark(s, P_DOWN);
+        if (s->streaming && layer_load(e, l, err)) return -1;
+        if (layer_dev(e, l, T, pos, seg, l > 0, err)) return -1;
+        if (s->streaming) layer_unload(e, l);
     }
     if (rows) {
         if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, s->final_norm, T, s->dim, c->rms_eps, s->xb, err) ||
@@ -525,11 +613,84 @@ static void cu_rs_release(ae_refstore *rs) {
     rs->argmax = NULL;
 }
 
+static int cu_layer_major(const ae_engine *e) { return ((const cu_state *)e->dev)->streaming; }
+
+/* Score the logits s->logits [T-1 rows used] of one window against tokens[1..T-1] (cu_score). */
+static int score_logits(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window, int store, double *nll,
+                        double *kld, int *same, char *err);
+
 static int cu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window, int store, double *nll,
                     double *kld, int *same, char *err) {
-    cu_state *s = e->dev;
     e->pos = 0;
     if (forward_dev(e, tokens, T, 0, 0, NULL, NULL, 0, err)) return -1;
+    if (score_logits(e, tokens, T, rs, window, store, nll, kld, same, err)) return -1;
+    e->pos = T;
+    return 0;
+}
+
+/* Layer-major (streaming engines): the hidden states of all n windows [n, T, dim] fp16 stay on the
+ * device; each layer is loaded once, every window passes through it (residual added at the layer's
+ * end: the same fp16 add as the fused add_rmsnorm of the resident order, so the same bytes), then it
+ * is freed; then the final norm, lm_head and scoring window by window. Resident engines: cu_score
+ * per window. tokens [n, T]; nll, kld [n, T-1] and same [n, T-1]. */
+static int cu_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_refstore *rs, long window0, int store,
+                            double *nll, double *kld, int *same, char *err) {
+    cu_state *s = e->dev;
+    const ae_config *c = &e->m->cfg;
+    const size_t tm1 = (size_t)(T - 1);
+    if (!s->streaming) {
+        for (int w = 0; w < n; w++)
+            if (cu_score(e, tokens + (size_t)w * T, T, rs, window0 + w, store, nll + w * tm1, kld ? kld + w * tm1 : NULL,
+                         same ? same + w * tm1 : NULL, err))
+                return -1;
+        return 0;
+    }
+    if (T < 2 || T > s->max_seq) { SETERR("score windows: T %d outside [2, %d]", T, s->max_seq); return -1; }
+    uint16_t *H = NULL, *x0 = s->x;
+    char what[96];
+    snprintf(what, sizeof what, "hidden states of %d windows x %d tokens (layer-major)", n, T);
+    if (dalloc(e, s, (size_t)n * T * s->dim * 2, (void **)&H, what, err)) return -1;
+    int rc = -1;
+    const size_t wst = (size_t)T * s->dim;
+    s->prof_fwd += n;
+    prof_mark(s, -1);
+    for (int w = 0; w < n; w++)
+        if (ak_ops_embed(s->ops, tokens + (size_t)w * T, T, s->emb, s->V, s->dim, H + w * wst, err)) goto out;
+    prof_mark(s, P_EMBED);
+    for (int l = 0; l < c->n_layers; l++) {
+        if (layer_load(e, l, err)) goto out;
+        for (int w = 0; w < n; w++) {
+            s->x = H + w * wst;
+            if (layer_dev(e, l, T, 0, NULL, 0, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) goto out;
+        }
+        if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) goto out;
+        layer_unload(e, l);
+    }
+    for (int w = 0; w < n; w++) {
+        s->x = H + w * wst;
+        if (ak_ops_rmsnorm(s->ops, s->x, s->final_norm, T, s->dim, c->rms_eps, s->xb, err)) goto out;
+        prof_mark(s, P_NORM);
+        if (ak_ops_linear_f32(s->ops, s->xb, T, s->dim, s->lm_head, s->V, s->logits, err)) goto out;
+        prof_mark(s, P_HEAD);
+        if (score_logits(e, tokens + (size_t)w * T, T, rs, window0 + w, store, nll + w * tm1, kld ? kld + w * tm1 : NULL,
+                         same ? same + w * tm1 : NULL, err))
+            goto out;
+    }
+    rc = 0;
+out:
+    s->x = x0;
+    if (H) {
+        ak_ops_sync(s->ops, NULL);
+        ak_ops_dfree(s->ops, H);
+        s->bytes -= (size_t)n * T * s->dim * 2;
+    }
+    e->pos = 0;
+    return rc;
+}
+
+static int score_logits(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window, int store, double *nll,
+                        double *kld, int *same, char *err) {
+    cu_state *s = e->dev;
     int32_t *am = malloc((size_t)T * sizeof(int32_t));
     if (!am) { SETERR("out of memory"); return -1; }
     int rc = -1;
@@ -555,9 +716,7 @@ static int cu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, lon
     }
     free(am);
     prof_mark(s, P_SCORE);
-    if (rc) return -1;
-    e->pos = T;
-    return 0;
+    return rc ? -1 : 0;
 }
 
 /* Packed: as many whole sequences as fit the engine's max_seq positions run side by side in one
@@ -647,4 +806,5 @@ static void cu_describe(const ae_engine *e, char *buf, size_t len) {
 }
 
 const ae_backend ae_backend_cuda = {"cuda", cu_build, cu_destroy, cu_forward, cu_truncate, cu_rs_alloc,
-                                    cu_rs_release, cu_score, cu_describe, cu_loglik, cu_probe};
+                                    cu_rs_release, cu_score, cu_describe, cu_loglik, cu_probe,
+                                    cu_score_windows, cu_layer_major};

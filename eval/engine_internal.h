@@ -21,6 +21,11 @@ typedef struct {
     int  (*loglik_packed)(ae_engine *e, const int *tokens, const int *offsets, int n_seqs,
                           const int *targets, double *logp, int *greedy, char *err);
     int  (*probe)(ae_engine *e, int layer, int proj, const uint16_t *x, int T, uint16_t *y, char *err);
+    /* NULL: ae_engine_score_windows calls score window by window */
+    int  (*score_windows)(ae_engine *e, const int *tokens, int n, int T, ae_refstore *rs, long window0, int store,
+                          double *nll, double *kld, int *same, char *err);
+    /* 1 when the engine streams its layers (layer-major), else 0 (NULL: never) */
+    int  (*layer_major)(const ae_engine *e);
 } ae_backend;
 
 struct ae_engine {

@@ -414,12 +414,80 @@ static int run_step(ppl_run *r, int local_rc, ppl_state *s, const ae_ppl_result 
  * its log-probs kept once in an ae_refstore; then each mode alone, scored against the store. Every
  * window's sums go to its own slot of the state. On resume the reference is run again for the
  * windows that still have a mode to score (the store lives in device memory, not in checkpoints). */
+/* Layer-major engines: all of this rank's pending windows of one pass scored by one
+ * ae_engine_score_windows call (every window through a layer before the next layer is loaded); the
+ * step loop then takes each window's arrays from here instead of scoring it. A pass cannot be
+ * checkpointed halfway: resume redoes the pass. */
+typedef struct { long n, *win; double *nll, *kld; int *same; } lm_batch_t;
+
+static void lm_free(lm_batch_t *b) {
+    free(b->win); free(b->nll); free(b->kld); free(b->same);
+    memset(b, 0, sizeof *b);
+}
+
+/* pending: need[w] (reference pass, need != NULL) or mode k of st not done */
+static int lm_batch(ae_engine *eng, const int *tokens, int T, long lo, long hi, const char *need, ppl_state *st,
+                    int k, ae_refstore *rs, int store, lm_batch_t *b, char *err) {
+    lm_free(b);
+    long n = 0;
+    for (long w = lo; w < hi; w++) n += need ? need[w] != 0 : st_mode(st, w, k)[0] == 0;
+    if (n == 0) return 0;
+    size_t per = (size_t)(T - 1);
+    int *tw = malloc((size_t)n * T * sizeof *tw);
+    b->win = malloc((size_t)n * sizeof *b->win);
+    b->nll = malloc((size_t)n * per * sizeof *b->nll);
+    b->kld = malloc((size_t)n * per * sizeof *b->kld);
+    b->same = malloc((size_t)n * per * sizeof *b->same);
+    if (!tw || !b->win || !b->nll || !b->kld || !b->same) { free(tw); lm_free(b); SETERR("out of memory"); return -1; }
+    long i = 0, first = -1, contiguous = 1;
+    for (long w = lo; w < hi; w++)
+        if (need ? need[w] != 0 : st_mode(st, w, k)[0] == 0) {
+            if (first < 0) first = w;
+            if (w != first + i) contiguous = 0;
+            b->win[i] = w;
+            memcpy(tw + (size_t)i * T, tokens + (size_t)w * T, (size_t)T * sizeof *tw);
+            i++;
+        }
+    int rc = 0;
+    if (contiguous) {
+        rc = ae_engine_score_windows(eng, tw, (int)n, T, rs, first - lo, store, b->nll, store ? NULL : b->kld,
+                                     store ? NULL : b->same, err);
+    } else {   /* windows left after a resume are not contiguous in the store: one call per run of them */
+        for (long a = 0; a < n && !rc;) {
+            long z = a + 1;
+            while (z < n && b->win[z] == b->win[z - 1] + 1) z++;
+            rc = ae_engine_score_windows(eng, tw + (size_t)a * T, (int)(z - a), T, rs, b->win[a] - lo, store,
+                                         b->nll + a * per, store ? NULL : b->kld + a * per,
+                                         store ? NULL : b->same + a * per, err);
+            a = z;
+        }
+    }
+    free(tw);
+    if (rc) { lm_free(b); return -1; }
+    b->n = n;
+    return 0;
+}
+
+/* window w's arrays from the batch into nll, kld, same [T-1] (kld/same NULL: not copied) */
+static int lm_take(const lm_batch_t *b, long w, int T, double *nll, double *kld, int *same) {
+    size_t per = (size_t)(T - 1);
+    for (long i = 0; i < b->n; i++)
+        if (b->win[i] == w) {
+            memcpy(nll, b->nll + i * per, per * sizeof *nll);
+            if (kld) memcpy(kld, b->kld + i * per, per * sizeof *kld);
+            if (same) memcpy(same, b->same + i * per, per * sizeof *same);
+            return 0;
+        }
+    return -1;
+}
+
 static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const ae_ppl_opts *o, ppl_run *run,
                            ppl_state *st, ae_ppl_result *res, char *err) {
     const int T = o->seqlen;
     int rc = -1, lrc = 0;
     ae_engine *eng = NULL;
     ae_refstore *rs = NULL;
+    lm_batch_t lb = {0};
     int *reuse = calloc((size_t)o->n_modes, sizeof *reuse);
     double *nll = malloc((size_t)T * sizeof(double)), *kld = malloc((size_t)T * sizeof(double));
     int *same = malloc((size_t)T * sizeof(int));
@@ -435,6 +503,10 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
     ro.gemm = AE_GEMM_FAKE;
     ro.nthreads = o->nthreads;
     ro.max_seq = T;
+    if (run->c) {
+        ro.layer_major = run->c->layer_major;
+        ro.gpu_mem_limit = run->c->gpu_mem_limit;
+    }
     int n_forward = 1;
     for (int k = 0; k < o->n_modes && !lrc; k++) {
         if (!res->modes[k].applicable) continue;
@@ -455,14 +527,19 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
         if (!lrc && ae_refstore_new(eng, (int)nb, T, &rs, err)) lrc = -1;
         res->ref_store_gib = (double)nb * (T - 1) * m->cfg.vocab_size * 4.0 / 1073741824.0;
     }
+    if (!lrc && eng && ae_engine_layer_major(eng)) {   /* every pending window through each layer at once */
+        if (lm_batch(eng, tokens, T, lo, hi, need, NULL, 0, rs, 1, &lb, err)) lrc = -1;
+        res->layer_major = 1;
+    }
     if (ae_dist_agree(run->d, lrc, NULL, err)) goto done;
     for (long i = 0; i < run->steps; i++) {
         long w = lo + i;
         if (w < hi && need[w]) {
             const int *tw = tokens + (size_t)w * T;
             snprintf(label, sizeof label, "ppl fp16 (reference) window %ld/%ld", w + 1, nw);
-            char e2[AX_ERR_LEN];
-            if (ae_engine_score_window(eng, tw, T, rs, w - lo, 1, nll, NULL, NULL, e2)) {
+            char e2[AX_ERR_LEN] = "window missing from the layer-major batch";
+            if (lb.n ? lm_take(&lb, w, T, nll, NULL, NULL)
+                     : ae_engine_score_window(eng, tw, T, rs, w - lo, 1, nll, NULL, NULL, e2)) {
                 SETERR("mode fp16 (reference), window %ld of %ld: %s", w, nw, e2);
                 lrc = -1;
             } else {
@@ -502,13 +579,20 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
         for (long w = lo; w < hi; w++) todo += st_mode(st, w, k)[0] == 0;
         if (todo > 0 && ae_engine_new(m, &mo, o->calib, &eng, e2)) { SETERR("mode %s: %s", o->modes[k].name, e2); lrc = -1; }
         r->build_seconds = ax_now() - t1;
+        lm_free(&lb);
+        snprintf(e2, sizeof e2, "window missing from the layer-major batch");
+        if (!lrc && eng && ae_engine_layer_major(eng)) {
+            if (lm_batch(eng, tokens, T, lo, hi, NULL, st, k, rs, 0, &lb, err)) lrc = -1;
+            res->layer_major = 1;
+        }
         if (ae_dist_agree(run->d, lrc, NULL, err)) goto done;
         for (long i = 0; i < run->steps; i++) {
             long w = lo + i;
             if (w < hi && st_mode(st, w, k)[0] == 0) {
                 const int *tw = tokens + (size_t)w * T;
                 snprintf(label, sizeof label, "ppl %s window %ld/%ld", o->modes[k].name, w + 1, nw);
-                if (ae_engine_score_window(eng, tw, T, rs, w - lo, 0, nll, kld, same, e2)) {
+                if (lb.n ? lm_take(&lb, w, T, nll, kld, same)
+                         : ae_engine_score_window(eng, tw, T, rs, w - lo, 0, nll, kld, same, e2)) {
                     SETERR("mode %s, window %ld of %ld: %s", o->modes[k].name, w, nw, e2);
                     lrc = -1;
                 }
@@ -541,6 +625,7 @@ done:
     if (rc && o->progress) ax_progress_end(&pg, 0);
     ae_engine_free(eng);
     ae_refstore_free(rs);
+    lm_free(&lb);
     free(reuse); free(nll); free(kld); free(same); free(need);
     return rc;
 }
@@ -949,7 +1034,7 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     ae_ppl_ctl ctl = {job->dist, job->out ? partial : NULL,
                       job->checkpoint_every == 0 ? AE_PPL_CHECKPOINT_EVERY
                                                  : job->checkpoint_every < 0 ? 0 : (double)job->checkpoint_every,
-                      job->resume, key, log};
+                      job->resume, key, log, job->layer_major, job->gpu_mem_limit};
     if (ae_eval_ppl_ctl(m, ids, n_ids, &o, &ctl, &res, err)) goto done;
     double wall = ax_now() - t0;
     if (table) {
@@ -982,6 +1067,11 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
         cJSON_AddNumberToObject(doc, "tokens", (double)res.scored);
         cJSON_AddNumberToObject(doc, "stream_tokens", (double)res.stream_tokens);
         if (job->device == AE_DEV_CUDA) cJSON_AddNumberToObject(doc, "reference_store_gib", res.ref_store_gib);
+        if (job->device == AE_DEV_CUDA) {
+            cJSON_AddBoolToObject(doc, "layer_major", res.layer_major != 0);
+            if (job->gpu_mem_limit) cJSON_AddNumberToObject(doc, "gpu_mem_limit_bytes", (double)job->gpu_mem_limit);
+            else cJSON_AddNullToObject(doc, "gpu_mem_limit_bytes");
+        }
         cJSON_AddStringToObject(doc, "reference", "fp16: the checkpoint's values in fp32, fp32 compute, no KV quantization");
         cJSON_AddNumberToObject(doc, "reference_ppl", exp(res.ref_nll));
         cJSON_AddNumberToObject(doc, "reference_seconds", res.ref_seconds);

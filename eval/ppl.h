@@ -61,6 +61,7 @@ typedef struct {
     double seconds;           /* wall time of ae_eval_ppl                                         */
     char   backend[160];      /* ae_engine_describe of the reference engine ("cpu (2 threads)", GPU name) */
     double ref_store_gib;     /* cuda: size of the reference log-prob store (GiB)                  */
+    int    layer_major;       /* cuda: 1 when the engines streamed their layers (layer-major)       */
     long   forward_tokens;    /* tokens through all forward passes (reference + modes)            */
     int    n_modes;
     ae_ppl_mode_result *modes;/* (n_modes), in the order given                                   */
@@ -101,6 +102,8 @@ typedef struct {
     const char *args_key;          /* "key=value|..." of what the numbers depend on besides the
                                       options and tokens (model, tokenizer, dataset, calibration)    */
     FILE       *log;               /* notices and checkpoint warnings (NULL: none)                   */
+    int         layer_major;       /* cuda: 0 auto, 1 always, -1 never (ae_engine_opts.layer_major)  */
+    size_t      gpu_mem_limit;     /* cuda: bytes an engine may plan for (0 = 90% of the device)     */
 } ae_ppl_ctl;
 
 /* ae_eval_ppl with ranks and checkpoints. Every rank calls it with the same arguments; every rank
@@ -146,6 +149,8 @@ typedef struct {
     int resume;               /* --resume: continue from <out>.partial (needs out)                */
     long checkpoint_every;    /* seconds between checkpoints to <out>.partial: 0 = the default
                                  AE_PPL_CHECKPOINT_EVERY, < 0 = after every window               */
+    int layer_major;          /* --layer-major (1) / --no-layer-major (-1); 0 = auto              */
+    size_t gpu_mem_limit;     /* --gpu-mem-limit SIZE in bytes (0 = 90% of the device)           */
 } ae_ppl_job;
 
 enum { AE_PPL_CHECKPOINT_EVERY = 300 };   /* --checkpoint-every default, seconds */

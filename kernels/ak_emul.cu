@@ -97,12 +97,12 @@ extern "C" int ak_emul_gemm(ak_emul *e, const aq_mode *mode, int M, int N, int K
         if (err) snprintf(err, AX_ERR_LEN, "rho emulation: bad shape M=%d N=%d or runs=%d", M, N, runs);
         return -1;
     }
-    if (!mode || (mode->kind != AQ_KIND_GROUP && mode->kind != AQ_KIND_MIXED)) {
+    if (!mode || !aq_mode_is_integer(mode) || mode->permuted || mode->outliers > 0) {
         if (err) snprintf(err, AX_ERR_LEN, "rho emulation: mode '%s' is not a single-part GROUP or MIXED mode", mode ? mode->name : "?");
         return -1;
     }
     if (ak_supports(mode, K, err)) return -1;
-    const bool mixed = mode->kind == AQ_KIND_MIXED;
+    const bool mixed = mode->epilogue == AQ_EPI_MIXED;
     ak_gemm_args base;
     memset(&base, 0, sizeof base);
     base.M = M; base.N = N; base.nparts = 1;

@@ -331,7 +331,7 @@ int cmd_bench_rho(int argc, char **argv) {
     aq_mode modes[8];
     for (int i = 0; i < nm; i++) {
         if (aq_mode_parse(mn[i], &modes[i], err)) { fprintf(stderr, "apex4 bench rho: --modes: %s\n", err); return 2; }
-        if (modes[i].kind != AQ_KIND_GROUP && modes[i].kind != AQ_KIND_MIXED) {
+        if (!aq_mode_is_integer(&modes[i]) || modes[i].permuted || modes[i].outliers > 0) {
             fprintf(stderr, "apex4 bench rho: --modes: '%s' is not a GROUP or MIXED integer mode (no emulation kernels)\n", mn[i]);
             return 2;
         }

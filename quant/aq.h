@@ -15,8 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AX_ERR_LEN 512
-#define APEX4_VERSION "0.1.0"
+#include "ax_base.h"   /* AX_ERR_LEN, APEX4_VERSION (the base layer) */
 
 /* ---- fp16 ------------------------------------------------------------------------------------ */
 /* fp32 -> fp16 bits, round to nearest even; overflow gives ±inf, NaN stays NaN (payload quieted).

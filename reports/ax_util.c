@@ -484,3 +484,30 @@ int ax_check_out_path(const char *path, const char *opt, char *err) {
     }
     return 0;
 }
+
+int ax_parse_size(const char *s, const char *what, double lo, double hi, size_t *out, char *err) {
+    static const struct { const char *u; double f; } units[] = {
+        {"", 1}, {"B", 1}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},
+        {"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+    };
+    if (!s || !*s) { ax_seterr(err, "%s: empty size (e.g. 8GiB)", what); return -1; }
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || s[0] == '-' || s[0] == '+' || isspace((unsigned char)s[0]) || errno || !isfinite(v)) {
+        ax_seterr(err, "%s: '%.40s' is not a size (a number with an optional unit, e.g. 8GiB)", what, s);
+        return -1;
+    }
+    for (size_t k = 0; k < sizeof units / sizeof units[0]; k++)
+        if (!strcmp(end, units[k].u)) {
+            double b = floor(v * units[k].f);
+            if (!(b >= lo && b <= hi)) {
+                ax_seterr(err, "%s: %.40s is outside [%.0f, %.0f] bytes", what, s, lo, hi);
+                return -1;
+            }
+            *out = (size_t)b;
+            return 0;
+        }
+    ax_seterr(err, "%s: unknown unit in '%.40s' (use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB)", what, s);
+    return -1;
+}

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <cjson/cJSON.h>
-#include "aq.h"
+#include "ax_base.h"
 
 #ifndef APEX4_GIT_REV
 #define APEX4_GIT_REV "unknown"
@@ -87,6 +87,11 @@ cJSON *ax_json_parse_strict(const char *text, size_t len, const char *what, char
 int ax_parse_long(const char *s, long lo, long hi, const char *what, long *out, char *err);
 /* The same for unsigned 64-bit values (seeds): decimal, or hex with 0x; no sign. */
 int ax_parse_u64(const char *s, const char *what, uint64_t *out, char *err);
+/* A byte count with an optional unit: "8GiB", "512MiB", "2TiB", "1.5GiB" (binary: KiB MiB GiB TiB),
+ * "8GB" (decimal: kB/KB MB GB TB), "4096" or "4096B" (bytes). The value must lie in [lo, hi] bytes
+ * (after rounding down to a whole byte). Errors (-1, err naming `what`): empty, not a number, an
+ * unknown unit, NaN/inf, out of range. */
+int ax_parse_size(const char *s, const char *what, double lo, double hi, size_t *out, char *err);
 /* A finite double in [lo, hi] (strtod syntax, nothing may follow). */
 int ax_parse_double(const char *s, double lo, double hi, const char *what, double *out, char *err);
 
