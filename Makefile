@@ -71,7 +71,7 @@ ifeq ($(CUDA),1)
 NVCC_GENCODE ?= -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80 \
                 -gencode=arch=compute_86,code=sm_86 -gencode=arch=compute_89,code=sm_89
 NVCCFLAGS ?= -O3 -std=c++17 $(NVCC_GENCODE) -Xcompiler -Wall,-Wextra,-Werror,-fPIC \
-             -Iquant -Ikernels -lineinfo
+             -Iquant -Ikernels -Ireports -lineinfo
 KOBJ    := $(patsubst %.cu,$(BUILD)/%.o,$(CU_SRC)) \
            $(patsubst %.c,$(BUILD)/%.o,$(filter-out $(wildcard kernels/*_nocuda.c) kernels/cmd_%.c,$(wildcard kernels/*.c)))
 CFLAGS  += -DAPEX4_CUDA=1 -I$(CUDA_HOME)/include

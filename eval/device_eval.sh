@@ -57,7 +57,7 @@ fi
 
 if has test; then
     step test
-    for t in ${TESTS:-test_gpu test_gpu_ops test_engine test_gpu_engine}; do
+    for t in ${TESTS:-test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer}; do
         timeout ${TEST_TIMEOUT:-200} $P/bin/$t --verbose >"$OUT/$t.log" 2>&1
         grep -E "^\[(FAIL|----)\]" "$OUT/$t.log" | head -20
         summary+=("$t: $(grep -o 'Synthesis.*' "$OUT/$t.log" | tail -1)")
@@ -147,6 +147,32 @@ if has prof7b; then
         echo "prof $md rc=$?"; grep -E "^profile|^stats|s/window|per window" "$OUT/prof7b-$md.log" | head -20
     done
     [ -n "${PEER_OPS:-}" ] && timeout 300 python3 eval/peer_ops.py ${PEER_OPS_MODEL:+--model $M7} 2>&1 | tail -30
+fi
+
+if has virt; then
+    # Seeded virtual checkpoints generated on the device, layer-major: random:llama2-7b,seed=1 is the
+    # same model as the make-model checkpoint of speed7b (same numbers expected), then LLaMA-2-70B.
+    step virt
+    TOK=$D/models/llama2-tokenizer/tokenizer.json
+    for spec in ${VIRT_MODELS:-llama2-7b llama2-70b}; do
+        timeout ${VIRT_TIMEOUT:-400} $BIN eval ppl --model random:$spec,seed=1 --tokenizer $TOK --device cuda \
+            --modes ${VIRT_MODES:-fp16,w4a4-g128} --max-windows ${VIRT_WINDOWS:-4} --layer-major \
+            --out "$OUT/virt-$spec.json" >"$OUT/virt-$spec.log" 2>&1
+        rc=$?; echo "virt $spec rc=$rc"; tail -7 "$OUT/virt-$spec.log"
+        summary+=("virt $spec rc=$rc")
+    done
+fi
+
+if has kv4gen; then
+    step kv4gen
+    for dv in cuda cpu; do
+        timeout 300 $BIN eval ppl --model $M13 --device $dv --kv4 --modes fp16,w4a4-g128 --max-windows 4 \
+            --out "$OUT/kv4-$dv.json" >"$OUT/kv4-$dv.log" 2>&1
+        echo "kv4 $dv rc=$?"; grep -E "^(fp16|w4a4)" "$OUT/kv4-$dv.log"
+        timeout 120 $BIN generate --model $M13 --device $dv --prompt "The history of the city" -n 24 \
+            >"$OUT/gen-$dv.txt" 2>&1
+        echo "generate $dv rc=$?"; cat "$OUT/gen-$dv.txt" | tail -3
+    done
 fi
 
 if has fuzzstat; then
