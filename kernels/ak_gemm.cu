@@ -415,11 +415,12 @@ __global__ void __launch_bounds__(WM *WN * 32) gemm_kernel(const ak_gemm_args a)
                     int c = cbase + ni * 8 + q;
                     if (c >= N) continue;
                     float v;
-                    if (EPI == AK_EPI_MIXED)
+                    if (EPI == AK_EPI_MIXED) {
                         v = ak_epi_int_out(accP[mi][ni][h * 2 + q], sxm, __half2float(P0.sb[c]), true);
-                    if (EPI == AK_EPI_MIXED && XOPS > 0) v = __fadd_rn(v, -fabsf(accf[mi][ni][h * 2 + q]));   // + (-0)
-                    else
+                        if (XOPS > 0) v = __fadd_rn(v, -fabsf(accf[mi][ni][h * 2 + q]));   // + (-0): keeps the extra ops live
+                    } else {
                         v = accf[mi][ni][h * 2 + q];
+                    }
                     a.Y[(size_t)r * N + c] = __float2half_rn(v);
                 }
         }
