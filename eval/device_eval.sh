@@ -22,7 +22,9 @@ has() { [[ "$STEPS" == *",$1,"* ]]; }
 P=/tmp/apex4-pack
 if [ ! -x $P/bin/apex4 ]; then mkdir -p $P && xz -dc .devpack/pack.tar.xz | tar -C $P -xf - || exit 1; fi
 # a newer apex4 binary carried in .devbin/ (built here) replaces the packed one
-if [ -x .devbin/apex4 ]; then cp .devbin/apex4 $P/bin/apex4; fi
+for b in apex4 test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer; do
+    if [ -x .devbin/$b ]; then cp .devbin/$b $P/bin/$b; fi
+done
 export LD_LIBRARY_PATH="$P/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export APEX4_DATA=$P/data APEX4_PROGRESS=0
 BIN=$P/bin/apex4

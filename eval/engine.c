@@ -212,7 +212,8 @@ int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *
         }
     e->last_len = 0;
     int rc = e->be->score(e, tokens, T, rs, window, store, nll, kld, same, err);
-    e->pos = rc ? 0 : T;
+    e->be->truncate(e, 0);   /* the cuda backend scores without filling the KV cache: nothing usable */
+    e->pos = 0;
     return rc;
 }
 
@@ -243,6 +244,7 @@ int ae_engine_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_re
         }
     e->last_len = 0;
     int rc = e->be->score_windows(e, tokens, n, T, rs, window0, store, nll, kld, same, err);
+    e->be->truncate(e, 0);
     e->pos = 0;
     return rc;
 }

@@ -89,6 +89,8 @@ void ae_refstore_free(ae_refstore *rs);
  * written; with store == 0 and rs != NULL, kld[t] = KL(P_ref || Q) = Σ_v p_v (log p_v - log q_v) and
  * same[t] = (argmax Q == argmax P) (ties to the lowest id) against slot `window`. rs == NULL: only nll.
  * Arrays nll, kld [T-1] double, same [T-1] int (kld/same may be NULL when not written).
+ * Afterwards the KV cache holds nothing (ae_engine_pos 0): the cuda backend's attention reads the
+ * window's keys and values straight from the q|k|v output instead of filling the cache.
  * Errors: T outside [2, max_seq], window outside the store, non-finite logits (window-local position
  * named), forward errors. */
 int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window,

@@ -254,7 +254,7 @@ static int build_lin(ae_engine *e, cu_state *s, int l, int f, uint16_t *stage, s
 }
 
 static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logits_from, const int32_t *seg,
-                       const int32_t *rows, int nrows, char *err);
+                       const int32_t *rows, int nrows, int nocache, char *err);
 
 /* Layer l's norms and fused GEMM weights onto the device (read, generated or quantized for the route). */
 static int layer_load(ae_engine *e, int l, char *err) {
@@ -412,7 +412,7 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
         int Tw = s->max_seq < 2048 ? s->max_seq : 2048;
         int *tw = calloc((size_t)Tw, sizeof *tw);
         if (!tw) { SETERR("cuda engine: out of memory"); goto out; }
-        int w = forward_dev(e, tw, Tw, 0, 0, NULL, NULL, 0, err);
+        int w = forward_dev(e, tw, Tw, 0, 0, NULL, NULL, 0, 1, err);
         free(tw);
         if (w) goto out;
         memset(s->prof_t, 0, sizeof s->prof_t);
@@ -469,8 +469,9 @@ static int lin_run(cu_state *s, const cu_lin *ln, const uint16_t *xin, const ak_
 /* Forward into s->logits rows 0 .. T-logits_from-1 (device), or no logits when logits_from == T. */
 /* Layer l on s->x [T, dim] (positions pos .. pos+T-1, or packed with seg): pending = the previous
  * layer's residual branch s->t1 is still to be added to s->x (fused into the first RMSNorm, as HF's
- * residual add); leaves this layer's down_proj output in s->t1, not yet added. */
-static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, int pending, char *err) {
+ * residual add); leaves this layer's down_proj output in s->t1, not yet added. nocache (pos 0, no
+ * kv4, the cache not read afterwards): attention reads k, v from the q|k|v output, no cache copy. */
+static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, int pending, int nocache, char *err) {
     cu_state *s = e->dev;
     const ae_config *c = &e->m->cfg;
     const aq_mode *m = &e->o.mode;
@@ -493,15 +494,21 @@ static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, in
             : ak_ops_rope(s->ops, q, ld, s->nh, k, ld, s->nkv, T, pos, err))
         return -1;
     prof_mark(s, P_ROPE);
-    if (ak_ops_kv_store(s->ops, k, v, ld, T, pos, s->nkv, s->hd, e->o.kv4, L->kc, L->vc, s->max_seq,
-                        err))
-        return -1;
-    prof_mark(s, P_KV);
-    if (seg ? ak_ops_attention_packed(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, seg, s->nh,
-                                      s->nkv, s->hd, s->att, err)
-            : ak_ops_attention(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, pos, s->nh, s->nkv,
-                               s->hd, s->att, err))
-        return -1;
+    if (nocache && pos == 0 && !e->o.kv4) {
+        prof_mark(s, P_KV);
+        if (ak_ops_attention_prefill(s->ops, AK_ATTN_AUTO, q, ld, k, v, ld, T, seg, s->nh, s->nkv, s->hd, s->att, err))
+            return -1;
+    } else {
+        if (ak_ops_kv_store(s->ops, k, v, ld, T, pos, s->nkv, s->hd, e->o.kv4, L->kc, L->vc, s->max_seq,
+                            err))
+            return -1;
+        prof_mark(s, P_KV);
+        if (seg ? ak_ops_attention_packed(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, seg, s->nh,
+                                          s->nkv, s->hd, s->att, err)
+                : ak_ops_attention(s->ops, AK_ATTN_AUTO, q, ld, L->kc, L->vc, s->max_seq, T, pos, s->nh, s->nkv,
+                                   s->hd, s->att, err))
+            return -1;
+    }
     prof_mark(s, P_ATTN);
     if (site_in(s, l, AE_SITE_ATTN_OUT, s->att, T, s->q_dim, &xin, &qx, m, err)) return -1;
     prof_mark(s, P_QUANT);
@@ -526,7 +533,7 @@ static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, in
  * must be 0) runs RoPE and attention per sequence; rows [nrows] device int32 (non-NULL): logits only
  * for those rows, into s->logits rows 0 .. nrows-1 (logits_from is then ignored). */
 static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logits_from, const int32_t *seg,
-                       const int32_t *rows, int nrows, char *err) {
+                       const int32_t *rows, int nrows, int nocache, char *err) {
     cu_state *s = e->dev;
     const ae_config *c = &e->m->cfg;
     if (T < 1 || pos < 0 || pos + T > s->max_seq) {
@@ -539,7 +546,7 @@ static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logi
     prof_mark(s, P_EMBED);
     for (int l = 0; l < c->n_layers; l++) {
         if (s->streaming && layer_load(e, l, err)) return -1;
-        if (layer_dev(e, l, T, pos, seg, l > 0, err)) return -1;
+        if (layer_dev(e, l, T, pos, seg, l > 0, nocache, err)) return -1;
         if (s->streaming) layer_unload(e, l);
     }
     if (rows) {
@@ -569,7 +576,7 @@ static int cu_forward(ae_engine *e, const int *tokens, int T, int pos, int logit
         SETERR("forward: logits_from %d outside [0, %d] or logits missing", logits_from, T);
         return -1;
     }
-    if (forward_dev(e, tokens, T, pos, logits_from, NULL, NULL, 0, err)) return -1;
+    if (forward_dev(e, tokens, T, pos, logits_from, NULL, NULL, 0, 0, err)) return -1;
     if (logits_from < T)
         return ak_ops_download(s->ops, logits, s->logits, (size_t)(T - logits_from) * s->V * sizeof(float), err);
     return 0;
@@ -622,9 +629,9 @@ static int score_logits(ae_engine *e, const int *tokens, int T, ae_refstore *rs,
 static int cu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, long window, int store, double *nll,
                     double *kld, int *same, char *err) {
     e->pos = 0;
-    if (forward_dev(e, tokens, T, 0, 0, NULL, NULL, 0, err)) return -1;
+    if (forward_dev(e, tokens, T, 0, 0, NULL, NULL, 0, 1, err)) return -1;
     if (score_logits(e, tokens, T, rs, window, store, nll, kld, same, err)) return -1;
-    e->pos = T;
+    e->pos = 0;   /* attention read k, v from the q|k|v output: the cache was not filled */
     return 0;
 }
 
@@ -661,7 +668,7 @@ static int cu_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_re
         if (layer_load(e, l, err)) goto out;
         for (int w = 0; w < n; w++) {
             s->x = H + w * wst;
-            if (layer_dev(e, l, T, 0, NULL, 0, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) goto out;
+            if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) goto out;
         }
         if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) goto out;
         layer_unload(e, l);
@@ -750,7 +757,7 @@ static int cu_loglik(ae_engine *e, const int *tokens, const int *offsets, int n_
             }
         if (ak_ops_upload(s->ops, s->seg_d, seg, (size_t)T * 4, err) ||
             (nr && ak_ops_upload(s->ops, s->rows_d, rows, (size_t)nr * 4, err)) ||
-            forward_dev(e, tokens + base, T, 0, T, s->seg_d, nr ? s->rows_d : NULL, nr, err))
+            forward_dev(e, tokens + base, T, 0, T, s->seg_d, nr ? s->rows_d : NULL, nr, 1, err))
             goto out;
         if (nr) {
             char e2[AX_ERR_LEN];

@@ -68,6 +68,11 @@ int ae_job_open(const ae_job_opts *o, ae_job **out, char *err) {
         if (stat(o->calib_dir, &st) != 0) { SETERR("--calib-dir '%s': %s", o->calib_dir, strerror(errno)); return -1; }
         if (!S_ISDIR(st.st_mode)) { SETERR("--calib-dir '%s': not a folder", o->calib_dir); return -1; }
     }
+    if (!o->tokenizer && o->model_dir && !strncmp(o->model_dir, "random:", 7)) {
+        SETERR("--model %s is a virtual checkpoint (no folder, no tokenizer.json): give --tokenizer FILE "
+               "(e.g. the LLaMA-2 tokenizer of the data root, models/llama2-tokenizer/tokenizer.json)", o->model_dir);
+        return -1;
+    }
     ae_job *j = calloc(1, sizeof *j);
     if (!j) { SETERR("out of memory"); return -1; }
     j->o = *o;

@@ -311,11 +311,9 @@ extern "C" int ak_ops_zero(ak_ops *o, void *dptr, size_t bytes, char *err) {
 // ---- embeddings --------------------------------------------------------------------------------------
 
 __global__ void embed_kernel(const int32_t *tok, int T, const uint16_t *table, int dim, uint16_t *x) {
-    size_t n = (size_t)T * dim;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i / (size_t)dim, d = i % (size_t)dim;
-        x[i] = table[(size_t)tok[t] * dim + d];
-    }
+    for (int t = blockIdx.y; t < T; t += gridDim.y)
+        for (int d = blockIdx.x * blockDim.x + threadIdx.x; d < dim; d += gridDim.x * blockDim.x)
+            x[(size_t)t * dim + d] = table[(size_t)tok[t] * dim + d];
 }
 
 extern "C" int ak_ops_embed(ak_ops *o, const int32_t *tokens, int T, const uint16_t *table, int vocab, int dim,
@@ -332,7 +330,8 @@ extern "C" int ak_ops_embed(ak_ops *o, const int32_t *tokens, int T, const uint1
     void *s;
     if (get_scratch(o, (size_t)T * sizeof(int32_t), &s, op, err)) return -1;
     OPS_CUDA(op, "uploading tokens", cudaMemcpyAsync(s, tokens, (size_t)T * sizeof(int32_t), cudaMemcpyHostToDevice, o->stream));
-    embed_kernel<<<grid_for(o, (size_t)T * dim, 256), 256, 0, o->stream>>>((const int32_t *)s, T, table, dim, x);
+    dim3 grid((unsigned)((dim + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
+    embed_kernel<<<grid, 256, 0, o->stream>>>((const int32_t *)s, T, table, dim, x);
     OPS_LAUNCHED(op, "embed_kernel");
     return 0;
 }
@@ -479,14 +478,15 @@ extern "C" int ak_ops_rope_init(ak_ops *o, const ak_ops_rope_cfg *c, int max_pos
     return 0;
 }
 
+// grid: y over tokens, x over the (head, pair) items of a token (32-bit index arithmetic)
 __global__ void rope_kernel(uint16_t *q, int q_ld, int nh, uint16_t *k, int k_ld, int nkv, int T, int pos0, int half,
                             const uint16_t *cosT, const uint16_t *sinT, const int32_t *seg) {
-    size_t per_t = (size_t)(nh + nkv) * half, n = (size_t)T * per_t;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i / per_t, rem = i % per_t;
-        int hh = (int)(rem / half), j = (int)(rem % half);
-        uint16_t *x = hh < nh ? q + t * q_ld + (size_t)hh * 2 * half : k + t * k_ld + (size_t)(hh - nh) * 2 * half;
-        size_t ti = (size_t)(seg ? (int)t - seg[t] : pos0 + (int)t) * half + j;
+    const int per_t = (nh + nkv) * half;
+    for (int t = blockIdx.y; t < T; t += gridDim.y)
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < per_t; i += gridDim.x * blockDim.x) {
+        int hh = i / half, j = i - hh * half;
+        uint16_t *x = hh < nh ? q + (size_t)t * q_ld + (size_t)hh * 2 * half : k + (size_t)t * k_ld + (size_t)(hh - nh) * 2 * half;
+        size_t ti = (size_t)(seg ? t - seg[t] : pos0 + t) * half + j;
         float c = h2f(cosT[ti]), s = h2f(sinT[ti]);
         float x1 = h2f(x[j]), x2 = h2f(x[j + half]);
         // q*cos + rotate_half(q)*sin, rotate_half(x) = cat(-x2, x1); each product and the sum rounded to fp16
@@ -512,9 +512,10 @@ static int rope_impl(ak_ops *o, const char *op, uint16_t *q, int q_ld, int n_hea
                 (long)pos0 + T - 1, o->rope_max_pos);
         return -1;
     }
-    size_t n = (size_t)T * (n_heads + n_kv) * o->rope_half;
-    rope_kernel<<<grid_for(o, n, 256), 256, 0, o->stream>>>(q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, o->rope_half,
-                                                          o->rope_cos, o->rope_sin, seg);
+    const int per_t = (n_heads + n_kv) * o->rope_half;
+    dim3 grid((unsigned)((per_t + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
+    rope_kernel<<<grid, 256, 0, o->stream>>>(q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, o->rope_half, o->rope_cos,
+                                             o->rope_sin, seg);
     OPS_LAUNCHED(op, "rope_kernel");
     return 0;
 }
@@ -591,6 +592,8 @@ __global__ void kv_store_kernel(const uint16_t *k, const uint16_t *v, int ld, in
     uint16_t *dst = (which ? vc : kc) + ((size_t)(pos0 + t) * nkv + h) * hd;
     int lane = threadIdx.x & 31;
     if (kv4) kv4_warp(src, dst, hd, lane);
+    else if (hd % 8 == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 15) == 0)   // 16-byte copies
+        for (int i = lane; i < hd / 8; i += 32) reinterpret_cast<uint4 *>(dst)[i] = reinterpret_cast<const uint4 *>(src)[i];
     else
         for (int i = lane; i < hd; i += 32) dst[i] = src[i];
 }
@@ -637,7 +640,7 @@ extern "C" int ak_ops_kv_store(ak_ops *o, const uint16_t *k, const uint16_t *v, 
 // chunk max by shuffles, online rescale, then P·V with lane owning dims lane, lane+32, ...
 __global__ void __launch_bounds__(128) attn_simple_kernel(const uint16_t *q, int q_ld, const uint16_t *kc,
                                                           const uint16_t *vc, int T, int pos0, int nh, int nkv, int hd,
-                                                          float scale, uint16_t *out, const int32_t *seg) {
+                                                          float scale, uint16_t *out, const int32_t *seg, int kv_ld) {
     __shared__ float sq[4][SIMPLE_MAX_D];
     int wib = threadIdx.x >> 5, lane = threadIdx.x & 31;
     long w = (long)blockIdx.x * 4 + wib;
@@ -651,7 +654,7 @@ __global__ void __launch_bounds__(128) attn_simple_kernel(const uint16_t *q, int
     for (int i = 0; i < SIMPLE_MAX_D / 32; i++) acc[i] = 0.0f;
     float m = -INFINITY, l = 0.0f;
     int nk = pos0 + t + 1;
-    size_t kstride = (size_t)nkv * hd;
+    size_t kstride = (size_t)kv_ld;
     const uint16_t *kb = kc + (size_t)kvh * hd, *vb = vc + (size_t)kvh * hd;
     if (seg) {   // packed: keys seg[t] .. t of the query's own sequence (pos0 == 0)
         kb += (size_t)seg[t] * kstride;
@@ -751,7 +754,7 @@ __device__ __forceinline__ void tc_load_tile(uint16_t *s, const uint16_t *g, siz
 template <int D>
 __global__ void __launch_bounds__(128) attn_tc_kernel(const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc,
                                                       int T, int pos0, int nh, int nkv, float scale_log2, uint16_t *out,
-                                                      const int32_t *seg) {
+                                                      const int32_t *seg, int kv_ld) {
     constexpr int LDS = D + 8, KD = D / 16, ND = D / 8, NS = TC_BC / 8;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     uint16_t *sQ = reinterpret_cast<uint16_t *>(smem_raw);
@@ -762,7 +765,7 @@ __global__ void __launch_bounds__(128) attn_tc_kernel(const uint16_t *q, int q_l
     int h = blockIdx.y, kvh = h / (nh / nkv);
     int t0 = qt * TC_BR;
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    size_t kstride = (size_t)nkv * D;
+    size_t kstride = (size_t)kv_ld;
     const uint16_t *kbase = kc + (size_t)kvh * D, *vbase = vc + (size_t)kvh * D;
     int nkeys = pos0 + T;
     int kmax = min(pos0 + t0 + TC_BR - 1, nkeys - 1);   // last key any row of the block needs
@@ -890,12 +893,12 @@ static size_t tc_smem() { return (size_t)(TC_BR + 2 * TC_BC) * (D + 8) * sizeof(
 
 template <int D>
 static cudaError_t tc_launch(cudaStream_t st, const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc, int T,
-                             int pos0, int nh, int nkv, float scale_log2, uint16_t *out, const int32_t *seg) {
+                             int pos0, int nh, int nkv, float scale_log2, uint16_t *out, const int32_t *seg, int kv_ld) {
     size_t sm = tc_smem<D>();
     cudaError_t e = cudaFuncSetAttribute(attn_tc_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((T + TC_BR - 1) / TC_BR), (unsigned)nh);
-    attn_tc_kernel<D><<<grid, 128, sm, st>>>(q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out, seg);
+    attn_tc_kernel<D><<<grid, 128, sm, st>>>(q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out, seg, kv_ld);
     return cudaGetLastError();
 }
 
@@ -910,8 +913,14 @@ extern "C" int ak_ops_attention_tc_ok(int head_dim, int q_ld, const void *q, con
 
 static int attention_impl(ak_ops *o, const char *op, ak_attn_impl impl, const uint16_t *q, int q_ld,
                           const uint16_t *k_cache, const uint16_t *v_cache, int max_seq, int T, int pos0, int n_heads,
-                          int n_kv, int head_dim, uint16_t *out, const int32_t *seg, char *err) {
+                          int n_kv, int head_dim, uint16_t *out, const int32_t *seg, int kv_ld, char *err) {
     if (begin(o, op, err)) return -1;
+    if (kv_ld == 0) kv_ld = n_kv * head_dim;
+    if ((long)kv_ld < (long)n_kv * head_dim || (kv_ld % 8 && impl == AK_ATTN_TC)) {
+        OPS_ERR("%s: K/V row stride %d < n_kv x head_dim = %d x %d (or not a multiple of 8 for the TC kernel)", op,
+                kv_ld, n_kv, head_dim);
+        return -1;
+    }
     if (impl != AK_ATTN_AUTO && impl != AK_ATTN_SIMPLE && impl != AK_ATTN_TC) {
         OPS_ERR("%s: unknown implementation %d", op, (int)impl);
         return -1;
@@ -933,7 +942,7 @@ static int attention_impl(ak_ops *o, const char *op, ak_attn_impl impl, const ui
         OPS_ERR("%s: query positions %d..%ld exceed the cache's max_seq %d", op, pos0, (long)pos0 + T - 1, max_seq);
         return -1;
     }
-    int tc_ok = ak_ops_attention_tc_ok(head_dim, q_ld, q, k_cache, v_cache, out);
+    int tc_ok = ak_ops_attention_tc_ok(head_dim, q_ld, q, k_cache, v_cache, out) && kv_ld % 8 == 0;
     if (impl == AK_ATTN_TC && !tc_ok) {
         OPS_ERR("%s: the tensor-core kernel needs head_dim in {32, 64, 96, 128} (got %d), q row stride %% 8 == 0 "
                 "(got %d) and 16-byte aligned q, k_cache, v_cache, out", op, head_dim, q_ld);
@@ -944,10 +953,10 @@ static int attention_impl(ak_ops *o, const char *op, ak_attn_impl impl, const ui
         float sl2 = scale * 1.4426950408889634f;
         cudaError_t e;
         switch (head_dim) {
-        case 32: e = tc_launch<32>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg); break;
-        case 64: e = tc_launch<64>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg); break;
-        case 96: e = tc_launch<96>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg); break;
-        default: e = tc_launch<128>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg); break;
+        case 32: e = tc_launch<32>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
+        case 64: e = tc_launch<64>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
+        case 96: e = tc_launch<96>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
+        default: e = tc_launch<128>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
         }
         OPS_CUDA(op, "launching attn_tc_kernel", e);
         return 0;
@@ -958,7 +967,7 @@ static int attention_impl(ak_ops *o, const char *op, ak_attn_impl impl, const ui
     }
     long warps = (long)T * n_heads;
     attn_simple_kernel<<<(unsigned)((warps + 3) / 4), 128, 0, o->stream>>>(q, q_ld, k_cache, v_cache, T, pos0, n_heads,
-                                                                           n_kv, head_dim, scale, out, seg);
+                                                                           n_kv, head_dim, scale, out, seg, kv_ld);
     OPS_LAUNCHED(op, "attn_simple_kernel");
     return 0;
 }
@@ -967,7 +976,7 @@ extern "C" int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q,
                                 const uint16_t *v_cache, int max_seq, int T, int pos0, int n_heads, int n_kv,
                                 int head_dim, uint16_t *out, char *err) {
     return attention_impl(o, "ak_ops_attention", impl, q, q_ld, k_cache, v_cache, max_seq, T, pos0, n_heads, n_kv,
-                          head_dim, out, nullptr, err);
+                          head_dim, out, nullptr, 0, err);
 }
 
 extern "C" int ak_ops_attention_packed(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld,
@@ -980,7 +989,14 @@ extern "C" int ak_ops_attention_packed(ak_ops *o, ak_attn_impl impl, const uint1
         return -1;
     }
     return attention_impl(o, op, impl, q, q_ld, k_cache, v_cache, max_seq, T, 0, n_heads, n_kv, head_dim, out, seg,
-                          err);
+                          0, err);
+}
+
+extern "C" int ak_ops_attention_prefill(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k,
+                                        const uint16_t *v, int kv_ld, int T, const int32_t *seg, int n_heads, int n_kv,
+                                        int head_dim, uint16_t *out, char *err) {
+    return attention_impl(o, "ak_ops_attention_prefill", impl, q, q_ld, k, v, T, T, 0, n_heads, n_kv, head_dim, out, seg,
+                          kv_ld, err);
 }
 
 __global__ void gather_rows_kernel(const uint16_t *src, int ld, const int32_t *rows, int n, int width, uint16_t *dst) {
@@ -1114,13 +1130,13 @@ done:
 
 // ---- SwiGLU and residual --------------------------------------------------------------------------------
 
+// grid: y over tokens, x over the hidden columns (32-bit index arithmetic)
 __global__ void swiglu_kernel(const uint16_t *gate, const uint16_t *up, int ld_in, int T, int hidden, uint16_t *out) {
-    size_t n = (size_t)T * hidden;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        size_t t = i / hidden, c = i % hidden;
-        float g = h2f(gate[t * ld_in + c]), u = h2f(up[t * ld_in + c]);
+    for (int t = blockIdx.y; t < T; t += gridDim.y)
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < hidden; c += gridDim.x * blockDim.x) {
+        float g = h2f(gate[(size_t)t * ld_in + c]), u = h2f(up[(size_t)t * ld_in + c]);
         float silu = r16(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))));   // PyTorch silu on fp16: fp32 inside
-        out[i] = f2h(__fmul_rn(silu, u));
+        out[(size_t)t * hidden + c] = f2h(__fmul_rn(silu, u));
     }
 }
 
@@ -1135,7 +1151,8 @@ extern "C" int ak_ops_swiglu(ak_ops *o, const uint16_t *gate, const uint16_t *up
     if (!gate || !up || !out) { OPS_ERR("%s: NULL %s", op, !gate ? "gate" : !up ? "up" : "out"); return -1; }
     if (out == up) { OPS_ERR("%s: out must not alias up", op); return -1; }
     if (out == gate && ld_in != hidden) { OPS_ERR("%s: in place (out == gate) needs row stride == hidden", op); return -1; }
-    swiglu_kernel<<<grid_for(o, (size_t)T * hidden, 256), 256, 0, o->stream>>>(gate, up, ld_in, T, hidden, out);
+    dim3 grid((unsigned)((hidden + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
+    swiglu_kernel<<<grid, 256, 0, o->stream>>>(gate, up, ld_in, T, hidden, out);
     OPS_LAUNCHED(op, "swiglu_kernel");
     return 0;
 }

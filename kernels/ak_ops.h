@@ -163,6 +163,15 @@ int ak_ops_attention(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, 
 int ak_ops_attention_packed(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k_cache,
                             const uint16_t *v_cache, int max_seq, int T, const int32_t *seg, int n_heads, int n_kv,
                             int head_dim, uint16_t *out, char *err);
+/* Prefill without a cache: keys and values read where the fused q|k|v GEMM wrote them, k and v
+ * [T, n_kv, head_dim] fp16 with row stride kv_ld (>= n_kv·head_dim; a multiple of 8 for the TC
+ * kernel), queries at positions 0 .. T-1 (seg NULL) or packed sequences (seg as ak_ops_attention_packed).
+ * The same kernels and numbers as storing k, v into a cache (ak_ops_kv_store without kv4) and calling
+ * ak_ops_attention / _packed with pos0 = 0; for a forward whose cache is not needed afterwards (a
+ * perplexity window, a packed zero-shot call). Errors: as ak_ops_attention, a bad kv_ld. */
+int ak_ops_attention_prefill(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k,
+                             const uint16_t *v, int kv_ld, int T, const int32_t *seg, int n_heads, int n_kv,
+                             int head_dim, uint16_t *out, char *err);
 /* dst [n, width] fp16 = rows rows[0..n) of src [*, ld] fp16 (rows: DEVICE int32 [n], each a valid
  * row of src — not checked). Errors: n, width < 1, ld < width, NULL pointers. */
 int ak_ops_gather_rows(ak_ops *o, const uint16_t *src, int ld, const int32_t *rows, int n, int width,

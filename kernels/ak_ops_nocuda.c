@@ -161,3 +161,10 @@ int ak_ops_fill_f16(ak_ops *o, uint16_t value, size_t n, uint16_t *dst, char *er
     (void)o; (void)value; (void)n; (void)dst;
     return nocuda("ak_ops_fill_f16", err);
 }
+int ak_ops_attention_prefill(ak_ops *o, ak_attn_impl impl, const uint16_t *q, int q_ld, const uint16_t *k,
+                             const uint16_t *v, int kv_ld, int T, const int32_t *seg, int n_heads, int n_kv,
+                             int head_dim, uint16_t *out, char *err) {
+    (void)o; (void)impl; (void)q; (void)q_ld; (void)k; (void)v; (void)kv_ld; (void)T; (void)seg; (void)n_heads;
+    (void)n_kv; (void)head_dim; (void)out;
+    return nocuda("ak_ops_attention_prefill", err);
+}

@@ -837,3 +837,37 @@ Test(gpu_ops, gen_normal_matches_make_model_stream) {
     free(cpu); free(got);
     ak_ops_free(o);
 }
+
+/* Prefill from the q|k|v output (no cache copy) against kv_store + attention from the cache: the same
+ * kernels over the same keys in the same order, so the same bytes (both impls; plain and packed). */
+Test(gpu_ops, attention_prefill_equals_cache_route) {
+    NEED_DEVICE();
+    ak_ops *o = ctx_new();
+    char err[AX_ERR_LEN] = "";
+    const int T = 150, nh = 4, nkv = 2, hd = 64, ld = (nh + 2 * nkv) * hd, kvd = nkv * hd;
+    size_t n = (size_t)T * ld, nq = (size_t)T * nh * hd;
+    uint16_t *qkv = malloc(n * 2), *a = malloc(nq * 2), *b = malloc(nq * 2);
+    int32_t seg[150];
+    for (int t = 0; t < T; t++) seg[t] = t < 70 ? 0 : t < 71 ? 70 : 71;
+    fill_normal16(qkv, n, 1.0, 5150);
+    uint16_t *d = to_dev(o, qkv, n * 2), *kc = to_dev(o, NULL, (size_t)T * kvd * 2), *vc = to_dev(o, NULL, (size_t)T * kvd * 2);
+    uint16_t *out = to_dev(o, NULL, nq * 2);
+    int32_t *dseg = to_dev(o, seg, sizeof seg);
+    const uint16_t *k = d + nh * hd, *v = k + kvd;
+    cr_assert_eq(ak_ops_kv_store(o, k, v, ld, T, 0, nkv, hd, 0, kc, vc, T, err), 0, "%s", err);
+    for (int packed = 0; packed < 2; packed++)
+        for (int impl = 1; impl <= 2; impl++) {
+            int rc = packed ? ak_ops_attention_packed(o, (ak_attn_impl)impl, d, ld, kc, vc, T, T, dseg, nh, nkv, hd, out, err)
+                            : ak_ops_attention(o, (ak_attn_impl)impl, d, ld, kc, vc, T, T, 0, nh, nkv, hd, out, err);
+            cr_assert_eq(rc, 0, "%s", err);
+            from_dev(o, a, out, nq * 2);
+            cr_assert_eq(ak_ops_attention_prefill(o, (ak_attn_impl)impl, d, ld, k, v, ld, T, packed ? dseg : NULL, nh, nkv,
+                                                  hd, out, err), 0, "%s", err);
+            from_dev(o, b, out, nq * 2);
+            cr_assert_eq(memcmp(a, b, nq * 2), 0, "prefill differs from the cache route (packed %d, impl %d)", packed, impl);
+        }
+    cr_assert_neq(ak_ops_attention_prefill(o, AK_ATTN_TC, d, ld, k, v, kvd - 1, T, NULL, nh, nkv, hd, out, err), 0);
+    ak_ops_dfree(o, d); ak_ops_dfree(o, kc); ak_ops_dfree(o, vc); ak_ops_dfree(o, out); ak_ops_dfree(o, dseg);
+    free(qkv); free(a); free(b);
+    ak_ops_free(o);
+}

@@ -473,3 +473,16 @@ Test(job_cli, device_option_on_every_command) {
         }
     }
 }
+
+/* A virtual checkpoint has no tokenizer.json next to it: the job says --tokenizer is needed (and names
+ * the spec) instead of failing on "random:.../tokenizer.json: No such file". */
+Test(job, virtual_model_needs_a_tokenizer) {
+    ae_job_opts o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = "random:tiny";
+    ae_job *j = NULL;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_neq(ae_job_open(&o, &j, err), 0);
+    cr_assert(strstr(err, "--tokenizer") && strstr(err, "random:tiny"), "%s", err);
+    cr_assert_null(j);
+}

@@ -6,7 +6,8 @@
  *   name             library call (what the program calls it from)             input bytes are
  *   config           ae_config_load                (make-model, model load)    config.json
  *   safetensors      ae_st_open + ae_st_read_f32 of every tensor, then
- *                    ae_model_load on a folder with a fixed tiny config.json   model.safetensors
+ *                    ae_model_load on a folder with a fixed tiny config.json,  model.safetensors
+ *                    then ae_model_read_f32 of every tensor
  *   model_index      ae_model_load on a 2-shard tiny checkpoint                model.safetensors.index.json
  *   tokenizer        ae_tokenizer_load (+ ae_tokenize / ae_detokenize of a
  *                    fixed text when it loads)      (ppl, zeroshot, tokenize)  tokenizer.json
@@ -255,7 +256,21 @@ static inline int fz_safetensors(const uint8_t *d, size_t n) {
     ae_model *m = NULL;
     err[0] = 0;
     if (ae_model_load(e->model, &m, err)) fz_rejected("ae_model_load", err);
-    else ae_model_free(m);
+    else {   /* values are read lazily: read every tensor as the engines do (NaN/inf, fp16 overflow) */
+        float *buf = NULL;
+        for (int l = -1; l < m->cfg.n_layers; l++)
+            for (int id = l < 0 ? AE_T_EMB : AE_T_ATTN_NORM; id <= (l < 0 ? AE_T_LM_HEAD : AE_T_DOWN); id++) {
+                size_t rows, cols;
+                err[0] = 0;
+                if (ae_model_tensor_shape(m, l, (ae_tensor_id)id, &rows, &cols, NULL, err)) { fz_rejected("shape", err); continue; }
+                float *nb = realloc(buf, rows * cols * sizeof *buf);
+                if (!nb) break;
+                buf = nb;
+                if (ae_model_read_f32(m, l, (ae_tensor_id)id, 0, rows, buf, err)) fz_rejected("ae_model_read_f32", err);
+            }
+        free(buf);
+        ae_model_free(m);
+    }
     return ok;
 }
 
