@@ -586,7 +586,9 @@ static void cu_truncate(ae_engine *e, int pos) { (void)e; (void)pos; /* the cach
 
 /* The reference store: device log-probs owned by a context of its own, so that it outlives the
  * engine that filled it; the reference argmax per position on the host. */
-typedef struct { ak_ops *ops; float *logp; } cu_store;
+/* Device-resident by default; in host memory when it would take more than half of --gpu-mem-limit or
+ * the device allocation fails (then each window's slot moves through `stage` on the device). */
+typedef struct { ak_ops *ops; float *logp, *host, *stage; } cu_store;
 
 static int cu_rs_alloc(ae_engine *e, ae_refstore *rs, char *err) {
     size_t n;
@@ -601,8 +603,14 @@ static int cu_rs_alloc(ae_engine *e, ae_refstore *rs, char *err) {
     char what[160];
     snprintf(what, sizeof what, "reference log-probs (%d windows x %d positions x vocab %d, fp32)", rs->n_windows,
              rs->seqlen - 1, rs->vocab);
-    if (ak_ops_alloc(cs->ops, n * sizeof(float), (void **)&cs->logp, what, err)) return -1;
-    (void)e;
+    const size_t bytes = n * sizeof(float), slot = (size_t)(rs->seqlen - 1) * rs->vocab * sizeof(float);
+    int host = e->o.gpu_mem_limit && bytes > e->o.gpu_mem_limit / 2;
+    if (!host && ak_ops_alloc(cs->ops, bytes, (void **)&cs->logp, what, err)) host = 1;   /* fall back to host */
+    if (host) {
+        cs->host = malloc(bytes);
+        if (!cs->host) { SETERR("%s: out of host memory (%zu bytes)", what, bytes); return -1; }
+        if (ak_ops_alloc(cs->ops, slot, (void **)&cs->stage, "reference log-probs staging (one window)", err)) return -1;
+    }
     return 0;
 }
 
@@ -611,8 +619,10 @@ static void cu_rs_release(ae_refstore *rs) {
     if (cs) {
         if (cs->ops) {
             ak_ops_dfree(cs->ops, cs->logp);
+            ak_ops_dfree(cs->ops, cs->stage);
             ak_ops_free(cs->ops);
         }
+        free(cs->host);
         free(cs);
     }
     free(rs->argmax);
@@ -708,12 +718,16 @@ static int score_logits(ae_engine *e, const int *tokens, int T, ae_refstore *rs,
                           NULL, err);
     } else {
         cu_store *cs = rs->dev;
-        float *slot = cs->logp + (size_t)window * (size_t)(T - 1) * (size_t)s->V;
+        const size_t sb = (size_t)(T - 1) * (size_t)s->V * sizeof(float);
+        float *hslot = cs->host ? cs->host + (size_t)window * (size_t)(T - 1) * (size_t)s->V : NULL;
+        float *slot = cs->host ? cs->stage : cs->logp + (size_t)window * (size_t)(T - 1) * (size_t)s->V;
+        if (hslot && !store && ak_ops_upload(s->ops, slot, hslot, sb, err)) { free(am); return -1; }
         int *ram = rs->argmax + (size_t)window * (size_t)(T - 1);
         if (store) {
             rc = ak_ops_score(s->ops, s->logits, s->V, T - 1, s->V, targets, NULL, 0, AK_OPS_REF_LOGP, nll, am, NULL,
                               NULL, err);
             if (!rc) rc = ak_ops_logprobs(s->ops, s->logits, s->V, T - 1, s->V, slot, s->V, NULL, err);
+            if (!rc && hslot) rc = ak_ops_download(s->ops, hslot, slot, sb, err);
             if (!rc) for (int t = 0; t < T - 1; t++) ram[t] = am[t];
         } else {
             rc = ak_ops_score(s->ops, s->logits, s->V, T - 1, s->V, targets, slot, s->V, AK_OPS_REF_LOGP, nll, am, kld,
