@@ -177,6 +177,12 @@ if has kv4gen; then
     done
 fi
 
+if has rho; then
+    step rho
+    timeout 200 $BIN bench rho --out "$OUT/rho-emulation-h200.json" >"$OUT/rho.log" 2>&1
+    echo "bench rho rc=$?"; tail -8 "$OUT/rho.log"
+fi
+
 if has fuzzstat; then
     step fuzzstat
     for i in $(seq 1 ${FUZZ_WAIT:-600}); do pgrep -f "$P/fuzz/fuzz_" >/dev/null || break; sleep 1; done
