@@ -40,7 +40,7 @@ static ae_engine *engine(const ae_model *m, const char *mode, int layer_major, i
     return e;
 }
 
-Test(gpu_layer, layer_major_equals_resident_bit_for_bit, .timeout = 300) {
+Test(gpu_layer, layer_major_equals_resident_bit_for_bit) {
     NEED_DEVICE();
     char dir[512], path[600], err[AX_ERR_LEN] = "";
     tu_make_model(dir, sizeof dir, 256, 512, 3, 512, 0, 7);
@@ -86,7 +86,7 @@ Test(gpu_layer, layer_major_equals_resident_bit_for_bit, .timeout = 300) {
     ae_model_free(m);
 }
 
-Test(gpu_layer, virtual_model_equals_written_checkpoint, .timeout = 120) {
+Test(gpu_layer, virtual_model_equals_written_checkpoint) {
     NEED_DEVICE();
     char dir[512], path[600], spec[700], err[AX_ERR_LEN] = "";
     tu_make_model(dir, sizeof dir, 128, 256, 2, 300, 0, 5);
