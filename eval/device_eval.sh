@@ -138,6 +138,26 @@ JSON
     cp $D/models/llama2-tokenizer/tokenizer.json /tmp/llama2-7b-shaped/
 fi
 
+if has speed7bv; then
+    # Speed only, no checkpoint files: apex4 on random:llama2-7b (weights generated on the device),
+    # transformers on the same config built on the GPU with its own N(0, 0.02) init (--random-init).
+    step speed7bv
+    mkdir -p /tmp/l7cfg
+    cat >/tmp/l7cfg/config.json <<'JSON'
+{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":4096,"intermediate_size":11008,
+ "num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32000,
+ "max_position_embeddings":4096,"rms_norm_eps":1e-05,"rope_theta":10000.0,"tie_word_embeddings":false,
+ "torch_dtype":"float16","bos_token_id":1,"eos_token_id":2,"hidden_act":"silu"}
+JSON
+    timeout 120 $BIN eval ppl --model random:llama2-7b,seed=1 --tokenizer $D/models/llama2-tokenizer/tokenizer.json \
+        --device cuda --gemm ${SPEED_GEMM:-fake} --modes ${SPEED_MODES:-fp16} --max-windows ${SPEED_WINDOWS:-12} \
+        --no-layer-major --no-progress --out "$OUT/speed7bv.json" >"$OUT/speed7bv.log" 2>&1
+    echo "apex4 rc=$?"; grep -E "per window" "$OUT/speed7bv.log"
+    timeout 150 python3 eval/peer_transformers.py --model /tmp/l7cfg --random-init --modes fp16 --time-windows 8 \
+        >"$OUT/peer7bv.jsonl" 2>"$OUT/peer7bv.err"
+    echo "peer rc=$?"; cat "$OUT/peer7bv.jsonl"; tail -2 "$OUT/peer7bv.err"
+fi
+
 if has prof7b; then
     # Where the FP16 forward spends its time: apex4 with APEX4_PROFILE=1 (each op synchronised) and
     # the same pieces in PyTorch (cuBLAS matmuls, sdpa, a torch.profiler table of transformers).

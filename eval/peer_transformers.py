@@ -62,6 +62,10 @@ def main():
     ap.add_argument("--modes", default="fp16,fake-w4a4-g128")
     ap.add_argument("--time-windows", type=int, default=10)
     ap.add_argument("--random-tokens", action="store_true", help="speed only: random ids, no perplexity")
+    ap.add_argument("--random-init", action="store_true",
+                    help="speed only: --model is a folder with just config.json; the model is built on the GPU with "
+                         "transformers' own init (N(0, initializer_range=0.02) weights, as make-model draws them), "
+                         "no checkpoint files; implies --random-tokens")
     a = ap.parse_args()
 
     from tokenizers import Tokenizer
@@ -69,8 +73,21 @@ def main():
 
     dev = torch.device("cuda")
     t0 = time.time()
-    model = LlamaForCausalLM.from_pretrained(a.model, torch_dtype=torch.float16, attn_implementation="sdpa")
-    model.to(dev).eval()
+
+    def load():
+        if a.random_init:
+            from transformers import LlamaConfig
+            cfg = LlamaConfig.from_pretrained(a.model)
+            torch.manual_seed(0)
+            with torch.device("cuda"):
+                return LlamaForCausalLM._from_config(cfg, torch_dtype=torch.float16,
+                                                     attn_implementation="sdpa").eval()
+        return LlamaForCausalLM.from_pretrained(a.model, torch_dtype=torch.float16,
+                                                attn_implementation="sdpa").to(dev).eval()
+
+    if a.random_init:
+        a.random_tokens = True
+    model = load()
     load_s = time.time() - t0
     V = model.config.vocab_size
     if a.random_tokens:
@@ -121,8 +138,8 @@ def main():
         for h in hooks:
             h.remove()
         if hooks:  # weights were fake-quantized in place: reload for any later mode
-            model = LlamaForCausalLM.from_pretrained(a.model, torch_dtype=torch.float16,
-                                                     attn_implementation="sdpa").to(dev).eval()
+            del model
+            model = load()
 
 
 if __name__ == "__main__":
