@@ -20,9 +20,24 @@ void ak_device_describe(char *buf, size_t len);
 
 /* GEMM implementation paths. */
 typedef enum {
+    AK_PATH_AUTO = -1,  /* planner input only (ak_gemm_plan_ex): the path the planner prefers      */
     AK_PATH_INT8 = 0,   /* int4 codes widened to int8 into mma.sync.m16n8k32.s8 (Hopper and all) */
-    AK_PATH_INT4 = 1    /* native mma.sync.m16n8k64.s4 (sm_80/86/89; emulated on sm_90)          */
+    AK_PATH_INT4 = 1,   /* native mma.sync.m16n8k64.s4 (sm_80/86/89; emulated on sm_90)          */
+    AK_PATH_WGMMA = 2,  /* Hopper only (compute capability 9.x, sm_90a code): wgmma.mma_async s8
+                           with the group epilogue overlapped with the next group's tensor work
+                           (kernels/ak_gemm_sm90.cu). GROUP and MIXED epilogues, no outlier part
+                           (atom modes), groups of 32, 64, a multiple of 128 codes or the whole row */
+    AK_PATH_WGMMA_SYNC = 3,  /* the same kernel with one accumulator set and the epilogue after
+                                each group's wgmma completes (the simple version; check and tests) */
+    AK_PATH_WGMMA_NOEPI = 4  /* BENCHMARK ONLY (ak_bench_gemm): AK_PATH_WGMMA with the epilogue's
+                                conversion and scaling switched off; Y is not the contract's, so
+                                ak_gemm* refuse it */
 } ak_path;
+/* Short name of a path ("int8", "int4", "wgmma", "wgmma-sync", "wgmma-noepi"; "auto"; "?"). */
+static inline const char *ak_path_name(int p) {
+    static const char *const names[] = {"int8", "int4", "wgmma", "wgmma-sync", "wgmma-noepi"};
+    return p == AK_PATH_AUTO ? "auto" : p >= 0 && p <= AK_PATH_WGMMA_NOEPI ? names[p] : "?";
+}
 
 /* Activation quantization on the GPU (host wrapper over ak_quantize_x_dev on device 0):
  * x [M,K] fp16 bits (host) -> out in aq_quantize_x's layout
@@ -37,9 +52,11 @@ int ak_quantize_x(const aq_mode *m, const uint16_t *x, int M, int K, const int32
 /* GEMM on the GPU from host-side quantized operands (aq_quantize_* layout): y [M,N] fp16 (host).
  * Host wrapper over ak_dqt_upload + ak_gemm_dev_ex (a context on device 0 per call; tile
  * configuration from ak_gemm_plan).
- * Bit-exact with aq_gemm(qx, qw, k_splits = 1, ...) on both paths. Any M, N >= 1; K and groups as in
- * ak_supports. Errors: layouts of qx/qw differ (mode, K, groups, outliers), unsupported shape, CUDA
- * failure (message names the step). */
+ * Bit-exact with aq_gemm(qx, qw, k_splits = 1, ...) on every path (int8, int4; wgmma and wgmma-sync
+ * where they serve: ak_gemm_plan_ex). Any M, N >= 1; K and groups as in ak_supports. Errors: layouts
+ * of qx/qw differ (mode, K, groups, outliers), unsupported shape, a path that does not serve the
+ * mode or GPU (AK_PATH_WGMMA_NOEPI is benchmark-only: refused), CUDA failure (message names the
+ * step). */
 int ak_gemm(const aq_qtensor *qx, const aq_qtensor *qw, ak_path path, uint16_t *y, char *err);
 /* The same with split-K over k_splits blocks along K (1..65535); bit-exact with
  * aq_gemm(qx, qw, k_splits, ...): multi-group modes (w4a4-gN, atom) use the contract's split at group
@@ -86,6 +103,7 @@ typedef struct {
     int    cc_major, cc_minor;  /* compute capability                                           */
     size_t total_mem;           /* bytes of device memory                                       */
     int    smem_optin;          /* max dynamic shared memory per block (bytes, opt-in)          */
+    int    cc;                  /* 10 * cc_major + cc_minor (the planner's input)              */
 } ak_ctx_facts;
 
 /* Create a context on CUDA device `device` (0-based). Errors: no CUDA device, device out of range,
@@ -182,22 +200,43 @@ int  ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, in
 /* GEMM on device operands: y device fp16 [qx->rows, qw->rows] = X·Wᵀ, bit-exact with
  * aq_gemm(qx, qw, k_splits, ...) (NUMERICS.md "Integer GEMM with group scales", "Mixed granularity",
  * "Atom-style", clarification 3). ak_gemm_dev: tile configuration, split count and path from the
- * launch planner (ak_gemm_plan) for the context's SM count; ak_gemm_dev_ex: k_splits 1..65535 forced
- * (0 = the planner's), path given. The split-K workspace is the context's. Does not wait. Errors:
- * operands' layouts differ (mode, K, groups, outliers), qx not quantized yet, unsupported shape
- * (ak_supports), bad path/k_splits, launch failure. */
+ * launch planner (ak_gemm_plan_ex) for the context's SM count and compute capability; ak_gemm_dev_ex:
+ * k_splits 1..65535 forced (0 = the planner's for that path), path given (int8, int4, wgmma,
+ * wgmma-sync). The split-K workspace is the context's. Does not wait. Errors: operands' layouts
+ * differ (mode, K, groups, outliers), qx not quantized yet, unsupported shape (ak_supports), bad
+ * path/k_splits, a wgmma path the GPU or mode does not take (message says what it needs), launch
+ * failure. */
 int  ak_gemm_dev(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, uint16_t *y, char *err);
 int  ak_gemm_dev_ex(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, ak_path path, int k_splits, uint16_t *y,
                     char *err);
 
 /* The launch plan for (mode, M, N, K) on a GPU with `sms` SMs: kernel configuration, split count
  * (k_splits = 0: chosen; else forced) and split kind, path. The only place shapes map to launches
- * (ak_gemm_dev, ak_gemm_ex, ak_gemm_splits and the benchmark use it). cfg: 1 = GEMV (M <= 16),
- * 2 = 16 x 256 tiles (M <= 16, AK_GEMV = 0), 3 = 64 x 128 tiles, 4 = 128 x 128 tiles. split_kind:
- * 0 none, 1 exact int32 split, 2 the contract's group split. Returns 0, or -1 for a non-integer mode,
- * M, N < 1, K < 32, sms < 1 or k_splits outside 0..65535. */
+ * (ak_gemm_dev, ak_gemm_ex, ak_gemm_splits and the benchmark use it). cfg: the mma.sync tile
+ * configuration for the shape: 1 = GEMV (M <= 16), 2 = 16 x 256 tiles (M <= 16, AK_GEMV = 0),
+ * 3 = 64 x 128 tiles, 4 = 128 x 128 tiles (the WGMMA path has one 128 x 128 configuration and ignores
+ * cfg). split_kind: 0 none, 1 exact int32 split, 2 the contract's group split. path: AK_PATH_WGMMA
+ * when the calling thread's current CUDA device has compute capability 9.x, M >= 64 and the mode is
+ * one the path serves (ak_gemm_plan_ex), else AK_PATH_INT8 (splits and path planned together).
+ * Returns 0, or -1 for a non-integer mode, M, N < 1, K < 32, sms < 1 or k_splits outside 0..65535. */
 typedef struct { int cfg, splits, split_kind; ak_path path; } ak_plan;
 int  ak_gemm_plan(const aq_mode *m, int M, int N, int K, int sms, int k_splits, ak_plan *out);
+/* The same for a GPU of compute capability cc (10 * major + minor; 0 = unknown: mma.sync paths only),
+ * a pure function of its arguments. path = AK_PATH_AUTO: the planner's choice (AK_PATH_WGMMA on
+ * cc 90..99 when it serves the mode and M >= 64 (AK_WGMMA_MIN_M), else AK_PATH_INT8); any other
+ * path: the plan for that path (WGMMA_SYNC / WGMMA_NOEPI as WGMMA). Returns -1 as ak_gemm_plan, and
+ * also for a path that cannot serve: a wgmma path on cc outside 90..99, or for a mode with an outlier
+ * part, a group that is not 32, 64, a multiple of 128 codes or the whole row, or unequal code widths.
+ * CUDA builds only (kernels/ak_plan.cu). */
+int  ak_gemm_plan_ex(const aq_mode *m, int M, int N, int K, int sms, int cc, int path, int k_splits, ak_plan *out);
+#define AK_WGMMA_MIN_M 64
+/* 1: AK_PATH_AUTO may choose the wgmma path (cc 9.x, M >= AK_WGMMA_MIN_M, modes it serves). 0 (now): the
+ * path is written and compiles for sm_90a but has not yet run on a device, so the planner (and the
+ * engine) stay on the verified mma.sync paths; check, bench and tests reach it by name. Build with
+ * -DAK_WGMMA_AUTO=1 (nvcc and cc) once `apex4 check --device cuda --paths wgmma,wgmma-sync` passes. */
+#ifndef AK_WGMMA_AUTO
+#define AK_WGMMA_AUTO 0
+#endif
 
 /* Dequantize a device quantized tensor to fp16 in the ORIGINAL channel order: out device fp16
  * [t->rows, t->K] = fp16_rne(float(q)·float(s)) (MIXED weights: fp16_rne(float(q)·(float(S)·u)), the
@@ -259,9 +298,12 @@ void ak_bench_free(ak_bench *b);
 /* Time Y [M,N] = X [M,K] · W [N,K]^T: `warmup` untimed runs, then `runs` runs each timed with CUDA
  * events; inputs are random (never zeros: codes, scales, sub-scales and fp16 values drawn from a
  * hash on the device) and rotated over enough copies that their total exceeds 3x the L2, so no run
- * finds its inputs in L2. mode/path are used for AK_IMPL_APEX4 only. Writes the median, min and max
- * time in ms. Errors: unsupported shape (ak_supports; cuBLAS INT8 needs K % 4 == 0), out of memory,
- * CUDA/cuBLAS failure. */
+ * finds its inputs in L2. mode/path are used for AK_IMPL_APEX4 only: the plan is the planner's for
+ * that path (ak_gemm_plan_ex on device 0); every path including AK_PATH_WGMMA_NOEPI (the overlapped
+ * wgmma kernel with the epilogue's conversion and scaling switched off: its time against
+ * AK_PATH_WGMMA's shows how much of the epilogue the overlap hides). Writes the median, min and max
+ * time in ms. Errors: unsupported shape (ak_supports; cuBLAS INT8 needs K % 4 == 0), a path that
+ * does not serve the mode/GPU, out of memory, CUDA/cuBLAS failure. */
 int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_path path, int M, int N, int K,
                   int warmup, int runs, double *ms_median, double *ms_min, double *ms_max, char *err);
 /* Time the activation quantizer on X [M,K] (random fp16; ATOM with a random permutation). bytes =
@@ -294,8 +336,9 @@ void ak_fill_input(ak_input k, unsigned seed, int rows, int K, uint16_t *x);
  * on the CPU, ak_quantize_x and ak_quantize_w_dev on the GPU (compares codes, scales and sub-scales
  * byte for byte) and ak_gemm_ex on
  * the reference's quantized operands for each path in paths_mask (bit 0: AK_PATH_INT8, bit 1:
- * AK_PATH_INT4) with k_splits = 1 and k_splits = max(3, ak_gemm_splits(...)), comparing Y byte for
- * byte with aq_gemm at the same k_splits. Returns 0 when the case ran (r->ok says whether
+ * AK_PATH_INT4, bit 2: AK_PATH_WGMMA, bit 3: AK_PATH_WGMMA_SYNC; a wgmma path runs only where it
+ * serves the mode and device (ak_gemm_plan_ex), r->paths_run says which ran) with k_splits = 1 and
+ * k_splits = max(3, ak_gemm_splits(...)), comparing Y byte for byte with aq_gemm at the same k_splits. Returns 0 when the case ran (r->ok says whether
  * everything matched, r->msg the first difference or "ok"), -1 on an error (err: bad shape,
  * unsupported mode, CUDA failure, out of memory). */
 typedef struct {
@@ -304,6 +347,7 @@ typedef struct {
     long y_elems;            /* Y elements compared (per path)                               */
     double ref_s, gpu_s;     /* wall seconds: CPU reference (quantize + gemm), GPU calls     */
     int  splits;             /* the k_splits > 1 that was checked next to k_splits = 1        */
+    int  paths_run;          /* paths_mask bits whose Y was compared (wgmma: where served)    */
     char msg[256];
 } ak_check_result;
 int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigned seed, int paths_mask,

@@ -1,5 +1,6 @@
 // ak_bench.cu — benchmark primitives for apex4 bench gemm (kernels/ak.h): cuBLAS FP16 and INT8
-// baselines, the apex4 GEMM kernels, the activation quantizer and a device-to-device copy, all timed
+// baselines, the apex4 GEMM kernels (every path, AK_PATH_WGMMA_NOEPI included: the wgmma kernel with
+// its epilogue switched off), the activation quantizer and a device-to-device copy, all timed
 // with CUDA events around each run after a warm-up; medians are taken by the caller's numbers here.
 // Inputs come from a counter hash on the device (never zeros) and rotate over enough copies that
 // their total is >= 3x the L2, so each run reads its operands from HBM (METHOD.md "Time properly").
@@ -19,6 +20,7 @@ struct ak_bench {
     long l2;
     size_t free_mem;
     int sms;          // SM count of device 0 (the launch planner's input)
+    int cc;           // its compute capability, 10 * major + minor (the planner's other input)
 };
 
 #ifndef AK_BENCH_WPAD
@@ -152,6 +154,7 @@ extern "C" int ak_bench_new(ak_bench **out, char *err) {
     }
     b->l2 = p.l2CacheSize;
     b->sms = p.multiProcessorCount;
+    b->cc = 10 * p.major + p.minor;
     if (cublasCreate(&b->h) != CUBLAS_STATUS_SUCCESS) {
         if (err) snprintf(err, AX_ERR_LEN, "bench: cublasCreate failed");
         cudaStreamDestroy(b->st);
@@ -278,9 +281,12 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
         }
     __half *Y = P.get<__half>(MN * 2, err, "Y");
     if (!Y) return -1;
-    ak_plan pl;   // the launch planner's choice (as ak_gemm_dev), for device 0's SM count
-    if (ak_gemm_plan(mode, M, N, K, b->sms, 0, &pl)) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_bench_gemm: no launch plan for mode '%s', M=%d N=%d K=%d", mode->name, M, N, K);
+    ak_plan pl;   // the launch planner's plan for this path (as ak_gemm_dev_ex), for device 0
+    if (ak_gemm_plan_ex(mode, M, N, K, b->sms, b->cc, path, 0, &pl)) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_bench_gemm: no launch plan for mode '%s' on the %s path, M=%d N=%d K=%d%s", mode->name,
+                          ak_path_name(path), M, N, K,
+                          ak_path_is_wgmma(path) ? " (the wgmma paths need compute capability 9.x, no outlier part and groups of "
+                                                   "32, 64, a multiple of 128 codes or the whole row)" : "");
         return -1;
     }
     const int S = pl.splits;
@@ -296,7 +302,7 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
         s.Y = Y; s.splits = S; s.split_mode = pl.split_kind; s.ws = ws; s.cfg = pl.cfg;
         s.cnt = ws ? reinterpret_cast<unsigned *>(static_cast<uint8_t *>(ws) + ak_ws_part_bytes(S, M, N)) : nullptr;
     }
-    auto fn = [&](int i) { return ak_launch_gemm(sets[i % R], path, b->st, err); };
+    auto fn = [&](int i) { return ak_launch_gemm_path(sets[i % R], path, b->st, err); };
     return time_runs(b, warmup, runs, fn, ms_median, ms_min, ms_max, err);
 }
 

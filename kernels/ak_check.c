@@ -113,7 +113,7 @@ done:
 int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigned seed, int paths_mask,
                   int ref_threads, ak_check_result *r, char *err) {
     memset(r, 0, sizeof *r);
-    if (!m || M < 1 || N < 1 || K < 1 || (paths_mask & ~3) || ref_threads < 1) {
+    if (!m || M < 1 || N < 1 || K < 1 || (paths_mask & ~15) || ref_threads < 1) {
         if (err) snprintf(err, AX_ERR_LEN, "check: bad case M=%d N=%d K=%d paths=%d", M, N, K, paths_mask);
         return -1;
     }
@@ -159,21 +159,35 @@ int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigne
     int splits[2] = {1, ak_gemm_splits(m, M, N, K)};
     if (splits[1] < 3) splits[1] = 3;
     r->splits = splits[1];
+    /* The wgmma paths run where they serve (compute capability 9.x, the mode's groups, no outliers:
+     * ak_gemm_plan_ex); elsewhere they are skipped and left out of r->paths_run. */
+    static const ak_path path_of[4] = {AK_PATH_INT8, AK_PATH_INT4, AK_PATH_WGMMA, AK_PATH_WGMMA_SYNC};
+    int run_mask = paths_mask & 3;
+    if (paths_mask & 12) {
+        ak_devinfo di;
+        ak_plan pl;
+        if (ak_device_info(&di, err)) goto done;
+        for (int p = 2; p < 4; p++)
+            if ((paths_mask & (1 << p)) &&
+                !ak_gemm_plan_ex(m, M, N, K, di.sms, 10 * di.cc_major + di.cc_minor, path_of[p], 0, &pl))
+                run_mask |= 1 << p;
+    }
+    r->paths_run = run_mask;
     for (int si = 0; si < 2 && r->ok; si++) {
         if (si == 1) {
             double t2 = now_s();
             if (aq_gemm(&qxr, &qwr, splits[1], yr, ref_threads, err)) goto done;
             r->ref_s += now_s() - t2;
         }
-        for (int p = 0; p < 2 && r->ok; p++) {
-            if (!(paths_mask & (1 << p))) continue;
+        for (int p = 0; p < 4 && r->ok; p++) {
+            if (!(run_mask & (1 << p))) continue;
             memset(yg, 0xFF, (size_t)M * (size_t)N * 2);   /* poison: every element must be written */
-            if (ak_gemm_ex(&qxr, &qwr, p ? AK_PATH_INT4 : AK_PATH_INT8, splits[si], yg, err)) goto done;
+            if (ak_gemm_ex(&qxr, &qwr, path_of[p], splits[si], yg, err)) goto done;
             long d = first_diff(yg, yr, (size_t)M * (size_t)N * 2);
             if (d >= 0) {
                 long e = d / 2;
                 snprintf(r->msg, sizeof r->msg, "Y (%s path, k_splits %d) differs at [%ld, %ld]: gpu 0x%04x ref 0x%04x",
-                         p ? "int4" : "int8", splits[si], e / N, e % N, yg[e], yr[e]);
+                         ak_path_name(path_of[p]), splits[si], e / N, e % N, yg[e], yr[e]);
                 r->ok = 0;
             }
             r->y_elems = (long)M * N;

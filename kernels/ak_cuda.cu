@@ -122,6 +122,7 @@ extern "C" int ak_ctx_new(int device, ak_ctx **out, char *err) {
     if (!rc) rc = cu(cudaDeviceGetAttribute(&c->f.cc_major, cudaDevAttrComputeCapabilityMajor, device), "ak_ctx_new", "compute capability", err);
     if (!rc) rc = cu(cudaDeviceGetAttribute(&c->f.cc_minor, cudaDevAttrComputeCapabilityMinor, device), "ak_ctx_new", "compute capability", err);
     if (!rc) rc = cu(cudaDeviceGetAttribute(&c->f.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "ak_ctx_new", "shared memory", err);
+    c->f.cc = 10 * c->f.cc_major + c->f.cc_minor;
     size_t fr = 0;
     if (!rc) rc = cu(cudaMemGetInfo(&fr, &c->f.total_mem), "ak_ctx_new", "cudaMemGetInfo", err);
     if (!rc) rc = cu(cudaStreamCreateWithFlags(&c->own_st, cudaStreamNonBlocking), "ak_ctx_new", "cudaStreamCreate", err);
@@ -576,16 +577,24 @@ extern "C" int ak_gemm_dev_ex(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, ak_
         return -1;
     }
     if (!qx || !qw || !y) { if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: NULL operand or output"); return -1; }
-    if (path != AK_PATH_INT8 && path != AK_PATH_INT4) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: unknown path %d", (int)path);
+    if (path != AK_PATH_INT8 && path != AK_PATH_INT4 && path != AK_PATH_WGMMA && path != AK_PATH_WGMMA_SYNC) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: path %d (%s) is not a GEMM path (int8, int4, wgmma, wgmma-sync)", (int)path,
+                          ak_path_name(path));
         return -1;
     }
     if (layouts_match(qx, qw, err)) return -1;
     if (ak_supports(&qx->mode, qx->K, err)) return -1;
     const int M = qx->rows, N = qw->rows;
     ak_plan pl;
-    if (ak_gemm_plan(&qx->mode, M, N, qx->K, c->f.sms, k_splits, &pl)) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: no launch plan for mode '%s', M = %d, N = %d, K = %d", qx->mode.name, M, N, qx->K);
+    if (ak_gemm_plan_ex(&qx->mode, M, N, qx->K, c->f.sms, c->f.cc, path, k_splits, &pl)) {
+        if (ak_path_is_wgmma(path)) {
+            if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: the %s path does not serve mode '%s' at K = %d on this GPU (compute "
+                              "capability %d.%d): it needs compute capability 9.x, no outlier part, equal code widths of 4 "
+                              "or 8, and groups of 32, 64, a multiple of 128 codes or the whole row", ak_path_name(path),
+                              qx->mode.name, qx->K, c->f.cc_major, c->f.cc_minor);
+        } else if (err) {
+            snprintf(err, AX_ERR_LEN, "ak_gemm: no launch plan for mode '%s', M = %d, N = %d, K = %d", qx->mode.name, M, N, qx->K);
+        }
         return -1;
     }
     const bool mixed = qx->mode.epilogue == AQ_EPI_MIXED;
@@ -618,14 +627,14 @@ extern "C" int ak_gemm_dev_ex(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, ak_
         a.ws = c->ws;
         a.cnt = c->cnt;
     }
-    return ak_launch_gemm(a, path, c->st, err);
+    return ak_launch_gemm_path(a, path, c->st, err);
 }
 
 extern "C" int ak_gemm_dev(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, uint16_t *y, char *err) {
     if (ak_ctx_use(c, "ak_gemm", err)) return -1;
     ak_plan pl;
-    const ak_path path = qx && !ak_gemm_plan(&qx->mode, qx->rows, qw ? qw->rows : 1, qx->K, c->f.sms, 0, &pl) ? pl.path
-                                                                                                         : AK_PATH_INT8;
+    const ak_path path = qx && !ak_gemm_plan_ex(&qx->mode, qx->rows, qw ? qw->rows : 1, qx->K, c->f.sms, c->f.cc,
+                                                AK_PATH_AUTO, 0, &pl) ? pl.path : AK_PATH_INT8;
     return ak_gemm_dev_ex(c, qx, qw, path, 0, y, err);
 }
 
@@ -694,8 +703,9 @@ extern "C" int ak_gemm_ex(const aq_qtensor *qx, const aq_qtensor *qw, ak_path pa
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: NULL or empty operand");
         return -1;
     }
-    if (path != AK_PATH_INT8 && path != AK_PATH_INT4) {
-        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: unknown path %d", (int)path);
+    if (path != AK_PATH_INT8 && path != AK_PATH_INT4 && path != AK_PATH_WGMMA && path != AK_PATH_WGMMA_SYNC) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: path %d (%s) is not a GEMM path (int8, int4, wgmma, wgmma-sync)", (int)path,
+                          ak_path_name(path));
         return -1;
     }
     if (strcmp(qx->mode.name, qw->mode.name) || !aq_mode_same(&qx->mode, &qw->mode)) {   // before any device work

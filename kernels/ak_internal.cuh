@@ -52,6 +52,7 @@ enum { AK_EPI_GROUP = 0, AK_EPI_MIXED = 1 };
 #ifndef AK_GEMV
 #define AK_GEMV 1
 #endif
+#define AK_WGMMA AK_WGMMA_AUTO   /* kernels/ak.h */
 #define AK_GEMV_NCOLS 16
 #ifndef AK_GEMV_U
 #define AK_GEMV_U 4     // 64-byte spans per batch of loads (16-byte loads in flight per lane: 4 U)
@@ -97,14 +98,29 @@ struct ak_gemm_args {
 };
 
 // Tile configurations (ak_plan in ak.h; launch_epi in ak_gemm.cu): GEMV = gemv_kernel (M <= 16),
-// SMALL = 16 x AK_SMALL_BN tiles, MID = 64 x 128, BIG = 128 x 128.
+// SMALL = 16 x AK_SMALL_BN tiles, MID = 64 x 128, BIG = 128 x 128 (the wgmma path: its own 128 x 128).
+// AK_WGMMA = AK_WGMMA_AUTO (kernels/ak.h, default 0): 1 lets the planner choose the wgmma path by
+// itself; with 0 the wgmma paths run only when asked for by name (check, bench, tests).
 enum { AK_CFG_GEMV = 1, AK_CFG_SMALL = 2, AK_CFG_MID = 3, AK_CFG_BIG = 4 };
 
 // The split mode implied by a mode (ak_plan.cu).
 int ak_split_mode(const aq_mode *m);
 
 // Launch the GEMM with a.cfg's tile configuration (from ak_gemm_plan). Returns 0 or -1 with err.
+// mma.sync paths only (AK_PATH_INT8 / AK_PATH_INT4; kernels/ak_gemm.cu).
 int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err);
+// The wgmma paths (AK_PATH_WGMMA, _SYNC, _NOEPI; kernels/ak_gemm_sm90.cu): one 128 x 128 tile
+// configuration (a.cfg ignored), nparts == 1, splits as ak_launch_gemm. 0 or -1 with err (naming
+// what the path does not take). Launch only on compute capability 9.x (sm_90a code).
+int ak_launch_gemm_sm90(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err);
+// Either of the two by path: what ak_gemm_dev_ex and the benchmark call.
+int ak_launch_gemm_path(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err);
+// The wgmma kernel's static group pattern for a group of `group` codes (G groups per row): 1 (g = 32),
+// 2 (g = 64), 4 (group ends only at 128-code stage ends: g % 128 == 0, or G == 1); 0 = not served.
+int ak_wgmma_group_steps(int group, int G);
+static inline bool ak_path_is_wgmma(int p) {
+    return p == AK_PATH_WGMMA || p == AK_PATH_WGMMA_SYNC || p == AK_PATH_WGMMA_NOEPI;
+}
 
 // One column range of the activation quantizer (ATOM: main then outliers; others: one part).
 struct ak_qpart {

@@ -173,6 +173,11 @@ int ak_gemm_plan(const aq_mode *m, int M, int N, int K, int sms, int k_splits, a
     if (out) memset(out, 0, sizeof *out);
     return -1;
 }
+int ak_gemm_plan_ex(const aq_mode *m, int M, int N, int K, int sms, int cc, int path, int k_splits, ak_plan *out) {
+    (void)m; (void)M; (void)N; (void)K; (void)sms; (void)cc; (void)path; (void)k_splits;
+    if (out) memset(out, 0, sizeof *out);
+    return -1;
+}
 int ak_dequantize_w_dev(ak_ctx *c, const ak_dqt *t, uint16_t *out, const char *what, char *err) {
     (void)c; (void)t; (void)out; (void)what;
     return nocuda(err);

@@ -366,51 +366,6 @@ __global__ void __launch_bounds__(256) rmsnorm_kernel(uint16_t *x, const uint16_
     }
 }
 
-// 16-byte accesses (dim a multiple of 8, 16-byte aligned rows): thread i owns chunks i, i + 256, ... of
-// 8 consecutive values; per element the same operations as rmsnorm_kernel, the sum of squares grouped
-// by chunk (fp32, sequential within a thread, then the block tree).
-template <bool ADD>
-__global__ void __launch_bounds__(256) rmsnorm8_kernel(uint16_t *x, const uint16_t *r, const uint16_t *w, int dim,
-                                                       float eps, uint16_t *out) {
-    __shared__ float sh[32];
-    size_t row = blockIdx.x;
-    uint4 *xr = reinterpret_cast<uint4 *>(x + row * dim);
-    const uint4 *rr = ADD ? reinterpret_cast<const uint4 *>(r + row * dim) : nullptr;
-    const int n8 = dim / 8;
-    float ss = 0.0f;
-    for (int c = threadIdx.x; c < n8; c += blockDim.x) {
-        uint4 xv = xr[c];
-        uint16_t *x16 = reinterpret_cast<uint16_t *>(&xv);
-        if (ADD) {
-            uint4 rv = rr[c];
-            const uint16_t *r16p = reinterpret_cast<const uint16_t *>(&rv);
-#pragma unroll
-            for (int e = 0; e < 8; e++) x16[e] = f2h(__fadd_rn(h2f(x16[e]), h2f(r16p[e])));
-            xr[c] = xv;
-        }
-#pragma unroll
-        for (int e = 0; e < 8; e++) { float v = h2f(x16[e]); ss = __fadd_rn(ss, __fmul_rn(v, v)); }
-    }
-    ss = block_sum_f(ss, sh);
-    float var = __fdiv_rn(ss, (float)dim);
-    float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
-    uint4 *orow = reinterpret_cast<uint4 *>(out + row * dim);
-    const uint4 *wr = reinterpret_cast<const uint4 *>(w);
-    for (int c = threadIdx.x; c < n8; c += blockDim.x) {
-        uint4 xv = xr[c], wv = wr[c], ov;
-        const uint16_t *x16 = reinterpret_cast<const uint16_t *>(&xv), *w16 = reinterpret_cast<const uint16_t *>(&wv);
-        uint16_t *o16 = reinterpret_cast<uint16_t *>(&ov);
-#pragma unroll
-        for (int e = 0; e < 8; e++) o16[e] = f2h(__fmul_rn(h2f(w16[e]), r16(__fmul_rn(h2f(x16[e]), inv))));
-        orow[c] = ov;
-    }
-}
-
-static bool rms8_ok(const void *x, const void *r, const void *w, const void *out, int dim) {
-    return dim % 8 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)r & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
-           ((uintptr_t)out & 15) == 0;
-}
-
 static int rmsnorm_args(const char *op, const void *x, const void *w, const void *out, int T, int dim, float eps,
                         char *err) {
     if (T < 1 || dim < 1) { OPS_ERR("%s: T = %d, dim = %d: each must be >= 1", op, T, dim); return -1; }
@@ -423,10 +378,7 @@ extern "C" int ak_ops_rmsnorm(ak_ops *o, const uint16_t *x, const uint16_t *w, i
                               uint16_t *out, char *err) {
     const char *op = "ak_ops_rmsnorm";
     if (begin(o, op, err) || rmsnorm_args(op, x, w, out, T, dim, eps, err)) return -1;
-    if (rms8_ok(x, nullptr, w, out, dim))
-        rmsnorm8_kernel<false><<<T, 256, 0, o->stream>>>(const_cast<uint16_t *>(x), nullptr, w, dim, eps, out);
-    else
-        rmsnorm_kernel<false><<<T, 256, 0, o->stream>>>(const_cast<uint16_t *>(x), nullptr, w, dim, eps, out);
+    rmsnorm_kernel<false><<<T, 256, 0, o->stream>>>(const_cast<uint16_t *>(x), nullptr, w, dim, eps, out);
     OPS_LAUNCHED(op, "rmsnorm_kernel");
     return 0;
 }
@@ -440,10 +392,7 @@ extern "C" int ak_ops_add_rmsnorm(ak_ops *o, uint16_t *x, const uint16_t *r, con
         OPS_ERR("%s: out must not alias x or r", op);
         return -1;
     }
-    if (rms8_ok(x, r, w, out, dim))
-        rmsnorm8_kernel<true><<<T, 256, 0, o->stream>>>(x, r, w, dim, eps, out);
-    else
-        rmsnorm_kernel<true><<<T, 256, 0, o->stream>>>(x, r, w, dim, eps, out);
+    rmsnorm_kernel<true><<<T, 256, 0, o->stream>>>(x, r, w, dim, eps, out);
     OPS_LAUNCHED(op, "rmsnorm_kernel");
     return 0;
 }
@@ -548,31 +497,6 @@ __global__ void rope_kernel(uint16_t *q, int q_ld, int nh, uint16_t *k, int k_ld
     }
 }
 
-// Two adjacent rotation pairs (j, j+1) per thread with 4-byte accesses (half even, even strides,
-// 4-byte aligned pointers); the operations per element are rope_kernel's.
-__global__ void rope2_kernel(uint16_t *q, int q_ld, int nh, uint16_t *k, int k_ld, int nkv, int T, int pos0, int half,
-                             const uint16_t *cosT, const uint16_t *sinT, const int32_t *seg) {
-    const int hp = half / 2, per_t = (nh + nkv) * hp;
-    for (int t = blockIdx.y; t < T; t += gridDim.y)
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < per_t; i += gridDim.x * blockDim.x) {
-        int hh = i / hp, j = 2 * (i - hh * hp);
-        uint16_t *x = hh < nh ? q + (size_t)t * q_ld + (size_t)hh * 2 * half : k + (size_t)t * k_ld + (size_t)(hh - nh) * 2 * half;
-        size_t ti = (size_t)(seg ? t - seg[t] : pos0 + t) * half + j;
-        uint32_t cc = *reinterpret_cast<const uint32_t *>(cosT + ti), ss = *reinterpret_cast<const uint32_t *>(sinT + ti);
-        uint32_t a = *reinterpret_cast<const uint32_t *>(x + j), b = *reinterpret_cast<const uint32_t *>(x + j + half);
-        uint16_t lo[2], hi[2];
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            float c = h2f((uint16_t)(cc >> (16 * e))), s = h2f((uint16_t)(ss >> (16 * e)));
-            float x1 = h2f((uint16_t)(a >> (16 * e))), x2 = h2f((uint16_t)(b >> (16 * e)));
-            lo[e] = f2h(__fadd_rn(r16(__fmul_rn(x1, c)), r16(__fmul_rn(-x2, s))));
-            hi[e] = f2h(__fadd_rn(r16(__fmul_rn(x2, c)), r16(__fmul_rn(x1, s))));
-        }
-        *reinterpret_cast<uint32_t *>(x + j) = (uint32_t)lo[0] | ((uint32_t)lo[1] << 16);
-        *reinterpret_cast<uint32_t *>(x + j + half) = (uint32_t)hi[0] | ((uint32_t)hi[1] << 16);
-    }
-}
-
 static int rope_impl(ak_ops *o, const char *op, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv,
                      int T, int pos0, const int32_t *seg, char *err) {
     if (begin(o, op, err)) return -1;
@@ -589,14 +513,6 @@ static int rope_impl(ak_ops *o, const char *op, uint16_t *q, int q_ld, int n_hea
         return -1;
     }
     const int per_t = (n_heads + n_kv) * o->rope_half;
-    if (o->rope_half % 2 == 0 && q_ld % 2 == 0 && (!k || k_ld % 2 == 0) && ((uintptr_t)q & 3) == 0 &&
-        ((uintptr_t)k & 3) == 0) {
-        dim3 grid((unsigned)((per_t / 2 + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
-        rope2_kernel<<<grid, 256, 0, o->stream>>>(q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, o->rope_half, o->rope_cos,
-                                                  o->rope_sin, seg);
-        OPS_LAUNCHED(op, "rope2_kernel");
-        return 0;
-    }
     dim3 grid((unsigned)((per_t + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
     rope_kernel<<<grid, 256, 0, o->stream>>>(q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, o->rope_half, o->rope_cos,
                                              o->rope_sin, seg);
@@ -1224,27 +1140,6 @@ __global__ void swiglu_kernel(const uint16_t *gate, const uint16_t *up, int ld_i
     }
 }
 
-// 8 columns per thread with 16-byte loads and stores (hidden, ld_in multiples of 8, 16-byte aligned
-// pointers); every element computed with exactly the operations of swiglu_kernel.
-__global__ void swiglu8_kernel(const uint16_t *gate, const uint16_t *up, int ld_in, int T, int hidden, uint16_t *out) {
-    const int h8 = hidden / 8;
-    for (int t = blockIdx.y; t < T; t += gridDim.y)
-    for (int c8 = blockIdx.x * blockDim.x + threadIdx.x; c8 < h8; c8 += gridDim.x * blockDim.x) {
-        uint4 gv = reinterpret_cast<const uint4 *>(gate + (size_t)t * ld_in)[c8];
-        uint4 uv = reinterpret_cast<const uint4 *>(up + (size_t)t * ld_in)[c8];
-        const uint16_t *g16 = reinterpret_cast<const uint16_t *>(&gv), *u16 = reinterpret_cast<const uint16_t *>(&uv);
-        uint4 ov;
-        uint16_t *o16 = reinterpret_cast<uint16_t *>(&ov);
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            float g = h2f(g16[e]), u = h2f(u16[e]);
-            float silu = r16(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))));
-            o16[e] = f2h(__fmul_rn(silu, u));
-        }
-        reinterpret_cast<uint4 *>(out + (size_t)t * hidden)[c8] = ov;
-    }
-}
-
 extern "C" int ak_ops_swiglu(ak_ops *o, const uint16_t *gate, const uint16_t *up, int ld_in, int T, int hidden,
                              uint16_t *out, char *err) {
     const char *op = "ak_ops_swiglu";
@@ -1256,13 +1151,6 @@ extern "C" int ak_ops_swiglu(ak_ops *o, const uint16_t *gate, const uint16_t *up
     if (!gate || !up || !out) { OPS_ERR("%s: NULL %s", op, !gate ? "gate" : !up ? "up" : "out"); return -1; }
     if (out == up) { OPS_ERR("%s: out must not alias up", op); return -1; }
     if (out == gate && ld_in != hidden) { OPS_ERR("%s: in place (out == gate) needs row stride == hidden", op); return -1; }
-    if (hidden % 8 == 0 && ld_in % 8 == 0 && ((uintptr_t)gate & 15) == 0 && ((uintptr_t)up & 15) == 0 &&
-        ((uintptr_t)out & 15) == 0 && out != gate) {
-        dim3 grid((unsigned)((hidden / 8 + 127) / 128), (unsigned)(T < 65535 ? T : 65535));
-        swiglu8_kernel<<<grid, 128, 0, o->stream>>>(gate, up, ld_in, T, hidden, out);
-        OPS_LAUNCHED(op, "swiglu8_kernel");
-        return 0;
-    }
     dim3 grid((unsigned)((hidden + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
     swiglu_kernel<<<grid, 256, 0, o->stream>>>(gate, up, ld_in, T, hidden, out);
     OPS_LAUNCHED(op, "swiglu_kernel");

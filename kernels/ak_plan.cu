@@ -1,7 +1,8 @@
-// ak_plan.cu — the one launch planner of the integer GEMM: (mode, M, N, K, the GPU's SM count) -> tile
-// configuration, split-K count and split kind, path. ak_gemm_dev (the context's SM count), the host
-// wrappers ak_gemm_ex / ak_gemm_splits (device 0's SM count) and the benchmark all call it, so a
-// shape maps to one launch everywhere. The split count never changes Y beyond what the contract's
+// ak_plan.cu — the one launch planner of the integer GEMM: (mode, M, N, K, the GPU's SM count and
+// compute capability) -> tile configuration, split-K count and split kind, path (the wgmma path of
+// ak_gemm_sm90.cu on compute capability 9.x for the modes it serves and M >= AK_WGMMA_MIN_M).
+// ak_gemm_dev (the context's facts), the host wrappers ak_gemm_ex / ak_gemm_splits (the current
+// device's) and the benchmark all call it, so a shape maps to one launch everywhere. The split count never changes Y beyond what the contract's
 // k_splits says (NUMERICS.md clarification 3; apex4 check compares aq_gemm at the same k_splits).
 // Policy and measurements: kernels/NOTES.md ("M <= 16: gemv_kernel", "Design").
 #include "ak_internal.cuh"
@@ -55,26 +56,74 @@ int auto_splits(const aq_mode *m, int cfg, int M, int N, int K, int sms) {
 
 }  // namespace
 
-extern "C" int ak_gemm_plan(const aq_mode *m, int M, int N, int K, int sms, int k_splits, ak_plan *out) {
+namespace {
+
+// The wgmma path's group pattern for mode m at K (ak_wgmma_group_steps), 0 when it does not serve m:
+// an outlier part (atom), unequal or other code widths, a group length it has no pattern for.
+int wgmma_steps(const aq_mode *m, int K) {
+    if (m->outliers > 0 || m->w.bits != m->x.bits || (m->w.bits != 4 && m->w.bits != 8)) return 0;
+    int G, o;
+    mode_groups(m, K, &G, &o);
+    const int g = aq_operand_group(&m->w, K);   // the GEMM's groups (MIXED: the W sub-scale groups)
+    return ak_wgmma_group_steps(m->epilogue == AQ_EPI_MIXED || g < K ? g : K, G);
+}
+
+// Split count of the wgmma path (k_splits = 0): one 128 x 128 block per SM (its shared memory allows
+// one); split K until the SMs are covered, at most half the block's 128-code stages, and (group split)
+// at most one split per group.
+int wgmma_splits(const aq_mode *m, int M, int N, int K, int sms) {
+    int G, o;
+    mode_groups(m, K, &G, &o);
+    const long long blocks = (long long)((M + 127) / 128) * ((N + 127) / 128);
+    if (blocks >= sms) return 1;
+    int S = (int)((sms + blocks - 1) / blocks);
+    const int stages = ((K - o) / 32 + 3) / 4;
+    if (S > stages / 2) S = stages / 2;
+    if (ak_split_mode(m) == AK_SPLIT_GROUP && S > G) S = G;
+    return S < 1 ? 1 : S;
+}
+
+}  // namespace
+
+extern "C" int ak_gemm_plan_ex(const aq_mode *m, int M, int N, int K, int sms, int cc, int path, int k_splits,
+                               ak_plan *out) {
     if (!out) return -1;
     memset(out, 0, sizeof *out);
-    if (!m || !aq_mode_is_integer(m) || M < 1 || N < 1 || K < 32 || sms < 1 || k_splits < 0 || k_splits > 65535)
+    if (!m || !aq_mode_is_integer(m) || M < 1 || N < 1 || K < 32 || sms < 1 || k_splits < 0 || k_splits > 65535 ||
+        path < AK_PATH_AUTO || path > AK_PATH_WGMMA_NOEPI)
         return -1;
-    // Tile configuration: M <= 16 -> gemv_kernel (AK_GEMV) or 16 x 256 tiles; otherwise 128 x 128 tiles
-    // unless they would give fewer than 2 blocks per SM, then 64 x 128 (more, smaller blocks).
+    const bool hopper = cc >= 90 && cc <= 99;
+    const bool serves = hopper && wgmma_steps(m, K) != 0;
+    ak_path p;
+    if (path == AK_PATH_AUTO) p = AK_WGMMA && serves && M >= AK_WGMMA_MIN_M ? AK_PATH_WGMMA : AK_PATH_INT8;
+    else if (ak_path_is_wgmma(path) && !serves) return -1;
+    else p = (ak_path)path;
+    // mma.sync tile configuration: M <= 16 -> gemv_kernel (AK_GEMV) or 16 x 256 tiles; otherwise
+    // 128 x 128 tiles unless they would give fewer than 2 blocks per SM, then 64 x 128.
     const long long big_tiles = (long long)((M + 127) / 128) * ((N + 127) / 128);
     if (M <= 16) out->cfg = AK_GEMV ? AK_CFG_GEMV : AK_CFG_SMALL;
     else out->cfg = big_tiles < 2LL * sms ? AK_CFG_MID : AK_CFG_BIG;
-    out->splits = k_splits ? k_splits : auto_splits(m, out->cfg, M, N, K, sms);
+    out->splits = k_splits ? k_splits : ak_path_is_wgmma(p) ? wgmma_splits(m, M, N, K, sms)
+                                                             : auto_splits(m, out->cfg, M, N, K, sms);
     int G, o;
     mode_groups(m, K, &G, &o);
     const int nparts = o > 0 ? 2 : 1;
     if (out->splits == 1) out->split_kind = AK_SPLIT_NONE;
     else if (nparts == 1 && (G == 1 || ak_split_mode(m) == AK_SPLIT_INT)) out->split_kind = AK_SPLIT_INT;
     else out->split_kind = AK_SPLIT_GROUP;
-    // INT8 widening path: the measured one on Hopper (kernels/NOTES.md); both paths are bit-exact.
-    out->path = AK_PATH_INT8;
+    // mma.sync: the INT8 widening path, the measured one on Hopper (kernels/NOTES.md); both bit-exact.
+    out->path = p;
     return 0;
+}
+
+extern "C" int ak_gemm_plan(const aq_mode *m, int M, int N, int K, int sms, int k_splits, ak_plan *out) {
+    int dev = 0, maj = 0, mnr = 0, cc = 0;
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaDeviceGetAttribute(&maj, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&mnr, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess)
+        cc = 10 * maj + mnr;
+    else
+        cudaGetLastError();   // no device: the mma.sync plans
+    return ak_gemm_plan_ex(m, M, N, K, sms, cc, AK_PATH_AUTO, k_splits, out);
 }
 
 extern "C" int ak_gemm_splits(const aq_mode *m, int M, int N, int K) {

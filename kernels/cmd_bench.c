@@ -32,12 +32,16 @@ static const lshape all_shapes[] = {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: apex4 bench gemm [--shapes llama2-7b,llama2-70b] [--m 1,16,128,512,2048,4096]\n"
-            "                        [--modes LIST] [--paths int8[,int4]] [--runs 25] [--warmup 5]\n"
+            "                        [--modes LIST] [--paths int8[,int4,wgmma,wgmma-noepi]] [--runs 25]\n"
+            "                        [--warmup 5]\n"
             "                        [--no-quant] [--out bench.json]\n"
             "  Times cuBLAS FP16, cuBLAS INT8 and the apex4 kernels per layer shape (N, K) and M: CUDA events,\n"
             "  warm-up, median of --runs (>= 20), inputs rotated past the L2, never zeros. TOPS = 2*M*N*K / t;\n"
             "  ratios are t(cuBLAS) / t(kernel). Also the activation quantizer in GB/s against a D2D copy.\n"
-            "  --modes default: w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8\n");
+            "  --modes default: w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8\n"
+            "  --paths wgmma / wgmma-noepi (Hopper): the wgmma kernel with its epilogue, and the same kernel with the\n"
+            "          epilogue's conversion and scaling switched off (time difference = the epilogue the overlap\n"
+            "          does not hide); a path that does not serve a mode prints a '#' line\n");
 }
 
 /* Split a comma list in place; -1 when it has more than max entries (never silently dropped). */
@@ -88,7 +92,7 @@ static cJSON *row_json(const lshape *s, int M, const char *impl, const char *mod
 int cmd_bench_gemm(int argc, char **argv) {
     char shapes_buf[128] = "llama2-7b,llama2-70b", m_buf[128] = "1,16,128,512,2048,4096";
     char modes_buf[512] = "w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8";
-    char paths_buf[32] = "int8";
+    char paths_buf[64] = "int8";
     const char *out = NULL;
     int runs = 25, warmup = 5, do_quant = 1;
     char err[AX_ERR_LEN];
@@ -142,12 +146,14 @@ int cmd_bench_gemm(int argc, char **argv) {
             return 2;
         }
     if (nm < 1) { fprintf(stderr, "apex4 bench gemm: --modes is empty\n"); return 2; }
-    ak_path paths[2];
-    if (np < 1 || np > 2) { fprintf(stderr, "apex4 bench gemm: --paths needs int8 and/or int4\n"); return 2; }
+    ak_path paths[4];
+    if (np < 1) { fprintf(stderr, "apex4 bench gemm: --paths needs int8, int4, wgmma and/or wgmma-noepi\n"); return 2; }
     for (int i = 0; i < np; i++) {
         if (!strcmp(pnames[i], "int8")) paths[i] = AK_PATH_INT8;
         else if (!strcmp(pnames[i], "int4")) paths[i] = AK_PATH_INT4;
-        else { fprintf(stderr, "apex4 bench gemm: unknown path '%s' (int8, int4)\n", pnames[i]); return 2; }
+        else if (!strcmp(pnames[i], "wgmma")) paths[i] = AK_PATH_WGMMA;
+        else if (!strcmp(pnames[i], "wgmma-noepi")) paths[i] = AK_PATH_WGMMA_NOEPI;
+        else { fprintf(stderr, "apex4 bench gemm: unknown path '%s' (int8, int4, wgmma, wgmma-noepi)\n", pnames[i]); return 2; }
     }
 
     ak_devinfo di;
@@ -210,14 +216,14 @@ int cmd_bench_gemm(int argc, char **argv) {
             fflush(stdout);
             for (int k = 0; k < nm; k++)
                 for (int p = 0; p < np; p++) {
-                    const char *pn = paths[p] == AK_PATH_INT4 ? "int4" : "int8";
+                    const char *pn = ak_path_name(paths[p]);
                     if (ak_bench_gemm(b, AK_IMPL_APEX4, &modes[k], paths[p], M, L->N, L->K, warmup, runs, &med, &mn, &mx, err)) {
                         printf("# %s/%s M=%d N=%d K=%d: %s\n", modes[k].name, pn, M, L->N, L->K, err);
                         fails++;
                         continue;
                     }
                     char impl[80];
-                    snprintf(impl, sizeof impl, "%.31s/%.8s", modes[k].name, pn);
+                    snprintf(impl, sizeof impl, "%.31s/%.11s", modes[k].name, pn);
                     cJSON *rj = row_json(L, M, "apex4", modes[k].name, pn, med, mn, mx, t16, t8);
                     cJSON_AddNumberToObject(rj, "k_splits", ak_gemm_splits(&modes[k], M, L->N, L->K));
                     cJSON_AddItemToArray(rows, rj);

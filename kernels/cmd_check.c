@@ -27,10 +27,14 @@ typedef struct {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: apex4 check --device cuda [--modes LIST] [--inputs LIST] [--paths int8,int4] [--quick]\n"
-            "                   [--no-llama] [--threads N] [--seed S]\n"
+            "usage: apex4 check --device cuda [--modes LIST] [--inputs LIST] [--paths int8,int4,wgmma,wgmma-sync]\n"
+            "                   [--quick] [--no-llama] [--threads N] [--seed S]\n"
             "  Compares the CUDA kernels (activation quantization codes/scales, GEMM Y on each path) with the\n"
             "  CPU reference byte for byte over modes x shapes x inputs; one line per case, then a summary.\n"
+            "  --paths    default int8,int4,wgmma; wgmma / wgmma-sync (the Hopper wgmma kernel, overlapped /\n"
+            "             synchronous epilogue) run where they serve: compute capability 9.x, no outlier part,\n"
+            "             groups of 32, 64, a multiple of 128 or the whole row (the line lists the paths run);\n"
+            "             with a wgmma path, each mode also gets 3 multi-tile, multi-stage shapes (M >= 64)\n"
             "  --modes    integer modes (default: w8a8,w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,\n"
             "             w4a4-mixed-g128,atom-g128-o128)\n"
             "  --inputs   normal,heavy,adversarial (default: all three)\n"
@@ -38,6 +42,9 @@ static void usage(FILE *f) {
             "  --no-llama skip the LLaMA-2-7B/70B layer shapes (M = 16)\n"
             "  exit: 0 all match, 1 a difference or a failed case, 2 usage error or no device\n");
 }
+
+/* paths_mask bit i <-> --paths name (ak_check_case). */
+static const char *const path_names[4] = {"int8", "int4", "wgmma", "wgmma-sync"};
 
 static void *worker(void *arg) {
     sweep *S = arg;
@@ -56,9 +63,13 @@ static void *worker(void *arg) {
         if (rc) S->errors++;
         else if (r.ok) S->passed++;
         else S->failed++;
-        printf("[%4d/%d] %-5s %-16s M=%5d N=%6d K=%6d %-11s k_splits 1,%-3d ref %6.2fs gpu %6.2fs  %s\n", S->done,
-               S->n, st, c->mode.name, c->M, c->N, c->K, ak_input_name(c->in), r.splits, r.ref_s, r.gpu_s,
-               rc ? err : r.msg);
+        char pr[48] = "";
+        for (int p = 0; p < 4; p++)
+            if (!rc && (r.paths_run & (1 << p)))
+                snprintf(pr + strlen(pr), sizeof pr - strlen(pr), "%s%s", *pr ? "," : "", path_names[p]);
+        printf("[%4d/%d] %-5s %-16s M=%5d N=%6d K=%6d %-11s k_splits 1,%-3d paths %-25s ref %6.2fs gpu %6.2fs  %s\n",
+               S->done, S->n, st, c->mode.name, c->M, c->N, c->K, ak_input_name(c->in), r.splits, *pr ? pr : "-", r.ref_s,
+               r.gpu_s, rc ? err : r.msg);
         fflush(stdout);
         pthread_mutex_unlock(&S->mu);
     }
@@ -77,7 +88,7 @@ static int split_list(char *s, char **out, int max) {
 int cmd_check(int argc, char **argv) {
     const char *device = NULL;
     char modes_buf[512] = "w8a8,w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128";
-    char inputs_buf[128] = "normal,heavy,adversarial", paths_buf[64] = "int8,int4";
+    char inputs_buf[128] = "normal,heavy,adversarial", paths_buf[64] = "int8,int4,wgmma";
     int quick = 0, llama = 1, threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     unsigned seed = 1;
     char err[AX_ERR_LEN];
@@ -140,9 +151,11 @@ int cmd_check(int argc, char **argv) {
         ins[i] = (ak_input)k;
     }
     for (int i = 0; i < np; i++) {
-        if (!strcmp(pnames[i], "int8")) paths |= 1;
-        else if (!strcmp(pnames[i], "int4")) paths |= 2;
-        else { fprintf(stderr, "apex4 check: unknown path '%s' (int8, int4)\n", pnames[i]); return 2; }
+        int hit = -1;
+        for (int p = 0; p < 4; p++)
+            if (!strcmp(pnames[i], path_names[p])) hit = p;
+        if (hit < 0) { fprintf(stderr, "apex4 check: unknown path '%s' (int8, int4, wgmma, wgmma-sync)\n", pnames[i]); return 2; }
+        paths |= 1 << hit;
     }
     if (!nm || !ni || !paths) { fprintf(stderr, "apex4 check: empty --modes, --inputs or --paths\n"); return 2; }
     if (ak_device_count() < 1) {
@@ -159,6 +172,9 @@ int cmd_check(int argc, char **argv) {
     };
     static const int small_nk[][2] = {{33, 160}, {131, 352}, {67, 2080}, {4133, 480}};
     static const int small_m[] = {1, 7, 16, 128, 1000}, quick_m[] = {1, 7, 128};
+    /* wgmma path: several 128 x 128 tiles in M and N (exact and ragged) and K pipelines of 8 to 33
+     * stages of 128 codes (4128: a partial last stage). */
+    static const int wg_mnk[][3] = {{64, 128, 4096}, {192, 384, 1024}, {300, 257, 4128}};
     int cap = 4096, n = 0;
     ccase *cases = malloc((size_t)cap * sizeof *cases);
     if (!cases) { fprintf(stderr, "apex4 check: out of memory\n"); return 2; }
@@ -166,6 +182,9 @@ int cmd_check(int argc, char **argv) {
         if (llama && !quick)
             for (int s = 0; s < 7; s++)
                 if (n < cap) cases[n++] = (ccase){16, llama_nk[s][0], llama_nk[s][1], ins[0], modes[mi]};
+        if (paths & 12)
+            for (int s = 0; s < (quick ? 1 : 3); s++)
+                if (n < cap) cases[n++] = (ccase){wg_mnk[s][0], wg_mnk[s][1], wg_mnk[s][2], ins[0], modes[mi]};
         int nsh = quick ? 2 : 4, nmm = quick ? 3 : 5;
         for (int s = 0; s < nsh; s++)
             for (int m = 0; m < nmm; m++)
@@ -183,8 +202,8 @@ int cmd_check(int argc, char **argv) {
     }
     char dev[256];
     ak_device_describe(dev, sizeof dev);
-    printf("apex4 check --device cuda: %s; %d cases, paths%s%s, %d threads\n", dev, n, paths & 1 ? " int8" : "",
-           paths & 2 ? " int4" : "", threads);
+    printf("apex4 check --device cuda: %s; %d cases, paths%s%s%s%s, %d threads\n", dev, n, paths & 1 ? " int8" : "",
+           paths & 2 ? " int4" : "", paths & 4 ? " wgmma" : "", paths & 8 ? " wgmma-sync" : "", threads);
     fflush(stdout);
     sweep S = {cases, n, 0, paths, 0, 0, 0, 0, seed, PTHREAD_MUTEX_INITIALIZER};
     if (threads > n) threads = n;

@@ -16,6 +16,13 @@
         if (ak_device_count() < 1) cr_skip_test("skipped: no CUDA device");        \
     } while (0)
 
+/* 1 when device 0 has compute capability 9.x (the wgmma paths run there). */
+static int hopper_device(void) {
+    ak_devinfo di;
+    char err[AX_ERR_LEN];
+    return ak_device_count() > 0 && !ak_device_info(&di, err) && di.cc_major == 9;
+}
+
 static aq_mode mode_of(const char *name) {
     aq_mode m;
     char err[AX_ERR_LEN];
@@ -48,9 +55,12 @@ Test(gpu, hand_derived_w4a4_pc_with_ties) {
     cr_assert_eq(qx.main.codes[16], 0x47);                     /* row 1: x0 = 7 (low), x1 = 4 (high) */
     cr_assert_eq(qx.main.codes[17], 0x44);
     cr_assert_eq(aq_quantize_w(&m, w, 2, 32, NULL, &qw, err), 0, "%s", err);
-    for (int p = 0; p < 2; p++) {
+    /* every path; the wgmma ones (M = 2: one ragged 128 x 128 tile, one k32 step) on Hopper only */
+    static const ak_path paths[4] = {AK_PATH_INT8, AK_PATH_INT4, AK_PATH_WGMMA, AK_PATH_WGMMA_SYNC};
+    const int np = hopper_device() ? 4 : 2;
+    for (int p = 0; p < np; p++) {
         memset(y, 0xff, sizeof y);
-        cr_assert_eq(ak_gemm(&qx, &qw, p ? AK_PATH_INT4 : AK_PATH_INT8, y, err), 0, "%s", err);
+        cr_assert_eq(ak_gemm(&qx, &qw, paths[p], y, err), 0, "%s", err);
         cr_assert_eq(y[0], 0x6620, "path %d: y[0,0] = 0x%04x", p, y[0]);
         cr_assert_eq(y[1], 0xe620, "path %d: y[0,1] = 0x%04x", p, y[1]);
         cr_assert_eq(y[2], 0x632a, "path %d: y[1,0] = 0x%04x", p, y[2]);
@@ -581,37 +591,49 @@ Test(gpu_dev, dqt_upload_download_round_trip) {
     ak_ctx_free(c);
 }
 
+/* The mma.sync planner policy: compute capability 0 (unknown) never picks the wgmma path, so these
+ * expectations hold on every GPU (on a Hopper device ak_gemm_plan plans the wgmma path for M >= 64:
+ * planner_picks_wgmma_on_hopper). */
+static int plan_mma(const aq_mode *m, int M, int N, int K, int sms, int ks, ak_plan *p) {
+#ifdef APEX4_CUDA
+    return ak_gemm_plan_ex(m, M, N, K, sms, 0, AK_PATH_AUTO, ks, p);
+#else
+    return ak_gemm_plan(m, M, N, K, sms, ks, p);
+#endif
+}
+
 /* The planner's choices, derived by hand from its policy (kernels/NOTES.md "M <= 16: gemv_kernel",
  * "Design"): no device needed, only a CUDA build (the CPU-only stub refuses every plan). */
 Test(gpu_dev, planner_follows_its_policy) {
     aq_mode pc = mode_of("w4a4-pc"), g128 = mode_of("w4a4-g128"), atom = mode_of("atom-g128-o128");
     ak_plan p;
     if (ak_gemm_plan(&pc, 4096, 8192, 8192, 132, 0, &p)) cr_skip_test("skipped: built without CUDA");
+    cr_assert_eq(plan_mma(&pc, 4096, 8192, 8192, 132, 0, &p), 0);
     /* M = 4096, N = 8192: 32 x 64 = 2048 tiles of 128 x 128 >= 2 x 132 -> BIG, no split */
     cr_assert_eq(p.cfg, 4); cr_assert_eq(p.splits, 1); cr_assert_eq(p.split_kind, 0);
     /* M = 16, N = K = 8192 on 132 SMs: 512 warps of 16 columns, want 132 x 12 = 1584 -> ceil(1584 / 512)
      * = 4 splits; 8192 4-bit codes = 4096 B = 64 spans, cap 64 / 8 = 8: 4; pc is single-group: exact
      * int32 split (kind 1) */
-    cr_assert_eq(ak_gemm_plan(&pc, 16, 8192, 8192, 132, 0, &p), 0);
+    cr_assert_eq(plan_mma(&pc, 16, 8192, 8192, 132, 0, &p), 0);
     cr_assert_eq(p.cfg, 1); cr_assert_eq(p.splits, 4); cr_assert_eq(p.split_kind, 1);
     /* the same shape on a 66-SM GPU: want 792 -> ceil(792 / 512) = 2 */
-    cr_assert_eq(ak_gemm_plan(&pc, 16, 8192, 8192, 66, 0, &p), 0);
+    cr_assert_eq(plan_mma(&pc, 16, 8192, 8192, 66, 0, &p), 0);
     cr_assert_eq(p.splits, 2);
     /* g128, M = 1, N = 1024, K = 8192: 64 warps, want 1584 -> 25; spans 64 -> cap 8; G = 64: 8 splits,
      * the contract's group split (kind 2) */
-    cr_assert_eq(ak_gemm_plan(&g128, 1, 1024, 8192, 132, 0, &p), 0);
+    cr_assert_eq(plan_mma(&g128, 1, 1024, 8192, 132, 0, &p), 0);
     cr_assert_eq(p.splits, 8); cr_assert_eq(p.split_kind, 2);
     /* M = 200, N = 256: 2 x 2 = 4 big tiles < 264 -> MID (64 x 128): 4 x 2 = 8 blocks, want 264 -> 33;
      * K = 4096 at 4 bits = 2048 B = 16 k-tiles of 128 B -> cap 8; G = 32: 8. Atom adds outliers: group
      * split even with one main group. */
-    cr_assert_eq(ak_gemm_plan(&g128, 200, 256, 4096, 132, 0, &p), 0);
+    cr_assert_eq(plan_mma(&g128, 200, 256, 4096, 132, 0, &p), 0);
     cr_assert_eq(p.cfg, 3); cr_assert_eq(p.splits, 8);
-    cr_assert_eq(ak_gemm_plan(&atom, 200, 256, 4096, 132, 3, &p), 0);
+    cr_assert_eq(plan_mma(&atom, 200, 256, 4096, 132, 3, &p), 0);
     cr_assert_eq(p.splits, 3); cr_assert_eq(p.split_kind, 2);
     /* refusals */
     aq_mode fp = mode_of("fp16");
-    cr_assert_neq(ak_gemm_plan(&fp, 1, 1, 64, 132, 0, &p), 0);
-    cr_assert_neq(ak_gemm_plan(&pc, 1, 1, 64, 0, 0, &p), 0);
+    cr_assert_neq(plan_mma(&fp, 1, 1, 64, 132, 0, &p), 0);
+    cr_assert_neq(plan_mma(&pc, 1, 1, 64, 0, 0, &p), 0);
 }
 
 /* A context can run on another stream (here a second context's): the calls still give the reference's
@@ -643,4 +665,111 @@ Test(gpu_dev, external_stream) {
     ak_dfree(c, dx);
     ak_ctx_free(c);
     ak_ctx_free(other);
+}
+
+/* ---- the Hopper wgmma path (kernels/ak_gemm_sm90.cu) ------------------------------------------------ */
+
+/* The planner's wgmma choices, derived by hand from its policy (kernels/NOTES.md "wgmma path"): pure
+ * (ak_gemm_plan_ex takes the compute capability), so no device is needed, only a CUDA build. */
+Test(gpu_dev, planner_picks_wgmma_on_hopper) {
+#ifndef APEX4_CUDA
+    cr_skip_test("skipped: built without CUDA");
+#else
+    aq_mode pc = mode_of("w4a4-pc"), g128 = mode_of("w4a4-g128"), atom = mode_of("atom-g128-o128");
+    aq_mode mixed = mode_of("w4a4-mixed-g128"), g96 = mode_of("w4a4-g96"), w8 = mode_of("w8a8");
+    ak_plan p;
+    /* AUTO picks the wgmma path only when built with AK_WGMMA_AUTO 1 (kernels/ak.h: off until the path is
+     * verified on a device); asking for it by name plans it wherever it serves the mode. */
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 4096, 8192, 8192, 132, 90, AK_PATH_AUTO, 0, &p), 0);
+    cr_assert_eq(p.path, AK_WGMMA_AUTO ? AK_PATH_WGMMA : AK_PATH_INT8);
+    /* M = 4096, N = K = 8192 on cc 9.0: 32 x 64 = 2048 blocks of 128 x 128 >= 132 SMs -> no split;
+     * cfg stays the mma.sync one for the shape (BIG: 2048 >= 2 x 132) */
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 4096, 8192, 8192, 132, 90, AK_PATH_WGMMA, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_WGMMA); cr_assert_eq(p.cfg, 4); cr_assert_eq(p.splits, 1); cr_assert_eq(p.split_kind, 0);
+    cr_assert_eq(ak_gemm_plan_ex(&w8, 4096, 8192, 8192, 132, 90, AK_PATH_WGMMA, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_WGMMA);
+    /* the same on cc 8.9 and cc 0 (unknown): the mma.sync INT8 path */
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 4096, 8192, 8192, 132, 89, AK_PATH_AUTO, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_INT8); cr_assert_eq(p.cfg, 4);
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 4096, 8192, 8192, 132, 0, AK_PATH_AUTO, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_INT8);
+    /* M below 64: the mma.sync kernels (M = 16: GEMV) */
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 16, 8192, 8192, 132, 90, AK_PATH_AUTO, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_INT8); cr_assert_eq(p.cfg, 1);
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 63, 8192, 8192, 132, 90, AK_PATH_AUTO, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_INT8);
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 64, 8192, 8192, 132, 90, AK_PATH_WGMMA, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_WGMMA);
+    /* g128, M = 200, N = 256, K = 4096: 2 x 2 = 4 blocks -> ceil(132 / 4) = 33 splits; 4096 / 128 = 32
+     * stages -> cap 16; 32 groups: 16, the contract's group split (kind 2) */
+    cr_assert_eq(ak_gemm_plan_ex(&g128, 200, 256, 4096, 132, 90, AK_PATH_WGMMA, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_WGMMA); cr_assert_eq(p.splits, 16); cr_assert_eq(p.split_kind, 2);
+    /* mixed-g128, M = 128, N = 1024, K = 4096: 8 blocks -> ceil(132 / 8) = 17 -> cap 16; MIXED splits
+     * the exact int32 sum (kind 1) */
+    cr_assert_eq(ak_gemm_plan_ex(&mixed, 128, 1024, 4096, 132, 90, AK_PATH_WGMMA, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_WGMMA); cr_assert_eq(p.splits, 16); cr_assert_eq(p.split_kind, 1);
+    /* forced k_splits is kept */
+    cr_assert_eq(ak_gemm_plan_ex(&g128, 200, 256, 4096, 132, 90, AK_PATH_WGMMA, 3, &p), 0);
+    cr_assert_eq(p.splits, 3); cr_assert_eq(p.path, AK_PATH_WGMMA);
+    /* not served: an outlier part (atom), a group of 96 codes (3 k32 steps: no static pattern), a GPU
+     * that is not 9.x. AUTO falls back to INT8; asking for the wgmma path fails. */
+    cr_assert_eq(ak_gemm_plan_ex(&atom, 4096, 8192, 8192, 132, 90, AK_PATH_AUTO, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_INT8);
+    cr_assert_neq(ak_gemm_plan_ex(&atom, 4096, 8192, 8192, 132, 90, AK_PATH_WGMMA, 0, &p), 0);
+    cr_assert_eq(ak_gemm_plan_ex(&g96, 4096, 8192, 8192, 132, 90, AK_PATH_AUTO, 0, &p), 0);
+    cr_assert_eq(p.path, AK_PATH_INT8);
+    cr_assert_neq(ak_gemm_plan_ex(&g96, 4096, 8192, 8192, 132, 90, AK_PATH_WGMMA_SYNC, 0, &p), 0);
+    cr_assert_neq(ak_gemm_plan_ex(&pc, 4096, 8192, 8192, 132, 80, AK_PATH_WGMMA, 0, &p), 0);
+    /* one group per row is served whatever K (K = 160: 5 steps, the group ends with the row) */
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 64, 64, 160, 132, 90, AK_PATH_WGMMA, 0, &p), 0);
+    cr_assert_eq(ak_gemm_plan_ex(&pc, 64, 64, 160, 132, 90, 7, 0, &p), -1);   /* no such path */
+#endif
+}
+
+/* The wgmma kernel (overlapped and synchronous epilogue) against the CPU reference, byte for byte
+ * (ak_check_case: aq_gemm at k_splits 1 and max(3, the planner's)): every group pattern it has
+ * (g32: 1 step, g64: 2, g128/g256/whole row: stage ends), 4- and 8-bit codes, GROUP and MIXED,
+ * ragged M/N (one block row, several, partial tiles), K with full and partial 128-code stages and
+ * short last groups (K = 160, 416, 2080, 4128). Hopper only. */
+Test(gpu_dev, wgmma_matches_reference_byte_for_byte) {
+    if (!hopper_device()) cr_skip_test("skipped: no compute capability 9.x device");
+    static const char *modes[] = {"w8a8", "w4a4-pc", "w4a4-g32", "w4a4-g64", "w4a4-g128", "w4a4-g256",
+                                  "w4a4-mixed-g128", "w4a4-mixed-g32"};
+    static const int shapes[][3] = {{2, 3, 160}, {64, 128, 416}, {130, 67, 2080}, {300, 257, 4128}};
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++) {
+        aq_mode m = mode_of(modes[i]);
+        for (int s = 0; s < 4; s++) {
+            ak_check_result r;
+            char err[AX_ERR_LEN];
+            const ak_input in = (ak_input)((i + (size_t)s) % 3);
+            int rc = ak_check_case(&m, shapes[s][0], shapes[s][1], shapes[s][2], in, 31u + (unsigned)s, 12, 2, &r, err);
+            cr_assert_eq(rc, 0, "%s M=%d N=%d K=%d: %s", modes[i], shapes[s][0], shapes[s][1], shapes[s][2], err);
+            cr_expect_eq(r.paths_run, 12, "%s: the wgmma paths did not run (paths_run %d)", modes[i], r.paths_run);
+            cr_expect(r.ok, "%s M=%d N=%d K=%d %s: %s", modes[i], shapes[s][0], shapes[s][1], shapes[s][2],
+                      ak_input_name(in), r.msg);
+        }
+    }
+}
+
+/* Refusals: the benchmark-only path is never a GEMM path; an atom mode (outlier part) is not served by
+ * the wgmma path, and the message says what the path needs. */
+Test(gpu, wgmma_refusals_name_the_path) {
+    NEED_DEVICE();
+    aq_mode atom = mode_of("atom-g32-o32"), pc = mode_of("w4a4-pc");
+    uint16_t x[4 * 64], w[4 * 64], y[16];
+    ak_fill_input(AK_INPUT_NORMAL, 5, 4, 64, x);
+    ak_fill_input(AK_INPUT_NORMAL, 6, 4, 64, w);
+    int32_t perm[64];
+    for (int k = 0; k < 64; k++) perm[k] = 63 - k;
+    char err[AX_ERR_LEN] = "";
+    aq_qtensor qx, qw, px, pw;
+    cr_assert_eq(aq_quantize_x(&atom, x, 4, 64, perm, &qx, err), 0, "%s", err);
+    cr_assert_eq(aq_quantize_w(&atom, w, 4, 64, perm, &qw, err), 0, "%s", err);
+    cr_assert_neq(ak_gemm(&qx, &qw, AK_PATH_WGMMA, y, err), 0);
+    cr_expect(strstr(err, "wgmma") != NULL, "%s", err);
+    cr_assert_eq(aq_quantize_x(&pc, x, 4, 64, NULL, &px, err), 0, "%s", err);
+    cr_assert_eq(aq_quantize_w(&pc, w, 4, 64, NULL, &pw, err), 0, "%s", err);
+    cr_assert_neq(ak_gemm(&px, &pw, AK_PATH_WGMMA_NOEPI, y, err), 0);
+    cr_expect(strstr(err, "wgmma-noepi") != NULL, "%s", err);
+    aq_qtensor_free(&qx); aq_qtensor_free(&qw); aq_qtensor_free(&px); aq_qtensor_free(&pw);
 }
