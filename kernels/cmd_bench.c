@@ -154,6 +154,11 @@ int cmd_bench_gemm(int argc, char **argv) {
         else if (!strcmp(pnames[i], "wgmma")) paths[i] = AK_PATH_WGMMA;
         else if (!strcmp(pnames[i], "wgmma-noepi")) paths[i] = AK_PATH_WGMMA_NOEPI;
         else { fprintf(stderr, "apex4 bench gemm: unknown path '%s' (int8, int4, wgmma, wgmma-noepi)\n", pnames[i]); return 2; }
+        for (int j = 0; j < i; j++)
+            if (paths[j] == paths[i]) {
+                fprintf(stderr, "apex4 bench gemm: --paths: '%s' given twice\n", pnames[i]);
+                return 2;
+            }
     }
 
     ak_devinfo di;
