@@ -494,7 +494,10 @@ int ax_parse_size(const char *s, const char *what, double lo, double hi, size_t 
     char *end = NULL;
     errno = 0;
     double v = strtod(s, &end);
-    if (end == s || s[0] == '-' || s[0] == '+' || isspace((unsigned char)s[0]) || errno || !isfinite(v)) {
+    int plain = s[0] >= '0' && s[0] <= '9';   /* decimal digits first: no sign, space, hex, inf/nan */
+    for (const char *c = s; plain && c < end; c++)
+        if (!((*c >= '0' && *c <= '9') || *c == '.' || *c == 'e' || *c == 'E' || *c == '+' || *c == '-')) plain = 0;
+    if (end == s || !plain || errno || !isfinite(v)) {
         ax_seterr(err, "%s: '%.40s' is not a size (a number with an optional unit, e.g. 8GiB)", what, s);
         return -1;
     }

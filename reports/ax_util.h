@@ -87,8 +87,9 @@ cJSON *ax_json_parse_strict(const char *text, size_t len, const char *what, char
 int ax_parse_long(const char *s, long lo, long hi, const char *what, long *out, char *err);
 /* The same for unsigned 64-bit values (seeds): decimal, or hex with 0x; no sign. */
 int ax_parse_u64(const char *s, const char *what, uint64_t *out, char *err);
-/* A byte count with an optional unit: "8GiB", "512MiB", "2TiB", "1.5GiB" (binary: KiB MiB GiB TiB),
- * "8GB" (decimal: kB/KB MB GB TB), "4096" or "4096B" (bytes). The value must lie in [lo, hi] bytes
+/* A byte count: a decimal number (digits first; no sign, hex, inf or nan) with an optional unit:
+ * "8GiB", "512MiB", "2TiB", "1.5GiB" (binary: KiB MiB GiB TiB), "8GB" (decimal: kB/KB MB GB TB),
+ * "4096" or "4096B" (bytes). The value must lie in [lo, hi] bytes
  * (after rounding down to a whole byte). Errors (-1, err naming `what`): empty, not a number, an
  * unknown unit, NaN/inf, out of range. */
 int ax_parse_size(const char *s, const char *what, double lo, double hi, size_t *out, char *err);

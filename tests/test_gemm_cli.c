@@ -492,3 +492,30 @@ Test(gemm_cli, compare_with_unreadable_dataset_exits_2) {
     H5Tclose(t);
     (void)y;
 }
+
+/* ax_parse_size (--gpu-mem-limit): units by hand (1 GiB = 2^30, 1 GB = 10^9 bytes), bounds inclusive,
+ * fractional values rounded down, junk and NaN refused with the option named. */
+Test(gemm_cli, byte_sizes_with_units) {
+    char err[AX_ERR_LEN];
+    size_t v = 0;
+    cr_assert_eq(ax_parse_size("8GiB", "--gpu-mem-limit", 1, 1e18, &v, err), 0, "%s", err);
+    cr_assert_eq(v, (size_t)8 << 30);
+    cr_assert_eq(ax_parse_size("1.5GiB", "--gpu-mem-limit", 1, 1e18, &v, err), 0, "%s", err);
+    cr_assert_eq(v, (size_t)3 << 29);
+    cr_assert_eq(ax_parse_size("8GB", "--gpu-mem-limit", 1, 1e18, &v, err), 0, "%s", err);
+    cr_assert_eq(v, (size_t)8000000000ull);
+    cr_assert_eq(ax_parse_size("4096", "x", 4096, 4096, &v, err), 0, "%s", err);
+    cr_assert_eq(v, 4096);
+    cr_assert_eq(ax_parse_size("1023B", "x", 1, 1e18, &v, err), 0, "%s", err);
+    cr_assert_eq(v, 1023);
+    const char *bad[] = {"", "GiB", "8 GiB", "8gib", "-1GiB", "+8GiB", "nan", "inf", "8GiBx", "0x10"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = 0;
+        cr_assert_neq(ax_parse_size(bad[i], "--gpu-mem-limit", 1, 1e18, &v, err), 0, "'%s' accepted", bad[i]);
+        cr_assert(strstr(err, "--gpu-mem-limit"), "'%s': %s", bad[i], err);
+    }
+    cr_assert_neq(ax_parse_size("63MiB", "--gpu-mem-limit", 67108864.0, 1e18, &v, err), 0);
+    cr_assert(strstr(err, "outside"), "%s", err);
+    expect_cmd_error("eval ppl --model x --gpu-mem-limit 3Gx", "--gpu-mem-limit");
+    expect_cmd_error("eval ppl --model x --gpu-mem-limit 1MiB", "--gpu-mem-limit");
+}
