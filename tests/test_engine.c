@@ -227,3 +227,42 @@ Test(engine_cpu, loglik_packed_matches_fresh_forwards) {
     ae_engine_free(f);
     ae_model_free(m);
 }
+
+/* ae_engine_score_windows on the cpu backend (no layer-major there): n windows at once equal n calls
+ * of ae_engine_score_window, array by array; the engine reports itself not layer-major; bad calls
+ * (n < 1, windows past the store) are refused. */
+Test(engine_cpu, score_windows_equals_window_by_window) {
+    char dir[256];
+    ae_model *m = small_model(dir, sizeof dir);
+    const int T = 16, V = 300, NW = 3;
+    int tok[48];
+    uint64_t s = 5;
+    for (int i = 0; i < T * NW; i++) tok[i] = (int)(tu_rand_u64(&s) % V);
+    ae_engine *ref = cpu_engine(m, "fp16", T), *q = cpu_engine(m, "w4a4-g64", T);
+    cr_assert_eq(ae_engine_layer_major(ref), 0);
+    char err[AX_ERR_LEN] = "";
+    ae_refstore *rs = NULL;
+    cr_assert_eq(ae_refstore_new(ref, NW, T, &rs, err), 0, "%s", err);
+    double a_nll[45], b_nll[45], a_kld[45], b_kld[45];
+    int a_same[45], b_same[45];
+    cr_assert_eq(ae_engine_score_windows(ref, tok, NW, T, rs, 0, 1, a_nll, NULL, NULL, err), 0, "%s", err);
+    for (int w = 0; w < NW; w++)
+        cr_assert_eq(ae_engine_score_window(ref, tok + w * T, T, NULL, 0, 0, b_nll + w * (T - 1), NULL, NULL, err), 0,
+                     "%s", err);
+    cr_assert_eq(memcmp(a_nll, b_nll, sizeof(double) * NW * (T - 1)), 0);
+    cr_assert_eq(ae_engine_score_windows(q, tok, NW, T, rs, 0, 0, a_nll, a_kld, a_same, err), 0, "%s", err);
+    for (int w = 0; w < NW; w++)
+        cr_assert_eq(ae_engine_score_window(q, tok + w * T, T, rs, w, 0, b_nll + w * (T - 1), b_kld + w * (T - 1),
+                                            b_same + w * (T - 1), err), 0, "%s", err);
+    cr_assert_eq(memcmp(a_nll, b_nll, sizeof a_nll), 0);
+    cr_assert_eq(memcmp(a_kld, b_kld, sizeof a_kld), 0);
+    cr_assert_eq(memcmp(a_same, b_same, sizeof a_same), 0);
+    cr_assert_eq(ae_engine_pos(q), 0, "scoring leaves an empty cache");
+    cr_assert_neq(ae_engine_score_windows(q, tok, 0, T, rs, 0, 0, a_nll, a_kld, a_same, err), 0);
+    cr_assert_neq(ae_engine_score_windows(q, tok, 2, T, rs, 2, 0, a_nll, a_kld, a_same, err), 0);
+    cr_assert(strstr(err, "window"), "%s", err);
+    ae_refstore_free(rs);
+    ae_engine_free(ref);
+    ae_engine_free(q);
+    ae_model_free(m);
+}
