@@ -12,6 +12,11 @@
 #     zs        all 7 zero-shot tasks, full sets, fp16,w4a4-g32,w4a4-pc,atom-g128-o128
 #     speed7b   LLaMA-2-7B-shaped checkpoint (make-model), s/window of apex4 vs transformers
 #     prof7b    (after speed7b) per-op breakdown of apex4's forward (APEX4_PROFILE=1) and PyTorch's pieces
+#     speed7bv  speed only, no files: random:llama2-7b vs transformers on the same config (--random-init)
+#     virt      random:llama2-7b / llama2-70b layer-major (VIRT_MODELS, VIRT_WINDOWS, VIRT_MODES)
+#     kv4gen    --kv4 ppl and generate, cuda vs cpu (13M)
+#     wgmma     apex4 check of the wgmma paths, then bench gemm int8 vs wgmma vs wgmma-noepi
+#     rho       apex4 bench rho (the rho-emulation curve)
 # Results land in $OUT; a short table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -195,6 +200,21 @@ if has kv4gen; then
             >"$OUT/gen-$dv.txt" 2>&1
         echo "generate $dv rc=$?"; cat "$OUT/gen-$dv.txt" | tail -3
     done
+fi
+
+if has wgmma; then
+    # The Hopper wgmma path (kernels/ak_gemm_sm90.cu): bit-exactness first, then speed with and without
+    # the epilogue (the difference is the epilogue time the overlap does not hide).
+    step wgmma
+    timeout 300 $BIN check --device cuda --paths wgmma,wgmma-sync --threads ${CHECK_THREADS:-6} >"$OUT/check-wgmma.log" 2>&1
+    rc=$?; grep -vE '^\[ *[0-9]+/[0-9]+\] ok ' "$OUT/check-wgmma.log" | tail -8
+    summary+=("check wgmma rc=$rc: $(tail -1 "$OUT/check-wgmma.log")")
+    if [ $rc = 0 ]; then
+        timeout 240 $BIN bench gemm --shapes llama2-7b,llama2-70b --m 2048,4096 --paths int8,wgmma,wgmma-noepi \
+            --modes w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-mixed-g128,w8a8 --runs 20 --warmup 3 --no-quant \
+            --out "$OUT/bench-wgmma.json" >"$OUT/bench-wgmma.log" 2>&1
+        echo "bench wgmma rc=$?"; tail -30 "$OUT/bench-wgmma.log"
+    fi
 fi
 
 if has rho; then
