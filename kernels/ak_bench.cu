@@ -5,6 +5,7 @@
 // Inputs come from a counter hash on the device (never zeros) and rotate over enough copies that
 // their total is >= 3x the L2, so each run reads its operands from HBM (METHOD.md "Time properly").
 #include "ak_internal.cuh"
+#include "ak_fill.cuh"
 
 #include <cublas_v2.h>
 
@@ -29,31 +30,9 @@ struct ak_bench {
 
 namespace {
 
-__device__ __forceinline__ uint32_t hash32(uint64_t i, uint32_t seed) {
-    uint32_t x = (uint32_t)i * 0x9E3779B1u ^ (uint32_t)(i >> 32) * 0x85EBCA77u ^ seed * 0xC2B2AE3Du;
-    x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; x ^= x >> 16;
-    return x;
-}
-
-// Random bytes; a zero byte is replaced by 0x11 so that no code pair is all zero.
-__global__ void fill_bytes(uint8_t *p, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint8_t b = (uint8_t)hash32(i, seed);
-        p[i] = b ? b : 0x11;
-    }
-}
-// Uniform fp16 in [lo, hi).
-__global__ void fill_half(__half *p, size_t n, uint32_t seed, float lo, float hi) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float u = (hash32(i, seed) >> 8) * (1.0f / 16777216.0f);
-        p[i] = __float2half_rn(lo + (hi - lo) * u);
-    }
-}
-// Sub-scales u in 1..15.
-__global__ void fill_sub(uint8_t *p, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        p[i] = (uint8_t)(1 + hash32(i, seed) % 15);
-}
+using ak_fill::fill_bytes;
+using ak_fill::fill_half;
+using ak_fill::fill_sub;
 
 struct pool {   // device allocations of one benchmark case
     std::vector<void *> p;

@@ -4,6 +4,7 @@
 // production kernel: CUDA events around each run, warm-up, median; random non-zero codes and scales
 // rotated over copies totalling >= 3x the L2. Never used for results.
 #include "ak_internal.cuh"
+#include "ak_fill.cuh"
 extern "C" {
 #include "ak_emul.h"
 }
@@ -26,27 +27,6 @@ struct ak_emul {
 };
 
 namespace {
-
-__device__ __forceinline__ uint32_t ehash(uint64_t i, uint32_t seed) {
-    uint32_t x = (uint32_t)i * 0x9E3779B1u ^ (uint32_t)(i >> 32) * 0x85EBCA77u ^ seed * 0xC2B2AE3Du;
-    x ^= x >> 16; x *= 0x7FEB352Du; x ^= x >> 15; x *= 0x846CA68Bu; x ^= x >> 16;
-    return x;
-}
-// Random bytes, never zero (0 -> 0x11); fp16 uniform in [lo, hi); sub-scales 1..15.
-__global__ void efill_bytes(uint8_t *p, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        uint8_t b = (uint8_t)ehash(i, seed);
-        p[i] = b ? b : 0x11;
-    }
-}
-__global__ void efill_half(__half *p, size_t n, uint32_t seed, float lo, float hi) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        p[i] = __float2half_rn(lo + (hi - lo) * ((ehash(i, seed) >> 8) * (1.0f / 16777216.0f)));
-}
-__global__ void efill_sub(uint8_t *p, size_t n, uint32_t seed) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        p[i] = (uint8_t)(1 + ehash(i, seed) % 15);
-}
 
 struct epool {   // device allocations of one case, freed together
     std::vector<void *> p;
@@ -125,14 +105,14 @@ extern "C" int ak_emul_gemm(ak_emul *e, const aq_mode *mode, int M, int N, int K
         __half *sa = (__half *)P.get(szsa, err, "X scales"), *sb = (__half *)P.get(szsb, err, "W scales");
         if (!A || !B || !sa || !sb) return -1;
         const uint32_t sd = 1000u * (uint32_t)r;
-        efill_bytes<<<1024, 256, 0, e->st>>>(A, szA, sd + 1);
-        efill_bytes<<<1024, 256, 0, e->st>>>(B, szB, sd + 2);
-        efill_half<<<1024, 256, 0, e->st>>>(sa, szsa / 2, sd + 3, 0.004f, 0.06f);
-        efill_half<<<1024, 256, 0, e->st>>>(sb, szsb / 2, sd + 4, 0.004f, 0.06f);
+        ak_fill::fill_bytes<<<1024, 256, 0, e->st>>>(A, szA, sd + 1);
+        ak_fill::fill_bytes<<<1024, 256, 0, e->st>>>(B, szB, sd + 2);
+        ak_fill::fill_half<<<1024, 256, 0, e->st>>>(sa, szsa / 2, sd + 3, 0.004f, 0.06f);
+        ak_fill::fill_half<<<1024, 256, 0, e->st>>>(sb, szsb / 2, sd + 4, 0.004f, 0.06f);
         if (mixed) {
             uint8_t *u = (uint8_t *)P.get(szu, err, "W sub-scales");
             if (!u) return -1;
-            efill_sub<<<1024, 256, 0, e->st>>>(u, szu, sd + 5);
+            ak_fill::fill_sub<<<1024, 256, 0, e->st>>>(u, szu, sd + 5);
             S.u = u;
         }
         S.A = A; S.B = B; S.sa = sa; S.sb = sb;

@@ -89,6 +89,32 @@ static cJSON *row_json(const lshape *s, int M, const char *impl, const char *mod
     return o;
 }
 
+/* The results file's "device" object (full: also the memory facts bench gemm records) and its "method"
+ * object with runs, warm-up and the timing rule; returns "method" for the caller's additions. */
+static cJSON *add_device_method(cJSON *doc, const ak_devinfo *di, int full, int runs, int warmup) {
+    cJSON *dev = cJSON_AddObjectToObject(doc, "device");
+    cJSON_AddStringToObject(dev, "name", di->name);
+    cJSON_AddNumberToObject(dev, "sms", di->sms);
+    char cc[16];
+    snprintf(cc, sizeof cc, "%d.%d", di->cc_major, di->cc_minor);
+    cJSON_AddStringToObject(dev, "compute_capability", cc);
+    cJSON_AddNumberToObject(dev, "sm_clock_mhz_max", di->sm_clock_mhz);
+    if (full) {
+        cJSON_AddNumberToObject(dev, "mem_clock_mhz", di->mem_clock_mhz);
+        cJSON_AddNumberToObject(dev, "mem_bus_bits", di->mem_bus_bits);
+        cJSON_AddNumberToObject(dev, "l2_bytes", (double)di->l2_bytes);
+        cJSON_AddNumberToObject(dev, "mem_gib", di->mem_gib);
+    }
+    cJSON_AddNumberToObject(dev, "cuda_driver", di->driver);
+    cJSON_AddNumberToObject(dev, "cuda_runtime", di->runtime);
+    cJSON *meth = cJSON_AddObjectToObject(doc, "method");
+    cJSON_AddNumberToObject(meth, "runs", runs);
+    cJSON_AddNumberToObject(meth, "warmup", warmup);
+    cJSON_AddStringToObject(meth, "timing", "CUDA events around each run, median; inputs rotated over copies totalling "
+                                            ">= 3x L2; random non-zero codes/scales");
+    return meth;
+}
+
 int cmd_bench_gemm(int argc, char **argv) {
     char shapes_buf[128] = "llama2-7b,llama2-70b", m_buf[128] = "1,16,128,512,2048,4096";
     char modes_buf[512] = "w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8";
@@ -175,23 +201,7 @@ int cmd_bench_gemm(int argc, char **argv) {
            di.runtime);
     printf("# device-to-device copy: %.0f GB/s (read + write)\n", copy_gbs);
     cJSON *doc = ax_envelope_new("bench gemm");
-    cJSON *dev = cJSON_AddObjectToObject(doc, "device");
-    cJSON_AddStringToObject(dev, "name", di.name);
-    cJSON_AddNumberToObject(dev, "sms", di.sms);
-    char cc[16];
-    snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
-    cJSON_AddStringToObject(dev, "compute_capability", cc);
-    cJSON_AddNumberToObject(dev, "sm_clock_mhz_max", di.sm_clock_mhz);
-    cJSON_AddNumberToObject(dev, "mem_clock_mhz", di.mem_clock_mhz);
-    cJSON_AddNumberToObject(dev, "mem_bus_bits", di.mem_bus_bits);
-    cJSON_AddNumberToObject(dev, "l2_bytes", (double)di.l2_bytes);
-    cJSON_AddNumberToObject(dev, "mem_gib", di.mem_gib);
-    cJSON_AddNumberToObject(dev, "cuda_driver", di.driver);
-    cJSON_AddNumberToObject(dev, "cuda_runtime", di.runtime);
-    cJSON *meth = cJSON_AddObjectToObject(doc, "method");
-    cJSON_AddNumberToObject(meth, "runs", runs);
-    cJSON_AddNumberToObject(meth, "warmup", warmup);
-    cJSON_AddStringToObject(meth, "timing", "CUDA events around each run, median; inputs rotated over copies totalling >= 3x L2; random non-zero codes/scales");
+    cJSON *meth = add_device_method(doc, &di, 1, runs, warmup);
     cJSON_AddStringToObject(meth, "tops", "2*M*N*K / median time");
     cJSON_AddNumberToObject(doc, "copy_gbs", copy_gbs);
     cJSON *rows = cJSON_AddArrayToObject(doc, "gemm");
@@ -367,19 +377,7 @@ int cmd_bench_rho(int argc, char **argv) {
     printf("# %s: rho emulation at M=%d N=%d K=%d, cuBLAS FP16 %.4f ms\n", di.name, M, N, K, t16);
     printf("%-18s %3s %9s %8s\n", "mode", "k", "ms", "xFP16");
     cJSON *doc = ax_envelope_new("bench rho");
-    cJSON *dev = cJSON_AddObjectToObject(doc, "device");
-    cJSON_AddStringToObject(dev, "name", di.name);
-    cJSON_AddNumberToObject(dev, "sms", di.sms);
-    char cc[16];
-    snprintf(cc, sizeof cc, "%d.%d", di.cc_major, di.cc_minor);
-    cJSON_AddStringToObject(dev, "compute_capability", cc);
-    cJSON_AddNumberToObject(dev, "sm_clock_mhz_max", di.sm_clock_mhz);
-    cJSON_AddNumberToObject(dev, "cuda_driver", di.driver);
-    cJSON_AddNumberToObject(dev, "cuda_runtime", di.runtime);
-    cJSON *meth = cJSON_AddObjectToObject(doc, "method");
-    cJSON_AddNumberToObject(meth, "runs", runs);
-    cJSON_AddNumberToObject(meth, "warmup", warmup);
-    cJSON_AddStringToObject(meth, "timing", "CUDA events around each run, median; inputs rotated over copies totalling >= 3x L2; random non-zero codes/scales");
+    cJSON *meth = add_device_method(doc, &di, 0, runs, warmup);
     cJSON_AddStringToObject(meth, "emulation", "k extra dependent fp32 FMAs (acc = fma(acc, 1, -0)) per group and output in the GEMM epilogue, INT8 path; benchmark only");
     cJSON *sh = cJSON_AddObjectToObject(doc, "shape");
     cJSON_AddNumberToObject(sh, "M", M);
