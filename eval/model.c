@@ -254,11 +254,7 @@ static int parse_config(const cJSON *root, ae_config *c, const char *path, char 
 int ae_config_load(const char *path, ae_config *cfg, char *err) {
     memset(cfg, 0, sizeof *cfg);
     if (!path || !*path) { ax_seterr(err, "config.json: empty path"); return -1; }
-    char *data = NULL;
-    size_t len = 0;
-    if (ax_read_file(path, &data, &len, err)) return -1;
-    cJSON *root = ax_json_parse_strict(data, len, path, err);
-    free(data);
+    cJSON *root = ax_json_read_file(path, err);
     if (!root) return -1;
     int rc = parse_config(root, cfg, path, err);
     cJSON_Delete(root);

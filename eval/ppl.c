@@ -322,11 +322,7 @@ static int ckpt_read(const char *path, const char *args, ppl_state *s, char *err
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     fclose(f);
-    char *text = NULL;
-    size_t len = 0;
-    if (ax_read_file(path, &text, &len, err)) return -1;
-    cJSON *doc = ax_json_parse_strict(text, len, path, err);
-    free(text);
+    cJSON *doc = ax_json_read_file(path, err);
     if (!doc) return -1;
     int rc = -1;
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(doc, "format");

@@ -354,11 +354,7 @@ int ae_st_index_load(const char *path, ae_st_index **out, char *err) {
         ax_seterr(err, "%.200s...: path is %zu bytes, longer than the %d supported", path, strlen(path), 4095);
         return -1;
     }
-    char *data = NULL;
-    size_t len = 0;
-    if (ax_read_file(path, &data, &len, err)) return -1;
-    cJSON *root = ax_json_parse_strict(data, len, path, err);
-    free(data);
+    cJSON *root = ax_json_read_file(path, err);
     if (!root) return -1;
     ae_st_index *x = calloc(1, sizeof *x);
     idx_item *items = NULL;

@@ -514,3 +514,12 @@ int ax_parse_size(const char *s, const char *what, double lo, double hi, size_t 
     ax_seterr(err, "%s: unknown unit in '%.40s' (use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB)", what, s);
     return -1;
 }
+
+cJSON *ax_json_read_file(const char *path, char *err) {
+    char *text = NULL;
+    size_t len = 0;
+    if (ax_read_file(path, &text, &len, err)) return NULL;
+    cJSON *doc = ax_json_parse_strict(text, len, path, err);
+    free(text);
+    return doc;
+}

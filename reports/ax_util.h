@@ -79,6 +79,9 @@ int ax_read_file(const char *path, char **data, size_t *len, char *err);
  * "model.safetensors header", ...). Returns the tree (caller cJSON_Delete's it) or NULL with err
  * "<what>: <reason> (byte <offset>)" or "<what>: duplicate key \"k\" (in <parent key>)". */
 cJSON *ax_json_parse_strict(const char *text, size_t len, const char *what, char *err);
+/* ax_read_file + ax_json_parse_strict of a whole file, named by its path: the tree (caller
+ * cJSON_Delete's it) or NULL with err (the read or parse error). */
+cJSON *ax_json_read_file(const char *path, char *err);
 
 /* Parse an integer option or field: decimal digits with an optional sign only (no "1e3", no hex, no
  * trailing characters, no empty string), within [lo, hi]. On failure -1 with err

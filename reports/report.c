@@ -67,11 +67,7 @@ static int expand(const char *pats, const char *opt, char (*files)[AR_FILE_LEN],
 }
 
 static cJSON *load_json(const char *path, char *err) {
-    char *text = NULL;
-    size_t len = 0;
-    if (ax_read_file(path, &text, &len, err)) return NULL;
-    cJSON *d = ax_json_parse_strict(text, len, path, err);
-    free(text);
+    cJSON *d = ax_json_read_file(path, err);
     if (d && !cJSON_IsObject(d)) { ax_seterr(err, "%s: expected a JSON object", path); cJSON_Delete(d); d = NULL; }
     return d;
 }

@@ -49,11 +49,7 @@ static int get_fig(const cJSON *row, const char *key, const char *path, const ch
 
 int ar_gpus_load(const char *path, ar_gpus *t, char *err) {
     memset(t, 0, sizeof *t);
-    char *text = NULL;
-    size_t len = 0;
-    if (ax_read_file(path, &text, &len, err)) return -1;
-    cJSON *doc = ax_json_parse_strict(text, len, path, err);
-    free(text);
+    cJSON *doc = ax_json_read_file(path, err);
     if (!doc) return -1;
     int rc = -1;
     const cJSON *schema = cJSON_GetObjectItemCaseSensitive(doc, "schema"), *ver = cJSON_GetObjectItemCaseSensitive(doc, "version");
