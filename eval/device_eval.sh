@@ -12,7 +12,10 @@
 #     zs        all 7 zero-shot tasks, full sets, fp16,w4a4-g32,w4a4-pc,atom-g128-o128
 #     speed7b   LLaMA-2-7B-shaped checkpoint (make-model), s/window of apex4 vs transformers
 #     prof7b    (after speed7b) per-op breakdown of apex4's forward (APEX4_PROFILE=1) and PyTorch's pieces
-#     speed7bv  speed only, no files: random:llama2-7b vs transformers on the same config (--random-init)
+#     speed7bv  speed only, no files: random:llama2-7b vs transformers on the same config (--random-init):
+#               fake and exact routes per mode, the wgmma path after a passing wgmma step, SPEED_PROF profiles
+#     decode    bench gemm M = 1, 16 on the LLaMA-2-70B shapes vs cuBLAS FP16
+#     l70       random:llama2-70b, all 166 WikiText-2 windows, layer-major (L70_RUNS: one run per mode list)
 #     virt      random:llama2-7b / llama2-70b layer-major (VIRT_MODELS, VIRT_WINDOWS, VIRT_MODES)
 #     kv4gen    --kv4 ppl and generate, cuda vs cpu (13M)
 #     wgmma     apex4 check of the wgmma paths, then bench gemm int8 vs wgmma vs wgmma-noepi
@@ -143,26 +146,6 @@ JSON
     cp $D/models/llama2-tokenizer/tokenizer.json /tmp/llama2-7b-shaped/
 fi
 
-if has speed7bv; then
-    # Speed only, no checkpoint files: apex4 on random:llama2-7b (weights generated on the device),
-    # transformers on the same config built on the GPU with its own N(0, 0.02) init (--random-init).
-    step speed7bv
-    mkdir -p /tmp/l7cfg
-    cat >/tmp/l7cfg/config.json <<'JSON'
-{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":4096,"intermediate_size":11008,
- "num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32000,
- "max_position_embeddings":4096,"rms_norm_eps":1e-05,"rope_theta":10000.0,"tie_word_embeddings":false,
- "torch_dtype":"float16","bos_token_id":1,"eos_token_id":2,"hidden_act":"silu"}
-JSON
-    timeout 120 $BIN eval ppl --model random:llama2-7b,seed=1 --tokenizer $D/models/llama2-tokenizer/tokenizer.json \
-        --device cuda --gemm ${SPEED_GEMM:-fake} --modes ${SPEED_MODES:-fp16} --max-windows ${SPEED_WINDOWS:-12} \
-        --no-layer-major --no-progress --out "$OUT/speed7bv.json" >"$OUT/speed7bv.log" 2>&1
-    echo "apex4 rc=$?"; grep -E "per window" "$OUT/speed7bv.log"
-    timeout 150 python3 eval/peer_transformers.py --model /tmp/l7cfg --random-init --modes fp16 --time-windows 8 \
-        >"$OUT/peer7bv.jsonl" 2>"$OUT/peer7bv.err"
-    echo "peer rc=$?"; cat "$OUT/peer7bv.jsonl"; tail -2 "$OUT/peer7bv.err"
-fi
-
 if has prof7b; then
     # Where the FP16 forward spends its time: apex4 with APEX4_PROFILE=1 (each op synchronised) and
     # the same pieces in PyTorch (cuBLAS matmuls, sdpa, a torch.profiler table of transformers).
@@ -209,12 +192,75 @@ if has wgmma; then
     timeout 300 $BIN check --device cuda --paths wgmma,wgmma-sync --threads ${CHECK_THREADS:-6} >"$OUT/check-wgmma.log" 2>&1
     rc=$?; grep -vE '^\[ *[0-9]+/[0-9]+\] ok ' "$OUT/check-wgmma.log" | tail -8
     summary+=("check wgmma rc=$rc: $(tail -1 "$OUT/check-wgmma.log")")
+    [ $rc = 0 ] && WGMMA_OK=1
     if [ $rc = 0 ]; then
         timeout 240 $BIN bench gemm --shapes llama2-7b,llama2-70b --m 2048,4096 --paths int8,wgmma,wgmma-noepi \
             --modes w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-mixed-g128,w8a8 --runs 20 --warmup 3 --no-quant \
             --out "$OUT/bench-wgmma.json" >"$OUT/bench-wgmma.log" 2>&1
         echo "bench wgmma rc=$?"; tail -30 "$OUT/bench-wgmma.log"
     fi
+fi
+
+if has speed7bv; then
+    # Speed only, no checkpoint files: apex4 on random:llama2-7b (weights generated on the device),
+    # transformers on the same config built on the GPU with its own N(0, 0.02) init (--random-init).
+    # apex4: --gemm fake (fp16 + the fake-quant simulation), --gemm exact per mode on the planner's
+    # kernels, and (after a passing wgmma step, or SPEED_WGMMA=1) the exact route on the wgmma path.
+    step speed7bv
+    mkdir -p /tmp/l7cfg
+    cat >/tmp/l7cfg/config.json <<'JSON'
+{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":4096,"intermediate_size":11008,
+ "num_hidden_layers":32,"num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32000,
+ "max_position_embeddings":4096,"rms_norm_eps":1e-05,"rope_theta":10000.0,"tie_word_embeddings":false,
+ "torch_dtype":"float16","bos_token_id":1,"eos_token_id":2,"hidden_act":"silu"}
+JSON
+    run7() {   # name gemm modes gemm-path
+        APEX4_GEMM_PATH=$4 timeout 180 $BIN eval ppl --model random:llama2-7b,seed=1 \
+            --tokenizer $D/models/llama2-tokenizer/tokenizer.json --device cuda --gemm $2 --modes $3 \
+            --max-windows ${SPEED_WINDOWS:-12} --no-layer-major --no-progress --out "$OUT/speed7bv-$1.json" \
+            >"$OUT/speed7bv-$1.log" 2>&1
+        echo "apex4 $1 (gemm $2, path $4) rc=$?"; grep -E "per window" "$OUT/speed7bv-$1.log"
+    }
+    run7 fake fake ${SPEED_FAKE_MODES:-fp16,w4a4-g128} auto
+    [ -n "${SPEED_EXACT_MODES-x}" ] && run7 exact exact ${SPEED_EXACT_MODES:-w4a4-g128,w4a4-mixed-g128,w4a4-pc,w8a8} auto
+    if [ "${SPEED_WGMMA:-${WGMMA_OK:-0}}" = 1 ]; then
+        run7 exact-wgmma exact ${SPEED_EXACT_MODES:-w4a4-g128,w4a4-mixed-g128,w4a4-pc,w8a8} wgmma
+    fi
+    if [ -n "${SPEED_PROF:-}" ]; then   # per-op breakdown (each op synchronised), ms per window
+        for pm in $SPEED_PROF; do      # items mode:gemm:path
+            IFS=: read -r md gm pth <<< "$pm"
+            APEX4_PROFILE=1 APEX4_GEMM_PATH=${pth:-auto} timeout 120 $BIN eval ppl --model random:llama2-7b,seed=1 \
+                --tokenizer $D/models/llama2-tokenizer/tokenizer.json --device cuda --gemm ${gm:-fake} --modes $md \
+                --max-windows 3 --no-layer-major --no-progress >"$OUT/prof7bv-$md-$gm-${pth:-auto}.log" 2>&1
+            echo "profile $pm rc=$?"; grep -E "^profile|^ +[a-z-]+ +[0-9]" "$OUT/prof7bv-$md-$gm-${pth:-auto}.log" | tail -16
+        done
+    fi
+    timeout 150 python3 eval/peer_transformers.py --model /tmp/l7cfg --random-init --modes ${PEER_MODES:-fp16,fake-w4a4-g128} \
+        --time-windows 8 >"$OUT/peer7bv.jsonl" 2>"$OUT/peer7bv.err"
+    echo "peer rc=$?"; cat "$OUT/peer7bv.jsonl"; tail -2 "$OUT/peer7bv.err"
+fi
+
+if has decode; then
+    # Decode GEMMs (M <= 16) of LLaMA-2-70B: apex4's kernels vs cuBLAS FP16 in the same run
+    step decode
+    timeout 200 $BIN bench gemm --shapes llama2-70b --m 1,16 --paths int8 \
+        --modes w4a4-pc,w4a4-g128,w4a4-mixed-g128,w8a8 --runs 50 --warmup 5 --no-quant \
+        --out "$OUT/bench-decode.json" >"$OUT/bench-decode.log" 2>&1
+    echo "bench decode rc=$?"; tail -40 "$OUT/bench-decode.log"
+fi
+
+if has l70; then
+    # LLaMA-2-70B (virtual, generated on the device), WikiText-2 test, all windows, layer-major,
+    # one run per item of L70_RUNS (comma-separated modes; the FP16 reference is part of every run)
+    step l70
+    for md in ${L70_RUNS:-fp16,w4a4-g128}; do
+        APEX4_GEMM_PATH=${L70_PATH:-auto} /usr/bin/time -f "wall %e s, max RSS %M KiB" timeout ${L70_TIMEOUT:-560} \
+            $BIN eval ppl --model random:llama2-70b,seed=1 --tokenizer $D/models/llama2-tokenizer/tokenizer.json \
+            --device cuda --modes $md ${L70_ARGS:-} --no-progress --out "$OUT/l70-${md//,/_}.json" \
+            >"$OUT/l70-${md//,/_}.log" 2>&1
+        rc=$?; echo "l70 $md rc=$rc"; tail -9 "$OUT/l70-${md//,/_}.log"
+        summary+=("l70 $md rc=$rc")
+    done
 fi
 
 if has rho; then

@@ -20,7 +20,12 @@
  * F32/BF16 rounded to nearest even; NaN/inf or fp16 overflow are errors naming the file, tensor and
  * index) into a host staging buffer, in row chunks, and uploaded; no fp32 copy is made.
  * The engine ends its build with one warm-up forward (one-time CUDA costs out of the timed windows).
- * APEX4_PROFILE=1 in the environment: per-op host-timed breakdown (each op synchronised) on stderr. */
+ * APEX4_PROFILE=1 in the environment: per-op host-timed breakdown (each op synchronised) on stderr.
+ * APEX4_GEMM_PATH=auto|int8|int4|wgmma|wgmma-sync: the integer GEMM kernel path of the exact route (as
+ * `apex4 check --paths`; default auto = the planner's). Every path is bit-exact with the reference
+ * (what `apex4 check` verifies), so only the speed depends on it; a path that cannot serve a
+ * projection (a wgmma path for a mode with outliers, fewer than AK_WGMMA_MIN_M rows, another GPU)
+ * leaves that one to the planner. */
 #include "engine_internal.h"
 
 #include <stdint.h>
@@ -83,6 +88,7 @@ typedef struct {
     /* APEX4_PROFILE=1: each op synchronised and timed on the host (a breakdown printed to stderr when
      * the engine is freed; slows the run by the synchronisations, for finding where time goes). */
     int       prof;
+    int       gemm_path;   /* APEX4_GEMM_PATH (ak_path; AK_PATH_AUTO by default)                    */
     double    prof_t[16], prof_last;
     long      prof_fwd;
 } cu_state;
@@ -299,6 +305,19 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     if (ae_mode_check(e->m, m, e2)) { SETERR("mode %s: %s", m->name, e2); return -1; }
     s->route = aq_mode_is_fp16(m) ? 0 : (aq_mode_is_integer(m) && e->o.gemm == AE_GEMM_EXACT) ? 1 : 2;
     { const char *pe = getenv("APEX4_PROFILE"); s->prof = pe && *pe && strcmp(pe, "0"); }
+    s->gemm_path = AK_PATH_AUTO;
+    {
+        const char *gp = getenv("APEX4_GEMM_PATH");
+        if (gp && *gp && strcmp(gp, "auto")) {
+            int found = 0;
+            for (int p = AK_PATH_INT8; p <= AK_PATH_WGMMA_SYNC && !found; p++)
+                if (!strcmp(gp, ak_path_name(p))) { s->gemm_path = p; found = 1; }
+            if (!found) {
+                SETERR("APEX4_GEMM_PATH '%.40s': expected auto, int8, int4, wgmma or wgmma-sync", gp);
+                return -1;
+            }
+        }
+    }
     s->dim = c->dim;
     s->hid = c->hidden_dim;
     s->hd = c->head_dim;
@@ -457,7 +476,11 @@ static int lin_run(cu_state *s, const cu_lin *ln, const uint16_t *xin, const ak_
                    char *err) {
     if (ln->quant) {
         ak_plan pl;
-        if (ak_gemm_plan(&ln->qw.mode, T, ln->N, ln->K, ak_ctx_info(s->ctx)->sms, 1, &pl)) {
+        const ak_ctx_facts *f = ak_ctx_info(s->ctx);
+        if (s->gemm_path != AK_PATH_AUTO && (!ak_path_is_wgmma(s->gemm_path) || T >= AK_WGMMA_MIN_M) &&
+            !ak_gemm_plan_ex(&ln->qw.mode, T, ln->N, ln->K, f->sms, f->cc, s->gemm_path, 1, &pl))
+            return ak_gemm_dev_ex(s->ctx, qx, &ln->qw, pl.path, 1, y, err);
+        if (ak_gemm_plan_ex(&ln->qw.mode, T, ln->N, ln->K, f->sms, f->cc, AK_PATH_AUTO, 1, &pl)) {
             SETERR("gemm plan for M %d N %d K %d failed", T, ln->N, ln->K);
             return -1;
         }

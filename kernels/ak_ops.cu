@@ -366,6 +366,51 @@ __global__ void __launch_bounds__(256) rmsnorm_kernel(uint16_t *x, const uint16_
     }
 }
 
+// 16-byte accesses (dim a multiple of 8, 16-byte aligned rows): thread i owns chunks i, i + 256, ... of
+// 8 consecutive values; per element the same operations as rmsnorm_kernel, the sum of squares grouped
+// by chunk (fp32, sequential within a thread, then the block tree).
+template <bool ADD>
+__global__ void __launch_bounds__(256) rmsnorm8_kernel(uint16_t *x, const uint16_t *r, const uint16_t *w, int dim,
+                                                       float eps, uint16_t *out) {
+    __shared__ float sh[32];
+    size_t row = blockIdx.x;
+    uint4 *xr = reinterpret_cast<uint4 *>(x + row * dim);
+    const uint4 *rr = ADD ? reinterpret_cast<const uint4 *>(r + row * dim) : nullptr;
+    const int n8 = dim / 8;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < n8; c += blockDim.x) {
+        uint4 xv = xr[c];
+        uint16_t *x16 = reinterpret_cast<uint16_t *>(&xv);
+        if (ADD) {
+            uint4 rv = rr[c];
+            const uint16_t *r16p = reinterpret_cast<const uint16_t *>(&rv);
+#pragma unroll
+            for (int e = 0; e < 8; e++) x16[e] = f2h(__fadd_rn(h2f(x16[e]), h2f(r16p[e])));
+            xr[c] = xv;
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) { float v = h2f(x16[e]); ss = __fadd_rn(ss, __fmul_rn(v, v)); }
+    }
+    ss = block_sum_f(ss, sh);
+    float var = __fdiv_rn(ss, (float)dim);
+    float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
+    uint4 *orow = reinterpret_cast<uint4 *>(out + row * dim);
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w);
+    for (int c = threadIdx.x; c < n8; c += blockDim.x) {
+        uint4 xv = xr[c], wv = wr[c], ov;
+        const uint16_t *x16 = reinterpret_cast<const uint16_t *>(&xv), *w16 = reinterpret_cast<const uint16_t *>(&wv);
+        uint16_t *o16 = reinterpret_cast<uint16_t *>(&ov);
+#pragma unroll
+        for (int e = 0; e < 8; e++) o16[e] = f2h(__fmul_rn(h2f(w16[e]), r16(__fmul_rn(h2f(x16[e]), inv))));
+        orow[c] = ov;
+    }
+}
+
+static bool rms8_ok(const void *x, const void *r, const void *w, const void *out, int dim) {
+    return dim % 8 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)r & 15) == 0 && ((uintptr_t)w & 15) == 0 &&
+           ((uintptr_t)out & 15) == 0;
+}
+
 static int rmsnorm_args(const char *op, const void *x, const void *w, const void *out, int T, int dim, float eps,
                         char *err) {
     if (T < 1 || dim < 1) { OPS_ERR("%s: T = %d, dim = %d: each must be >= 1", op, T, dim); return -1; }
@@ -378,7 +423,10 @@ extern "C" int ak_ops_rmsnorm(ak_ops *o, const uint16_t *x, const uint16_t *w, i
                               uint16_t *out, char *err) {
     const char *op = "ak_ops_rmsnorm";
     if (begin(o, op, err) || rmsnorm_args(op, x, w, out, T, dim, eps, err)) return -1;
-    rmsnorm_kernel<false><<<T, 256, 0, o->stream>>>(const_cast<uint16_t *>(x), nullptr, w, dim, eps, out);
+    if (rms8_ok(x, nullptr, w, out, dim))
+        rmsnorm8_kernel<false><<<T, 256, 0, o->stream>>>(const_cast<uint16_t *>(x), nullptr, w, dim, eps, out);
+    else
+        rmsnorm_kernel<false><<<T, 256, 0, o->stream>>>(const_cast<uint16_t *>(x), nullptr, w, dim, eps, out);
     OPS_LAUNCHED(op, "rmsnorm_kernel");
     return 0;
 }
@@ -392,7 +440,10 @@ extern "C" int ak_ops_add_rmsnorm(ak_ops *o, uint16_t *x, const uint16_t *r, con
         OPS_ERR("%s: out must not alias x or r", op);
         return -1;
     }
-    rmsnorm_kernel<true><<<T, 256, 0, o->stream>>>(x, r, w, dim, eps, out);
+    if (rms8_ok(x, r, w, out, dim))
+        rmsnorm8_kernel<true><<<T, 256, 0, o->stream>>>(x, r, w, dim, eps, out);
+    else
+        rmsnorm_kernel<true><<<T, 256, 0, o->stream>>>(x, r, w, dim, eps, out);
     OPS_LAUNCHED(op, "rmsnorm_kernel");
     return 0;
 }
@@ -497,6 +548,31 @@ __global__ void rope_kernel(uint16_t *q, int q_ld, int nh, uint16_t *k, int k_ld
     }
 }
 
+// Two adjacent rotation pairs (j, j+1) per thread with 4-byte accesses (half even, even strides,
+// 4-byte aligned pointers); the operations per element are rope_kernel's.
+__global__ void rope2_kernel(uint16_t *q, int q_ld, int nh, uint16_t *k, int k_ld, int nkv, int T, int pos0, int half,
+                             const uint16_t *cosT, const uint16_t *sinT, const int32_t *seg) {
+    const int hp = half / 2, per_t = (nh + nkv) * hp;
+    for (int t = blockIdx.y; t < T; t += gridDim.y)
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < per_t; i += gridDim.x * blockDim.x) {
+        int hh = i / hp, j = 2 * (i - hh * hp);
+        uint16_t *x = hh < nh ? q + (size_t)t * q_ld + (size_t)hh * 2 * half : k + (size_t)t * k_ld + (size_t)(hh - nh) * 2 * half;
+        size_t ti = (size_t)(seg ? t - seg[t] : pos0 + t) * half + j;
+        uint32_t cc = *reinterpret_cast<const uint32_t *>(cosT + ti), ss = *reinterpret_cast<const uint32_t *>(sinT + ti);
+        uint32_t a = *reinterpret_cast<const uint32_t *>(x + j), b = *reinterpret_cast<const uint32_t *>(x + j + half);
+        uint16_t lo[2], hi[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float c = h2f((uint16_t)(cc >> (16 * e))), s = h2f((uint16_t)(ss >> (16 * e)));
+            float x1 = h2f((uint16_t)(a >> (16 * e))), x2 = h2f((uint16_t)(b >> (16 * e)));
+            lo[e] = f2h(__fadd_rn(r16(__fmul_rn(x1, c)), r16(__fmul_rn(-x2, s))));
+            hi[e] = f2h(__fadd_rn(r16(__fmul_rn(x2, c)), r16(__fmul_rn(x1, s))));
+        }
+        *reinterpret_cast<uint32_t *>(x + j) = (uint32_t)lo[0] | ((uint32_t)lo[1] << 16);
+        *reinterpret_cast<uint32_t *>(x + j + half) = (uint32_t)hi[0] | ((uint32_t)hi[1] << 16);
+    }
+}
+
 static int rope_impl(ak_ops *o, const char *op, uint16_t *q, int q_ld, int n_heads, uint16_t *k, int k_ld, int n_kv,
                      int T, int pos0, const int32_t *seg, char *err) {
     if (begin(o, op, err)) return -1;
@@ -513,6 +589,14 @@ static int rope_impl(ak_ops *o, const char *op, uint16_t *q, int q_ld, int n_hea
         return -1;
     }
     const int per_t = (n_heads + n_kv) * o->rope_half;
+    if (o->rope_half % 2 == 0 && q_ld % 2 == 0 && (!k || k_ld % 2 == 0) && ((uintptr_t)q & 3) == 0 &&
+        ((uintptr_t)k & 3) == 0) {
+        dim3 grid((unsigned)((per_t / 2 + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
+        rope2_kernel<<<grid, 256, 0, o->stream>>>(q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, o->rope_half, o->rope_cos,
+                                                  o->rope_sin, seg);
+        OPS_LAUNCHED(op, "rope2_kernel");
+        return 0;
+    }
     dim3 grid((unsigned)((per_t + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
     rope_kernel<<<grid, 256, 0, o->stream>>>(q, q_ld, n_heads, k, k_ld, n_kv, T, pos0, o->rope_half, o->rope_cos,
                                              o->rope_sin, seg);
@@ -699,9 +783,14 @@ __global__ void __launch_bounds__(128) attn_simple_kernel(const uint16_t *q, int
 
 // ---- attention: tensor-core kernel (FlashAttention-2 style) ------------------------------------------------
 //
-// Block = 4 warps = 64 query rows (16 per warp) of one head; loops over 64-key tiles of the cache.
-// Shared memory: Q [64][D+8], K [64][D+8], V [64][D+8] fp16 (8 halves of padding per row make the
-// 8 rows of every ldmatrix 8x8 fall in distinct 16-byte bank groups). Q fragments stay in registers.
+// Block = 4 warps of one head, 16·MT query rows per warp (MT = 1: 64 rows, MT = 2: 128 rows); loops
+// over 64-key tiles of the cache. Shared memory: Q [64·MT][D+8], K [64][D+8], V [64][D+8] fp16 (8
+// halves of padding per row make the 8 rows of every ldmatrix 8x8 fall in distinct 16-byte bank
+// groups). MT = 1 keeps the Q fragments in registers; MT = 2 reloads them from shared memory for
+// every 16-wide k step (registers go to the two m16 tiles' accumulators) and uses every K and V
+// fragment it loads for two mma (half the shared-memory traffic per mma, as FlashAttention-2's
+// kBlockM = 128 with 4 warps). A warp skips the mma of a key tile that none of its rows sees (past
+// its last row; before its first row's sequence start when packed): the tile is fully masked for it.
 // Per tile: V load (cp.async) overlaps S = QKᵀ and the softmax; the next K load overlaps P·V.
 // mma.m16n8k16 fragments (PTX ISA "Matrix Fragments for mma.m16n8k16"), g = lane/4, c = lane%4:
 //   A (16x16 row): a0 (g, 2c..2c+1), a1 (g+8, 2c..), a2 (g, 2c+8..), a3 (g+8, 2c+8..)
@@ -709,7 +798,6 @@ __global__ void __launch_bounds__(128) attn_simple_kernel(const uint16_t *q, int
 //   C (16x8 f32):  c0,c1 (g, 2c..2c+1), c2,c3 (g+8, 2c..2c+1)
 // The S accumulators of key tiles 2kc, 2kc+1 are exactly the A fragment of P for key chunk kc.
 
-#define TC_BR 64
 #define TC_BC 64
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -739,11 +827,11 @@ __device__ __forceinline__ uint32_t pack_h2(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
 
-// rows [r0, r0 + 64) of a [*, stride] fp16 tensor at column offset col0 into s [64][D+8]; rows >= rmax zero.
-template <int D>
+// rows [r0, r0 + ROWS) of a [*, stride] fp16 tensor into s [ROWS][D+8]; rows >= rmax zero (128 threads).
+template <int D, int ROWS>
 __device__ __forceinline__ void tc_load_tile(uint16_t *s, const uint16_t *g, size_t stride, int r0, int rmax, int tid) {
     constexpr int CH = D / 8, LDS = D + 8;
-    for (int c = tid; c < TC_BR * CH; c += 128) {
+    for (int c = tid; c < ROWS * CH; c += 128) {
         int r = c / CH, cc = c % CH;
         uint16_t *dst = s + r * LDS + cc * 8;
         if (r0 + r < rmax) cp_async16(dst, g + (size_t)(r0 + r) * stride + cc * 8);
@@ -751,155 +839,206 @@ __device__ __forceinline__ void tc_load_tile(uint16_t *s, const uint16_t *g, siz
     }
 }
 
-template <int D>
+template <int D, int MT>
 __global__ void __launch_bounds__(128) attn_tc_kernel(const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc,
                                                       int T, int pos0, int nh, int nkv, float scale_log2, uint16_t *out,
                                                       const int32_t *seg, int kv_ld) {
-    constexpr int LDS = D + 8, KD = D / 16, ND = D / 8, NS = TC_BC / 8;
+    constexpr int BR = 64 * MT, LDS = D + 8, KD = D / 16, ND = D / 8, NS = TC_BC / 8;
+    constexpr bool QREG = MT == 1;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     uint16_t *sQ = reinterpret_cast<uint16_t *>(smem_raw);
-    uint16_t *sK = sQ + TC_BR * LDS;
+    uint16_t *sK = sQ + BR * LDS;
     uint16_t *sV = sK + TC_BC * LDS;
-    int ntq = (T + TC_BR - 1) / TC_BR;
+    int ntq = (T + BR - 1) / BR;
     int qt = ntq - 1 - (int)blockIdx.x;   // the longest (last) query tiles first
     int h = blockIdx.y, kvh = h / (nh / nkv);
-    int t0 = qt * TC_BR;
+    int t0 = qt * BR;
     int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    int wr0 = warp * 16 * MT;             // the warp's first row in the block
     size_t kstride = (size_t)kv_ld;
     const uint16_t *kbase = kc + (size_t)kvh * D, *vbase = vc + (size_t)kvh * D;
     int nkeys = pos0 + T;
-    int kmax = min(pos0 + t0 + TC_BR - 1, nkeys - 1);   // last key any row of the block needs
+    int kmax = min(pos0 + t0 + BR - 1, nkeys - 1);   // last key any row of the block needs
     int nkt = kmax / TC_BC + 1;
     // packed sequences (seg != nullptr, pos0 == 0): row t sees keys seg[t] .. t; seg is non-decreasing,
     // so the block's first key tile is that of its first row's sequence start
     int jfirst = seg ? seg[t0] / TC_BC : 0;
+    int wfirst = pos0 + t0 + wr0, wlast = wfirst + 16 * MT - 1;   // positions of the warp's rows
+    int wstart = seg ? seg[min(t0 + wr0, T - 1)] : 0;               // earliest key any of them sees
 
-    tc_load_tile<D>(sQ, q + (size_t)h * D, (size_t)q_ld, t0, T, tid);
-    tc_load_tile<D>(sK, kbase, kstride, jfirst * TC_BC, nkeys, tid);
+    tc_load_tile<D, BR>(sQ, q + (size_t)h * D, (size_t)q_ld, t0, T, tid);
+    tc_load_tile<D, TC_BC>(sK, kbase, kstride, jfirst * TC_BC, nkeys, tid);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
 
-    uint32_t qf[KD][4];
+    uint32_t qf[QREG ? KD : 1][4];
+    if (QREG) {
 #pragma unroll
-    for (int kk = 0; kk < KD; kk++) ldsm_x4(qf[kk], sQ + (warp * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8);
-
-    float o[ND][4];
-#pragma unroll
-    for (int n = 0; n < ND; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
-    int g = lane >> 2, c4 = lane & 3;
-    int rpos0 = pos0 + t0 + warp * 16 + g;   // absolute position of row g (row g+8: +8)
-    int rstart[2] = {0, 0};                   // first key of rows g, g+8 (packed sequences)
-    if (seg) {
-        rstart[0] = seg[min(t0 + warp * 16 + g, T - 1)];
-        rstart[1] = seg[min(t0 + warp * 16 + g + 8, T - 1)];
+        for (int kk = 0; kk < KD; kk++) ldsm_x4(qf[kk], sQ + (wr0 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8);
     }
 
-    for (int j = jfirst; j < nkt; j++) {
-        tc_load_tile<D>(sV, vbase, kstride, j * TC_BC, nkeys, tid);
-        cp_async_commit();
-
-        float s[NS][4];
+    float o[MT][ND][4];
 #pragma unroll
-        for (int n = 0; n < NS; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int kk = 0; kk < KD; kk++) {
+        for (int n = 0; n < ND; n++) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+    float mrow[MT][2], lrow[MT][2];
+    int rstart[MT][2];                    // first key of rows g, g+8 of each m tile (packed sequences)
+    int g = lane >> 2, c4 = lane & 3;
 #pragma unroll
-            for (int jj = 0; jj < NS / 2; jj++) {
-                uint32_t b[4];
-                ldsm_x4(b, sK + (jj * 16 + (lane >> 4) * 8 + (lane & 7)) * LDS + kk * 16 + ((lane >> 3) & 1) * 8);
-                mma16816(s[2 * jj], qf[kk], b[0], b[1]);
-                mma16816(s[2 * jj + 1], qf[kk], b[2], b[3]);
-            }
-        }
-        // causal mask where the tile reaches past the block's first row
-        if ((j + 1) * TC_BC - 1 > pos0 + t0 || seg) {
-#pragma unroll
-            for (int n = 0; n < NS; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    int key = j * TC_BC + n * 8 + 2 * c4 + (e & 1);
-                    int rp = rpos0 + (e >> 1) * 8;
-                    if (key > rp || key < rstart[e >> 1]) s[n][e] = -INFINITY;
-                }
-        }
-        // online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            float mx = mrow[r];
-#pragma unroll
-            for (int n = 0; n < NS; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            float msc = mx == -INFINITY ? 0.0f : mx * scale_log2;
-            float corr = exp2f(mrow[r] * scale_log2 - msc);
-            mrow[r] = mx;
-            lrow[r] *= corr;
-#pragma unroll
-            for (int n = 0; n < ND; n++) { o[n][2 * r] *= corr; o[n][2 * r + 1] *= corr; }
-#pragma unroll
-            for (int n = 0; n < NS; n++) {
-                float p0 = exp2f(fmaf(s[n][2 * r], scale_log2, -msc));
-                float p1 = exp2f(fmaf(s[n][2 * r + 1], scale_log2, -msc));
-                s[n][2 * r] = p0;
-                s[n][2 * r + 1] = p1;
-                lrow[r] += p0 + p1;
-            }
+            mrow[mt][r] = -INFINITY;
+            lrow[mt][r] = 0.0f;
+            rstart[mt][r] = seg ? seg[min(t0 + wr0 + mt * 16 + g + r * 8, T - 1)] : 0;
         }
-        uint32_t pa[TC_BC / 16][4];
+
+    for (int j = jfirst; j < nkt; j++) {
+        tc_load_tile<D, TC_BC>(sV, vbase, kstride, j * TC_BC, nkeys, tid);
+        cp_async_commit();
+        // warp-uniform: does any row of this warp see a key of tile j?
+        const bool act = j * TC_BC <= wlast && (j + 1) * TC_BC > wstart;
+        uint32_t pa[MT][TC_BC / 16][4];
+        if (act) {
+            float s[MT][NS][4];
 #pragma unroll
-        for (int kc2 = 0; kc2 < TC_BC / 16; kc2++) {
-            pa[kc2][0] = pack_h2(s[2 * kc2][0], s[2 * kc2][1]);
-            pa[kc2][1] = pack_h2(s[2 * kc2][2], s[2 * kc2][3]);
-            pa[kc2][2] = pack_h2(s[2 * kc2 + 1][0], s[2 * kc2 + 1][1]);
-            pa[kc2][3] = pack_h2(s[2 * kc2 + 1][2], s[2 * kc2 + 1][3]);
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int n = 0; n < NS; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) {
+                uint32_t a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    if (QREG) {
+                        a[mt][0] = qf[QREG ? kk : 0][0]; a[mt][1] = qf[QREG ? kk : 0][1];
+                        a[mt][2] = qf[QREG ? kk : 0][2]; a[mt][3] = qf[QREG ? kk : 0][3];
+                    } else {
+                        ldsm_x4(a[mt], sQ + (wr0 + mt * 16 + (lane & 15)) * LDS + kk * 16 + (lane >> 4) * 8);
+                    }
+                }
+#pragma unroll
+                for (int jj = 0; jj < NS / 2; jj++) {
+                    uint32_t b[4];
+                    ldsm_x4(b, sK + (jj * 16 + (lane >> 4) * 8 + (lane & 7)) * LDS + kk * 16 + ((lane >> 3) & 1) * 8);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma16816(s[mt][2 * jj], a[mt], b[0], b[1]);
+                        mma16816(s[mt][2 * jj + 1], a[mt], b[2], b[3]);
+                    }
+                }
+            }
+            // causal mask where the tile reaches past the warp's first row
+            if ((j + 1) * TC_BC - 1 > wfirst || seg) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int n = 0; n < NS; n++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            int key = j * TC_BC + n * 8 + 2 * c4 + (e & 1);
+                            int rp = wfirst + mt * 16 + g + (e >> 1) * 8;
+                            if (key > rp || key < rstart[mt][e >> 1]) s[mt][n][e] = -INFINITY;
+                        }
+            }
+            // online softmax, rows g (e = 0, 1) and g + 8 (e = 2, 3) of each m tile
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float mx = mrow[mt][r];
+#pragma unroll
+                    for (int n = 0; n < NS; n++) mx = fmaxf(mx, fmaxf(s[mt][n][2 * r], s[mt][n][2 * r + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    float msc = mx == -INFINITY ? 0.0f : mx * scale_log2;
+                    float corr = exp2f(mrow[mt][r] * scale_log2 - msc);
+                    mrow[mt][r] = mx;
+                    lrow[mt][r] *= corr;
+#pragma unroll
+                    for (int n = 0; n < ND; n++) { o[mt][n][2 * r] *= corr; o[mt][n][2 * r + 1] *= corr; }
+#pragma unroll
+                    for (int n = 0; n < NS; n++) {
+                        float p0 = exp2f(fmaf(s[mt][n][2 * r], scale_log2, -msc));
+                        float p1 = exp2f(fmaf(s[mt][n][2 * r + 1], scale_log2, -msc));
+                        s[mt][n][2 * r] = p0;
+                        s[mt][n][2 * r + 1] = p1;
+                        lrow[mt][r] += p0 + p1;
+                    }
+                }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kc2 = 0; kc2 < TC_BC / 16; kc2++) {
+                    pa[mt][kc2][0] = pack_h2(s[mt][2 * kc2][0], s[mt][2 * kc2][1]);
+                    pa[mt][kc2][1] = pack_h2(s[mt][2 * kc2][2], s[mt][2 * kc2][3]);
+                    pa[mt][kc2][2] = pack_h2(s[mt][2 * kc2 + 1][0], s[mt][2 * kc2 + 1][1]);
+                    pa[mt][kc2][3] = pack_h2(s[mt][2 * kc2 + 1][2], s[mt][2 * kc2 + 1][3]);
+                }
         }
         cp_async_wait_all();   // V_j landed
         __syncthreads();       // ... for every thread; and every warp is done reading K_j
-        if (j + 1 < nkt) tc_load_tile<D>(sK, kbase, kstride, (j + 1) * TC_BC, nkeys, tid);
+        if (j + 1 < nkt) tc_load_tile<D, TC_BC>(sK, kbase, kstride, (j + 1) * TC_BC, nkeys, tid);
         cp_async_commit();
+        if (act) {
 #pragma unroll
-        for (int kc2 = 0; kc2 < TC_BC / 16; kc2++) {
+            for (int kc2 = 0; kc2 < TC_BC / 16; kc2++) {
 #pragma unroll
-            for (int np = 0; np < ND / 2; np++) {
-                uint32_t b[4];
-                ldsm_x4_t(b, sV + (kc2 * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + np * 16 + (lane >> 4) * 8);
-                mma16816(o[2 * np], pa[kc2], b[0], b[1]);
-                mma16816(o[2 * np + 1], pa[kc2], b[2], b[3]);
+                for (int np = 0; np < ND / 2; np++) {
+                    uint32_t b[4];
+                    ldsm_x4_t(b, sV + (kc2 * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + np * 16 + (lane >> 4) * 8);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma16816(o[mt][2 * np], pa[mt][kc2], b[0], b[1]);
+                        mma16816(o[mt][2 * np + 1], pa[mt][kc2], b[2], b[3]);
+                    }
+                }
             }
         }
         cp_async_wait_all();   // K_{j+1} landed
         __syncthreads();       // ... and every warp is done reading V_j
     }
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float l = lrow[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        int t = t0 + warp * 16 + g + r * 8;
-        if (t < T) {
-            float inv = 1.0f / l;
-            uint16_t *orow = out + (size_t)t * nh * D + (size_t)h * D;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int n = 0; n < ND; n++)
-                *reinterpret_cast<uint32_t *>(orow + n * 8 + 2 * c4) = pack_h2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        for (int r = 0; r < 2; r++) {
+            float l = lrow[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            int t = t0 + wr0 + mt * 16 + g + r * 8;
+            if (t < T) {
+                float inv = 1.0f / l;
+                uint16_t *orow = out + (size_t)t * nh * D + (size_t)h * D;
+#pragma unroll
+                for (int n = 0; n < ND; n++)
+                    *reinterpret_cast<uint32_t *>(orow + n * 8 + 2 * c4) =
+                        pack_h2(o[mt][n][2 * r] * inv, o[mt][n][2 * r + 1] * inv);
+            }
         }
-    }
+}
+
+template <int D, int MT>
+static size_t tc_smem() { return (size_t)(64 * MT + 2 * TC_BC) * (D + 8) * sizeof(uint16_t); }
+
+template <int D, int MT>
+static cudaError_t tc_launch(cudaStream_t st, const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc, int T,
+                             int pos0, int nh, int nkv, float scale_log2, uint16_t *out, const int32_t *seg, int kv_ld) {
+    size_t sm = tc_smem<D, MT>();
+    cudaError_t e = cudaFuncSetAttribute(attn_tc_kernel<D, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)((T + 64 * MT - 1) / (64 * MT)), (unsigned)nh);
+    attn_tc_kernel<D, MT><<<grid, 128, sm, st>>>(q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out, seg, kv_ld);
+    return cudaGetLastError();
 }
 
 template <int D>
-static size_t tc_smem() { return (size_t)(TC_BR + 2 * TC_BC) * (D + 8) * sizeof(uint16_t); }
-
-template <int D>
-static cudaError_t tc_launch(cudaStream_t st, const uint16_t *q, int q_ld, const uint16_t *kc, const uint16_t *vc, int T,
-                             int pos0, int nh, int nkv, float scale_log2, uint16_t *out, const int32_t *seg, int kv_ld) {
-    size_t sm = tc_smem<D>();
-    cudaError_t e = cudaFuncSetAttribute(attn_tc_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm);
-    if (e != cudaSuccess) return e;
-    dim3 grid((unsigned)((T + TC_BR - 1) / TC_BR), (unsigned)nh);
-    attn_tc_kernel<D><<<grid, 128, sm, st>>>(q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out, seg, kv_ld);
-    return cudaGetLastError();
+static cudaError_t tc_launch_mt(int mt, cudaStream_t st, const uint16_t *q, int q_ld, const uint16_t *kc,
+                                const uint16_t *vc, int T, int pos0, int nh, int nkv, float scale_log2, uint16_t *out,
+                                const int32_t *seg, int kv_ld) {
+    return mt == 2 ? tc_launch<D, 2>(st, q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out, seg, kv_ld)
+                   : tc_launch<D, 1>(st, q, q_ld, kc, vc, T, pos0, nh, nkv, scale_log2, out, seg, kv_ld);
 }
 
 static int aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
@@ -916,12 +1055,13 @@ static int attention_impl(ak_ops *o, const char *op, ak_attn_impl impl, const ui
                           int n_kv, int head_dim, uint16_t *out, const int32_t *seg, int kv_ld, char *err) {
     if (begin(o, op, err)) return -1;
     if (kv_ld == 0) kv_ld = n_kv * head_dim;
-    if ((long)kv_ld < (long)n_kv * head_dim || (kv_ld % 8 && impl == AK_ATTN_TC)) {
+    if ((long)kv_ld < (long)n_kv * head_dim || (kv_ld % 8 && impl >= AK_ATTN_TC)) {
         OPS_ERR("%s: K/V row stride %d < n_kv x head_dim = %d x %d (or not a multiple of 8 for the TC kernel)", op,
                 kv_ld, n_kv, head_dim);
         return -1;
     }
-    if (impl != AK_ATTN_AUTO && impl != AK_ATTN_SIMPLE && impl != AK_ATTN_TC) {
+    if (impl != AK_ATTN_AUTO && impl != AK_ATTN_SIMPLE && impl != AK_ATTN_TC && impl != AK_ATTN_TC64 &&
+        impl != AK_ATTN_TC128) {
         OPS_ERR("%s: unknown implementation %d", op, (int)impl);
         return -1;
     }
@@ -943,20 +1083,23 @@ static int attention_impl(ak_ops *o, const char *op, ak_attn_impl impl, const ui
         return -1;
     }
     int tc_ok = ak_ops_attention_tc_ok(head_dim, q_ld, q, k_cache, v_cache, out) && kv_ld % 8 == 0;
-    if (impl == AK_ATTN_TC && !tc_ok) {
+    if (impl >= AK_ATTN_TC && !tc_ok) {
         OPS_ERR("%s: the tensor-core kernel needs head_dim in {32, 64, 96, 128} (got %d), q row stride %% 8 == 0 "
                 "(got %d) and 16-byte aligned q, k_cache, v_cache, out", op, head_dim, q_ld);
         return -1;
     }
     float scale = (float)(1.0 / sqrt((double)head_dim));
-    if (impl == AK_ATTN_TC || (impl == AK_ATTN_AUTO && tc_ok)) {
+    int tc_impl = impl == AK_ATTN_TC || impl == AK_ATTN_TC64 || impl == AK_ATTN_TC128;
+    if (tc_impl || (impl == AK_ATTN_AUTO && tc_ok)) {
         float sl2 = scale * 1.4426950408889634f;
+        // 128-row blocks when there are enough query rows to fill them (prefill), 64 otherwise
+        int mt = impl == AK_ATTN_TC64 ? 1 : impl == AK_ATTN_TC128 ? 2 : T >= AK_ATTN_TC128_MIN_T ? 2 : 1;
         cudaError_t e;
         switch (head_dim) {
-        case 32: e = tc_launch<32>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
-        case 64: e = tc_launch<64>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
-        case 96: e = tc_launch<96>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
-        default: e = tc_launch<128>(o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
+        case 32: e = tc_launch_mt<32>(mt, o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
+        case 64: e = tc_launch_mt<64>(mt, o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
+        case 96: e = tc_launch_mt<96>(mt, o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
+        default: e = tc_launch_mt<128>(mt, o->stream, q, q_ld, k_cache, v_cache, T, pos0, n_heads, n_kv, sl2, out, seg, kv_ld); break;
         }
         OPS_CUDA(op, "launching attn_tc_kernel", e);
         return 0;
@@ -1140,6 +1283,27 @@ __global__ void swiglu_kernel(const uint16_t *gate, const uint16_t *up, int ld_i
     }
 }
 
+// 8 columns per thread with 16-byte loads and stores (hidden, ld_in multiples of 8, 16-byte aligned
+// pointers); every element computed with exactly the operations of swiglu_kernel.
+__global__ void swiglu8_kernel(const uint16_t *gate, const uint16_t *up, int ld_in, int T, int hidden, uint16_t *out) {
+    const int h8 = hidden / 8;
+    for (int t = blockIdx.y; t < T; t += gridDim.y)
+    for (int c8 = blockIdx.x * blockDim.x + threadIdx.x; c8 < h8; c8 += gridDim.x * blockDim.x) {
+        uint4 gv = reinterpret_cast<const uint4 *>(gate + (size_t)t * ld_in)[c8];
+        uint4 uv = reinterpret_cast<const uint4 *>(up + (size_t)t * ld_in)[c8];
+        const uint16_t *g16 = reinterpret_cast<const uint16_t *>(&gv), *u16 = reinterpret_cast<const uint16_t *>(&uv);
+        uint4 ov;
+        uint16_t *o16 = reinterpret_cast<uint16_t *>(&ov);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            float g = h2f(g16[e]), u = h2f(u16[e]);
+            float silu = r16(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))));
+            o16[e] = f2h(__fmul_rn(silu, u));
+        }
+        reinterpret_cast<uint4 *>(out + (size_t)t * hidden)[c8] = ov;
+    }
+}
+
 extern "C" int ak_ops_swiglu(ak_ops *o, const uint16_t *gate, const uint16_t *up, int ld_in, int T, int hidden,
                              uint16_t *out, char *err) {
     const char *op = "ak_ops_swiglu";
@@ -1151,6 +1315,13 @@ extern "C" int ak_ops_swiglu(ak_ops *o, const uint16_t *gate, const uint16_t *up
     if (!gate || !up || !out) { OPS_ERR("%s: NULL %s", op, !gate ? "gate" : !up ? "up" : "out"); return -1; }
     if (out == up) { OPS_ERR("%s: out must not alias up", op); return -1; }
     if (out == gate && ld_in != hidden) { OPS_ERR("%s: in place (out == gate) needs row stride == hidden", op); return -1; }
+    if (hidden % 8 == 0 && ld_in % 8 == 0 && ((uintptr_t)gate & 15) == 0 && ((uintptr_t)up & 15) == 0 &&
+        ((uintptr_t)out & 15) == 0 && out != gate) {
+        dim3 grid((unsigned)((hidden / 8 + 127) / 128), (unsigned)(T < 65535 ? T : 65535));
+        swiglu8_kernel<<<grid, 128, 0, o->stream>>>(gate, up, ld_in, T, hidden, out);
+        OPS_LAUNCHED(op, "swiglu8_kernel");
+        return 0;
+    }
     dim3 grid((unsigned)((hidden + 255) / 256), (unsigned)(T < 65535 ? T : 65535));
     swiglu_kernel<<<grid, 256, 0, o->stream>>>(gate, up, ld_in, T, hidden, out);
     OPS_LAUNCHED(op, "swiglu_kernel");

@@ -138,8 +138,14 @@ int ak_ops_kv4_fakequant(ak_ops *o, uint16_t *x, int rows, int n, char *err);
 typedef enum {
     AK_ATTN_AUTO   = 0,   /* tensor-core kernel when it takes the shape (ak_ops_attention_tc_ok), else simple */
     AK_ATTN_SIMPLE = 1,   /* reference/fallback: one warp per (query, head), fp32 everything          */
-    AK_ATTN_TC     = 2    /* flash-attention-2 style, mma.sync m16n8k16 fp16 -> fp32                   */
+    AK_ATTN_TC     = 2,   /* flash-attention-2 style, mma.sync m16n8k16 fp16 -> fp32: TC128 when T >=
+                             AK_ATTN_TC128_MIN_T query rows, else TC64                                   */
+    AK_ATTN_TC64   = 3,   /* the TC kernel with 64-row blocks (16 rows per warp, Q in registers)        */
+    AK_ATTN_TC128  = 4    /* the TC kernel with 128-row blocks (32 rows per warp, 2 mma per fragment)   */
 } ak_attn_impl;
+/* fewest new query rows for which AK_ATTN_AUTO / AK_ATTN_TC take the 128-row blocks (measured on an
+ * H200: kernels/NOTES.md "attention") */
+#define AK_ATTN_TC128_MIN_T 512
 /* Causal GQA attention of T new queries at positions pos0 .. pos0+T-1 over one layer's cache
  * (call ak_ops_kv_store for those positions first): for query t and head h (kv head h / (n_heads /
  * n_kv), HF repeat_kv), keys/values 0 .. pos0+t,

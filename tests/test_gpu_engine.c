@@ -48,22 +48,18 @@ static ae_calib *fake_calib(const ae_model *m) {
     return k;
 }
 
-Test(gpu_engine, in_situ_projections_match_cpu_exact_path_byte_for_byte) {
-    if (ak_device_count() < 1) cr_skip_test("skipped: no CUDA device");
-    ae_model *m = real_model();
+/* Every projection of the first and last layer, T tokens, modes[0 .. nm-1]: engine vs CPU exact. */
+static long in_situ(ae_model *m, ae_calib *cal, const char *const *modes, size_t nm, int T) {
     const ae_config *c = &m->cfg;
-    ae_calib *cal = fake_calib(m);
-    const char *modes[] = {"w4a4-g128", "w4a4-g32", "w4a4-pc", "w8a8", "w4a4-mixed-g128", "atom-g128-o128"};
-    const int T = 37;
     char err[AX_ERR_LEN] = "";
     long compared = 0;
-    for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++) {
+    for (size_t mi = 0; mi < nm; mi++) {
         ae_engine_opts o;
         memset(&o, 0, sizeof o);
         o.device = AE_DEV_CUDA;
         cr_assert_eq(aq_mode_parse(modes[mi], &o.mode, err), 0, "%s", err);
         o.gemm = AE_GEMM_EXACT;
-        o.max_seq = 64;
+        o.max_seq = T > 64 ? T : 64;
         ae_engine *e = NULL;
         cr_assert_eq(ae_engine_new(m, &o, cal, &e, err), 0, "%s: %s", modes[mi], err);
         int layers[2] = {0, c->n_layers - 1};
@@ -99,7 +95,44 @@ Test(gpu_engine, in_situ_projections_match_cpu_exact_path_byte_for_byte) {
         }
         ae_engine_free(e);
     }
+    return compared;
+}
+
+Test(gpu_engine, in_situ_projections_match_cpu_exact_path_byte_for_byte) {
+    if (ak_device_count() < 1) cr_skip_test("skipped: no CUDA device");
+    ae_model *m = real_model();
+    ae_calib *cal = fake_calib(m);
+    const char *modes[] = {"w4a4-g128", "w4a4-g32", "w4a4-pc", "w8a8", "w4a4-mixed-g128", "atom-g128-o128"};
+    long compared = in_situ(m, cal, modes, sizeof modes / sizeof *modes, 37);
     cr_log_info("in situ: %ld projection outputs compared, all byte-identical", compared);
+    ae_calib_free(cal);
+    ae_model_free(m);
+}
+
+/* APEX4_GEMM_PATH=wgmma: the engine's exact route on the Hopper wgmma kernels (M = 150 >= 64: two
+ * 128-row tiles, the second partial) gives the CPU reference's bytes too (on a GPU without wgmma the
+ * planner's path serves, and the comparison still holds). An unknown path name is refused, named. */
+Test(gpu_engine, in_situ_on_the_wgmma_path_and_bad_gemm_path_refused) {
+    if (ak_device_count() < 1) cr_skip_test("skipped: no CUDA device");
+    ae_model *m = real_model();
+    ae_calib *cal = fake_calib(m);
+    const char *modes[] = {"w4a4-g128", "w4a4-g32", "w4a4-pc", "w8a8", "w4a4-mixed-g128"};
+    cr_assert_eq(setenv("APEX4_GEMM_PATH", "wgmma", 1), 0);
+    long compared = in_situ(m, cal, modes, sizeof modes / sizeof *modes, 150);
+    cr_log_info("in situ, wgmma path: %ld projection outputs compared, all byte-identical", compared);
+    cr_assert_eq(setenv("APEX4_GEMM_PATH", "int5", 1), 0);
+    ae_engine_opts o;
+    memset(&o, 0, sizeof o);
+    o.device = AE_DEV_CUDA;
+    char err[AX_ERR_LEN] = "";
+    cr_assert_eq(aq_mode_parse("w4a4-g128", &o.mode, err), 0, "%s", err);
+    o.gemm = AE_GEMM_EXACT;
+    o.max_seq = 16;
+    ae_engine *e = NULL;
+    cr_assert_neq(ae_engine_new(m, &o, NULL, &e, err), 0);
+    cr_assert_null(e);
+    cr_assert(strstr(err, "APEX4_GEMM_PATH 'int5'"), "%s", err);
+    unsetenv("APEX4_GEMM_PATH");
     ae_calib_free(cal);
     ae_model_free(m);
 }

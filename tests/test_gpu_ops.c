@@ -458,16 +458,16 @@ Test(gpu_ops, attention_simple_and_tc_match_double_reference) {
         uint16_t *dout = to_dev(o, nan, nq * 2);
         int tc_ok = ak_ops_attention_tc_ok(a->hd, q_ld, dq, dk, dv, dout);
         cr_assert_eq(tc_ok, a->hd == 32 || a->hd == 64 || a->hd == 96 || a->hd == 128);
-        for (int impl = 0; impl < 3; impl++) {
+        for (int impl = 0; impl < 5; impl++) {
             int rc = ak_ops_attention(o, (ak_attn_impl)impl, dq, q_ld, dk, dv, S, a->T, a->pos0, a->nh, a->nkv, a->hd, dout, err);
-            if (impl == AK_ATTN_TC && !tc_ok) {
+            if (impl >= AK_ATTN_TC && !tc_ok) {
                 cr_assert_neq(rc, 0, "case %zu: TC must refuse head_dim %d", c, a->hd);
                 cr_assert(strstr(err, "head_dim"), "%s", err);
                 continue;
             }
             cr_assert_eq(rc, 0, "case %zu impl %d: %s", c, impl, err);
             from_dev(o, got, dout, nq * 2);
-            int tc = impl == AK_ATTN_TC || (impl == AK_ATTN_AUTO && tc_ok);
+            int tc = impl >= AK_ATTN_TC || (impl == AK_ATTN_AUTO && tc_ok);
             double worst = 0;
             for (size_t i = 0; i < nq; i++) {
                 double g = f16(got[i]), d = fabs(g - ref[i]);
@@ -530,13 +530,26 @@ Test(gpu_ops, attention_tc_agrees_with_simple_at_llama_shape_and_timing, .timeou
         if (d > worst) worst = d;
         sum += d;
     }
-    double ms_tc = 0, ms_simple = 0;
+    /* the 64- and 128-row variants agree with each other to the same tolerance */
+    cr_assert_eq(ak_ops_attention(o, AK_ATTN_TC64, dq, NH * HD, dk, dv, S, T, P0, NH, NKV, HD, dout, err), 0, "%s", err);
+    from_dev(o, a, dout, nq * 2);
+    for (size_t i = 0; i < nq; i++)
+        cr_assert_leq(fabs((double)f16(a[i]) - f16(b[i])), 5e-4 * fabs(f16(b[i])) + 2e-3, "TC64 element %zu", i);
+    cr_assert_eq(ak_ops_attention(o, AK_ATTN_TC128, dq, NH * HD, dk, dv, S, T, P0, NH, NKV, HD, dout, err), 0, "%s", err);
+    from_dev(o, a, dout, nq * 2);
+    for (size_t i = 0; i < nq; i++)
+        cr_assert_leq(fabs((double)f16(a[i]) - f16(b[i])), 5e-4 * fabs(f16(b[i])) + 2e-3, "TC128 element %zu", i);
+    double ms_tc = 0, ms_simple = 0, ms64 = 0, ms128 = 0;
     cr_assert_eq(ak_ops_bench_attention(o, AK_ATTN_TC, 2048, 32, 32, 128, 3, 10, &ms_tc, err), 0, "%s", err);
+    cr_assert_eq(ak_ops_bench_attention(o, AK_ATTN_TC64, 2048, 32, 32, 128, 3, 10, &ms64, err), 0, "%s", err);
+    cr_assert_eq(ak_ops_bench_attention(o, AK_ATTN_TC128, 2048, 32, 32, 128, 3, 10, &ms128, err), 0, "%s", err);
     cr_assert_eq(ak_ops_bench_attention(o, AK_ATTN_SIMPLE, 2048, 32, 32, 128, 1, 3, &ms_simple, err), 0, "%s", err);
     double flops = 4.0 * 2048.0 * 2049.0 / 2.0 * 128.0 * 32.0;   /* QKᵀ and PV over the causal half */
     fprintf(stderr, "attention TC vs simple (T %d after %d, 32x128, 8 kv): max |diff| %.3g, mean %.3g\n"
                     "attention LLaMA-2-7B prefill T=2048 32x128: TC %.3f ms (%.1f TFLOPS), simple %.3f ms\n",
             T, P0, worst, sum / (double)nq, ms_tc, flops / ms_tc * 1e-9, ms_simple);
+    fprintf(stderr, "attention LLaMA-2-7B prefill: TC64 %.3f ms (%.1f TFLOPS), TC128 %.3f ms (%.1f TFLOPS)\n", ms64,
+            flops / ms64 * 1e-9, ms128, flops / ms128 * 1e-9);
     cr_assert_gt(ms_tc, 0.0);
     ak_ops_dfree(o, dq); ak_ops_dfree(o, dk); ak_ops_dfree(o, dv); ak_ops_dfree(o, dout);
     free(q); free(kc); free(vc); free(a); free(b);
@@ -756,12 +769,12 @@ Test(gpu_ops, attention_packed_equals_each_sequence_alone) {
         uint16_t *dq = to_dev(o, q, nq * 2), *dk = to_dev(o, kc, nk * 2), *dv = to_dev(o, vc, nk * 2);
         uint16_t *dout = to_dev(o, NULL, nq * 2);
         int32_t *dseg = to_dev(o, seg, (size_t)T * 4);
-        for (int impl = 1; impl <= 2; impl++) {
+        for (int impl = 1; impl <= 4; impl++) {   /* simple, TC, TC64, TC128 */
             cr_assert_eq(ak_ops_attention_packed(o, (ak_attn_impl)impl, dq, q_ld, dk, dv, T, T, dseg, nh, nkv, hd, dout,
                                                  err), 0, "%s", err);
             from_dev(o, got, dout, nq * 2);
             for (size_t i = 0; i < nq; i++) {
-                double g = f16(got[i]), tol = 5e-4 * fabs(ref[i]) + (impl == AK_ATTN_TC ? 2e-3 : 2e-5);
+                double g = f16(got[i]), tol = 5e-4 * fabs(ref[i]) + (impl >= AK_ATTN_TC ? 2e-3 : 2e-5);
                 cr_assert_leq(fabs(g - ref[i]), tol, "hd %d impl %d: row %zu got %g want %g", hd, impl, i / (size_t)q_ld,
                               g, ref[i]);
             }
@@ -856,7 +869,7 @@ Test(gpu_ops, attention_prefill_equals_cache_route) {
     const uint16_t *k = d + nh * hd, *v = k + kvd;
     cr_assert_eq(ak_ops_kv_store(o, k, v, ld, T, 0, nkv, hd, 0, kc, vc, T, err), 0, "%s", err);
     for (int packed = 0; packed < 2; packed++)
-        for (int impl = 1; impl <= 2; impl++) {
+        for (int impl = 1; impl <= 4; impl++) {
             int rc = packed ? ak_ops_attention_packed(o, (ak_attn_impl)impl, d, ld, kc, vc, T, T, dseg, nh, nkv, hd, out, err)
                             : ak_ops_attention(o, (ak_attn_impl)impl, d, ld, kc, vc, T, T, 0, nh, nkv, hd, out, err);
             cr_assert_eq(rc, 0, "%s", err);
@@ -869,5 +882,74 @@ Test(gpu_ops, attention_prefill_equals_cache_route) {
     cr_assert_neq(ak_ops_attention_prefill(o, AK_ATTN_TC, d, ld, k, v, kvd - 1, T, NULL, nh, nkv, hd, out, err), 0);
     ak_ops_dfree(o, d); ak_ops_dfree(o, kc); ak_ops_dfree(o, vc); ak_ops_dfree(o, out); ak_ops_dfree(o, dseg);
     free(qkv); free(a); free(b);
+    ak_ops_free(o);
+}
+
+/* ---- 16-byte / 4-byte elementwise paths ------------------------------------------------------ */
+
+/* ak_ops picks 16-byte SwiGLU and RMSNorm kernels and a 4-byte RoPE kernel when widths and pointers
+ * allow, the scalar kernels otherwise. The same data at an element offset of 1 (2-byte aligned
+ * pointers) takes the scalar kernels. SwiGLU and RoPE do the same fp32 operations per element either
+ * way: byte-identical outputs. RMSNorm sums squares in another order: at most 2 ulps apart (the
+ * rounding argument of rmsnorm_and_add_rmsnorm_match_hf_formula), and the x + r written back equal. */
+Test(gpu_ops, vector_elementwise_paths_equal_scalar_paths) {
+    NEED_DEVICE();
+    ak_ops *o = ctx_new();
+    char err[AX_ERR_LEN] = "";
+    enum { T = 5, H = 1024, D = 2048 };
+    /* SwiGLU from a fused gate|up buffer, row stride 2H */
+    size_t nin = (size_t)T * 2 * H, nout = (size_t)T * H;
+    uint16_t *in = malloc((nin + 1) * 2), *va = malloc(nout * 2), *sa = malloc(nout * 2);
+    fill_normal16(in, nin + 1, 3.0, 31);
+    uint16_t *din = to_dev(o, NULL, (nin + 8) * 2), *dout = to_dev(o, NULL, (nout + 8) * 2);
+    cr_assert_eq(ak_ops_upload(o, din, in, nin * 2, err), 0, "%s", err);
+    cr_assert_eq(ak_ops_swiglu(o, din, din + H, 2 * H, T, H, dout, err), 0, "%s", err);
+    from_dev(o, va, dout, nout * 2);
+    cr_assert_eq(ak_ops_upload(o, din + 1, in, nin * 2, err), 0, "%s", err);
+    cr_assert_eq(ak_ops_swiglu(o, din + 1, din + 1 + H, 2 * H, T, H, dout + 1, err), 0, "%s", err);
+    from_dev(o, sa, dout + 1, nout * 2);
+    cr_assert_eq(memcmp(va, sa, nout * 2), 0, "SwiGLU: 16-byte and scalar kernels differ");
+    /* RoPE, head_dim 128, q with a padded stride; q and k in one buffer */
+    ak_ops_rope_cfg rc = {128, 10000.0f, 0, 0, 0, 0, 0};
+    cr_assert_eq(ak_ops_rope_init(o, &rc, 4096, err), 0, "%s", err);
+    int nh = 4, nkv = 2, q_ld = nh * 128 + 8, k_ld = nkv * 128;
+    size_t nq = (size_t)T * q_ld, nk = (size_t)T * k_ld;
+    uint16_t *qk = malloc((nq + nk) * 2), *vq = malloc((nq + nk) * 2), *sq = malloc((nq + nk) * 2);
+    fill_normal16(qk, nq + nk, 1.0, 32);
+    uint16_t *dq = to_dev(o, NULL, (nq + nk + 8) * 2);
+    for (int off = 0; off < 2; off++) {
+        cr_assert_eq(ak_ops_upload(o, dq + off, qk, (nq + nk) * 2, err), 0, "%s", err);
+        cr_assert_eq(ak_ops_rope(o, dq + off, q_ld, nh, dq + off + nq, k_ld, nkv, T, 1000, err), 0, "%s", err);
+        from_dev(o, off ? sq : vq, dq + off, (nq + nk) * 2);
+    }
+    cr_assert_eq(memcmp(vq, sq, (nq + nk) * 2), 0, "RoPE: 4-byte and scalar kernels differ");
+    /* add-RMSNorm */
+    size_t nx = (size_t)T * D;
+    uint16_t *x = malloc(nx * 2), *r = malloc(nx * 2), *w = malloc(D * 2);
+    uint16_t *vo = malloc(nx * 2), *so = malloc(nx * 2), *vx = malloc(nx * 2), *sx = malloc(nx * 2);
+    fill_normal16(x, nx, 1.5, 33);
+    fill_normal16(r, nx, 0.5, 34);
+    fill_normal16(w, D, 1.0, 35);
+    uint16_t *dx = to_dev(o, NULL, (nx + 8) * 2), *dr = to_dev(o, NULL, (nx + 8) * 2);
+    uint16_t *dw = to_dev(o, NULL, (D + 8) * 2), *dn = to_dev(o, NULL, (nx + 8) * 2);
+    for (int off = 0; off < 2; off++) {
+        cr_assert_eq(ak_ops_upload(o, dx + off, x, nx * 2, err), 0, "%s", err);
+        cr_assert_eq(ak_ops_upload(o, dr + off, r, nx * 2, err), 0, "%s", err);
+        cr_assert_eq(ak_ops_upload(o, dw + off, w, D * 2, err), 0, "%s", err);
+        cr_assert_eq(ak_ops_add_rmsnorm(o, dx + off, dr + off, dw + off, T, D, 1e-5f, dn + off, err), 0, "%s", err);
+        from_dev(o, off ? so : vo, dn + off, nx * 2);
+        from_dev(o, off ? sx : vx, dx + off, nx * 2);
+    }
+    cr_assert_eq(memcmp(vx, sx, nx * 2), 0, "add-RMSNorm: x + r differs between the kernels");
+    long same = 0;
+    for (size_t i = 0; i < nx; i++) {
+        cr_assert_leq(ulps16(vo[i], so[i]), 2, "RMSNorm [%zu]: 0x%04x vs 0x%04x", i, vo[i], so[i]);
+        same += vo[i] == so[i];
+    }
+    cr_assert_geq(same, (long)(0.95 * nx), "RMSNorm: only %ld of %zu equal", same, nx);
+    ak_ops_dfree(o, din); ak_ops_dfree(o, dout); ak_ops_dfree(o, dq);
+    ak_ops_dfree(o, dx); ak_ops_dfree(o, dr); ak_ops_dfree(o, dw); ak_ops_dfree(o, dn);
+    free(in); free(va); free(sa); free(qk); free(vq); free(sq);
+    free(x); free(r); free(w); free(vo); free(so); free(vx); free(sx);
     ak_ops_free(o);
 }
