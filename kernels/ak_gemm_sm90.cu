@@ -66,8 +66,8 @@ constexpr int WG_THREADS = 256;           // 2 warpgroups
 constexpr int WG_STAGES = 4;              // raw cp.async ring depth
 constexpr int WG_I8_BYTES = 256 * 128;    // one int8 operand buffer: 128 X rows then 128 W rows, 128 B each
 constexpr int WG_ESC_SLOT = 256;          // floats per epilogue-scale slot: 128 sx (pair order), 128 sw/u
-// Shared-memory layout (offsets from a 1024-aligned base): int8 buffers [2], epilogue scales [2][4
-// slots], raw ring [STAGES][256 rows][RAWB], raw scale words [STAGES][4 slots][256].
+// Shared-memory layout (offsets from a 1024-aligned base): int8 buffers [2], epilogue scales [3][4
+// slots] (triple-buffered: esc_of), raw ring [STAGES][256 rows][RAWB], raw scale words [STAGES][4 slots][256].
 __host__ __device__ constexpr int wg_rawb(int bits) { return bits == 4 ? 64 : 128; }
 constexpr int WG_OFF_ESC = 2 * WG_I8_BYTES;
 constexpr int WG_OFF_RAW = WG_OFF_ESC + 3 * 4 * WG_ESC_SLOT * 4;
@@ -505,8 +505,12 @@ __global__ void __launch_bounds__(WG_THREADS, 1) wgmma_gemm_kernel(const ak_gemm
     }
 #else
     (void)a;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    __trap();   // a Hopper-class device running a build without sm_90a code: never a silent wrong Y
+#if defined(__CUDA_ARCH__)
+    // Review fix: trap on EVERY arch without sm_90a code, not only >= 900. The sm_80/86/89 stubs
+    // used to return silently, and the 4-bit configuration's 160768 B of shared memory fits an
+    // A100's opt-in limit, so a wgmma launch there left Y unwritten (a silent wrong Y). The host
+    // (ak_launch_gemm_sm90) now refuses non-9.x devices too; this is the backstop.
+    __trap();
 #endif
 #endif
 }
@@ -599,6 +603,26 @@ int ak_launch_gemm_sm90(const ak_gemm_args &a, ak_path path, cudaStream_t st, ch
     else if (a.M < 1 || a.N < 1 || a.splits < 1 || a.splits > 65535 || (a.M + WG_BM - 1) / WG_BM > 65535) why = "bad M, N or splits";
     else if (a.splits > 1 && (!a.ws || a.split_mode == AK_SPLIT_NONE)) why = "split-K without a workspace";
     else if (a.split_mode == AK_SPLIT_INT && a.epi == AK_EPI_GROUP && P.G != 1) why = "integer split of a multi-group mode";
+    // Review fix: K <= AK_MAX_K keeps |256 p| < 2^30 (the exact int32 sum; ak_supports checks it for
+    // the public entry points, this launcher is also reached from the benchmark and tests).
+    else if ((long long)P.kb * (P.bits == 4 ? 2 : 1) > AK_MAX_K) why = "K above AK_MAX_K";
+    // Review fix: cp.async needs 16-byte aligned code rows and 4-byte aligned scale words (GROUP
+    // reads the sx/sw fp16 pairs, MIXED the u bytes, as 4-byte words); a misaligned pointer would be a
+    // device fault (sticky context error) instead of this message.
+    else if (((uintptr_t)P.A | (uintptr_t)P.B) & 15) why = "code pointers not 16-byte aligned";
+    else if (a.epi == AK_EPI_GROUP && (((uintptr_t)P.sa | (uintptr_t)P.sb) & 3)) why = "scale pointers not 4-byte aligned";
+    else if (a.epi == AK_EPI_MIXED && ((uintptr_t)P.u & 3)) why = "sub-scale pointer not 4-byte aligned";
+    if (!why) {
+        // Review fix: the kernel is sm_90a code only (empty trapping stubs elsewhere): refuse any
+        // other device here, whoever calls (the planner already keeps AUTO off non-9.x devices).
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            cudaGetLastError();
+            why = "cannot query the device's compute capability";
+        } else if (major != 9) {
+            why = "needs a compute capability 9.x device (sm_90a code)";
+        }
+    }
     if (why) {
         if (err) snprintf(err, AX_ERR_LEN, "ak_gemm (wgmma path): %s (M = %d, N = %d, bits %d, group %d codes, splits %d)", why,
                           a.M, a.N, P.bits, P.gch * (P.bits == 4 ? 32 : 16), a.splits);
