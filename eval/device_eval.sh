@@ -15,6 +15,8 @@
 #     speed7bv  speed only, no files: random:llama2-7b vs transformers on the same config (--random-init):
 #               fake and exact routes per mode, the wgmma path after a passing wgmma step, SPEED_PROF profiles
 #     decode    bench gemm M = 1, 16 on the LLaMA-2-70B shapes vs cuBLAS FP16
+#     sanitize  compute-sanitizer memcheck/racecheck/synccheck on check --quick (int8 and wgmma paths)
+#     ncu       Nsight Compute sections of one GEMM per path (NCU_PATHS, NCU_MODE, NCU_M)
 #     l70       random:llama2-70b, all 166 WikiText-2 windows, layer-major (L70_RUNS: one run per mode list)
 #     virt      random:llama2-7b / llama2-70b layer-major (VIRT_MODELS, VIRT_WINDOWS, VIRT_MODES)
 #     kv4gen    --kv4 ppl and generate, cuda vs cpu (13M)
@@ -260,6 +262,36 @@ if has l70; then
             >"$OUT/l70-${md//,/_}.log" 2>&1
         rc=$?; echo "l70 $md rc=$rc"; tail -9 "$OUT/l70-${md//,/_}.log"
         summary+=("l70 $md rc=$rc")
+    done
+fi
+
+if has sanitize; then
+    # compute-sanitizer on a reduced sweep (check --quick, normal inputs): memcheck on every path,
+    # racecheck and synccheck on the wgmma paths (works on the Firecracker runtime only: KINDS.md)
+    step sanitize
+    CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    for tool in memcheck racecheck synccheck; do
+        paths=int8,wgmma,wgmma-sync; [ $tool = memcheck ] || paths=wgmma,wgmma-sync
+        timeout ${SAN_TIMEOUT:-150} $CS --tool $tool --error-exitcode 9 $BIN check --device cuda --quick --no-llama \
+            --inputs normal --paths $paths --modes ${SAN_MODES:-w4a4-g128,w4a4-g32,w4a4-mixed-g128,w8a8} --threads 1 \
+            >"$OUT/san-$tool.log" 2>&1
+        rc=$?; echo "compute-sanitizer $tool rc=$rc: $(grep -E 'ERROR SUMMARY|not supported' "$OUT/san-$tool.log" | tail -1)"
+        tail -2 "$OUT/san-$tool.log"
+        summary+=("sanitize $tool rc=$rc")
+    done
+fi
+
+if has ncu; then
+    # Nsight Compute on one GEMM (NCU_MODE at M = N = K = NCU_SIZE on NCU_PATH): pipe utilisation and
+    # warp stall reasons (--clock-control none, as METHOD.md says)
+    step ncu
+    NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+    for pth in ${NCU_PATHS:-int8 wgmma}; do
+        timeout 200 $NCU --clock-control none --section ComputeWorkloadAnalysis --section WarpStateStats \
+            --section SpeedOfLight --kernel-name regex:'^(wgmma_)?gemm_kernel' --launch-skip 3 --launch-count 1 \
+            $BIN bench gemm --shapes llama2-7b --m ${NCU_M:-2048} --paths $pth --modes ${NCU_MODE:-w4a4-g128} --runs 20 \
+            --warmup 3 --no-quant >"$OUT/ncu-$pth.log" 2>&1
+        echo "ncu $pth rc=$?"; grep -E "Pipe|Issue|Stall|Throughput|Duration|Warp Cycles|Eligible|Registers" "$OUT/ncu-$pth.log" | head -30
     done
 fi
 
