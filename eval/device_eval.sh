@@ -17,6 +17,7 @@
 #     decode    bench gemm M = 1, 16 on the LLaMA-2-70B shapes vs cuBLAS FP16
 #     sanitize  compute-sanitizer memcheck/racecheck/synccheck on check --quick (int8 and wgmma paths)
 #     ncu       Nsight Compute sections of one GEMM per path (NCU_PATHS, NCU_MODE, NCU_M)
+#     ranks     mpirun 1 and RANKS_NP ranks (one GPU each) on random:llama2-7b: equal numbers, throughput
 #     l70       random:llama2-70b, all 166 WikiText-2 windows, layer-major (L70_RUNS: one run per mode list)
 #     virt      random:llama2-7b / llama2-70b layer-major (VIRT_MODELS, VIRT_WINDOWS, VIRT_MODES)
 #     kv4gen    --kv4 ppl and generate, cuda vs cpu (13M)
@@ -293,6 +294,40 @@ if has ncu; then
             --warmup 3 --no-quant >"$OUT/ncu-$pth.log" 2>&1
         echo "ncu $pth rc=$?"; grep -E "Pipe|Issue|Stall|Throughput|Duration|Warp Cycles|Eligible|Registers" "$OUT/ncu-$pth.log" | head -30
     done
+fi
+
+if has ranks; then
+    # MPI ranks, one GPU each: random:llama2-7b FP16 + w4a4-g128, RANKS_WINDOWS windows, 1 rank then
+    # RANKS_NP ranks; the JSON numbers must be equal, the throughput ratio is printed. Open MPI: the
+    # machine's, else the packed relocatable runtime (kernels/device_pack.sh MPI_PACK=1).
+    step ranks
+    if ! command -v mpirun >/dev/null && [ -d $P/ompi ]; then
+        export OPAL_PREFIX=$P/ompi PATH=$P/ompi/bin:$PATH
+        export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$P/ompi/lib/x86_64-linux-gnu/openmpi/lib:$P/ompi/lib/x86_64-linux-gnu/pmix2/lib
+        export OMPI_MCA_mca_base_component_show_load_errors=0
+    fi
+    command -v mpirun; nvidia-smi -L
+    for np in 1 ${RANKS_NP:-2}; do
+        /usr/bin/time -f "np $np wall %e s" timeout ${RANKS_TIMEOUT:-280} mpirun --allow-run-as-root --oversubscribe \
+            -np $np -x LD_LIBRARY_PATH -x APEX4_DATA -x APEX4_PROGRESS ${OPAL_PREFIX:+-x OPAL_PREFIX} \
+            $BIN eval ppl --model random:llama2-7b,seed=1 --tokenizer $D/models/llama2-tokenizer/tokenizer.json \
+            --device cuda --modes ${RANKS_MODES:-fp16,w4a4-g128} --max-windows ${RANKS_WINDOWS:-166} --no-layer-major \
+            --no-progress --out "$OUT/ranks-$np.json" >"$OUT/ranks-$np.log" 2>&1
+        echo "ranks $np rc=$?"; grep -E "^(fp16|w4a4)|evaluation|wall" "$OUT/ranks-$np.log" | tail -5
+    done
+    python3 - "$OUT/ranks-1.json" "$OUT/ranks-${RANKS_NP:-2}.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+def nums(d):
+    return {m["mode"]: {k: m.get(k) for k in ("ppl", "nll", "nll_stderr", "kld", "kld_stderr", "kld_max", "top1_agreement",
+                                             "top1_agreement_stderr", "predictions")} for m in d.get("modes", [])}
+na, nb = nums(a), nums(b)
+print("ranks: numbers equal" if na == nb else f"ranks: NUMBERS DIFFER {na} vs {nb}")
+print(f"ranks: reference ppl {a.get('reference_ppl')} vs {b.get('reference_ppl')}, ranks {a.get('ranks')} vs {b.get('ranks')}")
+sa = a.get("reference_seconds", 0) + sum(m.get("seconds", 0) for m in a["modes"])
+sb = b.get("reference_seconds", 0) + sum(m.get("seconds", 0) for m in b["modes"])
+print(f"ranks: evaluation seconds {sa:.2f} vs {sb:.2f}: throughput ratio {sa / sb:.3f}; total {a.get('seconds')} vs {b.get('seconds')}")
+PY
 fi
 
 if has rho; then

@@ -33,6 +33,16 @@ for h in "${HS[@]}"; do
     [ -d tests/fuzz-corpus/$h ] && cp -r tests/fuzz-corpus/$h/. "$P/fuzz/corpus/$h/"
 done
 cp tests/fuzz/lsan.supp "$P/fuzz/" 2>/dev/null || true
+# MPI_PACK=1: a relocatable Open MPI runtime (orterun/orted, the MCA and PMIx plugins, help files) for
+# machines without one; eval/device_eval.sh's ranks step points OPAL_PREFIX at it
+if [ -n "${MPI_PACK:-}" ]; then
+    O=$P/ompi
+    mkdir -p $O/bin $O/lib/x86_64-linux-gnu $O/share
+    cp -a /usr/lib/x86_64-linux-gnu/openmpi /usr/lib/x86_64-linux-gnu/pmix2 $O/lib/x86_64-linux-gnu/
+    rm -rf $O/lib/x86_64-linux-gnu/openmpi/lib/*java* $O/lib/x86_64-linux-gnu/openmpi/include
+    cp -a /usr/share/openmpi $O/share/
+    cp -L /usr/bin/orterun /usr/bin/orted $O/bin/ && ln -sf orterun $O/bin/mpirun
+fi
 mkdir -p .devpack
 tar -C "$P" -cf - . | xz -T2 -6 > .devpack/pack.tar.xz
 ls -la .devpack/pack.tar.xz
