@@ -18,6 +18,7 @@
 #     sanitize  compute-sanitizer memcheck/racecheck/synccheck on check --quick (int8 and wgmma paths)
 #     ncu       Nsight Compute sections of one GEMM per path (NCU_PATHS, NCU_MODE, NCU_M)
 #     ranks     mpirun 1 and RANKS_NP ranks (one GPU each) on random:llama2-7b: equal numbers, throughput
+#     l13       written llama2-13b checkpoint: resident vs --gpu-mem-limit 8GiB (same numbers, slowdown)
 #     l70       random:llama2-70b, all 166 WikiText-2 windows, layer-major (L70_RUNS: one run per mode list)
 #     virt      random:llama2-7b / llama2-70b layer-major (VIRT_MODELS, VIRT_WINDOWS, VIRT_MODES)
 #     kv4gen    --kv4 ppl and generate, cuda vs cpu (13M)
@@ -43,6 +44,24 @@ D=$APEX4_DATA
 T0=$(date +%s)
 summary=()
 step() { echo "== $1 ($(( $(date +%s) - T0 )) s)"; }
+# same_numbers A.json B.json LABEL: every mode's ppl/NLL/KLD/top-1 equal (printed), evaluation seconds
+same_numbers() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+lab = sys.argv[3]
+def nums(d):
+    return {m["mode"]: {k: m.get(k) for k in ("ppl", "nll", "nll_stderr", "kld", "kld_stderr", "kld_max", "top1_agreement",
+                                             "top1_agreement_stderr", "predictions")} for m in d.get("modes", [])}
+na, nb = nums(a), nums(b)
+print(f"{lab}: numbers equal" if na == nb and a.get("reference_ppl") == b.get("reference_ppl") else f"{lab}: NUMBERS DIFFER {na} vs {nb}")
+print(f"{lab}: reference ppl {a.get('reference_ppl')} vs {b.get('reference_ppl')}, ranks {a.get('ranks')} vs {b.get('ranks')}, "
+      f"layer_major {a.get('layer_major')} vs {b.get('layer_major')}")
+sa = a.get("reference_seconds", 0) + sum(m.get("seconds", 0) for m in a["modes"])
+sb = b.get("reference_seconds", 0) + sum(m.get("seconds", 0) for m in b["modes"])
+print(f"{lab}: evaluation seconds {sa:.2f} vs {sb:.2f}: ratio {sa / sb:.3f}; total {a.get('seconds')} vs {b.get('seconds')}")
+PY
+}
 
 if has env; then
     step env
@@ -315,19 +334,26 @@ if has ranks; then
             --no-progress --out "$OUT/ranks-$np.json" >"$OUT/ranks-$np.log" 2>&1
         echo "ranks $np rc=$?"; grep -E "^(fp16|w4a4)|evaluation|wall" "$OUT/ranks-$np.log" | tail -5
     done
-    python3 - "$OUT/ranks-1.json" "$OUT/ranks-${RANKS_NP:-2}.json" <<'PY'
-import json, sys
-a, b = (json.load(open(p)) for p in sys.argv[1:3])
-def nums(d):
-    return {m["mode"]: {k: m.get(k) for k in ("ppl", "nll", "nll_stderr", "kld", "kld_stderr", "kld_max", "top1_agreement",
-                                             "top1_agreement_stderr", "predictions")} for m in d.get("modes", [])}
-na, nb = nums(a), nums(b)
-print("ranks: numbers equal" if na == nb else f"ranks: NUMBERS DIFFER {na} vs {nb}")
-print(f"ranks: reference ppl {a.get('reference_ppl')} vs {b.get('reference_ppl')}, ranks {a.get('ranks')} vs {b.get('ranks')}")
-sa = a.get("reference_seconds", 0) + sum(m.get("seconds", 0) for m in a["modes"])
-sb = b.get("reference_seconds", 0) + sum(m.get("seconds", 0) for m in b["modes"])
-print(f"ranks: evaluation seconds {sa:.2f} vs {sb:.2f}: throughput ratio {sa / sb:.3f}; total {a.get('seconds')} vs {b.get('seconds')}")
-PY
+    same_numbers "$OUT/ranks-1.json" "$OUT/ranks-${RANKS_NP:-2}.json" ranks
+fi
+
+if has l13; then
+    # A written LLaMA-2-13B-shaped checkpoint (make-model, 26 GB on this machine's disk): resident vs
+    # --gpu-mem-limit 8GiB (layer-major): the same numbers, and the slowdown
+    step l13
+    M13B=/tmp/llama2-13b-shaped
+    if [ ! -f $M13B/config.json ]; then
+        /usr/bin/time -f "make-model 13b %e s" $BIN make-model --config llama2-13b --seed 1 --out $M13B --shards 6 2>&1 | tail -2
+        cp $D/models/llama2-tokenizer/tokenizer.json $M13B/
+    fi
+    for cap in none ${L13_CAP:-8GiB}; do
+        a=""; [ $cap = none ] || a="--gpu-mem-limit $cap"
+        /usr/bin/time -f "l13 $cap wall %e s" timeout 280 $BIN eval ppl --model $M13B --device cuda \
+            --modes ${L13_MODES:-fp16,w4a4-g128} --max-windows ${L13_WINDOWS:-16} $a --no-progress \
+            --out "$OUT/l13-$cap.json" >"$OUT/l13-$cap.log" 2>&1
+        echo "l13 $cap rc=$?"; tail -6 "$OUT/l13-$cap.log"
+    done
+    same_numbers "$OUT/l13-none.json" "$OUT/l13-${L13_CAP:-8GiB}.json" l13
 fi
 
 if has rho; then
