@@ -2,7 +2,9 @@
  *
  * Per layer, as Hugging Face LlamaDecoderLayer in fp16 (modeling_llama.py, eager), activations fp16
  * on the device between ops (kernels/ak_ops.h), the same straight line as eval/forward.c:
- *   xb = rmsnorm(x, attn_norm)                 (x += previous residual fused: ak_ops_add_rmsnorm)
+ *   xb = rmsnorm(x, attn_norm)                 (x += previous residual fused: ak_ops_add_rmsnorm; on the
+ *                                              exact integer route fused with the quantization of xb
+ *                                              instead: ak_rmsnorm_quantize_x_dev, xb not written)
  *   q|k|v = linear(site ATTN_IN, xb)           one activation quantization, one GEMM on the stacked
  *                                              q|k|v weights (rows), q, k, v strided views
  *   rope(q, k); cache k, v (kv4: fake-quantized per (token, head))
@@ -93,9 +95,12 @@ typedef struct {
     long      prof_fwd;
 } cu_state;
 
-enum { P_EMBED, P_NORM, P_QUANT, P_QKV, P_ROPE, P_KV, P_ATTN, P_O, P_GATEUP, P_SWIGLU, P_DOWN, P_HEAD, P_SCORE, P_N };
-static const char *const prof_name[P_N] = {"embed", "rmsnorm", "act-quant", "qkv", "rope", "kv-store", "attention",
-                                           "o_proj", "gate/up", "swiglu", "down_proj", "lm_head", "score"};
+/* P_NORMQ: the fused RMSNorm + activation quantization of the exact integer route (norm_site_in) */
+enum { P_EMBED, P_NORM, P_QUANT, P_NORMQ, P_QKV, P_ROPE, P_KV, P_ATTN, P_O, P_GATEUP, P_SWIGLU, P_DOWN, P_HEAD, P_SCORE,
+       P_N };
+static const char *const prof_name[P_N] = {"embed", "rmsnorm", "act-quant", "rmsnorm+act-quant", "qkv", "rope",
+                                           "kv-store", "attention", "o_proj", "gate/up", "swiglu", "down_proj",
+                                           "lm_head", "score"};
 
 static void prof_mark(cu_state *s, int cat) {
     if (!s->prof) return;
@@ -470,6 +475,33 @@ static int site_in(cu_state *s, int l, int site, const uint16_t *x, int T, int K
     return 0;
 }
 
+/* The RMSNorm in front of q|k|v or gate|up (site ATTN_IN / MLP_IN, width dim): s->x (+= r when r is
+ * not NULL, written back) normalized with w and quantized for the site. Exact integer route: one
+ * kernel, ak_rmsnorm_quantize_x_dev (the same bytes as ak_ops_add_rmsnorm / ak_ops_rmsnorm then
+ * ak_quantize_x_dev: tests/test_gpu_fused.c), s->xb not written (on this route nothing but the
+ * quantizer reads it); *qx = the quantized input. Other routes (fp16, fake-quant: they read xb), or
+ * pointers the fused kernel does not take: the two calls, xb written, then site_in. */
+static int norm_site_in(cu_state *s, int l, int site, const uint16_t *r, const uint16_t *w, int T, float eps,
+                        const aq_mode *m, const uint16_t **xin, ak_dqt **qx, char *err) {
+    if (s->route == 1 && !(((uintptr_t)s->x | (uintptr_t)r | (uintptr_t)w) & 15)) {
+        char what[64];
+        snprintf(what, sizeof what, "layer %d site %d input", l, site);
+        *xin = s->xb;
+        *qx = &s->qx_dim;
+        if (ak_rmsnorm_quantize_x_dev(s->ctx, m, s->x, r, w, T, s->dim, eps, s->L[l].perm[site], &s->qx_dim, what, err))
+            return -1;
+        prof_mark(s, P_NORMQ);
+        return 0;
+    }
+    if (r ? ak_ops_add_rmsnorm(s->ops, s->x, r, w, T, s->dim, eps, s->xb, err)
+          : ak_ops_rmsnorm(s->ops, s->x, w, T, s->dim, eps, s->xb, err))
+        return -1;
+    prof_mark(s, P_NORM);
+    if (site_in(s, l, site, s->xb, T, s->dim, xin, qx, m, err)) return -1;
+    prof_mark(s, P_QUANT);
+    return 0;
+}
+
 /* Integer GEMMs run with k_splits = 1: the contract's result depends on the split for multi-group
  * modes, and the CPU exact path (eval/forward.c) uses 1, so the two backends agree byte for byte. */
 static int lin_run(cu_state *s, const cu_lin *ln, const uint16_t *xin, const ak_dqt *qx, int T, uint16_t *y,
@@ -477,7 +509,7 @@ static int lin_run(cu_state *s, const cu_lin *ln, const uint16_t *xin, const ak_
     if (ln->quant) {
         ak_plan pl;
         const ak_ctx_facts *f = ak_ctx_info(s->ctx);
-        if (s->gemm_path != AK_PATH_AUTO && (!ak_path_is_wgmma(s->gemm_path) || T >= AK_WGMMA_MIN_M) &&
+        if (s->gemm_path != AK_PATH_AUTO && (s->gemm_path < AK_PATH_WGMMA || T >= AK_WGMMA_MIN_M) &&
             !ak_gemm_plan_ex(&ln->qw.mode, T, ln->N, ln->K, f->sms, f->cc, s->gemm_path, 1, &pl))
             return ak_gemm_dev_ex(s->ctx, qx, &ln->qw, pl.path, 1, y, err);
         if (ak_gemm_plan_ex(&ln->qw.mode, T, ln->N, ln->K, f->sms, f->cc, AK_PATH_AUTO, 1, &pl)) {
@@ -501,14 +533,8 @@ static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, in
     const uint16_t *xin;
     ak_dqt *qx;
     cu_layer *L = &s->L[l];
-    if (!pending) {
-        if (ak_ops_rmsnorm(s->ops, s->x, L->attn_norm, T, s->dim, c->rms_eps, s->xb, err)) return -1;
-    } else if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, L->attn_norm, T, s->dim, c->rms_eps, s->xb, err)) {
+    if (norm_site_in(s, l, AE_SITE_ATTN_IN, pending ? s->t1 : NULL, L->attn_norm, T, c->rms_eps, m, &xin, &qx, err))
         return -1;
-    }
-    prof_mark(s, P_NORM);
-    if (site_in(s, l, AE_SITE_ATTN_IN, s->xb, T, s->dim, &xin, &qx, m, err)) return -1;
-    prof_mark(s, P_QUANT);
     if (lin_run(s, &L->lin[F_QKV], xin, qx, T, s->qkv, err)) return -1;
     const int ld = s->q_dim + 2 * s->kv_dim;
     uint16_t *q = s->qkv, *k = s->qkv + s->q_dim, *v = k + s->kv_dim;
@@ -537,10 +563,7 @@ static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, in
     prof_mark(s, P_QUANT);
     if (lin_run(s, &L->lin[F_O], xin, qx, T, s->t1, err)) return -1;
     prof_mark(s, P_O);
-    if (ak_ops_add_rmsnorm(s->ops, s->x, s->t1, L->ffn_norm, T, s->dim, c->rms_eps, s->xb, err)) return -1;
-    prof_mark(s, P_NORM);
-    if (site_in(s, l, AE_SITE_MLP_IN, s->xb, T, s->dim, &xin, &qx, m, err)) return -1;
-    prof_mark(s, P_QUANT);
+    if (norm_site_in(s, l, AE_SITE_MLP_IN, s->t1, L->ffn_norm, T, c->rms_eps, m, &xin, &qx, err)) return -1;
     if (lin_run(s, &L->lin[F_GU], xin, qx, T, s->hb, err)) return -1;
     prof_mark(s, P_GATEUP);
     if (ak_ops_swiglu(s->ops, s->hb, s->hb + s->hid, 2 * s->hid, T, s->hid, s->hb2, err)) return -1;

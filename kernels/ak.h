@@ -197,6 +197,29 @@ int  ak_quantize_w_dev(ak_ctx *c, const aq_mode *m, const uint16_t *w, int N, in
 int  ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
                        ak_dqt *out, const char *what, char *err);
 
+/* RMSNorm and activation quantization in one kernel (kernels/ak_quant.cu rmsq_kernel; the engine's
+ * exact integer route before q|k|v and gate|up): for each row t < M,
+ *   r != NULL: x[t] = fp16_rne(x[t] + r[t]) written back (the fp16 add of ak_ops_add_rmsnorm);
+ *   y[t] = fp16(w * fp16(x[t] * inv)), inv = 1 / sqrt(sum(x^2) / K + eps): kernels/ak_ops.cu
+ *          rmsnorm8_kernel's operations, fp32 sum order and block tree, so y is byte for byte what
+ *          ak_ops_add_rmsnorm (r != NULL) / ak_ops_rmsnorm (r == NULL) write where they take their
+ *          16-byte route (dim % 8 == 0, aligned pointers: always the case here);
+ *   out = ak_quantize_x_dev(m, y, perm): the same kernel arithmetic, so the same codes, scales,
+ *          outlier part and perm copy; y itself is never written to global memory.
+ * Source: HF LlamaRMSNorm (fp16 path, as ak_ops.h) then NUMERICS.md "Symmetric quantizer" / "Mixed
+ * granularity" / "Atom-style". x device fp16 [M, K] (read, and written when r != NULL); r device
+ * fp16 [M, K] or NULL (may not overlap x except x == r); w device fp16 [K]; x, r, w 16-byte aligned;
+ * eps finite >= 0; perm device int32 [K] (ATOM only, validated on the device each call); out from
+ * ak_dqt_alloc(m, is_weight = 0, cap >= M, K); out->rows = M. Every integer mode ak_supports takes
+ * (GROUP, MIXED, ATOM; K % 32 == 0, 32 <= K <= AK_MAX_K, groups % 32 == 0). Errors (naming `what`,
+ * NULL -> "X"): NULL x/w/mode/output, M or K < 1, bad eps, unsupported mode/shape, pointers not
+ * 16-byte aligned (then use the two calls), out mismatch, perm missing/not a permutation, a non-finite
+ * normalized value at [row, col] (as ak_quantize_x_dev names it, without the value's bits;
+ * synchronous or deferred as ak_quantize_x_dev; x has been updated by then), CUDA failure. */
+int  ak_rmsnorm_quantize_x_dev(ak_ctx *c, const aq_mode *m, uint16_t *x, const uint16_t *r, const uint16_t *w,
+                               int M, int K, float eps, const int32_t *perm, ak_dqt *out, const char *what,
+                               char *err);
+
 /* GEMM on device operands: y device fp16 [qx->rows, qw->rows] = X·Wᵀ, bit-exact with
  * aq_gemm(qx, qw, k_splits, ...) (NUMERICS.md "Integer GEMM with group scales", "Mixed granularity",
  * "Atom-style", clarification 3). ak_gemm_dev: tile configuration, split count and path from the
@@ -310,6 +333,13 @@ int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_path path, 
  * bytes read + written (X, codes, scales). */
 int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, int warmup, int runs,
                    double *ms_median, double *bytes, char *err);
+/* Time the fused RMSNorm + quantizer (ak_rmsnorm_quantize_x_dev's kernel) on X [M,K] (random fp16,
+ * norm weight random in [0.5, 1.5); residual != 0: with the residual add, r [M,K] random, as the
+ * engine's x += r; ATOM with a random permutation). bytes = bytes read + written at least once from
+ * memory: X read, r read and X written (residual), w [K] read once, codes and scales written.
+ * Errors: unsupported mode/shape (ak_supports), out of memory, CUDA failure. */
+int ak_bench_rmsnorm_quant(ak_bench *b, const aq_mode *mode, int M, int K, int residual, int warmup, int runs,
+                           double *ms_median, double *bytes, char *err);
 /* Device-to-device copy bandwidth (GB/s, bytes read + written, 10^9) of a `bytes`-sized cudaMemcpy,
  * median of `runs`. */
 int ak_bench_copy(ak_bench *b, size_t bytes, int runs, double *gbs, char *err);

@@ -15,6 +15,12 @@
 #include <cstring>
 #include <vector>
 
+// The fused RMSNorm + quantizer launch (kernels/ak_quant.cu; a as for ak_launch_quant, x/r/w/eps as
+// ak_rmsnorm_quantize_x_dev). Declared here, next to its only other caller, until ak_internal.cuh
+// carries it.
+int ak_launch_rmsnorm_quant(const ak_quant_args &a, uint16_t *x, const uint16_t *r, const uint16_t *w, float eps,
+                            cudaStream_t st, char *err);
+
 struct ak_bench {
     cublasHandle_t h;
     cudaStream_t st;
@@ -333,5 +339,74 @@ extern "C" int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, in
         }
     }
     auto fn = [&](int i) { return ak_launch_quant(sets[i % R], b->st, err); };
+    return time_runs(b, warmup, runs, fn, ms_median, nullptr, nullptr, err);
+}
+
+extern "C" int ak_bench_rmsnorm_quant(ak_bench *b, const aq_mode *mode, int M, int K, int residual, int warmup, int runs,
+                                      double *ms_median, double *bytes, char *err) {
+    if (ak_supports(mode, K, err)) return -1;
+    if (M < 1 || runs < 1 || warmup < 0) {
+        if (err) snprintf(err, AX_ERR_LEN, "bench: bad shape M=%d or runs=%d", M, runs);
+        return -1;
+    }
+    pool P;
+    const int o = mode->outliers, Km = K - o;
+    int g = aq_operand_group(&mode->x, Km);
+    if (g > Km) g = Km;
+    ak_quant_args base;
+    memset(&base, 0, sizeof base);
+    base.M = M; base.K = K;
+    base.nparts = o > 0 ? 2 : 1;
+    base.p[0] = ak_qpart{0, Km, mode->x.bits, g, (Km + g - 1) / g, mode->x.clip, nullptr, mode->x.bits == 4 ? Km / 2 : Km, nullptr};
+    if (o > 0)
+        base.p[1] = ak_qpart{Km, o, mode->outl.bits, o, 1, mode->outl.clip, nullptr, mode->outl.bits == 4 ? o / 2 : o, nullptr};
+    const size_t MK2 = (size_t)M * K * 2;
+    size_t set = MK2 * (residual ? 2 : 1);   // per copy: x (and r)
+    for (int i = 0; i < base.nparts; i++) set += (size_t)M * base.p[i].rb + (size_t)M * base.p[i].G * 2;
+    // memory traffic: x read (+ r read + x written), w read once, codes + scales written
+    *bytes = (double)(set + (residual ? MK2 : 0) + (size_t)K * 2);
+    const int R = copies_for(b, set);
+    int32_t *perm = nullptr;
+    unsigned long long *bad = P.get<unsigned long long>(8, err, "flag");
+    __half *w = P.get<__half>((size_t)K * 2, err, "norm weight");
+    if (!bad || !w) return -1;
+    fillh(b, w, (size_t)K, 77, 0.5f, 1.5f);
+    if (mode->permuted) {   // a random permutation (Fisher-Yates on the host), as ak_bench_quant
+        std::vector<int32_t> h(K);
+        for (int k = 0; k < K; k++) h[k] = k;
+        uint32_t s = 12345u;
+        for (int k = K - 1; k > 0; k--) {
+            s = s * 1664525u + 1013904223u;
+            std::swap(h[k], h[(int)((s >> 8) % (uint32_t)(k + 1))]);
+        }
+        perm = P.get<int32_t>((size_t)K * 4, err, "perm");
+        if (!perm || cudaMemcpy(perm, h.data(), (size_t)K * 4, cudaMemcpyHostToDevice) != cudaSuccess) {
+            if (err && perm) snprintf(err, AX_ERR_LEN, "bench: upload of perm failed");
+            return -1;
+        }
+    }
+    std::vector<ak_quant_args> sets(R, base);
+    std::vector<__half *> xs(R), rs(R, nullptr);
+    for (int r = 0; r < R; r++) {
+        xs[r] = P.get<__half>(MK2, err, "X");
+        if (!xs[r]) return -1;
+        // each run adds r into x again: r in +-1/64 keeps |x| < 4 + runs/64, finite for any --runs
+        fillh(b, xs[r], (size_t)M * K, 300 + r, -4.f, 4.f);
+        if (residual) {
+            if (!(rs[r] = P.get<__half>(MK2, err, "residual"))) return -1;
+            fillh(b, rs[r], (size_t)M * K, 500 + r, -1.f / 64, 1.f / 64);
+        }
+        sets[r].x = xs[r]; sets[r].perm = perm; sets[r].bad = bad;
+        for (int i = 0; i < base.nparts; i++) {
+            sets[r].p[i].codes = P.get<uint8_t>((size_t)M * base.p[i].rb, err, "codes");
+            sets[r].p[i].scales = P.get<__half>((size_t)M * base.p[i].G * 2, err, "scales");
+            if (!sets[r].p[i].codes || !sets[r].p[i].scales) return -1;
+        }
+    }
+    auto fn = [&](int i) {
+        const int r = i % R;
+        return ak_launch_rmsnorm_quant(sets[r], reinterpret_cast<uint16_t *>(xs[r]), reinterpret_cast<const uint16_t *>(rs[r]),
+                                       reinterpret_cast<const uint16_t *>(w), 1e-5f, b->st, err);
+    };
     return time_runs(b, warmup, runs, fn, ms_median, nullptr, nullptr, err);
 }

@@ -57,6 +57,12 @@ int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, int warmup, i
     return nocuda(err);
 }
 
+int ak_bench_rmsnorm_quant(ak_bench *b, const aq_mode *mode, int M, int K, int residual, int warmup, int runs,
+                           double *ms_median, double *bytes, char *err) {
+    (void)b; (void)mode; (void)M; (void)K; (void)residual; (void)warmup; (void)runs; (void)ms_median; (void)bytes;
+    return nocuda(err);
+}
+
 int ak_bench_copy(ak_bench *b, size_t bytes, int runs, double *gbs, char *err) {
     (void)b; (void)bytes; (void)runs; (void)gbs;
     return nocuda(err);
@@ -158,6 +164,11 @@ int ak_quantize_w_dev(ak_ctx *c, const aq_mode *m, const uint16_t *w, int N, int
 int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm, ak_dqt *out,
                       const char *what, char *err) {
     (void)c; (void)m; (void)x; (void)M; (void)K; (void)perm; (void)out; (void)what;
+    return nocuda(err);
+}
+int ak_rmsnorm_quantize_x_dev(ak_ctx *c, const aq_mode *m, uint16_t *x, const uint16_t *r, const uint16_t *w, int M,
+                              int K, float eps, const int32_t *perm, ak_dqt *out, const char *what, char *err) {
+    (void)c; (void)m; (void)x; (void)r; (void)w; (void)M; (void)K; (void)eps; (void)perm; (void)out; (void)what;
     return nocuda(err);
 }
 int ak_gemm_dev(ak_ctx *c, const ak_dqt *qx, const ak_dqt *qw, uint16_t *y, char *err) {

@@ -8,6 +8,8 @@
 //   all 2.0e9 pairs on the device (tests/test_gpu.c).
 // Fused variants: ATOM (gather through the channel permutation from a shared-memory copy of the
 // row, 4-bit main groups + INT8 per-token outliers, in one launch) and MIXED (per-token, g = K).
+// RMSNorm + quantizer in one kernel (rmsq_kernel, ak_rmsnorm_quantize_x_dev, end of this file): the
+// normalized row of kernels/ak_ops.cu rmsnorm8_kernel built in shared memory, then this arithmetic.
 //
 // One block per token (row). Thread tid owns quads c = tid + i * NT (i < NQ) of 32 consecutive
 // (permuted) channels, loaded as four 16-byte vectors (or gathered) and kept as raw fp16 bits. Group
@@ -331,4 +333,360 @@ int ak_launch_quant(const ak_quant_args &a, cudaStream_t st, char *err) {
         return -1;
     }
     return a.perm ? launch_perm<true>(a, nq, st, err) : launch_perm<false>(a, nq, st, err);
+}
+
+// ---- fused RMSNorm + activation quantization (ak_rmsnorm_quantize_x_dev) ---------------------------
+// One block of RQ_NT = 256 threads per token (row), in three phases:
+//  1. x (+= r, fp16 RNE add written back) and the fp32 sum of squares with rmsnorm8_kernel's exact
+//     assignment and order (kernels/ak_ops.cu): thread tid owns the 8-value chunks c = tid, tid + 256,
+//     ... and adds v*v sequentially over them, then the block tree of block_sum_f (copied below);
+//     loads are issued RQ_B chunks at a time, the adds stay in chunk order;
+//  2. inv = 1 / sqrt(ss / K + eps) (__fdiv_rn, __fsqrt_rn) and y = fp16(w * fp16(x * inv)) per value,
+//     as rmsnorm8_kernel's out, into a shared-memory copy of the row (never to global memory); the
+//     non-finite check of the quantizer runs here (min flat index of a non-finite y);
+//  3. quant_kernel's group absmax / scale / code arithmetic on that row (ATOM: gathered through perm),
+//     with the 32-channel quads of the row spread over the 256 threads (NQ quads per thread).
+// The bytes are therefore those of ak_ops_add_rmsnorm (or ak_ops_rmsnorm) -> ak_quantize_x_dev when
+// the former takes its rmsnorm8_kernel route (K % 8 == 0, 16-byte aligned pointers); tests/test_gpu_fused.c
+// compares the two byte for byte.
+namespace {
+
+constexpr int RQ_NT = 256;   // rmsnorm8_kernel's block size: its chunk assignment and sum tree
+constexpr int RQ_B = 4;      // chunks of 8 values whose loads are issued together per thread
+
+// fp32 block sum with kernels/ak_ops.cu block_sum_f's operations in its order (a copy: the bytes of the
+// normalized row depend on it). blockDim.x a multiple of 32; every thread gets the result.
+DEVI float rq_warp_sum(float v) {
+    for (int s = 16; s > 0; s >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, s));
+    return v;
+}
+__device__ float rq_block_sum(float v, float *sh) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = rq_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    float t = lane < nw ? sh[lane] : 0.0f;
+    return rq_warp_sum(t);
+}
+DEVI unsigned short f2h_bits(float f) { return __half_as_ushort(__float2half_rn(f)); }
+DEVI float r16f(float f) { return __half2float(__float2half_rn(f)); }   // fp16 rounding, back in fp32
+
+template <int NQ, bool ADD, bool PERM>
+__global__ void __launch_bounds__(RQ_NT) rmsq_kernel(const ak_quant_args a, uint16_t *__restrict__ x,
+                                                     const uint16_t *__restrict__ r, const uint16_t *__restrict__ w,
+                                                     float eps) {
+    extern __shared__ __align__(16) uint8_t qsm[];
+    __shared__ float sh[32];
+    const int m = blockIdx.x, tid = threadIdx.x, lane = tid & 31;
+    const int K = a.K, n8 = K / 8;
+    uint4 *xr = reinterpret_cast<uint4 *>(x + (size_t)m * K);
+    const uint4 *rr = ADD ? reinterpret_cast<const uint4 *>(r + (size_t)m * K) : nullptr;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w);
+    uint4 *xs4 = reinterpret_cast<uint4 *>(qsm);                                  // the row [K] fp16
+    const unsigned short *xs = reinterpret_cast<const unsigned short *>(qsm);
+    unsigned *gmax = reinterpret_cast<unsigned *>(qsm + (size_t)K * 2);           // K % 32 == 0
+
+    // 1. x (+= r), sum of squares.
+    float ss = 0.0f;
+    for (int c0 = tid; c0 < n8; c0 += RQ_B * RQ_NT) {
+        uint4 xv[RQ_B], rv[RQ_B];
+#pragma unroll
+        for (int j = 0; j < RQ_B; j++) {
+            const int c = c0 + j * RQ_NT;
+            xv[j] = make_uint4(0, 0, 0, 0);
+            rv[j] = make_uint4(0, 0, 0, 0);
+            if (c < n8) {
+                xv[j] = xr[c];
+                if (ADD) rv[j] = rr[c];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < RQ_B; j++) {
+            const int c = c0 + j * RQ_NT;
+            if (c >= n8) break;
+            unsigned short *x16 = reinterpret_cast<unsigned short *>(&xv[j]);
+            if (ADD) {
+                const unsigned short *r16p = reinterpret_cast<const unsigned short *>(&rv[j]);
+#pragma unroll
+                for (int e = 0; e < 8; e++) x16[e] = f2h_bits(__fadd_rn(h2f_bits(x16[e]), h2f_bits(r16p[e])));
+                xr[c] = xv[j];
+            }
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const float v = h2f_bits(x16[e]);
+                ss = __fadd_rn(ss, __fmul_rn(v, v));
+            }
+            xs4[c] = xv[j];
+        }
+    }
+    ss = rq_block_sum(ss, sh);
+    const float var = __fdiv_rn(ss, (float)K);
+    const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
+
+    // 2. normalized row (each thread rewrites only its own chunks: no barrier needed before).
+    for (int c0 = tid; c0 < n8; c0 += RQ_B * RQ_NT) {
+        uint4 wv[RQ_B];
+#pragma unroll
+        for (int j = 0; j < RQ_B; j++) {
+            const int c = c0 + j * RQ_NT;
+            wv[j] = c < n8 ? __ldg(wr + c) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int j = 0; j < RQ_B; j++) {
+            const int c = c0 + j * RQ_NT;
+            if (c >= n8) break;
+            uint4 xv = xs4[c], ov;
+            const unsigned short *x16 = reinterpret_cast<const unsigned short *>(&xv);
+            const unsigned short *w16 = reinterpret_cast<const unsigned short *>(&wv[j]);
+            unsigned short *o16 = reinterpret_cast<unsigned short *>(&ov);
+#pragma unroll
+            for (int e = 0; e < 8; e++) o16[e] = f2h_bits(__fmul_rn(h2f_bits(w16[e]), r16f(__fmul_rn(h2f_bits(x16[e]), inv))));
+            xs4[c] = ov;
+            const uint32_t mx = __vmaxu2(__vmaxu2(ov.x & 0x7fff7fffu, ov.y & 0x7fff7fffu),
+                                         __vmaxu2(ov.z & 0x7fff7fffu, ov.w & 0x7fff7fffu));
+            if (__vcmpgeu2(mx, 0x7c007c00u)) {   // rare: name the first non-finite index
+                for (int e = 0; e < 8; e++)
+                    if ((o16[e] & 0x7c00u) == 0x7c00u) atomicMin(a.bad, (unsigned long long)m * K + c * 8 + e);
+            }
+        }
+    }
+    __syncthreads();
+    if (PERM && a.perm_bad && *a.perm_bad != ~0ull) return;   // perm is not a permutation: quantize nothing
+
+    // 3. quantize the row (quant_kernel's arithmetic, source: shared memory).
+    for (int part = 0; part < a.nparts; part++) {
+        const ak_qpart &P = part ? a.p[1] : a.p[0];
+        const int nq = P.cols / 32, gq = P.g >= P.cols ? nq : P.g / 32;
+        const int qmax = (1 << (P.bits - 1)) - 1, qmin = -(1 << (P.bits - 1));
+        uint4 raw[NQ][4];
+        float am[NQ];
+#pragma unroll
+        for (int i = 0; i < NQ; i++) {
+            const int c = tid + i * RQ_NT;
+#pragma unroll
+            for (int j = 0; j < 4; j++) raw[i][j] = make_uint4(0, 0, 0, 0);
+            if (c < nq) {
+                if (PERM) {
+                    const int4 *pi = reinterpret_cast<const int4 *>(a.perm + P.col0 + c * 32);
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        const int4 i0 = __ldg(pi + 2 * j), i1 = __ldg(pi + 2 * j + 1);
+                        raw[i][j] = make_uint4(xs[i0.x] | (uint32_t)xs[i0.y] << 16, xs[i0.z] | (uint32_t)xs[i0.w] << 16,
+                                               xs[i1.x] | (uint32_t)xs[i1.y] << 16, xs[i1.z] | (uint32_t)xs[i1.w] << 16);
+                    }
+                } else {
+#pragma unroll
+                    for (int j = 0; j < 4; j++) raw[i][j] = xs4[(P.col0 + c * 32) / 8 + j];
+                }
+            }
+            uint32_t mx = 0;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                mx = __vmaxu2(mx, raw[i][j].x & 0x7fff7fffu);
+                mx = __vmaxu2(mx, raw[i][j].y & 0x7fff7fffu);
+                mx = __vmaxu2(mx, raw[i][j].z & 0x7fff7fffu);
+                mx = __vmaxu2(mx, raw[i][j].w & 0x7fff7fffu);
+            }
+            uint32_t m16 = (mx >> 16) > (mx & 0xffffu) ? (mx >> 16) : (mx & 0xffffu);
+            if (m16 >= 0x7c00u) m16 = 0;     // flagged in phase 2; keep the arithmetic below finite
+            am[i] = h2f_bits((unsigned short)m16);
+        }
+        // Group absmax (as quant_kernel).
+        if (gq <= 32 && (gq & (gq - 1)) == 0) {
+            for (int off = 1; off < gq; off <<= 1)
+#pragma unroll
+                for (int i = 0; i < NQ; i++) am[i] = fmaxf(am[i], __shfl_xor_sync(0xffffffffu, am[i], off));
+        } else {
+            for (int j = tid; j < P.G; j += RQ_NT) gmax[j] = 0u;
+            __syncthreads();
+            const bool whole_warp = gq % 32 == 0;
+#pragma unroll
+            for (int i = 0; i < NQ; i++) {
+                const int c = tid + i * RQ_NT;
+                float rm = am[i];
+                if (whole_warp) {
+#pragma unroll
+                    for (int off = 1; off < 32; off <<= 1) rm = fmaxf(rm, __shfl_xor_sync(0xffffffffu, rm, off));
+                    if (lane == 0 && c < nq) atomicMax(&gmax[c / gq], __float_as_uint(rm));
+                } else if (c < nq) {
+                    atomicMax(&gmax[c / gq], __float_as_uint(rm));
+                }
+            }
+            __syncthreads();
+#pragma unroll
+            for (int i = 0; i < NQ; i++) {
+                const int c = tid + i * RQ_NT;
+                if (c < nq) am[i] = __uint_as_float(gmax[c / gq]);
+            }
+        }
+        // Scales and codes (as quant_kernel).
+#pragma unroll
+        for (int i = 0; i < NQ; i++) {
+            const int c = tid + i * RQ_NT;
+            if (c >= nq) continue;
+            const float t = P.alpha == 1.0f ? am[i] : __fmul_rn(am[i], P.alpha);
+            const float s32 = __fdiv_rn(t, (float)qmax);
+            const __half s = __float2half_rn(s32 < 65504.0f ? s32 : 65504.0f);
+            const float sf = __half2float(s);
+            uint8_t *dst = P.codes + (size_t)m * P.rb;
+            if (sf == 0.0f) {
+                if (P.bits == 4) *reinterpret_cast<uint4 *>(dst + c * 16) = make_uint4(0, 0, 0, 0);
+                else {
+                    *reinterpret_cast<uint4 *>(dst + c * 32) = make_uint4(0, 0, 0, 0);
+                    *reinterpret_cast<uint4 *>(dst + c * 32 + 16) = make_uint4(0, 0, 0, 0);
+                }
+            } else {
+                const float rs = __frcp_rn(sf), hs = __fmul_rn(0.5f, sf);
+                const float lo = __fadd_rn(12582912.0f, (float)qmin), hi = __fadd_rn(12582912.0f, (float)qmax);
+                uint32_t out[8];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const __half2 *h2 = reinterpret_cast<const __half2 *>(&raw[i][j]);
+                    int q[8];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const float2 f = __half22float2(h2[e]);
+                        q[2 * e] = code_bits(f.x, sf, rs, hs, lo, hi);
+                        q[2 * e + 1] = code_bits(f.y, sf, rs, hs, lo, hi);
+                    }
+                    if (P.bits == 4) out[j] = pack4(q);
+                    else { out[2 * j] = pack8(q); out[2 * j + 1] = pack8(q + 4); }
+                }
+                if (P.bits == 4) *reinterpret_cast<uint4 *>(dst + c * 16) = make_uint4(out[0], out[1], out[2], out[3]);
+                else {
+                    *reinterpret_cast<uint4 *>(dst + c * 32) = make_uint4(out[0], out[1], out[2], out[3]);
+                    *reinterpret_cast<uint4 *>(dst + c * 32 + 16) = make_uint4(out[4], out[5], out[6], out[7]);
+                }
+            }
+            if (c % gq == 0) P.scales[(size_t)m * P.G + c / gq] = s;
+        }
+        if (part + 1 < a.nparts) __syncthreads();   // gmax is reused by the next part
+    }
+}
+
+template <int NQ, bool ADD, bool PERM>
+int launch_rmsq(const ak_quant_args &a, uint16_t *x, const uint16_t *r, const uint16_t *w, float eps, cudaStream_t st,
+                char *err) {
+    auto kern = rmsq_kernel<NQ, ADD, PERM>;
+    const int gmax_n = a.nparts > 1 && a.p[1].G > a.p[0].G ? a.p[1].G : a.p[0].G;
+    const size_t smem = (size_t)a.K * 2 + (size_t)gmax_n * 4;
+    cudaError_t e = cudaSuccess;
+    if (smem > 48 * 1024) e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess) {
+        kern<<<a.M, RQ_NT, smem, st>>>(a, x, r, w, eps);
+        e = cudaGetLastError();
+    }
+    if (e != cudaSuccess) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_rmsnorm_quantize_x_dev: kernel launch failed: %s", cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+template <int NQ>
+int launch_rmsq_nq(const ak_quant_args &a, uint16_t *x, const uint16_t *r, const uint16_t *w, float eps, cudaStream_t st,
+                   char *err) {
+    if (a.perm) return r ? launch_rmsq<NQ, true, true>(a, x, r, w, eps, st, err) : launch_rmsq<NQ, false, true>(a, x, r, w, eps, st, err);
+    return r ? launch_rmsq<NQ, true, false>(a, x, r, w, eps, st, err) : launch_rmsq<NQ, false, false>(a, x, r, w, eps, st, err);
+}
+
+// Does t hold mode m's activation layout for K channels (ak_cuda.cu dqt_is for X, plus perm storage
+// for every permuted mode)?
+bool rq_layout_ok(const ak_dqt *t, const aq_mode *m, int K) {
+    if (strcmp(t->mode.name, m->name) || !aq_mode_same(&t->mode, m) || t->K != K) return false;
+    const qlayout L = layout_of(m, false, K);
+    const ak_dqmat *q[2] = {&t->main, &t->outl};
+    for (int i = 0; i < L.nparts; i++)
+        if (q[i]->cols != L.cols[i] || q[i]->bits != L.bits[i] || q[i]->group != L.group[i] ||
+            q[i]->ngroups != (L.cols[i] + L.group[i] - 1) / L.group[i] || q[i]->sub || !q[i]->codes || !q[i]->scales)
+            return false;
+    return (L.nparts > 1 || t->outl.codes == nullptr) && (!m->permuted || t->perm);
+}
+
+}  // namespace
+
+// The fused launch on prepared arguments (a as for ak_launch_quant; a.x unused): x [M, K] fp16 read
+// (and, with r, x += r written back), w [K] fp16. K % 32 == 0, K <= AK_MAX_K, 16-byte aligned x, r, w.
+// Also the benchmark's entry (kernels/ak_bench.cu declares it). 0 or -1 with err.
+int ak_launch_rmsnorm_quant(const ak_quant_args &a, uint16_t *x, const uint16_t *r, const uint16_t *w, float eps,
+                            cudaStream_t st, char *err) {
+    int nq = a.p[0].cols / 32;
+    if (a.nparts > 1 && a.p[1].cols / 32 > nq) nq = a.p[1].cols / 32;
+    bool ok = a.M >= 1 && a.K % 32 == 0 && a.K >= 32 && a.K <= AK_MAX_K;
+    for (int i = 0; i < a.nparts; i++)
+        if (a.p[i].cols % 32 || (a.p[i].g % 32 && a.p[i].g < a.p[i].cols)) ok = false;
+    if (!ok || nq > 4 * RQ_NT) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_rmsnorm_quantize_x_dev: shape M = %d, K = %d outside the kernel's range", a.M, a.K);
+        return -1;
+    }
+    if (nq <= RQ_NT) return launch_rmsq_nq<1>(a, x, r, w, eps, st, err);
+    if (nq <= 2 * RQ_NT) return launch_rmsq_nq<2>(a, x, r, w, eps, st, err);
+    if (nq <= 3 * RQ_NT) return launch_rmsq_nq<3>(a, x, r, w, eps, st, err);
+    return launch_rmsq_nq<4>(a, x, r, w, eps, st, err);
+}
+
+extern "C" int ak_rmsnorm_quantize_x_dev(ak_ctx *c, const aq_mode *m, uint16_t *x, const uint16_t *r, const uint16_t *w,
+                                         int M, int K, float eps, const int32_t *perm, ak_dqt *out, const char *what,
+                                         char *err) {
+    static const char *op = "ak_rmsnorm_quantize_x_dev";
+    what = what && *what ? what : "X";
+    if (ak_ctx_use(c, op, err)) return -1;
+    if (!m || !x || !w || !out || M < 1 || K < 1) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: bad shape [%d, %d] or NULL x/weight/mode/output", op, what, M, K);
+        return -1;
+    }
+    if (!(eps >= 0.0f) || !(eps <= 3.4028234e38f)) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: eps %g must be finite and >= 0", op, what, (double)eps);
+        return -1;
+    }
+    if (ak_supports(m, K, err)) return -1;
+    if (((uintptr_t)x | (uintptr_t)r | (uintptr_t)w) & 15) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: x, r and the norm weight must be 16-byte aligned (rmsnorm8_kernel's "
+                          "layout); call ak_ops_add_rmsnorm / ak_ops_rmsnorm and ak_quantize_x_dev instead", op, what);
+        return -1;
+    }
+    if (m->permuted ? !perm : perm != nullptr) {
+        if (err) snprintf(err, AX_ERR_LEN, m->permuted ? "%s: %s: atom mode '%s' needs a channel permutation perm [%d]"
+                                                       : "%s: %s: a channel permutation is only used by atom modes, not '%s' (K = %d)",
+                          op, what, m->name, K);
+        return -1;
+    }
+    if (!rq_layout_ok(out, m, K) || out->cap < M) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: the output tensor is not mode '%s''s activation layout for K = %d with >= %d rows "
+                          "(it has mode '%s', K = %d, %d rows)", op, what, m->name, K, M, out->mode.name, out->K, out->cap);
+        return -1;
+    }
+    const int o = m->outliers, Km = K - o;
+    const int g = aq_operand_group(&m->x, Km);
+    ak_quant_args a;
+    memset(&a, 0, sizeof a);
+    a.M = M; a.K = K;
+    a.x = reinterpret_cast<const __half *>(x);
+    a.nparts = o > 0 ? 2 : 1;
+    a.p[0] = ak_qpart{0, Km, m->x.bits, g < Km ? g : Km, out->main.ngroups, m->x.clip, out->main.codes,
+                      (int)dq_row_bytes(&out->main), reinterpret_cast<__half *>(out->main.scales)};
+    if (o > 0)
+        a.p[1] = ak_qpart{Km, o, m->outl.bits, o, 1, m->outl.clip, out->outl.codes, (int)dq_row_bytes(&out->outl),
+                          reinterpret_cast<__half *>(out->outl.scales)};
+    // The checked input is the normalized row, which lives only in shared memory: the slot has no
+    // input pointer, so a non-finite value is named by [row, col] without its bits.
+    const int slot = ak_slot_open(c, op, what, K, nullptr, perm, err);
+    if (slot < 0) return -1;
+    unsigned long long *fl = c->flags + (size_t)slot * AK_SLOT_WORDS;
+    a.bad = fl;
+    if (perm) {
+        if (ak_launch_perm_check(perm, K, fl + 1, c->st, err)) return -1;
+        cudaError_t e = cudaMemcpyAsync(out->perm, perm, (size_t)K * 4, cudaMemcpyDeviceToDevice, c->st);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            if (err) snprintf(err, AX_ERR_LEN, "%s: copy of perm: %s", op, cudaGetErrorString(e));
+            return -1;
+        }
+        a.perm = perm;
+        a.perm_bad = fl + 1;
+    }
+    if (ak_launch_rmsnorm_quant(a, x, r, w, eps, c->st, err)) return -1;
+    out->rows = M;
+    return ak_slot_close(c, slot, false, err);
 }

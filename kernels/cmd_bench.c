@@ -34,10 +34,13 @@ static void usage(FILE *f) {
             "usage: apex4 bench gemm [--shapes llama2-7b,llama2-70b] [--m 1,16,128,512,2048,4096]\n"
             "                        [--modes LIST] [--paths int8[,int4,wgmma,wgmma-noepi]] [--runs 25]\n"
             "                        [--warmup 5]\n"
-            "                        [--no-quant] [--out bench.json]\n"
+            "                        [--no-quant | --quant-only] [--out bench.json]\n"
             "  Times cuBLAS FP16, cuBLAS INT8 and the apex4 kernels per layer shape (N, K) and M: CUDA events,\n"
             "  warm-up, median of --runs (>= 20), inputs rotated past the L2, never zeros. TOPS = 2*M*N*K / t;\n"
-            "  ratios are t(cuBLAS) / t(kernel). Also the activation quantizer in GB/s against a D2D copy.\n"
+            "  ratios are t(cuBLAS) / t(kernel). Also the activation quantizer in GB/s against a D2D copy, and\n"
+            "  next to it the fused RMSNorm + quantizer of the engine (x += r written back, norm, quantize:\n"
+            "  ak_rmsnorm_quantize_x_dev; bytes = x, r read + x written + w + codes + scales), M >= 512 only.\n"
+            "  --quant-only: only the quantizer rows (no GEMMs).\n"
             "  --modes default: w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8\n"
             "  --paths wgmma / wgmma-noepi (Hopper): the wgmma kernel with its epilogue, and the same kernel with the\n"
             "          epilogue's conversion and scaling switched off (time difference = the epilogue the overlap\n"
@@ -120,7 +123,7 @@ int cmd_bench_gemm(int argc, char **argv) {
     char modes_buf[512] = "w4a4-pc,w4a4-g32,w4a4-g64,w4a4-g128,w4a4-g256,w4a4-mixed-g128,atom-g128-o128,w8a8";
     char paths_buf[64] = "int8";
     const char *out = NULL;
-    int runs = 25, warmup = 5, do_quant = 1;
+    int runs = 25, warmup = 5, do_quant = 1, do_gemm = 1;
     char err[AX_ERR_LEN];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -129,6 +132,7 @@ int cmd_bench_gemm(int argc, char **argv) {
         long x;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--no-quant")) do_quant = 0;
+        else if (!strcmp(a, "--quant-only")) do_gemm = 0;
         else if (v && !strcmp(a, "--shapes")) { buf = shapes_buf; cap = sizeof shapes_buf; i++; }
         else if (v && !strcmp(a, "--m")) { buf = m_buf; cap = sizeof m_buf; i++; }
         else if (v && !strcmp(a, "--modes")) { buf = modes_buf; cap = sizeof modes_buf; i++; }
@@ -147,6 +151,10 @@ int cmd_bench_gemm(int argc, char **argv) {
             fprintf(stderr, "apex4 bench gemm: %s: list too long (at most %zu characters)\n", a, cap - 1);
             return 2;
         }
+    }
+    if (!do_quant && !do_gemm) {
+        fprintf(stderr, "apex4 bench gemm: --no-quant and --quant-only together leave nothing to run\n");
+        return 2;
     }
     int ms[16], nmv = parse_ints(m_buf, ms, 16, err);
     if (nmv < 0) { fprintf(stderr, "apex4 bench gemm: %s\n", err); return 2; }
@@ -210,7 +218,7 @@ int cmd_bench_gemm(int argc, char **argv) {
     printf("%-10s %-28s %5s %6s %6s  %-22s %9s %8s %7s %7s\n", "model", "layer", "M", "N", "K", "impl", "ms", "TOPS",
            "xFP16", "xINT8");
     for (int s = 0; s < NSHAPES; s++) {
-        if (!use_shape[s]) continue;
+        if (!use_shape[s] || !do_gemm) continue;
         const lshape *L = &all_shapes[s];
         for (int mi = 0; mi < nmv; mi++) {
             int M = ms[mi];
@@ -251,7 +259,8 @@ int cmd_bench_gemm(int argc, char **argv) {
     if (do_quant) {
         cJSON *qa = cJSON_AddArrayToObject(doc, "quant");
         static const int qK[] = {4096, 8192, 11008, 28672};
-        printf("\n%-16s %5s %6s %9s %8s %8s\n", "quantize-x mode", "M", "K", "ms", "GB/s", "of copy");
+        printf("\n%-16s %5s %6s %9s %8s %8s   %9s %8s %8s\n", "quantize-x mode", "M", "K", "ms", "GB/s", "of copy",
+               "fused ms", "GB/s", "of copy");
         for (int k = 0; k < nm; k++)
             for (int qi = 0; qi < 4; qi++)
                 for (int mi = 0; mi < nmv; mi++) {
@@ -272,7 +281,22 @@ int cmd_bench_gemm(int argc, char **argv) {
                     cJSON_AddNumberToObject(o, "gbs", gbs);
                     cJSON_AddNumberToObject(o, "fraction_of_copy", gbs / copy_gbs);
                     cJSON_AddItemToArray(qa, o);
-                    printf("%-16s %5d %6d %9.4f %8.0f %7.0f%%\n", modes[k].name, M, K, med, gbs, 100.0 * gbs / copy_gbs);
+                    printf("%-16s %5d %6d %9.4f %8.0f %7.0f%%", modes[k].name, M, K, med, gbs, 100.0 * gbs / copy_gbs);
+                    /* the fused RMSNorm (+ residual add) + quantizer on the same shape */
+                    double fmed, fbytes;
+                    if (ak_bench_rmsnorm_quant(b, &modes[k], M, K, 1, warmup, runs, &fmed, &fbytes, err)) {
+                        printf("   # fused: %s\n", err);
+                        fails++;
+                        continue;
+                    }
+                    double fgbs = fbytes / (fmed * 1e-3) / 1e9;
+                    cJSON *fo = cJSON_AddObjectToObject(o, "fused_rmsnorm_residual");
+                    cJSON_AddNumberToObject(fo, "ms_median", fmed);
+                    cJSON_AddNumberToObject(fo, "bytes", fbytes);
+                    cJSON_AddNumberToObject(fo, "gbs", fgbs);
+                    cJSON_AddNumberToObject(fo, "fraction_of_copy", fgbs / copy_gbs);
+                    printf("   %9.4f %8.0f %7.0f%%\n", fmed, fgbs, 100.0 * fgbs / copy_gbs);
+                    fflush(stdout);
                 }
     }
     ak_bench_free(b);
