@@ -19,6 +19,7 @@
 #     ncu       Nsight Compute sections of one GEMM per path (NCU_PATHS, NCU_MODE, NCU_M)
 #     ranks     mpirun 1 and RANKS_NP ranks (one GPU each) on random:llama2-7b: equal numbers, throughput
 #     l13       written llama2-13b checkpoint: resident vs --gpu-mem-limit 8GiB (same numbers, slowdown)
+#     quant     bench gemm --quant-only: quantizer and fused RMSNorm + quantizer vs copy bandwidth
 #     l70       random:llama2-70b, all 166 WikiText-2 windows, layer-major (L70_RUNS: one run per mode list)
 #     virt      random:llama2-7b / llama2-70b layer-major (VIRT_MODELS, VIRT_WINDOWS, VIRT_MODES)
 #     kv4gen    --kv4 ppl and generate, cuda vs cpu (13M)
@@ -34,7 +35,7 @@ has() { [[ "$STEPS" == *",$1,"* ]]; }
 P=/tmp/apex4-pack
 if [ ! -x $P/bin/apex4 ]; then mkdir -p $P && xz -dc .devpack/pack.tar.xz | tar -C $P -xf - || exit 1; fi
 # a newer apex4 binary carried in .devbin/ (built here) replaces the packed one
-for b in apex4 test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer; do
+for b in apex4 test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer test_gpu_fused; do
     if [ -x .devbin/$b ]; then cp .devbin/$b $P/bin/$b; fi
 done
 export LD_LIBRARY_PATH="$P/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -89,7 +90,7 @@ fi
 
 if has test; then
     step test
-    for t in ${TESTS:-test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer}; do
+    for t in ${TESTS:-test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer test_gpu_fused}; do
         timeout ${TEST_TIMEOUT:-200} $P/bin/$t --verbose >"$OUT/$t.log" 2>&1
         grep -E "^\[(FAIL|----)\]" "$OUT/$t.log" | head -20
         summary+=("$t: $(grep -o 'Synthesis.*' "$OUT/$t.log" | tail -1)")
@@ -354,6 +355,14 @@ if has l13; then
         echo "l13 $cap rc=$?"; tail -6 "$OUT/l13-$cap.log"
     done
     same_numbers "$OUT/l13-none.json" "$OUT/l13-${L13_CAP:-8GiB}.json" l13
+fi
+
+if has quant; then
+    # the activation quantizer and the fused RMSNorm + quantizer against the device copy bandwidth
+    step quant
+    timeout 150 $BIN bench gemm --quant-only --m 512,2048,4096 --modes ${QUANT_MODES:-w4a4-g128,w4a4-pc,w4a4-mixed-g128,w8a8,atom-g128-o128} \
+        --out "$OUT/bench-quant.json" >"$OUT/bench-quant.log" 2>&1
+    echo "bench quant rc=$?"; tail -40 "$OUT/bench-quant.log"
 fi
 
 if has rho; then

@@ -11,9 +11,9 @@ DATA=${APEX4_DATA:-../shared}
 P=/tmp/apex4-pack
 rm -rf "$P" && mkdir -p "$P/bin" "$P/libs" "$P/data/data" "$P/data/models" "$P/fuzz"
 make BUILD=build-dev -j2 NVCC_GENCODE="-gencode=arch=compute_90a,code=sm_90a" build-dev/apex4 \
-     build-dev/tests/test_gpu build-dev/tests/test_gpu_ops build-dev/tests/test_engine build-dev/tests/test_gpu_engine build-dev/tests/test_gpu_layer >/tmp/apex4-pack-build.log 2>&1 \
+     build-dev/tests/test_gpu build-dev/tests/test_gpu_ops build-dev/tests/test_engine build-dev/tests/test_gpu_engine build-dev/tests/test_gpu_layer build-dev/tests/test_gpu_fused >/tmp/apex4-pack-build.log 2>&1 \
     || { tail -30 /tmp/apex4-pack-build.log; exit 1; }
-cp build-dev/apex4 build-dev/tests/test_gpu build-dev/tests/test_gpu_ops build-dev/tests/test_engine build-dev/tests/test_gpu_engine build-dev/tests/test_gpu_layer "$P/bin/"
+cp build-dev/apex4 build-dev/tests/test_gpu build-dev/tests/test_gpu_ops build-dev/tests/test_engine build-dev/tests/test_gpu_engine build-dev/tests/test_gpu_layer build-dev/tests/test_gpu_fused "$P/bin/"
 libs() { ldd "$@" | awk '/=> \//{print $3}' | sort -u | grep -v -E '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so' || true; }
 FZ=""
 IFS=, read -ra HS <<< "${1:-}"
