@@ -6,9 +6,11 @@
  * Cache file (native little-endian, written atomically):
  *   "APX4CAL1" | int32 n_layers | int32 widths[4] | int64 tokens |
  *   per (layer, site): int32 perm[width], float64 sumsq[width] | uint64 FNV-1a of all bytes before.
- * The forward runs on the cpu engine (eval/engine.h) whatever --device the evaluation uses: the
- * order is a property of the FP16 model, and the per-layer hook (ae_runner_collect) belongs to the
- * cpu backend's runner (ae_engine_runner). Every command obtains it through eval/job.h. */
+ * The FP16 forward runs on the evaluation's device through the engine interface
+ * (ae_engine_calib_sumsq, eval/engine.h): the cpu runner's per-layer hook (ae_runner_collect, fp32
+ * activations) or the cuda engine's device reduction (kernels/ak_calib.h, fp16 activations, resident
+ * or layer-major). A cuda calibration has its own cache key and file name. Every command obtains it
+ * through eval/job.h. */
 #include "forward.h"
 #include "engine.h"
 
@@ -82,38 +84,42 @@ static int order_of(const double *v, int n, int32_t *order) {
     return 0;
 }
 
-int ae_calibrate(const ae_model *m, const int *tokens, int n_windows, int seqlen, int nthreads,
-                 ae_calib **out, char *err) {
+int ae_calibrate_on(const ae_model *m, const int *tokens, int n_windows, int seqlen, const ae_calib_where *where,
+                    ae_calib **out, char *desc, size_t desc_len, char *err) {
     *out = NULL;
+    if (desc && desc_len) desc[0] = 0;
     if (n_windows < 1 || seqlen < 1) {
         SETERR("ae_calibrate: need n_windows >= 1 and seqlen >= 1 (got %d, %d)", n_windows, seqlen);
         return -1;
     }
     ae_calib *c = calib_alloc(m);
     if (!c) { SETERR("out of memory"); return -1; }
-    /* the channel order is a property of the FP16 model: always the cpu engine (fp32 forward), its
-     * runner's per-layer hook collecting Σx² (ae_engine_runner + ae_runner_collect), whatever device
-     * the evaluation that asked for it runs on */
+    /* the channel order is a property of the FP16 model: an FP16 engine on the asked device */
     ae_engine_opts o;
     memset(&o, 0, sizeof o);
-    o.device = AE_DEV_CPU;
+    o.device = where ? where->device : AE_DEV_CPU;
     if (aq_mode_parse("fp16", &o.mode, err)) { ae_calib_free(c); return -1; }
     o.gemm = AE_GEMM_FAKE;
-    o.nthreads = nthreads;
+    o.nthreads = where ? where->nthreads : 0;
     o.max_seq = seqlen;
+    if (where && where->device == AE_DEV_CUDA) {
+        o.gpu = where->gpu;
+        o.layer_major = where->layer_major;
+        o.gpu_mem_limit = where->gpu_mem_limit;
+    }
     ae_engine *e = NULL;
     if (ae_engine_new(m, &o, NULL, &e, err)) { ae_calib_free(c); return -1; }
-    ae_runner_collect(ae_engine_runner(e), c);
-    for (int w = 0; w < n_windows; w++) {
-        ae_engine_truncate(e, 0);
-        if (ae_engine_forward(e, tokens + (size_t)w * seqlen, seqlen, 0, seqlen, NULL, err)) {
-            ae_engine_free(e);
-            ae_calib_free(c);
-            return -1;
-        }
-        c->tokens += seqlen;
+    if (desc && desc_len) {
+        char d[160];
+        ae_engine_describe(e, d, sizeof d);
+        if (o.device == AE_DEV_CUDA)   /* "cuda (NVIDIA H200, layer-major)"; cpu: "cpu (N threads)" */
+            snprintf(desc, desc_len, "cuda (%s%s)", d, ae_engine_layer_major(e) ? ", layer-major" : "");
+        else
+            snprintf(desc, desc_len, "%s", d);
     }
+    int rc = ae_engine_calib_sumsq(e, tokens, n_windows, seqlen, c, err);
     ae_engine_free(e);
+    if (rc) { ae_calib_free(c); return -1; }
     int w[AE_NSITES];
     site_widths(m, w);
     for (int i = 0; i < c->n_layers * AE_NSITES; i++)
@@ -124,6 +130,15 @@ int ae_calibrate(const ae_model *m, const int *tokens, int n_windows, int seqlen
         }
     *out = c;
     return 0;
+}
+
+int ae_calibrate(const ae_model *m, const int *tokens, int n_windows, int seqlen, int nthreads,
+                 ae_calib **out, char *err) {
+    ae_calib_where w;
+    memset(&w, 0, sizeof w);
+    w.device = AE_DEV_CPU;
+    w.nthreads = nthreads;
+    return ae_calibrate_on(m, tokens, n_windows, seqlen, &w, out, NULL, 0, err);
 }
 
 /* FNV-1a 64 (Fowler–Noll–Vo, http://www.isthe.com/chongo/tech/comp/fnv/). */
@@ -236,7 +251,18 @@ fail:
 int ae_calib_obtain(const ae_model *m, const struct ae_tokenizer *tok, int seqlen, int n_windows,
                     const char *cache_dir, int nthreads, FILE *log, ae_calib **out, char *path_out,
                     char *err) {
+    ae_calib_where w;
+    memset(&w, 0, sizeof w);
+    w.device = AE_DEV_CPU;
+    w.nthreads = nthreads;
+    return ae_calib_obtain_on(m, tok, seqlen, n_windows, cache_dir, &w, log, out, path_out, err);
+}
+
+int ae_calib_obtain_on(const ae_model *m, const struct ae_tokenizer *tok, int seqlen, int n_windows,
+                       const char *cache_dir, const ae_calib_where *where, FILE *log, ae_calib **out,
+                       char *path_out, char *err) {
     *out = NULL;
+    const int cuda = where && where->device == AE_DEV_CUDA;
     if (log) fprintf(log, "calibration: WikiText-2 validation split (train split not available)\n");
     ad_text txt;
     if (ad_wikitext_load("validation", &txt, err)) return -1;
@@ -256,10 +282,13 @@ int ae_calib_obtain(const ae_model *m, const struct ae_tokenizer *tok, int seqle
         ad_text_free(&txt);
         return -1;
     }
-    /* cache key: format version, dims, dataset digest, the exact calibration tokens, weights */
+    /* cache key: format version, dims, dataset digest, the exact calibration tokens, weights; and the
+     * device when it is cuda (fp16 activations: near-equal channels may order differently), so a cuda
+     * calibration never serves a cpu evaluation or the other way round; the cpu key is unchanged */
     char key[512];
-    snprintf(key, sizeof key, "apex4-calib-v1|dataset=%s|seqlen=%d|windows=%d|layers=%d|dim=%d|hidden=%d|heads=%d",
-             txt.sha256, seqlen, nw, m->cfg.n_layers, m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_heads);
+    snprintf(key, sizeof key, "apex4-calib-v1|dataset=%s|seqlen=%d|windows=%d|layers=%d|dim=%d|hidden=%d|heads=%d%s",
+             txt.sha256, seqlen, nw, m->cfg.n_layers, m->cfg.dim, m->cfg.hidden_dim, m->cfg.n_heads,
+             cuda ? "|device=cuda" : "");
     uint64_t h = fnv1a(FNV_BASIS, key, strlen(key));
     h = fnv1a(h, ids, (size_t)nw * (size_t)seqlen * sizeof(int));
     /* the weights: raw tensor bytes from the mmap, or a virtual model's config + seed (model.h), so
@@ -281,7 +310,7 @@ int ae_calib_obtain(const ae_model *m, const struct ae_tokenizer *tok, int seqle
         ad_text_free(&txt);
         return -1;
     }
-    snprintf(path, sizeof path, "%s/calib-%.200s-%016llx.bin", cd, name, (unsigned long long)h);
+    snprintf(path, sizeof path, "%s/calib-%.200s-%s%016llx.bin", cd, name, cuda ? "cuda-" : "", (unsigned long long)h);
     if (path_out) snprintf(path_out, AX_PATH_LEN, "%s", path);
     FILE *probe = fopen(path, "rb");
     if (probe) {
@@ -296,11 +325,12 @@ int ae_calib_obtain(const ae_model *m, const struct ae_tokenizer *tok, int seqle
         if (log) fprintf(log, "calibration: ignoring cache: %s; recomputing\n", lerr);
     }
     double t0 = ax_now();
-    int rc = ae_calibrate(m, ids, nw, seqlen, nthreads, out, err);
+    char desc[200];
+    int rc = ae_calibrate_on(m, ids, nw, seqlen, where, out, desc, sizeof desc, err);
     free(ids);
     if (rc) { ad_text_free(&txt); return -1; }
-    if (log) fprintf(log, "calibration: %d windows x %d tokens of %s in %.1f s\n", nw, seqlen, txt.path,
-                     ax_now() - t0);
+    if (log) fprintf(log, "calibration: %d windows x %d tokens of %s on %s in %.1f s\n", nw, seqlen, txt.path,
+                     desc, ax_now() - t0);
     ad_text_free(&txt);
     char serr[AX_ERR_LEN];
     if (ae_calib_save(*out, path, serr)) {

@@ -123,9 +123,24 @@ static void cpu_describe(const ae_engine *e, char *buf, size_t len) {
     snprintf(buf, len, "cpu (%d threads)", ae_runner_opts(e->runner)->nthreads);
 }
 
+/* Calibration: the runner's hook (ae_runner_collect) adds (double)x·x per channel of every linear
+ * input while each window runs from position 0 without logits (what ae_calibrate always did). */
+static int cpu_calib_sumsq(ae_engine *e, const int *tokens, int n, int T, ae_calib *c, char *err) {
+    int rc = 0;
+    ae_runner_collect(e->runner, c);
+    for (int w = 0; w < n && !rc; w++) {
+        ae_runner_truncate(e->runner, 0);
+        if (ae_forward(e->runner, tokens + (size_t)w * T, T, 0, T, NULL, err)) rc = -1;
+        else c->tokens += T;
+    }
+    ae_runner_collect(e->runner, NULL);
+    ae_runner_truncate(e->runner, 0);
+    return rc;
+}
+
 const ae_backend ae_backend_cpu = {"cpu", cpu_build, cpu_destroy, cpu_forward, cpu_truncate,
                                    cpu_refstore_alloc, cpu_refstore_release, cpu_score, cpu_describe, NULL, NULL,
-                                   NULL, NULL};
+                                   NULL, NULL, cpu_calib_sumsq};
 
 /* ---- the interface ---------------------------------------------------------------------------- */
 
@@ -336,4 +351,37 @@ int ae_engine_probe_linear(ae_engine *e, int layer, int proj, const uint16_t *x,
     if (T < 1 || T > e->o.max_seq) { SETERR("probe: T %d outside [1, %d]", T, e->o.max_seq); return -1; }
     e->last_len = 0;
     return e->be->probe(e, layer, proj, x, T, y, err);
+}
+
+int ae_engine_calib_sumsq(ae_engine *e, const int *tokens, int n_windows, int seqlen, ae_calib *c, char *err) {
+    const ae_config *cfg = &e->m->cfg;
+    if (!tokens || !c) { SETERR("calibration: %s is NULL", !tokens ? "tokens" : "the calibration"); return -1; }
+    if (n_windows < 1 || seqlen < 1 || seqlen > e->o.max_seq) {
+        SETERR("calibration: need n_windows >= 1 and seqlen in [1, %d] (the engine's max_seq), got %d windows of %d",
+               e->o.max_seq, n_windows, seqlen);
+        return -1;
+    }
+    if (!aq_mode_is_fp16(&e->o.mode) || e->o.kv4) {
+        SETERR("calibration runs the FP16 model: the engine runs mode %s%s", e->o.mode.name, e->o.kv4 ? " with kv4" : "");
+        return -1;
+    }
+    const int w[AE_NSITES] = {cfg->dim, cfg->n_heads * cfg->head_dim, cfg->dim, cfg->hidden_dim};
+    if (c->n_layers != cfg->n_layers || memcmp(c->width, w, sizeof w) || !c->sumsq) {
+        SETERR("calibration of %d layers with widths %d/%d/%d/%d for model %s of %d layers with %d/%d/%d/%d",
+               c->n_layers, c->width[0], c->width[1], c->width[2], c->width[3], e->m->dir, cfg->n_layers, w[0], w[1],
+               w[2], w[3]);
+        return -1;
+    }
+    for (size_t t = 0; t < (size_t)n_windows * (size_t)seqlen; t++)
+        if (tokens[t] < 0 || tokens[t] >= cfg->vocab_size) {
+            SETERR("calibration: token %d at window %zu position %zu is outside the vocabulary [0, %d)", tokens[t],
+                   t / (size_t)seqlen, t % (size_t)seqlen, cfg->vocab_size);
+            return -1;
+        }
+    if (!e->be->calib_sumsq) { SETERR("calibration: not available on the %s backend", e->be->name); return -1; }
+    e->last_len = 0;
+    int rc = e->be->calib_sumsq(e, tokens, n_windows, seqlen, c, err);
+    e->be->truncate(e, 0);
+    e->pos = 0;
+    return rc;
 }

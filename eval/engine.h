@@ -135,4 +135,54 @@ int ae_engine_loglik_packed(ae_engine *e, const int *tokens, const int *offsets,
  * Errors: layer/proj out of range, T outside [1, max_seq], backend errors. */
 int ae_engine_probe_linear(ae_engine *e, int layer, int proj, const uint16_t *x, int T, uint16_t *y, char *err);
 
+/* ---- Atom calibration on the engine's device (NUMERICS.md "Atom-style W4Ax") --------------------- */
+
+/* Run n_windows windows tokens [n_windows, seqlen] (window w at tokens + w·seqlen, each from position
+ * 0, no logits) through the FP16 forward and add, for every layer l and site s (forward.h
+ * AE_SITE_*: the inputs of q|k|v, o, gate|up, down, before any quantization), Σ_t x[t, k]² of each
+ * channel k to c->sumsq[l*4 + s][k] (double); c->tokens += n_windows·seqlen. c must have the model's
+ * layer count and site widths (dim, n_heads·head_dim, dim, hidden_dim; as ae_calibrate allocates).
+ *   cpu   the runner's per-layer hook (ae_runner_collect): fp32 activations, (double)x·x added in
+ *         token order — exactly what ae_calibrate always did.
+ *   cuda  fp16 activations (the engine's forward); each site's input [T, width] reduced on the device
+ *         by ak_ops_colsumsq (kernels/ak_calib.h: exact squares, double running sums, rows in order,
+ *         windows in order) into a device buffer [layers][4][width] float64 loaded from c->sumsq first
+ *         and downloaded at the end. A layer-major engine (ae_engine_layer_major) runs every window
+ *         through layer l before l + 1 is loaded, keeping the hidden states [n_windows, seqlen, dim]
+ *         fp16 on the device (as ae_engine_score_windows); the sums are the same bit for bit as the
+ *         resident engine's (same activations, same order per accumulator).
+ * The engine must run the FP16 mode without kv4 (the channel order is a property of the FP16 model).
+ * Afterwards the KV cache holds nothing (ae_engine_pos 0).
+ * Errors (-1, err): tokens or c NULL, n_windows < 1, seqlen outside [1, max_seq], an engine mode other
+ * than fp16 or with kv4, c of another shape (layers and widths named), a token outside the vocabulary
+ * (window and position named), out of (device) memory (bytes named), forward / CUDA errors. */
+int ae_engine_calib_sumsq(ae_engine *e, const int *tokens, int n_windows, int seqlen, ae_calib *c, char *err);
+
+/* Where the calibration forward runs: the device and the engine options that matter for it. */
+typedef struct {
+    ae_device device;
+    int       nthreads;      /* cpu: 0 = all cores                                                 */
+    int       gpu;           /* cuda: device index                                                 */
+    int       layer_major;   /* cuda: as ae_engine_opts (0 auto, 1 always, -1 never)               */
+    size_t    gpu_mem_limit; /* cuda: as ae_engine_opts (0 = 90% of the device)                    */
+} ae_calib_where;
+
+/* ae_calibrate (forward.h) on the device `where` says (NULL: the cpu with all cores): an FP16 engine
+ * (ae_engine_new with max_seq = seqlen) and ae_engine_calib_sumsq, then each site's channels sorted
+ * ascending by Σx² (ties: lower channel first). desc [desc_len] (may be NULL) receives where it ran:
+ * "cpu (N threads)" or "cuda (<GPU name>)" / "cuda (<GPU name>, layer-major)". A cuda calibration sees fp16
+ * activations where the cpu one sees fp32: sums differ by about fp16 rounding (relative ~1e-3), so
+ * channels whose sums are that close may be ordered differently. Errors: those of ae_calibrate,
+ * ae_engine_new and ae_engine_calib_sumsq. */
+int ae_calibrate_on(const ae_model *m, const int *tokens, int n_windows, int seqlen, const ae_calib_where *where,
+                    ae_calib **out, char *desc, size_t desc_len, char *err);
+
+/* ae_calib_obtain (forward.h) with the forward on `where` (NULL: cpu, all cores). The cache key of a
+ * cuda calibration also holds "device=cuda" and its file is "calib-<model dir name>-cuda-<16 hex>.bin"
+ * (a cpu calibration keeps the key and name of ae_calib_obtain, so its cache files stay valid); the
+ * log says which device computed it ("calibration: N windows x T tokens of FILE on DEVICE in S s"). */
+int ae_calib_obtain_on(const ae_model *m, const struct ae_tokenizer *tok, int seqlen, int n_windows,
+                       const char *cache_dir, const ae_calib_where *where, FILE *log, ae_calib **out,
+                       char *path_out, char *err);
+
 #endif

@@ -36,6 +36,7 @@
 #include <string.h>
 
 #include "ak.h"
+#include "ak_calib.h"
 #include "ak_ops.h"
 #include "ax_util.h"
 
@@ -93,6 +94,10 @@ typedef struct {
     int       gemm_path;   /* APEX4_GEMM_PATH (ak_path; AK_PATH_AUTO by default)                    */
     double    prof_t[16], prof_last;
     long      prof_fwd;
+    /* Atom calibration (cu_calib_sumsq): while set, layer_dev adds Σx² per channel of each site's
+     * input to cal_acc [n_layers][dim | q_dim | dim | hidden] float64 (device), layer stride cal_stride */
+    double   *cal_acc;
+    size_t    cal_stride;
 } cu_state;
 
 /* P_NORMQ: the fused RMSNorm + activation quantization of the exact integer route (norm_site_in) */
@@ -521,6 +526,24 @@ static int lin_run(cu_state *s, const cu_lin *ln, const uint16_t *xin, const ak_
     return ak_ops_linear(s->ops, xin, T, ln->K, ln->w16, ln->N, y, err);
 }
 
+/* Calibration hook: Σx² of site `site`'s input x [T, width] (row stride width) of layer l into
+ * s->cal_acc (no-op when not calibrating). The calibration engine runs FP16 (route 0): the site inputs
+ * are the fp16 tensors xb, att, xb, hb2 the GEMMs read. */
+/* Offset of site `site` inside one layer's block of s->cal_acc: dim | q_dim | dim | hidden. */
+static size_t cal_off(const cu_state *s, int site) {
+    switch (site) {
+    case AE_SITE_ATTN_IN: return 0;
+    case AE_SITE_ATTN_OUT: return (size_t)s->dim;
+    case AE_SITE_MLP_IN: return (size_t)s->dim + (size_t)s->q_dim;
+    default: return (size_t)2 * s->dim + (size_t)s->q_dim;
+    }
+}
+
+static int cal_site(cu_state *s, int l, int site, const uint16_t *x, int T, int width, char *err) {
+    if (!s->cal_acc) return 0;
+    return ak_ops_colsumsq(s->ops, x, T, width, width, s->cal_acc + (size_t)l * s->cal_stride + cal_off(s, site), err);
+}
+
 /* Forward into s->logits rows 0 .. T-logits_from-1 (device), or no logits when logits_from == T. */
 /* Layer l on s->x [T, dim] (positions pos .. pos+T-1, or packed with seg): pending = the previous
  * layer's residual branch s->t1 is still to be added to s->x (fused into the first RMSNorm, as HF's
@@ -533,7 +556,8 @@ static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, in
     const uint16_t *xin;
     ak_dqt *qx;
     cu_layer *L = &s->L[l];
-    if (norm_site_in(s, l, AE_SITE_ATTN_IN, pending ? s->t1 : NULL, L->attn_norm, T, c->rms_eps, m, &xin, &qx, err))
+    if (norm_site_in(s, l, AE_SITE_ATTN_IN, pending ? s->t1 : NULL, L->attn_norm, T, c->rms_eps, m, &xin, &qx, err) ||
+        cal_site(s, l, AE_SITE_ATTN_IN, s->xb, T, s->dim, err))
         return -1;
     if (lin_run(s, &L->lin[F_QKV], xin, qx, T, s->qkv, err)) return -1;
     const int ld = s->q_dim + 2 * s->kv_dim;
@@ -559,16 +583,22 @@ static int layer_dev(ae_engine *e, int l, int T, int pos, const int32_t *seg, in
             return -1;
     }
     prof_mark(s, P_ATTN);
-    if (site_in(s, l, AE_SITE_ATTN_OUT, s->att, T, s->q_dim, &xin, &qx, m, err)) return -1;
+    if (cal_site(s, l, AE_SITE_ATTN_OUT, s->att, T, s->q_dim, err) ||
+        site_in(s, l, AE_SITE_ATTN_OUT, s->att, T, s->q_dim, &xin, &qx, m, err))
+        return -1;
     prof_mark(s, P_QUANT);
     if (lin_run(s, &L->lin[F_O], xin, qx, T, s->t1, err)) return -1;
     prof_mark(s, P_O);
-    if (norm_site_in(s, l, AE_SITE_MLP_IN, s->t1, L->ffn_norm, T, c->rms_eps, m, &xin, &qx, err)) return -1;
+    if (norm_site_in(s, l, AE_SITE_MLP_IN, s->t1, L->ffn_norm, T, c->rms_eps, m, &xin, &qx, err) ||
+        cal_site(s, l, AE_SITE_MLP_IN, s->xb, T, s->dim, err))
+        return -1;
     if (lin_run(s, &L->lin[F_GU], xin, qx, T, s->hb, err)) return -1;
     prof_mark(s, P_GATEUP);
     if (ak_ops_swiglu(s->ops, s->hb, s->hb + s->hid, 2 * s->hid, T, s->hid, s->hb2, err)) return -1;
     prof_mark(s, P_SWIGLU);
-    if (site_in(s, l, AE_SITE_MLP_OUT, s->hb2, T, s->hid, &xin, &qx, m, err)) return -1;
+    if (cal_site(s, l, AE_SITE_MLP_OUT, s->hb2, T, s->hid, err) ||
+        site_in(s, l, AE_SITE_MLP_OUT, s->hb2, T, s->hid, &xin, &qx, m, err))
+        return -1;
     prof_mark(s, P_QUANT);
     if (lin_run(s, &L->lin[F_DOWN], xin, qx, T, s->t1, err)) return -1;
     prof_mark(s, P_DOWN);
@@ -867,6 +897,70 @@ out:
     return rc;
 }
 
+/* Atom calibration (ae_engine_calib_sumsq): the device buffer [layers][dim | q_dim | dim | hidden]
+ * float64 loaded from c->sumsq, every window's FP16 forward (no logits) with layer_dev's hook adding
+ * each site input's column Σx² (ak_ops_colsumsq), then downloaded into c->sumsq. Resident engines run
+ * window by window (forward_dev); layer-major engines as cu_score_windows: the hidden states of all
+ * windows [n, T, dim] fp16 on the device, each layer loaded once and every window passed through it in
+ * order. Either way each accumulator sees windows in order, rows in order: the same sums bit for bit. */
+static int cu_calib_sumsq(ae_engine *e, const int *tokens, int n, int T, ae_calib *c, char *err) {
+    cu_state *s = e->dev;
+    const ae_config *cfg = &e->m->cfg;
+    const int nl = cfg->n_layers;
+    const int wd[AE_NSITES] = {s->dim, s->q_dim, s->dim, s->hid};
+    if (s->route != 0) { SETERR("calibration: the cuda engine must run fp16 (mode %s)", e->o.mode.name); return -1; }
+    const size_t stride = (size_t)2 * s->dim + (size_t)s->q_dim + (size_t)s->hid, nacc = (size_t)nl * stride;
+    const size_t abytes = nacc * sizeof(double), hbytes = (size_t)n * (size_t)T * (size_t)s->dim * 2;
+    double *host = malloc(abytes), *acc = NULL;
+    uint16_t *H = NULL, *x0 = s->x;
+    int rc = -1;
+    if (!host) { SETERR("calibration: out of memory (%zu bytes of sums)", abytes); return -1; }
+    for (int l = 0, i = 0; l < nl; l++)
+        for (int si = 0; si < AE_NSITES; si++, i++)
+            memcpy(host + (size_t)l * stride + cal_off(s, si), c->sumsq[i], (size_t)wd[si] * sizeof(double));
+    if (dalloc(e, s, abytes, (void **)&acc, "calibration sums of squares", err) ||
+        ak_ops_upload(s->ops, acc, host, abytes, err))
+        goto out;
+    s->cal_acc = acc;
+    s->cal_stride = stride;
+    e->pos = 0;
+    if (!s->streaming) {
+        for (int w = 0; w < n; w++)
+            if (forward_dev(e, tokens + (size_t)w * T, T, 0, T, NULL, NULL, 0, 1, err)) goto out;
+    } else {
+        char what[128];
+        snprintf(what, sizeof what, "hidden states of %d calibration windows x %d tokens (layer-major)", n, T);
+        if (dalloc(e, s, hbytes, (void **)&H, what, err)) goto out;
+        const size_t wst = (size_t)T * s->dim;
+        for (int w = 0; w < n; w++)
+            if (ak_ops_embed(s->ops, tokens + (size_t)w * T, T, s->emb, s->V, s->dim, H + w * wst, err)) goto out;
+        for (int l = 0; l < nl; l++) {
+            if (layer_load(e, l, err)) goto out;
+            for (int w = 0; w < n; w++) {
+                s->x = H + w * wst;
+                if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) goto out;
+            }
+            if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) goto out;
+            layer_unload(e, l);
+        }
+    }
+    if (ak_ops_download(s->ops, host, acc, abytes, err)) goto out;
+    for (int l = 0, i = 0; l < nl; l++)
+        for (int si = 0; si < AE_NSITES; si++, i++)
+            memcpy(c->sumsq[i], host + (size_t)l * stride + cal_off(s, si), (size_t)wd[si] * sizeof(double));
+    c->tokens += (long)n * T;
+    rc = 0;
+out:
+    s->cal_acc = NULL;
+    s->x = x0;
+    ak_ops_sync(s->ops, NULL);
+    if (H) { ak_ops_dfree(s->ops, H); s->bytes -= hbytes; }
+    if (acc) { ak_ops_dfree(s->ops, acc); s->bytes -= abytes; }
+    free(host);
+    e->pos = 0;
+    return rc;
+}
+
 static void cu_describe(const ae_engine *e, char *buf, size_t len) {
     (void)e;
     ak_device_describe(buf, len);
@@ -874,4 +968,4 @@ static void cu_describe(const ae_engine *e, char *buf, size_t len) {
 
 const ae_backend ae_backend_cuda = {"cuda", cu_build, cu_destroy, cu_forward, cu_truncate, cu_rs_alloc,
                                     cu_rs_release, cu_score, cu_describe, cu_loglik, cu_probe,
-                                    cu_score_windows, cu_layer_major};
+                                    cu_score_windows, cu_layer_major, cu_calib_sumsq};

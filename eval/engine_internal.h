@@ -26,6 +26,8 @@ typedef struct {
                           double *nll, double *kld, int *same, char *err);
     /* 1 when the engine streams its layers (layer-major), else 0 (NULL: never) */
     int  (*layer_major)(const ae_engine *e);
+    /* ae_engine_calib_sumsq after its checks (NULL: not available on the backend) */
+    int  (*calib_sumsq)(ae_engine *e, const int *tokens, int n, int T, ae_calib *c, char *err);
 } ae_backend;
 
 struct ae_engine {

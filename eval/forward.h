@@ -73,8 +73,10 @@ const ae_model *ae_runner_model(const ae_runner *r);
 
 /* Atom calibration (Atom, Zhao et al. 2024, §4.1 reordering; NUMERICS.md "Atom-style W4Ax"):
  * Σx² per channel of every linear input (before quantization) over tokens [n_windows * seqlen]
- * run as n_windows windows from position 0 (fp32 forward, FP16 mode), then each site's channels
- * sorted ascending by Σx² (ties: lower channel first). Caller frees with ae_calib_free.
+ * run as n_windows windows from position 0 (fp32 forward, FP16 mode, on the cpu engine: ae_calibrate_on
+ * of eval/engine.h with the cpu device and nthreads), then each site's channels sorted ascending by
+ * Σx² (ties: lower channel first). Caller frees with ae_calib_free. ae_calibrate_on and
+ * ae_calib_obtain_on (eval/engine.h) run the same on a given device (cuda: fp16 forward).
  * Errors: n_windows or seqlen < 1, tokens outside the vocabulary, out of memory.
  * ae_calib_save writes the binary cache file atomically (format in eval/calib.c: magic, widths,
  * perms, sums, FNV-1a checksum); ae_calib_load reads it for model m and rejects (-1, err naming the
@@ -132,7 +134,9 @@ int ae_ncores(void);
  * The result is cached in cache_dir as "calib-<model dir name>-<16 hex of an FNV-1a hash of the
  * parameters, the dataset sha256 and ae_model_fingerprint>.bin": a second call loads it.
  * Prints "calibration: WikiText-2 validation split (train split not available)" and what it did
- * to `log` (may be NULL). path_out [AX_PATH_LEN] (may be NULL) receives the cache file path. */
+ * to `log` (may be NULL). path_out [AX_PATH_LEN] (may be NULL) receives the cache file path.
+ * The forward runs on the cpu engine with nthreads; ae_calib_obtain_on (eval/engine.h) takes the
+ * device (a cuda calibration has its own key and file name "calib-<name>-cuda-<16 hex>.bin"). */
 struct ae_tokenizer;
 int ae_calib_obtain(const ae_model *m, const struct ae_tokenizer *tok, int seqlen, int n_windows,
                     const char *cache_dir, int nthreads, FILE *log, ae_calib **out, char *path_out,

@@ -141,9 +141,18 @@ int ae_job_calibrate(ae_job *j, const aq_mode *modes, int n_modes, char *err) {
     for (int k = 0; k < n_modes; k++) {
         if (!modes[k].needs_calib || ae_mode_check(j->model, &modes[k], NULL)) continue;
         int rc = 0;
+        /* the FP16 forward on the evaluation's device (rank 0's GPU on cuda) */
+        ae_calib_where wh;
+        memset(&wh, 0, sizeof wh);
+        wh.device = j->o.device;
+        wh.nthreads = j->o.nthreads;
+        wh.gpu = wh.device == AE_DEV_CUDA ? ae_dist_gpu(j->o.dist, ak_device_count()) : 0;
+        wh.layer_major = j->o.layer_major;
+        wh.gpu_mem_limit = j->o.gpu_mem_limit;
+        j->calib_device = wh.device;
         if (ae_dist_rank(j->o.dist) == 0 &&
-            ae_calib_obtain(j->model, j->tok, j->calib_seqlen, j->calib_windows, j->calib_dir, j->o.nthreads,
-                            j->o.log, &j->calib, j->calib_path, err)) {
+            ae_calib_obtain_on(j->model, j->tok, j->calib_seqlen, j->calib_windows, j->calib_dir, &wh, j->o.log,
+                               &j->calib, j->calib_path, err)) {
             char what[128];
             snprintf(what, sizeof what, "calibration for mode %s", modes[k].name);
             prefix_err(err, what);
@@ -208,6 +217,7 @@ cJSON *ae_job_envelope(const ae_job *j, const char *command, const char *backend
         ok = ok && cJSON_AddNumberToObject(c, "seqlen", j->calib_seqlen);
         ok = ok && cJSON_AddNumberToObject(c, "tokens", (double)j->calib->tokens);
         ok = ok && cJSON_AddStringToObject(c, "cache", j->calib_path);
+        ok = ok && cJSON_AddStringToObject(c, "device", ae_device_name(j->calib_device));
     }
     if (!ok) { cJSON_Delete(doc); return NULL; }
     return doc;

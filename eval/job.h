@@ -10,14 +10,16 @@
  *    WikiText-2 validation, windows of min(2048, max_position_embeddings) tokens — a property of
  *    the model, not of an evaluation's --seqlen, so ppl, zero-shot and generate share one cache
  *    file — AE_JOB_CALIB_WINDOWS windows unless --calib-windows says otherwise; cached (eval/calib.c
- *    ae_calib_obtain, whose log lines every command prints) in --calib-dir when given, else in the
- *    folder of --out, else in ".". The channel order is a property of the FP16 model: calibration
- *    always runs on the cpu engine's runner (ae_calibrate: ae_engine_runner + ae_runner_collect),
- *    whatever --device the evaluation uses.
+ *    ae_calib_obtain_on, whose log lines every command prints) in --calib-dir when given, else in the
+ *    folder of --out, else in ".". The FP16 calibration forward runs on the evaluation's --device
+ *    (eval/engine.h ae_engine_calib_sumsq: the cpu runner's hook, or the cuda engine, resident or
+ *    layer-major per layer_major / gpu_mem_limit, on the rank's GPU); a cuda calibration has its own
+ *    cache file (fp16 activations may order near-equal channels differently).
  *  - engines: --device cpu|cuda|auto (default auto), --gemm exact|fake (default exact on cuda: the
  *    integer kernels, what gets deployed; fake on cpu: fake-quant + sgemm).
  *  - results files: ax_envelope_new(command) + model, model_dir, model_dtype, tokenizer, device,
- *    backend, gpu (cuda only), gemm, kv4 and calibration (when one was obtained).
+ *    backend, gpu (cuda only), gemm, kv4 and calibration (when one was obtained, with the device
+ *    that computed it).
  * Owners in pairs: ae_job_open / ae_job_close. Errors: -1 with err (AX_ERR_LEN bytes) naming the
  * option, file or mode. */
 #ifndef APEX4_AE_JOB_H
@@ -45,6 +47,8 @@ typedef struct {
     int          nthreads;      /* cpu threads, 0 = all cores                                        */
     FILE        *log;           /* notices (calibration); NULL = silent                              */
     ae_dist     *dist;          /* ranks (eval/dist.h); NULL = one rank                              */
+    int          layer_major;   /* cuda calibration engine: 0 auto, 1 always, -1 never (engine.h)     */
+    size_t       gpu_mem_limit; /* cuda calibration engine: bytes it may plan for (0 = 90% of device) */
 } ae_job_opts;
 
 /* An open job. Fields are read by the commands; only ae_job_* functions write them. */
@@ -58,6 +62,7 @@ typedef struct {
     int           calib_windows;              /* windows asked for (the split may hold fewer)         */
     ae_calib     *calib;                      /* NULL until ae_job_calibrate found an Atom mode       */
     char          calib_path[AX_PATH_LEN];    /* its cache file                                       */
+    ae_device     calib_device;               /* the device whose forward computed it (o.device)      */
     char          backend[160];               /* ae_engine_describe of the first engine built         */
 } ae_job;
 
@@ -81,9 +86,10 @@ int ae_job_parse_device(const char *device_s, const char *gemm_s, ae_device *dev
 int  ae_job_open(const ae_job_opts *o, ae_job **out, char *err);
 void ae_job_close(ae_job *j);
 
-/* Obtain the Atom calibration once (ae_calib_obtain with the policy's seqlen, windows and folder)
- * when one of modes [n_modes] is an Atom mode that applies to the model (ae_mode_check); a no-op
- * otherwise or when already obtained. With several ranks (o.dist) every rank calls it: rank 0
+/* Obtain the Atom calibration once (ae_calib_obtain_on with the policy's seqlen, windows and folder,
+ * on o.device: cpu with o.nthreads, or cuda on rank 0's GPU (ae_dist_gpu) with o.layer_major and
+ * o.gpu_mem_limit) when one of modes [n_modes] is an Atom mode that applies to the model
+ * (ae_mode_check); a no-op otherwise or when already obtained. With several ranks (o.dist) every rank calls it: rank 0
  * obtains the calibration (and alone writes the cache file), then broadcasts it, so every rank
  * evaluates with the same bits. Errors: those of ae_calib_obtain (dataset, tokenization,
  * forward), prefixed "calibration for mode <name>: "; a failure on another rank. */
@@ -101,7 +107,7 @@ int ae_job_engine_new(ae_job *j, const aq_mode *mode, int max_seq, ae_engine **o
  *   threads)" / "cuda" when no engine was built), gpu (= backend, cuda only), gemm ("exact"/"fake"):
  *   strings; kv4: bool;
  *   calibration (only when obtained): {data: str, windows: number (tokens / seqlen), seqlen: number,
- *   tokens: number, cache: str}.
+ *   tokens: number, cache: str, device: "cpu"/"cuda" (whose forward computed the sums)}.
  * NULL when out of memory. */
 cJSON *ae_job_envelope(const ae_job *j, const char *command, const char *backend);
 

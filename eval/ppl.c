@@ -1007,6 +1007,8 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     jo.nthreads = job->nthreads;
     jo.log = log;
     jo.dist = job->dist;
+    jo.layer_major = job->layer_major;       /* the calibration engine on cuda too */
+    jo.gpu_mem_limit = job->gpu_mem_limit;
     if (ae_job_open(&jo, &jb, err)) goto done;
     const ae_model *m = jb->model;
     int seqlen = job->seqlen > 0 ? job->seqlen : 2048;

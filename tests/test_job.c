@@ -13,6 +13,7 @@
 
 #include "ak.h"
 #include "ax_util.h"
+#include "engine.h"
 #include "job.h"
 #include "ppl.h"
 #include "testutil.h"
@@ -319,6 +320,9 @@ Test(job_envelope, calibration_object, .timeout = 300) {
     cr_assert_eq(calib_files(tmp, cache, sizeof cache), 1);
     cr_expect(cJSON_IsString(key(c, "cache")));
     cr_expect_str_eq(key(c, "cache")->valuestring, cache);
+    /* computed on the job's device (cpu here): said in the object; a cpu cache file has no "cuda" */
+    cr_expect(cJSON_IsString(key(c, "device")) && !strcmp(key(c, "device")->valuestring, "cpu"));
+    cr_expect(strstr(cache, "cuda") == NULL, "%s", cache);
     cJSON_Delete(d);
     ae_job_close(j);
     rm_rf(tmp);
@@ -485,4 +489,221 @@ Test(job, virtual_model_needs_a_tokenizer) {
     cr_assert_neq(ae_job_open(&o, &j, err), 0);
     cr_assert(strstr(err, "--tokenizer") && strstr(err, "random:tiny"), "%s", err);
     cr_assert_null(j);
+}
+
+/* ---- calibration through the engine interface (eval/engine.h ae_engine_calib_sumsq) ------------ */
+
+/* A calibration of model m's shapes with zero sums (the layout ae_calib_free releases). */
+static ae_calib *zero_calib(const ae_model *m) {
+    const ae_config *c = &m->cfg;
+    ae_calib *k = calloc(1, sizeof *k);
+    cr_assert_not_null(k);
+    k->n_layers = c->n_layers;
+    const int w[AE_NSITES] = {c->dim, c->n_heads * c->head_dim, c->dim, c->hidden_dim};
+    memcpy(k->width, w, sizeof w);
+    k->perm = calloc((size_t)c->n_layers * AE_NSITES, sizeof *k->perm);
+    k->sumsq = calloc((size_t)c->n_layers * AE_NSITES, sizeof *k->sumsq);
+    for (int i = 0; i < c->n_layers * AE_NSITES; i++) {
+        k->perm[i] = calloc((size_t)w[i % AE_NSITES], sizeof(int32_t));
+        k->sumsq[i] = calloc((size_t)w[i % AE_NSITES], sizeof(double));
+    }
+    return k;
+}
+
+/* The cpu backend of the new entry is the old calibration: the sums of ae_calibrate, of
+ * ae_calibrate_on(cpu) and of ae_engine_calib_sumsq on a cpu FP16 engine equal, bit for bit, those
+ * of the pre-engine path rebuilt here by hand (an FP16 ae_runner, its ae_runner_collect hook, every
+ * window from position 0), on stories260K; every order is ascending in its sums with ties to the
+ * lower channel (checked as a property, not against the sort). */
+Test(job_calib, cpu_engine_entry_equals_the_runner_hook_bit_for_bit) {
+    char root[AX_PATH_LEN], model[AX_PATH_LEN + 64], err[AX_ERR_LEN] = "";
+    if (tu_data_root(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    snprintf(model, sizeof model, "%s/models/stories260K", root);
+    ae_model *m = NULL;
+    cr_assert_eq(ae_model_load(model, &m, err), 0, "%s", err);
+    enum { NW = 3, T = 64 };
+    int tok[NW * T];
+    uint64_t s = 31;
+    for (int i = 0; i < NW * T; i++) tok[i] = 3 + (int)(tu_rand_u64(&s) % (uint64_t)(m->cfg.vocab_size - 3));
+    /* the old path */
+    ae_calib *ref = zero_calib(m);
+    ae_run_opts ro;
+    memset(&ro, 0, sizeof ro);
+    cr_assert_eq(aq_mode_parse("fp16", &ro.mode, err), 0);
+    ro.gemm = AE_GEMM_FAKE;
+    ro.nthreads = 2;
+    ro.max_seq = T;
+    ae_runner *r = NULL;
+    cr_assert_eq(ae_runner_build(m, &ro, NULL, &r, err), 0, "%s", err);
+    ae_runner_collect(r, ref);
+    for (int w = 0; w < NW; w++) {
+        ae_runner_truncate(r, 0);
+        cr_assert_eq(ae_forward(r, tok + w * T, T, 0, T, NULL, err), 0, "%s", err);
+    }
+    ae_runner_free(r);
+    /* the new entries */
+    ae_calib *a = NULL, *b = NULL, *c = zero_calib(m);
+    cr_assert_eq(ae_calibrate(m, tok, NW, T, 2, &a, err), 0, "%s", err);
+    ae_calib_where wh = {AE_DEV_CPU, 1, 0, 0, 0};   /* the thread count does not change the sums */
+    char desc[200];
+    cr_assert_eq(ae_calibrate_on(m, tok, NW, T, &wh, &b, desc, sizeof desc, err), 0, "%s", err);
+    cr_expect_str_eq(desc, "cpu (1 threads)");
+    ae_engine_opts eo;
+    memset(&eo, 0, sizeof eo);
+    eo.device = AE_DEV_CPU;
+    eo.mode = ro.mode;
+    eo.nthreads = 2;
+    eo.max_seq = T;
+    ae_engine *e = NULL;
+    cr_assert_eq(ae_engine_new(m, &eo, NULL, &e, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_calib_sumsq(e, tok, NW, T, c, err), 0, "%s", err);
+    cr_expect_eq(ae_engine_pos(e), 0);
+    ae_engine_free(e);
+    cr_expect_eq(a->tokens, NW * T);
+    cr_expect_eq(b->tokens, NW * T);
+    cr_expect_eq(c->tokens, NW * T);
+    for (int i = 0; i < m->cfg.n_layers * AE_NSITES; i++) {
+        const int n = ref->width[i % AE_NSITES];
+        const size_t bytes = (size_t)n * sizeof(double);
+        cr_assert_eq(memcmp(a->sumsq[i], ref->sumsq[i], bytes), 0, "ae_calibrate, layer %d site %d", i / 4, i % 4);
+        cr_assert_eq(memcmp(b->sumsq[i], ref->sumsq[i], bytes), 0, "ae_calibrate_on, layer %d site %d", i / 4, i % 4);
+        cr_assert_eq(memcmp(c->sumsq[i], ref->sumsq[i], bytes), 0, "ae_engine_calib_sumsq, layer %d site %d", i / 4,
+                     i % 4);
+        cr_assert_eq(memcmp(a->perm[i], b->perm[i], (size_t)n * sizeof(int32_t)), 0);
+        int nonzero = 0;
+        for (int k = 0; k < n; k++) nonzero += ref->sumsq[i][k] > 0;
+        cr_assert_gt(nonzero, n / 2, "layer %d site %d: the hook saw the activations", i / 4, i % 4);
+        char *seen = calloc((size_t)n, 1);
+        for (int k = 0; k < n; k++) {
+            const int ch = a->perm[i][k];
+            cr_assert(ch >= 0 && ch < n && !seen[ch]);
+            seen[ch] = 1;
+            if (k) {
+                const int pv = a->perm[i][k - 1];
+                cr_assert(a->sumsq[i][pv] < a->sumsq[i][ch] || (a->sumsq[i][pv] == a->sumsq[i][ch] && pv < ch),
+                          "layer %d site %d position %d", i / 4, i % 4, k);
+            }
+        }
+        free(seen);
+    }
+    /* a second call adds to the sums: twice the first (doubling is exact in binary floating point) */
+    cr_assert_eq(ae_engine_new(m, &eo, NULL, &e, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_calib_sumsq(e, tok, 1, T, c, err), 0, "%s", err);
+    ae_engine_free(e);
+    cr_expect_eq(c->tokens, (NW + 1) * T);
+    ae_calib *one = zero_calib(m);
+    cr_assert_eq(ae_engine_new(m, &eo, NULL, &e, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_calib_sumsq(e, tok, 1, T, one, err), 0, "%s", err);
+    ae_engine_free(e);
+    ae_calib *three = zero_calib(m);   /* window 0 then windows 0, 1, 2 from zero: as c got them */
+    cr_assert_eq(ae_engine_new(m, &eo, NULL, &e, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_calib_sumsq(e, tok, NW, T, three, err), 0, "%s", err);
+    cr_assert_eq(ae_engine_calib_sumsq(e, tok, 1, T, three, err), 0, "%s", err);
+    ae_engine_free(e);
+    for (int i = 0; i < m->cfg.n_layers * AE_NSITES; i++)
+        cr_assert_eq(memcmp(three->sumsq[i], c->sumsq[i], (size_t)ref->width[i % AE_NSITES] * sizeof(double)), 0);
+    ae_calib_free(one);
+    ae_calib_free(three);
+    ae_calib_free(ref); ae_calib_free(a); ae_calib_free(b); ae_calib_free(c);
+    ae_model_free(m);
+}
+
+/* Errors of ae_engine_calib_sumsq name what is wrong: an engine that is not FP16 (mode named) or has
+ * kv4, a calibration of another shape, a token outside the vocabulary (window and position), a
+ * window longer than max_seq; a cuda calibration without a device fails at the engine, named. */
+Test(job_calib, engine_entry_errors_are_named) {
+    char dir[64], mdir[128], err[AX_ERR_LEN] = "";
+    tu_make_model(dir, sizeof dir, 128, 256, 2, 300, 1, 11);
+    snprintf(mdir, sizeof mdir, "%s/m", dir);
+    ae_model *m = NULL, *m2 = NULL;
+    cr_assert_eq(ae_model_load(mdir, &m, err), 0, "%s", err);
+    int tok[32];
+    for (int i = 0; i < 32; i++) tok[i] = 1 + i;
+    ae_calib *c = zero_calib(m);
+    ae_engine_opts eo;
+    memset(&eo, 0, sizeof eo);
+    eo.device = AE_DEV_CPU;
+    eo.nthreads = 1;
+    eo.max_seq = 16;
+    ae_engine *e = NULL;
+    cr_assert_eq(aq_mode_parse("w4a4-g32", &eo.mode, err), 0);
+    cr_assert_eq(ae_engine_new(m, &eo, NULL, &e, err), 0, "%s", err);
+    cr_assert_neq(ae_engine_calib_sumsq(e, tok, 1, 16, c, err), 0);
+    cr_expect(strstr(err, "FP16") && strstr(err, "w4a4-g32"), "%s", err);
+    ae_engine_free(e);
+    cr_assert_eq(aq_mode_parse("fp16", &eo.mode, err), 0);
+    eo.kv4 = 1;
+    cr_assert_eq(ae_engine_new(m, &eo, NULL, &e, err), 0, "%s", err);
+    cr_assert_neq(ae_engine_calib_sumsq(e, tok, 1, 16, c, err), 0);
+    cr_expect(strstr(err, "kv4"), "%s", err);
+    ae_engine_free(e);
+    eo.kv4 = 0;
+    cr_assert_eq(ae_engine_new(m, &eo, NULL, &e, err), 0, "%s", err);
+    cr_assert_neq(ae_engine_calib_sumsq(e, tok, 1, 17, c, err), 0);   /* beyond max_seq 16 */
+    cr_expect(strstr(err, "max_seq"), "%s", err);
+    tok[20] = 300;                                                     /* window 1, position 4 */
+    cr_assert_neq(ae_engine_calib_sumsq(e, tok, 2, 16, c, err), 0);
+    cr_expect(strstr(err, "token 300 at window 1 position 4"), "%s", err);
+    tok[20] = 21;
+    char dir2[64], mdir2[128];
+    tu_make_model(dir2, sizeof dir2, 128, 384, 2, 300, 1, 11);        /* another hidden width */
+    snprintf(mdir2, sizeof mdir2, "%s/m", dir2);
+    cr_assert_eq(ae_model_load(mdir2, &m2, err), 0, "%s", err);
+    ae_calib *c2 = zero_calib(m2);
+    cr_assert_neq(ae_engine_calib_sumsq(e, tok, 1, 16, c2, err), 0);
+    cr_expect(strstr(err, "384") && strstr(err, "256"), "%s", err);
+    for (int i = 0; i < m->cfg.n_layers * AE_NSITES; i++)   /* nothing was added by the refusals */
+        for (int k = 0; k < c->width[i % AE_NSITES]; k++) cr_assert_eq(c->sumsq[i][k], 0.0);
+    cr_expect_eq(c->tokens, 0);
+    ae_engine_free(e);
+    if (ak_device_count() == 0) {
+        ae_calib_where wh = {AE_DEV_CUDA, 0, 0, 0, 0};
+        ae_calib *g = NULL;
+        cr_assert_neq(ae_calibrate_on(m, tok, 1, 16, &wh, &g, NULL, 0, err), 0);
+        cr_assert_null(g);
+        cr_expect(strstr(err, "CUDA") || strstr(err, "cuda"), "%s", err);
+    }
+    ae_calib_free(c);
+    ae_calib_free(c2);
+    ae_model_free(m);
+    ae_model_free(m2);
+    rm_rf(dir);
+    rm_rf(dir2);
+}
+
+/* ae_calib_obtain (the cpu API of forward.h) and ae_calib_obtain_on with the cpu device: the same
+ * cache file (the cpu key is unchanged, so earlier cache files stay valid), the log names the device. */
+Test(job_calib, obtain_on_cpu_is_ae_calib_obtain) {
+    char root[AX_PATH_LEN], model[AX_PATH_LEN + 64], tp[AX_PATH_LEN + 128], err[AX_ERR_LEN] = "";
+    if (tu_data_root(root, sizeof root)) { cr_skip_test("skipped: no data root (set APEX4_DATA)"); return; }
+    snprintf(model, sizeof model, "%s/models/stories260K", root);
+    snprintf(tp, sizeof tp, "%s/tokenizer.json", model);
+    ae_model *m = NULL;
+    cr_assert_eq(ae_model_load(model, &m, err), 0, "%s", err);
+    ae_tokenizer *tok = NULL;
+    cr_assert_eq(ae_tokenizer_load(tp, &tok, err), 0, "%s", err);
+    char tmp[64], p1[AX_PATH_LEN], p2[AX_PATH_LEN];
+    cr_assert_eq(tu_mkdtemp(tmp, sizeof tmp), 0);
+    char *log1 = NULL, *log2 = NULL;
+    size_t l1, l2;
+    FILE *f1 = open_memstream(&log1, &l1), *f2 = open_memstream(&log2, &l2);
+    ae_calib *a = NULL, *b = NULL;
+    ae_calib_where wh = {AE_DEV_CPU, 2, 0, 0, 0};
+    cr_assert_eq(ae_calib_obtain_on(m, tok, 64, 2, tmp, &wh, f1, &a, p1, err), 0, "%s", err);
+    cr_assert_eq(ae_calib_obtain(m, tok, 64, 2, tmp, 1, f2, &b, p2, err), 0, "%s", err);
+    fclose(f1);
+    fclose(f2);
+    cr_expect_str_eq(p1, p2);
+    cr_expect(strstr(p1, "cuda") == NULL, "%s", p1);
+    cr_expect(strstr(log1, " on cpu (2 threads) in "), "%s", log1);
+    cr_expect(strstr(log2, "loaded"), "%s", log2);
+    for (int i = 0; i < m->cfg.n_layers * AE_NSITES; i++)
+        cr_assert_eq(memcmp(a->sumsq[i], b->sumsq[i], (size_t)a->width[i % AE_NSITES] * sizeof(double)), 0);
+    ae_calib_free(a);
+    ae_calib_free(b);
+    free(log1);
+    free(log2);
+    ae_tokenizer_free(tok);
+    ae_model_free(m);
+    rm_rf(tmp);
 }
