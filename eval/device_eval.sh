@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # eval/device_eval.sh — one call on the GPU machine for the GPU engine (run from the repository root
-# there, after kernels/device_pack.sh packed .devpack/ here and the call carried it):
+# there, after kernels/device_pack.sh packed .devpack/ here and the call carried the parts it needs):
 #   bash eval/device_eval.sh [steps]      steps: comma list of
 #     env       nvidia-smi, libraries, apex4 devices
 #     fuzz      start the packed libFuzzer harnesses in the background (setsid; FUZZ_CORES cores,
@@ -33,9 +33,11 @@ OUT=${OUT:-/tmp/apex4-out}
 mkdir -p "$OUT"
 has() { [[ "$STEPS" == *",$1,"* ]]; }
 P=/tmp/apex4-pack
-if [ ! -x $P/bin/apex4 ]; then mkdir -p $P && xz -dc .devpack/pack.tar.xz | tar -C $P -xf - || exit 1; fi
+mkdir -p $P
+for f in .devpack/*.tar.xz; do [ -f "$f" ] && { xz -dc "$f" | tar -C $P -xf - || exit 1; }; done   # parts carried
+[ -x $P/bin/apex4 ] || { echo "no apex4 binary: carry .devpack/bin-apex4.tar.xz"; exit 1; }
 # a newer apex4 binary carried in .devbin/ (built here) replaces the packed one
-for b in apex4 test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer test_gpu_fused; do
+for b in apex4 test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer test_gpu_fused test_gpu_calib; do
     if [ -x .devbin/$b ]; then cp .devbin/$b $P/bin/$b; fi
 done
 export LD_LIBRARY_PATH="$P/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -90,7 +92,8 @@ fi
 
 if has test; then
     step test
-    for t in ${TESTS:-test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer test_gpu_fused}; do
+    for t in ${TESTS:-test_gpu test_gpu_ops test_engine test_gpu_engine test_gpu_layer test_gpu_fused test_gpu_calib}; do
+        [ -x $P/bin/$t ] || { echo "$t: not carried"; continue; }
         timeout ${TEST_TIMEOUT:-200} $P/bin/$t --verbose >"$OUT/$t.log" 2>&1
         grep -E "^\[(FAIL|----)\]" "$OUT/$t.log" | head -20
         summary+=("$t: $(grep -o 'Synthesis.*' "$OUT/$t.log" | tail -1)")

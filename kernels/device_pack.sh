@@ -3,7 +3,7 @@
 # by git via .git/info/exclude; name it in the device call's `carry`): the apex4 binary and GPU test
 # binaries for sm_90a (BUILD=build-dev), the shared libraries the GPU image lacks, the data-root subset
 # the runs read (small models, WikiText-2, the zero-shot sets), the transformers peer script's inputs,
-# and libFuzzer binaries with their corpora. Unpacked there by eval/device_eval.sh.
+# and libFuzzer binaries with their corpora, in parts (below). Unpacked there by eval/device_eval.sh.
 # Usage: bash kernels/device_pack.sh [fuzz-harness,...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +11,9 @@ DATA=${APEX4_DATA:-../shared}
 P=/tmp/apex4-pack
 rm -rf "$P" && mkdir -p "$P/bin" "$P/libs" "$P/data/data" "$P/data/models" "$P/fuzz"
 make BUILD=build-dev -j2 NVCC_GENCODE="-gencode=arch=compute_90a,code=sm_90a" build-dev/apex4 \
-     build-dev/tests/test_gpu build-dev/tests/test_gpu_ops build-dev/tests/test_engine build-dev/tests/test_gpu_engine build-dev/tests/test_gpu_layer build-dev/tests/test_gpu_fused >/tmp/apex4-pack-build.log 2>&1 \
+     build-dev/tests/test_gpu build-dev/tests/test_gpu_ops build-dev/tests/test_engine build-dev/tests/test_gpu_engine build-dev/tests/test_gpu_layer build-dev/tests/test_gpu_fused build-dev/tests/test_gpu_calib >/tmp/apex4-pack-build.log 2>&1 \
     || { tail -30 /tmp/apex4-pack-build.log; exit 1; }
-cp build-dev/apex4 build-dev/tests/test_gpu build-dev/tests/test_gpu_ops build-dev/tests/test_engine build-dev/tests/test_gpu_engine build-dev/tests/test_gpu_layer build-dev/tests/test_gpu_fused "$P/bin/"
+cp build-dev/apex4 build-dev/tests/test_gpu build-dev/tests/test_gpu_ops build-dev/tests/test_engine build-dev/tests/test_gpu_engine build-dev/tests/test_gpu_layer build-dev/tests/test_gpu_fused build-dev/tests/test_gpu_calib "$P/bin/"
 libs() { ldd "$@" | awk '/=> \//{print $3}' | sort -u | grep -v -E '/(libc|libm|libpthread|libdl|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*)\.so' || true; }
 FZ=""
 IFS=, read -ra HS <<< "${1:-}"
@@ -43,6 +43,14 @@ if [ -n "${MPI_PACK:-}" ]; then
     cp -a /usr/share/openmpi $O/share/
     cp -L /usr/bin/orterun /usr/bin/orted $O/bin/ && ln -sf orterun $O/bin/mpirun
 fi
+strip --strip-debug "$P"/bin/* "$P"/fuzz/fuzz_* 2>/dev/null || true   # -g/-lineinfo sections: the pack must stay < 64 MiB
+strip --strip-unneeded "$P"/libs/* 2>/dev/null || true
+# Parts (each call carries the ones it needs; a call's carry is limited to 64 MiB, and a warm machine
+# keeps what earlier calls unpacked): base.tar.xz (libraries, data without the 13M model, fuzzers,
+# Open MPI), m13.tar.xz (wiki-gutenberg-13M), bin-<name>.tar.xz (one binary each).
 mkdir -p .devpack
-tar -C "$P" -cf - . | xz -T2 -6 > .devpack/pack.tar.xz
-ls -la .devpack/pack.tar.xz
+rm -f .devpack/*.tar.xz
+tar -C "$P" --exclude=./bin --exclude=./data/models/wiki-gutenberg-13M -cf - . | xz -T2 -6 > .devpack/base.tar.xz
+tar -C "$P" -cf - ./data/models/wiki-gutenberg-13M | xz -T2 -6 > .devpack/m13.tar.xz
+for b in "$P"/bin/*; do tar -C "$P" -cf - ./bin/$(basename $b) | xz -T2 -6 > .devpack/bin-$(basename $b).tar.xz; done
+ls -la .devpack/*.tar.xz
