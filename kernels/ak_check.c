@@ -193,6 +193,37 @@ int ak_check_case(const aq_mode *m, int M, int N, int K, ak_input input, unsigne
             r->y_elems = (long)M * N;
         }
     }
+    /* M <= 16 (the GEMV kernels): also row prefixes M' < M of X (the first rows of the same quantized
+     * X: M' <= 8 leaves rows g + 8 of every mma fragment empty, 9..15 part of them) and a ragged split
+     * count (7, or 5 when the planner's is 7: uneven stage and group splits, empty integer splits), each
+     * against aq_gemm on the same view and k_splits (kernels/NOTES.md "Decode GEMV"). */
+    if (M <= 16 && r->ok) {
+        const int ragged = splits[1] == 7 ? 5 : 7;
+        const int sub_m[5] = {M, 1, 5, 9, 13}, sub_s[5] = {ragged, 1, ragged, 1, ragged};
+        for (int c = 0; c < 5 && r->ok; c++) {
+            const int Ms = sub_m[c], ks = sub_s[c];
+            if (c > 0 && Ms >= M) continue;
+            aq_qtensor view = qxr;   /* a row prefix: codes and scales are row-major, rows first */
+            view.rows = Ms;
+            view.main.rows = Ms;
+            if (view.outl.rows > 0) view.outl.rows = Ms;
+            double t2 = now_s();
+            if (aq_gemm(&view, &qwr, ks, yr, ref_threads, err)) goto done;
+            r->ref_s += now_s() - t2;
+            for (int p = 0; p < 4 && r->ok; p++) {
+                if (!(run_mask & (1 << p))) continue;
+                memset(yg, 0xFF, (size_t)Ms * (size_t)N * 2);
+                if (ak_gemm_ex(&view, &qwr, path_of[p], ks, yg, err)) goto done;
+                long d = first_diff(yg, yr, (size_t)Ms * (size_t)N * 2);
+                if (d >= 0) {
+                    long e = d / 2;
+                    snprintf(r->msg, sizeof r->msg, "Y (%s path, rows 0..%d of X, k_splits %d) differs at [%ld, %ld]: gpu 0x%04x ref 0x%04x",
+                             ak_path_name(path_of[p]), Ms - 1, ks, e / N, e % N, yg[e], yr[e]);
+                    r->ok = 0;
+                }
+            }
+        }
+    }
     r->ref_s += t1 - t0;
     r->gpu_s = now_s() - t1 - r->ref_s + (t1 - t0);
     rc = 0;

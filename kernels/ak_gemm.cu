@@ -23,7 +23,8 @@
 // conversion (|p| <= 2^22): bits(p + 0x4B400000) - 1.5 * 2^23, two full-rate ops instead of I2F.
 // Split-K over blockIdx.z (ak_internal.cuh AK_SPLIT_*) writes int32 / fp32 partials that
 // combine_kernel adds in the reference's order. Tile configurations (launch_epi, chosen by the planner
-// ak_gemm_plan in ak_plan.cu): M <= 16: gemv_kernel (or 16 x AK_SMALL_BN, 4 warps, with AK_GEMV = 0); few
+// ak_gemm_plan in ak_plan.cu): M <= 16: gemv_ms_kernel on compute capability 9.x (a cp.async ring in shared
+// memory, AK_GEMV_MS), else gemv_kernel (or 16 x AK_SMALL_BN, 4 warps, with AK_GEMV = 0); few
 // tiles for the GPU's SMs: 64 x 128, 8 warps; else 128 x 128, 8 warps of 64 x 32. The epilogue arithmetic
 // of every kernel is spelled once, in ak_epilogue.cuh.
 // Measurements and limits: kernels/NOTES.md.
@@ -763,8 +764,439 @@ __global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const
     if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;   // ready for the next launch with this workspace
 }
 
+// ---- M <= 16: multistage GEMV (gemv_ms_kernel; compute capability 9.x, AK_GEMV_MS) ----------------------
+// gemv_kernel's warp work (16 columns per warp, the same mma fragments, group passes and epilogue),
+// but the codes reach the warps through a per-block cp.async ring in shared memory instead of
+// registers, so the bytes in flight no longer depend on registers or on how many warps an SM holds
+// (kernels/NOTES.md "Decode GEMV"):
+//   - block = 4 warps = AK_GEMV_BLOCK_COLS (64) columns, its K range (the split rules of gemv_kernel;
+//     the exact integer split at stage boundaries) walked in stages of MS_SKC 16-byte chunks (256 B)
+//     per row; a stage holds the 64 W rows, the 16 X rows (X once per block, not once per warp) and,
+//     where the loop needs them, the scales of the groups the stage touches;
+//   - MS_ST stages in the ring (classic multistage: cp.async.wait_group MS_ST - 2, one __syncthreads
+//     per stage, then the copies of stage i + MS_ST - 1 are issued into the buffer stage i - 1 used):
+//     MS_ST - 1 stages (48 KB of W at 4 stages) in flight per block, 2 blocks per SM;
+//   - W copies carry an L2 evict_first policy (streamed once; X, scales and the split partials stay);
+//   - rows of 256 B, chunk c of row r at c ^ 4 (r & 1): the 8 lanes of a 16-byte shared-load phase
+//     (rows g, g + 1, chunks 4u..4u+3) hit 8 distinct bank groups, and the copy phases (8 chunks of
+//     one row) too;
+//   - scales: the 4-byte word holding each needed fp16 sw / sx (u8 u for MIXED) is copied by
+//     cp.async 4 B (src-size clipped at the array's end: never past [rows, G]) into a per-stage slot
+//     [80 rows][ngs] (ngs = the most groups a stage can touch); the lane picks its half / byte by the
+//     element's parity (the arrays' bases are 4-byte aligned: ms_serves checks). A group's scales are
+//     read from the stage holding its last chunk: no global load in the loop;
+//   - chunks past the stage's end hold stale data: their X is zeroed by the group pass mask (`act`),
+//     so they add nothing; X rows >= M are zeroed once at the start; W rows >= N are never copied
+//     (their columns are not stored).
+// Split partials and the in-kernel combine: gemv_kernel's (the last block of each 64-column tile).
+#ifndef AK_GEMV_MS
+#define AK_GEMV_MS 1           // 0: M <= 16 always runs gemv_kernel (and the planner its split policy)
+#endif
+#ifndef AK_GEMV_MS_STAGES
+#define AK_GEMV_MS_STAGES 4
+#endif
+constexpr int MS_NT = GV_WARPS * 32;                 // 128 threads
+constexpr int MS_BC = AK_GEMV_BLOCK_COLS;            // 64 columns (16 per warp)
+constexpr int MS_SKC = 16;                           // 16-byte chunks per row and stage
+constexpr int MS_RB = MS_SKC * 16;                   // 256 bytes per row and stage
+constexpr int MS_ST = AK_GEMV_MS_STAGES;
+constexpr int MS_CODES = (MS_BC + 16) * MS_RB;       // 64 W rows, then 16 X rows
+constexpr int MS_SLOT_ROWS = MS_BC + 16;             // scale-word rows: 64 W columns, then 16 X rows
+static_assert(MS_ST >= 2 && MS_ST <= 8, "gemv_ms stages");
+static_assert(MS_NT == 8 * MS_SKC && MS_BC % 8 == 0, "gemv_ms copy mapping: 8 rows x 16 chunks per pass");
+
+// Scale-word slots per row and stage: the most groups of gch chunks that MS_SKC consecutive chunks touch.
+__host__ __device__ inline int ms_ngs(int gch, int G) {
+    const int n = (MS_SKC + gch - 2) / gch + 1;
+    return n < G ? n : G;
+}
+// Bytes of one ring stage of a launch (host: the launch's dynamic shared memory / MS_ST; kernel: layout).
+__host__ __device__ inline int ms_stage_bytes(const ak_gemm_args &a) {
+    int ngs = 0;
+    if (!(a.epi == AK_EPI_GROUP && a.split_mode == AK_SPLIT_INT)) {   // scales needed inside the loop
+        ngs = ms_ngs(a.p[0].gch, a.p[0].G);
+        if (a.nparts > 1) ngs = max(ngs, ms_ngs(a.p[1].gch, a.p[1].G));
+    }
+    return MS_CODES + MS_SLOT_ROWS * ngs * 4;
+}
+DEVI int ms_swz(int r, int c) { return c ^ ((r & 1) << 2); }
+
+DEVI uint64_t ms_evict_first() {
+    uint64_t p;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+    return p;
+}
+DEVI void cp_async16_hint(uint32_t dst, const void *src, uint64_t pol) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "l"(pol));
+}
+// The aligned 4-byte word holding the element at `elem` (array ends at `end`, base 4-byte aligned):
+// src-size clipped so nothing past `end` is read (the rest of the word is zero-filled).
+DEVI void cp_async_word(uint32_t dst, const void *elem, const void *end) {
+    const uintptr_t w = reinterpret_cast<uintptr_t>(elem) & ~static_cast<uintptr_t>(3);
+    const uintptr_t left = reinterpret_cast<uintptr_t>(end) - w;
+    const int src = left >= 4 ? 4 : static_cast<int>(left);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(w), "r"(src));
+}
+DEVI float ms_half(uint32_t word, unsigned e) {   // fp16 element e (its word as copied) -> float
+    return __half2float(__ushort_as_half(static_cast<unsigned short>(e & 1u ? word >> 16 : word & 0xFFFFu)));
+}
+
+// B0: code bits of the main part (4 or 8); B1: of the outlier part (8), 0 = none.
+template <int EPI, bool INT4, int B0, int B1>
+__global__ void __launch_bounds__(MS_NT) gemv_ms_kernel(const ak_gemm_args a) {
+    extern __shared__ __align__(128) uint8_t smem[];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int n0 = blockIdx.x * MS_BC, nw = n0 + warp * AK_GEMV_NCOLS;   // block / warp first column
+    const int M = a.M, N = a.N;
+    const bool live = nw < N;                // dead warps copy and join the barriers only
+    const int z = blockIdx.z, S = a.splits;
+    const bool isplit = a.split_mode == AK_SPLIT_INT;
+    const int nch0 = a.p[0].kb >> 4, nch1 = B1 ? a.p[1].kb >> 4 : 0;
+    int cs0 = 0, ce0 = nch0;
+    bool has1 = B1 != 0;
+    if (a.split_mode == AK_SPLIT_GROUP) {    // the contract's split, as gemm_kernel / gemv_kernel
+        const int G = a.p[0].G, c = (G + S - 1) / S;
+        const int j0 = min(z * c, G), j1 = min(j0 + c, G);
+        cs0 = min(j0 * a.p[0].gch, nch0);
+        ce0 = min(j1 * a.p[0].gch, nch0);
+        has1 = B1 != 0 && z == S - 1;
+    } else if (isplit) {                     // exact integer split, at stage boundaries
+        const int T = (nch0 + MS_SKC - 1) / MS_SKC, tps = (T + S - 1) / S;
+        const int t0 = min(z * tps, T), t1 = min(t0 + tps, T);
+        cs0 = t0 * MS_SKC;
+        ce0 = min(t1 * MS_SKC, nch0);
+        has1 = false;
+    }
+    const int T0 = (ce0 - cs0 + MS_SKC - 1) / MS_SKC;
+    const int T = T0 + (has1 ? (nch1 + MS_SKC - 1) / MS_SKC : 0);
+    const bool scl = !(EPI == AK_EPI_GROUP && isplit);
+    const int sbytes = ms_stage_bytes(a);
+    const int ngs = (sbytes - MS_CODES) / (MS_SLOT_ROWS * 4);
+
+    // X rows >= M: zero in every stage once (never copied; their mma rows are then exact zeros).
+    for (int s = 0; s < MS_ST; s++)
+        for (int q = tid; q < (16 - M) * MS_SKC; q += MS_NT)
+            *reinterpret_cast<uint4 *>(smem + s * sbytes + (MS_BC + M + q / MS_SKC) * MS_RB + (q % MS_SKC) * 16) =
+                make_uint4(0, 0, 0, 0);
+
+    // Copies of stage i: thread (cr, cch) = (tid / 16, tid % 16) copies chunk cch of rows cr + 8k.
+    const int cr = tid / MS_SKC, cch = tid % MS_SKC;
+    const int coff = cr * MS_RB + (ms_swz(cr, cch) << 4);   // rows cr + 8k: same parity, + 8k rows
+    const uint64_t pol = ms_evict_first();
+    auto issue = [&](int i) {
+        const bool p1 = B1 != 0 && i >= T0;
+        const uint8_t *A = p1 ? a.p[1].A : a.p[0].A, *B = p1 ? a.p[1].B : a.p[0].B;
+        const int lda = p1 ? a.p[1].lda : a.p[0].lda, ldb = p1 ? a.p[1].ldb : a.p[0].ldb;
+        const int c0 = p1 ? (i - T0) * MS_SKC : cs0 + i * MS_SKC;
+        const int c1 = min(c0 + MS_SKC, p1 ? nch1 : ce0);
+        uint8_t *stg = smem + (i % MS_ST) * sbytes;
+        if (c0 + cch < c1) {
+            const uint32_t dst = smem_u32(stg + coff);
+            const uint8_t *wsrc = B + (size_t)(n0 + cr) * ldb + (size_t)(c0 + cch) * 16;
+#pragma unroll
+            for (int k = 0; k < MS_BC / 8; k++)
+                if (n0 + cr + 8 * k < N) cp_async16_hint(dst + k * 8 * MS_RB, wsrc + (size_t)k * 8 * ldb, pol);
+            const uint8_t *xsrc = A + (size_t)cr * lda + (size_t)(c0 + cch) * 16;
+#pragma unroll
+            for (int k = 0; k < 2; k++)
+                if (cr + 8 * k < M) cp_async16(dst + (MS_BC + 8 * k) * MS_RB, xsrc + (size_t)k * 8 * lda, 16);
+        }
+        if (scl) {   // words of the scales of groups [ja, ja + ng) (those the stage's chunks touch)
+            const int gch = p1 ? a.p[1].gch : a.p[0].gch, G = p1 ? a.p[1].G : a.p[0].G;
+            const int ja = c0 / gch, ng = (c1 - 1) / gch - ja + 1;
+            const uint32_t sd = smem_u32(stg + MS_CODES);
+            const int rows = EPI == AK_EPI_GROUP ? MS_SLOT_ROWS : MS_BC;
+            for (int q = tid; q < rows * ng; q += MS_NT) {
+                const int row = q / ng, k = q - row * ng, j = ja + k;
+                const uint32_t dst = sd + (uint32_t)(row * ngs + k) * 4;
+                if (EPI == AK_EPI_MIXED) {
+                    if (n0 + row < N) cp_async_word(dst, a.p[0].u + (size_t)(n0 + row) * G + j, a.p[0].u + (size_t)N * G);
+                } else if (row < MS_BC) {
+                    const __half *sb = p1 ? a.p[1].sb : a.p[0].sb;
+                    if (n0 + row < N) cp_async_word(dst, sb + (size_t)(n0 + row) * G + j, sb + (size_t)N * G);
+                } else {
+                    const __half *sa = p1 ? a.p[1].sa : a.p[0].sa;
+                    const int r = row - MS_BC;
+                    if (r < M) cp_async_word(dst, sa + (size_t)r * G + j, sa + (size_t)M * G);
+                }
+            }
+        }
+    };
+
+    int acc[GV_NO][4], accP[GV_NO][4];
+    float accf[GV_NO][4];
+#pragma unroll
+    for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) { acc[o][e] = 0; accP[o][e] = 0; accf[o][e] = 0.0f; }
+    int gj = 0, gend = 0;   // current group of the current part and its end chunk (clipped to the part)
+
+    // Consume stage i (all of it in shared memory): gemv_kernel's span / group-pass / mma code.
+    auto consume = [&](int i, auto bits_c) {
+        constexpr int B = decltype(bits_c)::value;
+        constexpr bool WIDE = B == 4 && !INT4;
+        const bool p1 = B1 != 0 && i >= T0;
+        const int gch = p1 ? a.p[1].gch : a.p[0].gch, G = p1 ? a.p[1].G : a.p[0].G;
+        const int nch = p1 ? nch1 : nch0, cs = p1 ? 0 : cs0, ce = p1 ? nch1 : ce0;
+        const int c0 = cs + (p1 ? i - T0 : i) * MS_SKC, c1 = min(c0 + MS_SKC, ce);
+        if (i == 0 || i == T0) {             // first stage of a part
+            gj = cs / gch;
+            gend = min((gj + 1) * gch, nch);
+        }
+        const uint8_t *stg = smem + (i % MS_ST) * sbytes;
+        const uint32_t *slot = reinterpret_cast<const uint32_t *>(stg + MS_CODES);
+        const int ja = c0 / gch;
+        uint4 wv[4][GV_NO], xv[4][2];        // the whole stage first (stale chunks are masked below)
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int ch = 4 * u + t;
+#pragma unroll
+            for (int o = 0; o < GV_NO; o++) {
+                const int row = warp * AK_GEMV_NCOLS + o * 8 + g;
+                wv[u][o] = *reinterpret_cast<const uint4 *>(stg + row * MS_RB + (ms_swz(row, ch) << 4));
+            }
+            xv[u][0] = *reinterpret_cast<const uint4 *>(stg + (MS_BC + g) * MS_RB + (ms_swz(g, ch) << 4));
+            xv[u][1] = *reinterpret_cast<const uint4 *>(stg + (MS_BC + g + 8) * MS_RB + (ms_swz(g, ch) << 4));
+        }
+        // Epilogue of group gj (its scales in this stage's slot gj - ja), as gemv_kernel's group_end.
+        auto group_end = [&](bool with_scales) {
+            float sx[2] = {0.0f, 0.0f}, sw[GV_NO][2];
+            int uu[GV_NO][2];
+#pragma unroll
+            for (int o = 0; o < GV_NO; o++) { sw[o][0] = sw[o][1] = 0.0f; uu[o][0] = uu[o][1] = 0; }
+            if (with_scales) {
+                const int k = gj - ja;
+                if (EPI == AK_EPI_GROUP) {
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const int r = g + 8 * h;
+                        sx[h] = ms_half(slot[(MS_BC + r) * ngs + k], (unsigned)r * (unsigned)G + (unsigned)gj);
+                    }
+                }
+#pragma unroll
+                for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const int row = warp * AK_GEMV_NCOLS + o * 8 + 2 * t + h;
+                        const uint32_t w = slot[row * ngs + k];
+                        const unsigned e = (unsigned)(n0 + row) * (unsigned)G + (unsigned)gj;
+                        if (EPI == AK_EPI_GROUP) sw[o][h] = ms_half(w, e);
+                        else uu[o][h] = (int)((w >> (8 * (e & 3u))) & 0xFFu);
+                    }
+            }
+#pragma unroll
+            for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int p = WIDE ? (acc[o][e] >> 8) : acc[o][e];
+                    if (EPI == AK_EPI_GROUP && isplit) accf[o][e] = ak_epi_isplit_add(accf[o][e], p);
+                    else if (EPI == AK_EPI_GROUP) accf[o][e] = ak_epi_group(p, B == 4, sx[e >> 1], sw[o][e & 1], accf[o][e]);
+                    else accP[o][e] = ak_epi_mixed_add(accP[o][e], uu[o][e & 1], p);
+                    acc[o][e] = 0;
+                }
+        };
+        const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int cb = c0 + 4 * u;
+            if (cb >= c1) break;                  // uniform
+            const int cend = min(cb + 4, c1);
+            int lo = cb;
+            while (lo < cend) {                   // one pass per group in this span (uniform)
+                const int hi = min(gend, cend);
+                // a full span of one group uses every lane; else only the lanes whose chunk is in [lo, hi)
+                const bool act = (lo == cb && hi == cb + 4) || (cb + t >= lo && cb + t < hi);
+                const uint4 x0 = act ? xv[u][0] : zero, x1 = act ? xv[u][1] : zero;
+                if (WIDE) {
+#pragma unroll
+                    for (int w = 0; w < 4; w++) {
+                        const uint32_t xa = u4w(x0, w), xb = u4w(x1, w);
+                        const uint32_t a0 = (xa << 4) & 0xF0F0F0F0u, a2 = xa & 0xF0F0F0F0u;
+                        const uint32_t a1 = (xb << 4) & 0xF0F0F0F0u, a3 = xb & 0xF0F0F0F0u;
+#pragma unroll
+                        for (int o = 0; o < GV_NO; o++) {
+                            const uint32_t wb = u4w(wv[u][o], w);
+                            mma_s8(acc[o], a0, a1, a2, a3, (wb << 4) & 0xF0F0F0F0u, wb & 0xF0F0F0F0u);
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const uint32_t a0 = u4w(x0, 2 * h), a1 = u4w(x1, 2 * h);
+                        const uint32_t a2 = u4w(x0, 2 * h + 1), a3 = u4w(x1, 2 * h + 1);
+#pragma unroll
+                        for (int o = 0; o < GV_NO; o++) {
+                            const uint32_t b0 = u4w(wv[u][o], 2 * h), b1 = u4w(wv[u][o], 2 * h + 1);
+                            if (B == 8) mma_s8(acc[o], a0, a1, a2, a3, b0, b1);
+                            else mma_s4(acc[o], a0, a1, a2, a3, b0, b1);
+                        }
+                    }
+                }
+                if (hi == gend) {                   // group gj ends here
+                    group_end(scl);
+                    gj++;
+                    gend = min(gend + gch, nch);
+                } else if (isplit && hi == ce) {    // end of this block's integer range
+                    group_end(false);
+                }
+                lo = hi;
+            }
+        }
+    };
+
+    // The ring: MS_ST - 1 stages issued ahead; per stage: wait for its copies (own), barrier (all
+    // threads' copies visible, everyone done with the buffer about to be refilled), refill, consume.
+#pragma unroll
+    for (int s = 0; s < MS_ST - 1; s++) {
+        if (s < T) issue(s);
+        cp_commit();
+    }
+    for (int i = 0; i < T; i++) {
+        cp_wait<MS_ST - 2>();
+        __syncthreads();
+        if (i + MS_ST - 1 < T) issue(i + MS_ST - 1);
+        cp_commit();
+        if (live) {
+            if (B1 == 0 || i < T0) consume(i, std::integral_constant<int, B0>());
+            else consume(i, std::integral_constant<int, (B1 ? B1 : B0)>());
+        }
+    }
+    cp_wait<0>();
+
+    // Store: split partials (int32 P or fp32 acc, then the last block of the tile combines), else Y
+    // (gemv_kernel's code).
+    const ak_gpart &P0 = a.p[0];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = g + h * 8;
+        if (!live || r >= M) continue;
+        float sxm = 0.0f;
+        if (EPI == AK_EPI_MIXED && S == 1) sxm = __half2float(P0.sa[r]);
+#pragma unroll
+        for (int o = 0; o < GV_NO; o++)
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const int c = nw + o * 8 + 2 * t + q;
+                if (c >= N) continue;
+                const int e = h * 2 + q;
+                if (S > 1) {
+                    const size_t i = ((size_t)z * M + r) * N + c;
+                    if (EPI == AK_EPI_MIXED) static_cast<int *>(a.ws)[i] = accP[o][e];
+                    else static_cast<float *>(a.ws)[i] = accf[o][e];   // int bits if isplit
+                } else {
+                    float v;
+                    if (EPI == AK_EPI_MIXED)
+                        v = ak_epi_int_out(accP[o][e], sxm, __half2float(P0.sb[c]), true);
+                    else
+                        v = accf[o][e];
+                    a.Y[(size_t)r * N + c] = __float2half_rn(v);
+                }
+            }
+    }
+    if (S == 1) return;
+    __shared__ unsigned last;
+    unsigned *cnt = a.cnt;                   // zero before the launch (ak_gemm_args)
+    __threadfence();                         // this block's partials, visible before the count
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&cnt[blockIdx.x], 1u) == (unsigned)(S - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // combine_one's arithmetic (splits outer, PER elements per thread inner; split order kept).
+    constexpr int PER = 16 * MS_BC / MS_NT;   // M <= 16
+    const int nc = min(MS_BC, N - n0), tot = M * nc;
+    const size_t MN = (size_t)M * N;
+    size_t off[PER];
+    int mm[PER], nn[PER];
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        const int i = min((int)threadIdx.x + k * MS_NT, tot - 1);   // clamped: duplicates store the same
+        mm[k] = i / nc;
+        nn[k] = n0 + i % nc;
+        off[k] = (size_t)mm[k] * N + nn[k];
+    }
+    float y[PER];
+    if (a.split_mode == AK_SPLIT_INT) {
+        const int *w = static_cast<const int *>(a.ws);
+        int Pk[PER];
+#pragma unroll
+        for (int k = 0; k < PER; k++) Pk[k] = 0;
+        for (int s = 0; s < S; s++)
+#pragma unroll
+            for (int k = 0; k < PER; k++) Pk[k] += __ldcg(w + (size_t)s * MN + off[k]);
+#pragma unroll
+        for (int k = 0; k < PER; k++)
+            y[k] = ak_epi_int_out(Pk[k], __half2float(a.p[0].sa[mm[k]]), __half2float(a.p[0].sb[nn[k]]),
+                                  a.epi == AK_EPI_MIXED);
+    } else {
+        const float *w = static_cast<const float *>(a.ws);
+        const int G = a.p[0].G;
+#pragma unroll
+        for (int k = 0; k < PER; k++) y[k] = __ldcg(w + off[k]);
+        for (int s = 1; s < S; s++)
+            if (ak_split_live(s, S, G, a.nparts))
+#pragma unroll
+                for (int k = 0; k < PER; k++) y[k] = ak_split_add(y[k], __ldcg(w + (size_t)s * MN + off[k]));
+    }
+#pragma unroll
+    for (int k = 0; k < PER; k++)
+        if ((int)threadIdx.x + k * MS_NT < tot) a.Y[off[k]] = __float2half_rn(y[k]);
+    if (threadIdx.x == 0) cnt[blockIdx.x] = 0u;   // ready for the next launch with this workspace
+}
+
+// Does gemv_ms_kernel take launch a? Compute capability 9.x (the current device; the planner gives
+// such devices its split policy: ak_gemv_ms_splits), code widths 4 / 8 (+ an 8-bit outlier part for
+// 4-bit GROUP), 4-byte aligned scale arrays (the word copies), 16-byte aligned codes. Else gemv_kernel.
+bool ms_serves(const ak_gemm_args &a) {
+    if (!AK_GEMV_MS) return false;
+    int dev = 0, maj = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&maj, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    if (maj != 9) return false;
+    if (a.p[0].bits != 4 && a.p[0].bits != 8) return false;
+    if (a.nparts > 1 && (a.epi != AK_EPI_GROUP || a.p[0].bits != 4 || a.p[1].bits != 8)) return false;
+    for (int i = 0; i < a.nparts; i++) {
+        const ak_gpart &P = a.p[i];
+        const uintptr_t al = reinterpret_cast<uintptr_t>(P.sa) | reinterpret_cast<uintptr_t>(P.sb) |
+                             reinterpret_cast<uintptr_t>(P.u);
+        const uintptr_t a16 = reinterpret_cast<uintptr_t>(P.A) | reinterpret_cast<uintptr_t>(P.B) |
+                              static_cast<uintptr_t>(P.lda) | static_cast<uintptr_t>(P.ldb);
+        if ((al & 3) || (a16 & 15) || P.gch < 1 || P.G < 1) return false;
+    }
+    return true;
+}
+
+template <int EPI, bool INT4, int B0, int B1>
+int launch_ms(const ak_gemm_args &a, cudaStream_t st, char *err) {
+    auto kern = gemv_ms_kernel<EPI, INT4, B0, B1>;
+    const int smem = MS_ST * ms_stage_bytes(a);
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e == cudaSuccess) {
+        dim3 grid((a.N + MS_BC - 1) / MS_BC, 1, a.splits);
+        kern<<<grid, MS_NT, smem, st>>>(a);
+        e = cudaGetLastError();
+    }
+    if (e != cudaSuccess) {
+        if (err) snprintf(err, AX_ERR_LEN, "ak_gemm: multistage GEMV kernel launch failed (%d B shared memory): %s", smem,
+                          cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
 template <int EPI, bool INT4>
 int launch_gemv(const ak_gemm_args &a, cudaStream_t st, char *err) {
+    if (ms_serves(a)) {
+        if constexpr (EPI == AK_EPI_MIXED)
+            return a.p[0].bits == 4 ? launch_ms<EPI, INT4, 4, 0>(a, st, err) : launch_ms<EPI, INT4, 8, 0>(a, st, err);
+        else if (a.nparts > 1)
+            return launch_ms<EPI, INT4, 4, 8>(a, st, err);
+        else
+            return a.p[0].bits == 4 ? launch_ms<EPI, INT4, 4, 0>(a, st, err) : launch_ms<EPI, INT4, 8, 0>(a, st, err);
+    }
     dim3 grid((a.N + AK_GEMV_BLOCK_COLS - 1) / AK_GEMV_BLOCK_COLS, 1, a.splits);
     gemv_kernel<EPI, INT4><<<grid, GV_WARPS * 32, 0, st>>>(a);
     cudaError_t e = cudaGetLastError();
@@ -814,6 +1246,27 @@ int launch_epi(const ak_gemm_args &a, cudaStream_t st, char *err) {
 }
 
 }  // namespace
+
+// Split count of gemv_ms_kernel (k_splits = 0) for mode m at N x K on `sms` SMs; ak_gemm_plan_ex
+// (kernels/ak_plan.cu) asks for it for M <= 16 on compute capability 9.x, where ak_launch_gemm runs
+// that kernel. 0 when the kernel is compiled out (AK_GEMV_MS 0: gemv_kernel's policy applies).
+// Policy (kernels/NOTES.md "Decode GEMV"): two 64-column blocks per SM fit (shared memory); when the
+// column tiles alone leave slots free, split K so that all blocks are resident at once:
+// S = floor(2 SMs / tiles), at most one split per 256-byte stage of the main part, at most G for the
+// contract's group split. Once the blocks cover the slots, no split (every block streams MS_ST - 1
+// stages, so the bytes in flight no longer need more blocks).
+int ak_gemv_ms_splits(const aq_mode *m, int N, int K, int sms) {
+    if (!AK_GEMV_MS || !m || N < 1 || K < 1 || sms < 1) return 0;
+    const int kc = K - m->outliers;
+    const int gw = aq_operand_group(&m->w, kc);
+    const int G = gw > 0 ? (kc + gw - 1) / gw : 1;
+    const long long tiles = (N + MS_BC - 1) / MS_BC, slots = 2LL * sms;
+    long long S = slots / tiles;
+    const long long stages = ((long long)kc * m->x.bits / 8 + MS_RB - 1) / MS_RB;
+    if (S > stages) S = stages;
+    if (ak_split_mode(m) == AK_SPLIT_GROUP && S > G) S = G;
+    return S < 1 ? 1 : (int)S;
+}
 
 int ak_launch_gemm(const ak_gemm_args &a, ak_path path, cudaStream_t st, char *err) {
     if (a.M < 1 || a.N < 1 || a.splits < 1 || (a.splits > 1 && (!a.ws || a.split_mode == AK_SPLIT_NONE)) ||

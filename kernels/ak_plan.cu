@@ -4,7 +4,7 @@
 // ak_gemm_dev (the context's facts), the host wrappers ak_gemm_ex / ak_gemm_splits (the current
 // device's) and the benchmark all call it, so a shape maps to one launch everywhere. The split count never changes Y beyond what the contract's
 // k_splits says (NUMERICS.md clarification 3; apex4 check compares aq_gemm at the same k_splits).
-// Policy and measurements: kernels/NOTES.md ("M <= 16: gemv_kernel", "Design").
+// Policy and measurements: kernels/NOTES.md ("M <= 16: gemv_kernel", "Decode GEMV", "Design").
 #include "ak_internal.cuh"
 
 #include <cstring>
@@ -18,6 +18,9 @@ int ak_split_mode(const aq_mode *m) {
     return AK_SPLIT_GROUP;
 }
 
+// gemv_ms_kernel's split policy (kernels/ak_gemm.cu; its declaration belongs in ak_internal.cuh).
+int ak_gemv_ms_splits(const aq_mode *m, int N, int K, int sms);
+
 namespace {
 
 // Main-part groups of the weights (the GEMM's G) and the outlier count of a mode at K.
@@ -27,11 +30,16 @@ void mode_groups(const aq_mode *m, int K, int *G, int *o) {
     *G = (K - *o + g - 1) / g;
 }
 
-// Split count the kernels pick for a configuration (k_splits = 0).
-int auto_splits(const aq_mode *m, int cfg, int M, int N, int K, int sms) {
+// Split count the kernels pick for a configuration (k_splits = 0). hopper: compute capability 9.x,
+// where AK_CFG_GEMV runs gemv_ms_kernel (ak_gemm.cu ms_serves) with its own policy.
+int auto_splits(const aq_mode *m, int cfg, int M, int N, int K, int sms, bool hopper) {
     int G, o;
     mode_groups(m, K, &G, &o);
     int S;
+    if (cfg == AK_CFG_GEMV && hopper) {   // gemv_ms_kernel (0: compiled out, gemv_kernel's policy below)
+        S = ak_gemv_ms_splits(m, N, K, sms);
+        if (S > 0) return S;
+    }
     if (cfg == AK_CFG_GEMV) {   // gemv_kernel: warps of AK_GEMV_NCOLS columns stream the weights
         const long long warps = (N + AK_GEMV_NCOLS - 1) / AK_GEMV_NCOLS, want = (long long)sms * AK_GEMV_WARPS_PER_SM;
         if (warps >= want) return 1;
@@ -104,7 +112,7 @@ extern "C" int ak_gemm_plan_ex(const aq_mode *m, int M, int N, int K, int sms, i
     if (M <= 16) out->cfg = AK_GEMV ? AK_CFG_GEMV : AK_CFG_SMALL;
     else out->cfg = big_tiles < 2LL * sms ? AK_CFG_MID : AK_CFG_BIG;
     out->splits = k_splits ? k_splits : ak_path_is_wgmma(p) ? wgmma_splits(m, M, N, K, sms)
-                                                             : auto_splits(m, out->cfg, M, N, K, sms);
+                                                             : auto_splits(m, out->cfg, M, N, K, sms, hopper);
     int G, o;
     mode_groups(m, K, &G, &o);
     const int nparts = o > 0 ? 2 : 1;
