@@ -391,3 +391,5 @@ fi
 
 step summary
 for s in "${summary[@]}"; do echo "  $s"; done
+# one archive of every result (the call returns a limited number of files)
+(cd "$OUT" && tar czf /tmp/apex4-results.tgz --exclude=results.tgz . && rm -rf ./* && mv /tmp/apex4-results.tgz results.tgz)
