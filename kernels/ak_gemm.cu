@@ -789,8 +789,13 @@ __global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const
 //     so they add nothing; X rows >= M are zeroed once at the start; W rows >= N are never copied
 //     (their columns are not stored).
 // Split partials and the in-kernel combine: gemv_kernel's (the last block of each 64-column tile).
+// OFF (0) by default: its first device run (H200, 2026-11-30) failed: `apex4 check` stopped at the
+// first M <= 16 case with "an illegal instruction was encountered", and compute-sanitizer memcheck
+// reported 4-byte reads of scale words past the end of the W-scale allocation (cp_async_word with a
+// clipped src-size, ak_gemm.cu ms scale copies). Build with -DAK_GEMV_MS=1 to work on it; the
+// verified gemv_kernel serves M <= 16 meanwhile (kernels/NOTES.md "Decode GEMV").
 #ifndef AK_GEMV_MS
-#define AK_GEMV_MS 1           // 0: M <= 16 always runs gemv_kernel (and the planner its split policy)
+#define AK_GEMV_MS 0           // 0: M <= 16 always runs gemv_kernel (and the planner its split policy)
 #endif
 #ifndef AK_GEMV_MS_STAGES
 #define AK_GEMV_MS_STAGES 4
