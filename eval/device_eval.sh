@@ -282,7 +282,7 @@ if has l70; then
     for md in ${L70_RUNS:-fp16,w4a4-g128}; do
         APEX4_GEMM_PATH=${L70_PATH:-auto} /usr/bin/time -f "wall %e s, max RSS %M KiB" timeout ${L70_TIMEOUT:-560} \
             $BIN eval ppl --model random:llama2-70b,seed=1 --tokenizer $D/models/llama2-tokenizer/tokenizer.json \
-            --device cuda --modes $md ${L70_ARGS:-} --no-progress --out "$OUT/l70-${md//,/_}.json" \
+            --device cuda --modes $md --calib-dir /tmp ${L70_ARGS:-} --no-progress --out "$OUT/l70-${md//,/_}.json" \
             >"$OUT/l70-${md//,/_}.log" 2>&1
         rc=$?; echo "l70 $md rc=$rc"; tail -9 "$OUT/l70-${md//,/_}.log"
         summary+=("l70 $md rc=$rc")
@@ -392,4 +392,4 @@ fi
 step summary
 for s in "${summary[@]}"; do echo "  $s"; done
 # one archive of every result (the call returns a limited number of files)
-(cd "$OUT" && tar czf /tmp/apex4-results.tgz --exclude=results.tgz . && rm -rf ./* && mv /tmp/apex4-results.tgz results.tgz)
+(cd "$OUT" && tar czf /tmp/apex4-results.tgz --exclude=results.tgz --exclude='*.bin' . && rm -rf ./* && mv /tmp/apex4-results.tgz results.tgz)

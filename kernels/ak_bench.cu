@@ -45,7 +45,7 @@ struct pool {   // device allocations of one benchmark case
     ~pool() { for (void *q : p) cudaFree(q); }
     template <class T> T *get(size_t bytes, char *err, const char *what) {
         void *q = nullptr;
-        if (cudaMalloc(&q, bytes ? bytes : 16) != cudaSuccess) {
+        if (cudaMalloc(&q, bytes ? (bytes + 15) & ~(size_t)15 : 16) != cudaSuccess) {   // as dqmat_alloc's padding
             cudaGetLastError();
             if (err) snprintf(err, AX_ERR_LEN, "bench: cudaMalloc of %zu bytes for %s failed", bytes, what);
             return nullptr;
