@@ -294,7 +294,7 @@ if has sanitize; then
     # racecheck and synccheck on the wgmma paths (works on the Firecracker runtime only: KINDS.md)
     step sanitize
     CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-    for tool in memcheck racecheck synccheck; do
+    for tool in ${SAN_TOOLS:-memcheck racecheck synccheck}; do
         paths=int8,wgmma,wgmma-sync; [ $tool = memcheck ] || paths=wgmma,wgmma-sync
         timeout ${SAN_TIMEOUT:-150} $CS --tool $tool --error-exitcode 9 $BIN check --device cuda --quick --no-llama \
             --inputs normal --paths $paths --modes ${SAN_MODES:-w4a4-g128,w4a4-g32,w4a4-mixed-g128,w8a8} --threads 1 \
