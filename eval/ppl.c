@@ -502,6 +502,7 @@ static int eval_ppl_stored(const ae_model *m, const int *tokens, long nw, const 
     if (run->c) {
         ro.layer_major = run->c->layer_major;
         ro.gpu_mem_limit = run->c->gpu_mem_limit;
+        ro.gpu = run->c->gpu;   /* every engine of this rank (reference and modes) on the rank's GPU */
     }
     int n_forward = 1;
     for (int k = 0; k < o->n_modes && !lrc; k++) {
@@ -917,6 +918,7 @@ static cJSON *result_json(const ae_ppl_result *res) {
 /* ---- the job -------------------------------------------------------------------------------- */
 
 #include "job.h"  /* the job policy shared with eval zeroshot and generate */
+#include "ak.h"   /* ak_device_count: the rank's GPU */
 
 static int parse_modes(const char *list, aq_mode **out, int *n, char *err) {
     *out = NULL;
@@ -1032,7 +1034,8 @@ int ae_ppl_run_job(const ae_ppl_job *job, FILE *table, FILE *log, char *err) {
     ae_ppl_ctl ctl = {job->dist, job->out ? partial : NULL,
                       job->checkpoint_every == 0 ? AE_PPL_CHECKPOINT_EVERY
                                                  : job->checkpoint_every < 0 ? 0 : (double)job->checkpoint_every,
-                      job->resume, key, log, job->layer_major, job->gpu_mem_limit};
+                      job->resume, key, log, job->layer_major, job->gpu_mem_limit,
+                      job->device == AE_DEV_CUDA ? ae_dist_gpu(job->dist, ak_device_count()) : 0};
     if (ae_eval_ppl_ctl(m, ids, n_ids, &o, &ctl, &res, err)) goto done;
     double wall = ax_now() - t0;
     if (table) {

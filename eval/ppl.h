@@ -104,6 +104,8 @@ typedef struct {
     FILE       *log;               /* notices and checkpoint warnings (NULL: none)                   */
     int         layer_major;       /* cuda: 0 auto, 1 always, -1 never (ae_engine_opts.layer_major)  */
     size_t      gpu_mem_limit;     /* cuda: bytes an engine may plan for (0 = 90% of the device)     */
+    int         gpu;               /* cuda: this rank's device index (ae_dist_gpu: local rank modulo
+                                      the device count; 0 for one rank)                              */
 } ae_ppl_ctl;
 
 /* ae_eval_ppl with ranks and checkpoints. Every rank calls it with the same arguments; every rank
