@@ -721,6 +721,29 @@ static int cu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, lon
     return 0;
 }
 
+/* The layer-major pass shared by scoring and calibration: embed windows tokens [n, T] into H [n, T, dim]
+ * (device), then per layer: load it, pass every window's hidden state through it (the residual added at
+ * the layer's end, as the resident order's fused add_rmsnorm does), check and sync, free it. Leaves
+ * s->x pointing into H; 0 or -1 with err. */
+static int layer_major_pass(ae_engine *e, const int *tokens, int n, int T, uint16_t *H, char *err) {
+    cu_state *s = e->dev;
+    const size_t wst = (size_t)T * s->dim;
+    prof_mark(s, -1);
+    for (int w = 0; w < n; w++)
+        if (ak_ops_embed(s->ops, tokens + (size_t)w * T, T, s->emb, s->V, s->dim, H + w * wst, err)) return -1;
+    prof_mark(s, P_EMBED);
+    for (int l = 0; l < e->m->cfg.n_layers; l++) {
+        if (layer_load(e, l, err)) return -1;
+        for (int w = 0; w < n; w++) {
+            s->x = H + w * wst;
+            if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) return -1;
+        }
+        if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) return -1;
+        layer_unload(e, l);
+    }
+    return 0;
+}
+
 /* Layer-major (streaming engines): the hidden states of all n windows [n, T, dim] fp16 stay on the
  * device; each layer is loaded once, every window passes through it (residual added at the layer's
  * end: the same fp16 add as the fused add_rmsnorm of the resident order, so the same bytes), then it
@@ -746,19 +769,7 @@ static int cu_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_re
     int rc = -1;
     const size_t wst = (size_t)T * s->dim;
     s->prof_fwd += n;
-    prof_mark(s, -1);
-    for (int w = 0; w < n; w++)
-        if (ak_ops_embed(s->ops, tokens + (size_t)w * T, T, s->emb, s->V, s->dim, H + w * wst, err)) goto out;
-    prof_mark(s, P_EMBED);
-    for (int l = 0; l < c->n_layers; l++) {
-        if (layer_load(e, l, err)) goto out;
-        for (int w = 0; w < n; w++) {
-            s->x = H + w * wst;
-            if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) goto out;
-        }
-        if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) goto out;
-        layer_unload(e, l);
-    }
+    if (layer_major_pass(e, tokens, n, T, H, err)) goto out;
     for (int w = 0; w < n; w++) {
         s->x = H + w * wst;
         if (ak_ops_rmsnorm(s->ops, s->x, s->final_norm, T, s->dim, c->rms_eps, s->xb, err)) goto out;
@@ -931,18 +942,7 @@ static int cu_calib_sumsq(ae_engine *e, const int *tokens, int n, int T, ae_cali
         char what[128];
         snprintf(what, sizeof what, "hidden states of %d calibration windows x %d tokens (layer-major)", n, T);
         if (dalloc(e, s, hbytes, (void **)&H, what, err)) goto out;
-        const size_t wst = (size_t)T * s->dim;
-        for (int w = 0; w < n; w++)
-            if (ak_ops_embed(s->ops, tokens + (size_t)w * T, T, s->emb, s->V, s->dim, H + w * wst, err)) goto out;
-        for (int l = 0; l < nl; l++) {
-            if (layer_load(e, l, err)) goto out;
-            for (int w = 0; w < n; w++) {
-                s->x = H + w * wst;
-                if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) goto out;
-            }
-            if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) goto out;
-            layer_unload(e, l);
-        }
+        if (layer_major_pass(e, tokens, n, T, H, err)) goto out;
     }
     if (ak_ops_download(s->ops, host, acc, abytes, err)) goto out;
     for (int l = 0, i = 0; l < nl; l++)

@@ -15,12 +15,6 @@
 #include <cstring>
 #include <vector>
 
-// The fused RMSNorm + quantizer launch (kernels/ak_quant.cu; a as for ak_launch_quant, x/r/w/eps as
-// ak_rmsnorm_quantize_x_dev). Declared here, next to its only other caller, until ak_internal.cuh
-// carries it.
-int ak_launch_rmsnorm_quant(const ak_quant_args &a, uint16_t *x, const uint16_t *r, const uint16_t *w, float eps,
-                            cudaStream_t st, char *err);
-
 struct ak_bench {
     cublasHandle_t h;
     cudaStream_t st;
@@ -291,10 +285,9 @@ extern "C" int ak_bench_gemm(ak_bench *b, ak_impl impl, const aq_mode *mode, ak_
     return time_runs(b, warmup, runs, fn, ms_median, ms_min, ms_max, err);
 }
 
-extern "C" int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, int warmup, int runs,
-                              double *ms_median, double *bytes, char *err) {
-    if (ak_supports(mode, K, err)) return -1;
-    pool P;
+// The quantizer's launch arguments for mode at [M, K] without buffers (ak_bench_quant and
+// ak_bench_rmsnorm_quant fill them per copy).
+static ak_quant_args quant_base(const aq_mode *mode, int M, int K) {
     const int o = mode->outliers, Km = K - o;
     int g = aq_operand_group(&mode->x, Km);
     if (g > Km) g = Km;
@@ -305,6 +298,31 @@ extern "C" int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, in
     base.p[0] = ak_qpart{0, Km, mode->x.bits, g, (Km + g - 1) / g, mode->x.clip, nullptr, mode->x.bits == 4 ? Km / 2 : Km, nullptr};
     if (o > 0)
         base.p[1] = ak_qpart{Km, o, mode->outl.bits, o, 1, mode->outl.clip, nullptr, mode->outl.bits == 4 ? o / 2 : o, nullptr};
+    return base;
+}
+
+// A random channel permutation [K] on the device (Fisher-Yates on the host, fixed seed). 0 or -1.
+static int bench_perm(pool &P, int K, int32_t **perm, char *err) {
+    std::vector<int32_t> h(K);
+    for (int k = 0; k < K; k++) h[k] = k;
+    uint32_t s = 12345u;
+    for (int k = K - 1; k > 0; k--) {
+        s = s * 1664525u + 1013904223u;
+        std::swap(h[k], h[(int)((s >> 8) % (uint32_t)(k + 1))]);
+    }
+    *perm = P.get<int32_t>((size_t)K * 4, err, "perm");
+    if (!*perm || cudaMemcpy(*perm, h.data(), (size_t)K * 4, cudaMemcpyHostToDevice) != cudaSuccess) {
+        if (err && *perm) snprintf(err, AX_ERR_LEN, "bench: upload of perm failed");
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, int warmup, int runs,
+                              double *ms_median, double *bytes, char *err) {
+    if (ak_supports(mode, K, err)) return -1;
+    pool P;
+    const ak_quant_args base = quant_base(mode, M, K);
     size_t set = (size_t)M * K * 2;
     for (int i = 0; i < base.nparts; i++) set += (size_t)M * base.p[i].rb + (size_t)M * base.p[i].G * 2;
     *bytes = (double)set;
@@ -312,20 +330,7 @@ extern "C" int ak_bench_quant(ak_bench *b, const aq_mode *mode, int M, int K, in
     int32_t *perm = nullptr;
     unsigned long long *bad = P.get<unsigned long long>(8, err, "flag");
     if (!bad) return -1;
-    if (mode->permuted) {   // a random permutation (Fisher-Yates on the host)
-        std::vector<int32_t> h(K);
-        for (int k = 0; k < K; k++) h[k] = k;
-        uint32_t s = 12345u;
-        for (int k = K - 1; k > 0; k--) {
-            s = s * 1664525u + 1013904223u;
-            std::swap(h[k], h[(int)((s >> 8) % (uint32_t)(k + 1))]);
-        }
-        perm = P.get<int32_t>((size_t)K * 4, err, "perm");
-        if (!perm || cudaMemcpy(perm, h.data(), (size_t)K * 4, cudaMemcpyHostToDevice) != cudaSuccess) {
-            if (err && perm) snprintf(err, AX_ERR_LEN, "bench: upload of perm failed");
-            return -1;
-        }
-    }
+    if (mode->permuted && bench_perm(P, K, &perm, err)) return -1;
     std::vector<ak_quant_args> sets(R, base);
     for (int r = 0; r < R; r++) {
         __half *x = P.get<__half>((size_t)M * K * 2, err, "X");
@@ -350,16 +355,7 @@ extern "C" int ak_bench_rmsnorm_quant(ak_bench *b, const aq_mode *mode, int M, i
         return -1;
     }
     pool P;
-    const int o = mode->outliers, Km = K - o;
-    int g = aq_operand_group(&mode->x, Km);
-    if (g > Km) g = Km;
-    ak_quant_args base;
-    memset(&base, 0, sizeof base);
-    base.M = M; base.K = K;
-    base.nparts = o > 0 ? 2 : 1;
-    base.p[0] = ak_qpart{0, Km, mode->x.bits, g, (Km + g - 1) / g, mode->x.clip, nullptr, mode->x.bits == 4 ? Km / 2 : Km, nullptr};
-    if (o > 0)
-        base.p[1] = ak_qpart{Km, o, mode->outl.bits, o, 1, mode->outl.clip, nullptr, mode->outl.bits == 4 ? o / 2 : o, nullptr};
+    const ak_quant_args base = quant_base(mode, M, K);
     const size_t MK2 = (size_t)M * K * 2;
     size_t set = MK2 * (residual ? 2 : 1);   // per copy: x (and r)
     for (int i = 0; i < base.nparts; i++) set += (size_t)M * base.p[i].rb + (size_t)M * base.p[i].G * 2;
@@ -371,20 +367,7 @@ extern "C" int ak_bench_rmsnorm_quant(ak_bench *b, const aq_mode *mode, int M, i
     __half *w = P.get<__half>((size_t)K * 2, err, "norm weight");
     if (!bad || !w) return -1;
     fillh(b, w, (size_t)K, 77, 0.5f, 1.5f);
-    if (mode->permuted) {   // a random permutation (Fisher-Yates on the host), as ak_bench_quant
-        std::vector<int32_t> h(K);
-        for (int k = 0; k < K; k++) h[k] = k;
-        uint32_t s = 12345u;
-        for (int k = K - 1; k > 0; k--) {
-            s = s * 1664525u + 1013904223u;
-            std::swap(h[k], h[(int)((s >> 8) % (uint32_t)(k + 1))]);
-        }
-        perm = P.get<int32_t>((size_t)K * 4, err, "perm");
-        if (!perm || cudaMemcpy(perm, h.data(), (size_t)K * 4, cudaMemcpyHostToDevice) != cudaSuccess) {
-            if (err && perm) snprintf(err, AX_ERR_LEN, "bench: upload of perm failed");
-            return -1;
-        }
-    }
+    if (mode->permuted && bench_perm(P, K, &perm, err)) return -1;
     std::vector<ak_quant_args> sets(R, base);
     std::vector<__half *> xs(R), rs(R, nullptr);
     for (int r = 0; r < R; r++) {

@@ -470,15 +470,10 @@ extern "C" int ak_dqt_download(ak_ctx *c, const ak_dqt *src, aq_qtensor *out, ch
 
 // ---- activation quantization ----------------------------------------------------------------------
 
-extern "C" int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
-                                 ak_dqt *out, const char *what, char *err) {
-    static const char *op = "ak_quantize_x_dev";
-    what = nz(what, "X");
-    if (ak_ctx_use(c, op, err)) return -1;
-    if (!m || !x || !out || M < 1 || K < 1) {
-        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: bad shape [%d, %d] or NULL data/mode/output", op, what, M, K);
-        return -1;
-    }
+// Shared by ak_quantize_x_dev and ak_rmsnorm_quantize_x_dev (ak_quant.cu); declared in ak_internal.cuh.
+int ak_quant_begin(ak_ctx *c, const char *op, const char *what, const aq_mode *m, const uint16_t *x,
+                   const uint16_t *slot_x, int M, int K, const int32_t *perm, ak_dqt *out, ak_quant_args *ap,
+                   char *err) {
     if (ak_supports(m, K, err)) return -1;
     if (m->permuted ? !perm : perm != nullptr) {
         if (err) snprintf(err, AX_ERR_LEN, m->permuted ? "%s: %s: atom mode '%s' needs a channel permutation perm [%d]"
@@ -486,14 +481,14 @@ extern "C" int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x,
                           op, what, m->name, K);
         return -1;
     }
-    if (!dqt_is(out, m, false, K) || out->cap < M) {
+    if (!dqt_is(out, m, false, K) || (m->permuted && !out->perm) || out->cap < M) {
         if (err) snprintf(err, AX_ERR_LEN, "%s: %s: the output tensor is not mode '%s''s activation layout for K = %d with >= %d rows "
                           "(it has mode '%s', K = %d, %d rows)", op, what, m->name, K, M, out->mode.name, out->K, out->cap);
         return -1;
     }
     const int o = m->outliers, Km = K - o;
     const int g = aq_operand_group(&m->x, Km);
-    ak_quant_args a;
+    ak_quant_args &a = *ap;
     memset(&a, 0, sizeof a);
     a.M = M; a.K = K;
     a.x = reinterpret_cast<const __half *>(x);
@@ -504,7 +499,7 @@ extern "C" int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x,
     if (o > 0)
         a.p[1] = ak_qpart{Km, o, m->outl.bits, o, 1, m->outl.clip, out->outl.codes, (int)dq_row_bytes(&out->outl),
                           reinterpret_cast<__half *>(out->outl.scales)};
-    const int slot = ak_slot_open(c, op, what, K, x, perm, err);
+    const int slot = ak_slot_open(c, op, what, K, slot_x, perm, err);
     if (slot < 0) return -1;
     unsigned long long *fl = c->flags + (size_t)slot * AK_SLOT_WORDS;
     a.bad = fl;
@@ -515,6 +510,21 @@ extern "C" int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x,
         a.perm = perm;
         a.perm_bad = fl + 1;
     }
+    return slot;
+}
+
+extern "C" int ak_quantize_x_dev(ak_ctx *c, const aq_mode *m, const uint16_t *x, int M, int K, const int32_t *perm,
+                                 ak_dqt *out, const char *what, char *err) {
+    static const char *op = "ak_quantize_x_dev";
+    what = nz(what, "X");
+    if (ak_ctx_use(c, op, err)) return -1;
+    if (!m || !x || !out || M < 1 || K < 1) {
+        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: bad shape [%d, %d] or NULL data/mode/output", op, what, M, K);
+        return -1;
+    }
+    ak_quant_args a;
+    const int slot = ak_quant_begin(c, op, what, m, x, x, M, K, perm, out, &a, err);
+    if (slot < 0) return -1;
     if (ak_launch_quant(a, c->st, err)) return -1;
     out->rows = M;
     return ak_slot_close(c, slot, false, err);

@@ -183,6 +183,19 @@ int ak_slot_open(ak_ctx *c, const char *op, const char *what, int K, const uint1
                  char *err);
 // Finish the call: in sync mode (or force) wait and report this slot; else leave it for ak_ctx_check.
 int ak_slot_close(ak_ctx *c, int slot, bool force_sync, char *err);
+// The activation quantizer's call set-up, shared by ak_quantize_x_dev and ak_rmsnorm_quantize_x_dev
+// (ak_cuda.cu): mode and K supported (ak_supports), perm given iff the mode permutes, out in the
+// mode's activation layout (with perm storage for permuted modes) and >= M rows; *a = the launch
+// arguments (a->x = x); a check slot opened (slot_x: the input whose bits name a non-finite value,
+// NULL: named by [row, col] only); ATOM: perm checked on the device and copied into out. Returns
+// the slot, or -1 with err (op: the public call's name, what: the tensor's).
+int ak_quant_begin(ak_ctx *c, const char *op, const char *what, const aq_mode *m, const uint16_t *x,
+                   const uint16_t *slot_x, int M, int K, const int32_t *perm, ak_dqt *out, ak_quant_args *a,
+                   char *err);
+// The fused RMSNorm + quantizer launch on prepared arguments (ak_quant.cu; a.x unused): x [M, K] fp16
+// read (and, with r, x += r written back), w [K] fp16; 16-byte aligned x, r, w. 0 or -1 with err.
+int ak_launch_rmsnorm_quant(const ak_quant_args &a, uint16_t *x, const uint16_t *r, const uint16_t *w, float eps,
+                            cudaStream_t st, char *err);
 
 // ---- general quantizer (ak_wquant.cu) ---------------------------------------------------------------
 // Validate perm [K] on the device: flag[0] = an offending index (else stays ~0ull). K <= AK_PERM_MAX_K.

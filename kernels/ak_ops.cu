@@ -12,6 +12,8 @@
 #include <cuda_runtime.h>
 #include <cublas_v2.h>
 
+#include "ak_reduce.cuh"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -96,10 +98,6 @@ __device__ __forceinline__ uint16_t f2h(float f) { return __half_as_ushort(__flo
 // fp16 rounding of an fp32 value, back in fp32
 __device__ __forceinline__ float r16(float f) { return __half2float(__float2half_rn(f)); }
 
-__device__ __forceinline__ float warp_sum_f(float v) {
-    for (int s = 16; s > 0; s >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, s));
-    return v;
-}
 __device__ __forceinline__ double warp_sum_d(double v) {
     for (int s = 16; s > 0; s >>= 1) v += __shfl_xor_sync(0xffffffffu, v, s);
     return v;
@@ -109,16 +107,8 @@ __device__ __forceinline__ float warp_max_f(float v) {
     return v;
 }
 
-// Block-wide sums (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
-__device__ float block_sum_f(float v, float *sh) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = warp_sum_f(v);
-    __syncthreads();
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    float t = lane < nw ? sh[lane] : 0.0f;
-    return warp_sum_f(t);
-}
+// Block-wide sums (blockDim.x a multiple of 32, <= 1024); every thread gets the result. fp32:
+// ak_block_sum_f (ak_reduce.cuh, shared with the fused RMSNorm + quantizer).
 __device__ double block_sum_d(double v, double *sh) {
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
     v = warp_sum_d(v);
@@ -356,7 +346,7 @@ __global__ void __launch_bounds__(256) rmsnorm_kernel(uint16_t *x, const uint16_
         }
         ss = __fadd_rn(ss, __fmul_rn(v, v));
     }
-    ss = block_sum_f(ss, sh);
+    ss = ak_block_sum_f(ss, sh);
     float var = __fdiv_rn(ss, (float)dim);
     float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
     uint16_t *orow = out + row * dim;
@@ -391,7 +381,7 @@ __global__ void __launch_bounds__(256) rmsnorm8_kernel(uint16_t *x, const uint16
 #pragma unroll
         for (int e = 0; e < 8; e++) { float v = h2f(x16[e]); ss = __fadd_rn(ss, __fmul_rn(v, v)); }
     }
-    ss = block_sum_f(ss, sh);
+    ss = ak_block_sum_f(ss, sh);
     float var = __fdiv_rn(ss, (float)dim);
     float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
     uint4 *orow = reinterpret_cast<uint4 *>(out + row * dim);
@@ -757,7 +747,7 @@ __global__ void __launch_bounds__(128) attn_simple_kernel(const uint16_t *q, int
         float mnew = fmaxf(m, warp_max_f(s));           // finite: key j0 <= pos0 + t is always valid
         float corr = expf(m - mnew);                     // 0 on the first chunk (m = -inf)
         float p = j < nk ? expf(s - mnew) : 0.0f;
-        l = __fadd_rn(__fmul_rn(l, corr), warp_sum_f(p));
+        l = __fadd_rn(__fmul_rn(l, corr), ak_warp_sum_f(p));
 #pragma unroll
         for (int i = 0; i < SIMPLE_MAX_D / 32; i++) acc[i] = __fmul_rn(acc[i], corr);
         int cnt = min(32, nk - j0);

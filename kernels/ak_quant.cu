@@ -20,6 +20,7 @@
 // |bits| (|bits| >= 0x7c00 iff inf/NaN). Codes: 32 nibbles -> one 16-byte store (4-bit) or 32 bytes
 // -> two (8-bit); the first quad of a group stores s. Measurements: kernels/NOTES.md.
 #include "ak_internal.cuh"
+#include "ak_reduce.cuh"
 
 #include <cstdio>
 
@@ -339,7 +340,7 @@ int ak_launch_quant(const ak_quant_args &a, cudaStream_t st, char *err) {
 // One block of RQ_NT = 256 threads per token (row), in three phases:
 //  1. x (+= r, fp16 RNE add written back) and the fp32 sum of squares with rmsnorm8_kernel's exact
 //     assignment and order (kernels/ak_ops.cu): thread tid owns the 8-value chunks c = tid, tid + 256,
-//     ... and adds v*v sequentially over them, then the block tree of block_sum_f (copied below);
+//     ... and adds v*v sequentially over them, then the block tree of ak_block_sum_f (ak_reduce.cuh, shared with it);
 //     loads are issued RQ_B chunks at a time, the adds stay in chunk order;
 //  2. inv = 1 / sqrt(ss / K + eps) (__fdiv_rn, __fsqrt_rn) and y = fp16(w * fp16(x * inv)) per value,
 //     as rmsnorm8_kernel's out, into a shared-memory copy of the row (never to global memory); the
@@ -354,21 +355,6 @@ namespace {
 constexpr int RQ_NT = 256;   // rmsnorm8_kernel's block size: its chunk assignment and sum tree
 constexpr int RQ_B = 4;      // chunks of 8 values whose loads are issued together per thread
 
-// fp32 block sum with kernels/ak_ops.cu block_sum_f's operations in its order (a copy: the bytes of the
-// normalized row depend on it). blockDim.x a multiple of 32; every thread gets the result.
-DEVI float rq_warp_sum(float v) {
-    for (int s = 16; s > 0; s >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, s));
-    return v;
-}
-__device__ float rq_block_sum(float v, float *sh) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = rq_warp_sum(v);
-    __syncthreads();
-    if (lane == 0) sh[w] = v;
-    __syncthreads();
-    float t = lane < nw ? sh[lane] : 0.0f;
-    return rq_warp_sum(t);
-}
 DEVI unsigned short f2h_bits(float f) { return __half_as_ushort(__float2half_rn(f)); }
 DEVI float r16f(float f) { return __half2float(__float2half_rn(f)); }   // fp16 rounding, back in fp32
 
@@ -420,7 +406,7 @@ __global__ void __launch_bounds__(RQ_NT) rmsq_kernel(const ak_quant_args a, uint
             xs4[c] = xv[j];
         }
     }
-    ss = rq_block_sum(ss, sh);
+    ss = ak_block_sum_f(ss, sh);   // rmsnorm8_kernel's sum (ak_reduce.cuh)
     const float var = __fdiv_rn(ss, (float)K);
     const float inv = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(var, eps)));
 
@@ -591,18 +577,6 @@ int launch_rmsq_nq(const ak_quant_args &a, uint16_t *x, const uint16_t *r, const
     return r ? launch_rmsq<NQ, true, false>(a, x, r, w, eps, st, err) : launch_rmsq<NQ, false, false>(a, x, r, w, eps, st, err);
 }
 
-// Does t hold mode m's activation layout for K channels (ak_cuda.cu dqt_is for X, plus perm storage
-// for every permuted mode)?
-bool rq_layout_ok(const ak_dqt *t, const aq_mode *m, int K) {
-    if (strcmp(t->mode.name, m->name) || !aq_mode_same(&t->mode, m) || t->K != K) return false;
-    const qlayout L = layout_of(m, false, K);
-    const ak_dqmat *q[2] = {&t->main, &t->outl};
-    for (int i = 0; i < L.nparts; i++)
-        if (q[i]->cols != L.cols[i] || q[i]->bits != L.bits[i] || q[i]->group != L.group[i] ||
-            q[i]->ngroups != (L.cols[i] + L.group[i] - 1) / L.group[i] || q[i]->sub || !q[i]->codes || !q[i]->scales)
-            return false;
-    return (L.nparts > 1 || t->outl.codes == nullptr) && (!m->permuted || t->perm);
-}
 
 }  // namespace
 
@@ -640,52 +614,16 @@ extern "C" int ak_rmsnorm_quantize_x_dev(ak_ctx *c, const aq_mode *m, uint16_t *
         if (err) snprintf(err, AX_ERR_LEN, "%s: %s: eps %g must be finite and >= 0", op, what, (double)eps);
         return -1;
     }
-    if (ak_supports(m, K, err)) return -1;
     if (((uintptr_t)x | (uintptr_t)r | (uintptr_t)w) & 15) {
         if (err) snprintf(err, AX_ERR_LEN, "%s: %s: x, r and the norm weight must be 16-byte aligned (rmsnorm8_kernel's "
                           "layout); call ak_ops_add_rmsnorm / ak_ops_rmsnorm and ak_quantize_x_dev instead", op, what);
         return -1;
     }
-    if (m->permuted ? !perm : perm != nullptr) {
-        if (err) snprintf(err, AX_ERR_LEN, m->permuted ? "%s: %s: atom mode '%s' needs a channel permutation perm [%d]"
-                                                       : "%s: %s: a channel permutation is only used by atom modes, not '%s' (K = %d)",
-                          op, what, m->name, K);
-        return -1;
-    }
-    if (!rq_layout_ok(out, m, K) || out->cap < M) {
-        if (err) snprintf(err, AX_ERR_LEN, "%s: %s: the output tensor is not mode '%s''s activation layout for K = %d with >= %d rows "
-                          "(it has mode '%s', K = %d, %d rows)", op, what, m->name, K, M, out->mode.name, out->K, out->cap);
-        return -1;
-    }
-    const int o = m->outliers, Km = K - o;
-    const int g = aq_operand_group(&m->x, Km);
-    ak_quant_args a;
-    memset(&a, 0, sizeof a);
-    a.M = M; a.K = K;
-    a.x = reinterpret_cast<const __half *>(x);
-    a.nparts = o > 0 ? 2 : 1;
-    a.p[0] = ak_qpart{0, Km, m->x.bits, g < Km ? g : Km, out->main.ngroups, m->x.clip, out->main.codes,
-                      (int)dq_row_bytes(&out->main), reinterpret_cast<__half *>(out->main.scales)};
-    if (o > 0)
-        a.p[1] = ak_qpart{Km, o, m->outl.bits, o, 1, m->outl.clip, out->outl.codes, (int)dq_row_bytes(&out->outl),
-                          reinterpret_cast<__half *>(out->outl.scales)};
     // The checked input is the normalized row, which lives only in shared memory: the slot has no
     // input pointer, so a non-finite value is named by [row, col] without its bits.
-    const int slot = ak_slot_open(c, op, what, K, nullptr, perm, err);
+    ak_quant_args a;
+    const int slot = ak_quant_begin(c, op, what, m, x, nullptr, M, K, perm, out, &a, err);
     if (slot < 0) return -1;
-    unsigned long long *fl = c->flags + (size_t)slot * AK_SLOT_WORDS;
-    a.bad = fl;
-    if (perm) {
-        if (ak_launch_perm_check(perm, K, fl + 1, c->st, err)) return -1;
-        cudaError_t e = cudaMemcpyAsync(out->perm, perm, (size_t)K * 4, cudaMemcpyDeviceToDevice, c->st);
-        if (e != cudaSuccess) {
-            cudaGetLastError();
-            if (err) snprintf(err, AX_ERR_LEN, "%s: copy of perm: %s", op, cudaGetErrorString(e));
-            return -1;
-        }
-        a.perm = perm;
-        a.perm_bad = fl + 1;
-    }
     if (ak_launch_rmsnorm_quant(a, x, r, w, eps, c->st, err)) return -1;
     out->rows = M;
     return ak_slot_close(c, slot, false, err);
