@@ -19,6 +19,7 @@
 #     ncu       Nsight Compute sections of one GEMM per path (NCU_PATHS, NCU_MODE, NCU_M)
 #     ranks     mpirun 1 and RANKS_NP ranks (one GPU each) on random:llama2-7b: equal numbers, throughput
 #     l13       written llama2-13b checkpoint: resident vs --gpu-mem-limit 8GiB (same numbers, slowdown)
+#     gemvms    gemv_ms_kernel (.devbin/apex4-ms, built with -DAK_GEMV_MS=1): memcheck, MS_CHECK=1 check, MS_BENCH=1 A/B
 #     quant     bench gemm --quant-only: quantizer and fused RMSNorm + quantizer vs copy bandwidth
 #     l70       random:llama2-70b, all 166 WikiText-2 windows, layer-major (L70_RUNS: one run per mode list)
 #     virt      random:llama2-7b / llama2-70b layer-major (VIRT_MODELS, VIRT_WINDOWS, VIRT_MODES)
@@ -303,6 +304,29 @@ if has sanitize; then
         tail -2 "$OUT/san-$tool.log"
         summary+=("sanitize $tool rc=$rc")
     done
+fi
+
+if has gemvms; then
+    # gemv_ms_kernel (M <= 16) from a build with -DAK_GEMV_MS=1 carried as .devbin/apex4-ms: memcheck on
+    # check --quick (M = 1, 7), the full check of the int8 path, then the decode bench A/B against the
+    # packed binary (gemv_kernel) on the LLaMA-2-70B shapes
+    step gemvms
+    MS=.devbin/apex4-ms
+    CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+    timeout ${SAN_TIMEOUT:-150} $CS --tool memcheck --show-backtrace device --error-exitcode 9 $MS check --device cuda \
+        --quick --no-llama --inputs normal --paths ${MS_PATHS:-int8} --threads 1 >"$OUT/ms-memcheck.log" 2>&1
+    echo "ms memcheck rc=$?"; grep -m12 -E "ERROR|Invalid|Illegal|illegal|at 0x|by thread|in .*\.cu:|Saved host|FAIL" "$OUT/ms-memcheck.log"; tail -3 "$OUT/ms-memcheck.log"
+    if [ -n "${MS_CHECK:-}" ]; then
+        timeout 200 $MS check --device cuda --paths int8 >"$OUT/ms-check.log" 2>&1
+        echo "ms check rc=$?"; tail -3 "$OUT/ms-check.log"
+    fi
+    if [ -n "${MS_BENCH:-}" ]; then
+        for b in $MS $BIN; do
+            timeout 120 $b bench gemm --shapes llama2-70b --m 1,16 --modes ${MS_MODES:-w4a4-pc,w4a4-g128} --paths int8 \
+                --runs 50 --warmup 10 --no-quant --out "$OUT/ms-bench-$(basename $b).json" >"$OUT/ms-bench-$(basename $b).log" 2>&1
+            echo "bench $(basename $b) rc=$?"; tail -14 "$OUT/ms-bench-$(basename $b).log"
+        done
+    fi
 fi
 
 if has ncu; then

@@ -86,6 +86,8 @@ typedef struct {
     uint16_t *stage, *wtmp;
     size_t    stage_n;
     uint16_t *kc_shared, *vc_shared;
+    size_t    layer_bytes;            /* device bytes of one loaded layer (estimate, for hid_alloc)   */
+    size_t    mem_limit;              /* --gpu-mem-limit, else 90 % of the device's memory            */
     uint16_t *xg;                     /* packed forwards: gathered final hidden rows [max_seq, dim]  */
     size_t    bytes;                  /* device bytes allocated                                     */
     /* APEX4_PROFILE=1: each op synchronised and timed on the host (a breakdown printed to stderr when
@@ -377,6 +379,8 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
                       (size_t)s->max_seq * ((size_t)s->V * 4 + (size_t)(8 * s->dim + 6 * s->hid) * 2);
         size_t limit = e->o.gpu_mem_limit ? e->o.gpu_mem_limit : ak_ctx_info(s->ctx)->total_mem / 10 * 9;
         s->streaming = e->o.layer_major > 0 || (e->o.layer_major == 0 && need > limit);
+        s->layer_bytes = lw;
+        s->mem_limit = limit;
     }
     if (upload_f16(e, s, -1, AE_T_EMB, stage, stage_n, &s->emb, err)) goto out;
     if (c->tie_embeddings) s->lm_head = s->emb;
@@ -721,22 +725,91 @@ static int cu_score(ae_engine *e, const int *tokens, int T, ae_refstore *rs, lon
     return 0;
 }
 
-/* The layer-major pass shared by scoring and calibration: embed windows tokens [n, T] into H [n, T, dim]
- * (device), then per layer: load it, pass every window's hidden state through it (the residual added at
- * the layer's end, as the resident order's fused add_rmsnorm does), check and sync, free it. Leaves
- * s->x pointing into H; 0 or -1 with err. */
-static int layer_major_pass(ae_engine *e, const int *tokens, int n, int T, uint16_t *H, char *err) {
+/* Hidden states of the n windows of a layer-major pass, [n, T, dim] fp16. On the device when they fit
+ * the memory limit (s->mem_limit) next to what is allocated and one loaded layer (s->layer_bytes);
+ * else spilled: all n windows in host memory and a device buffer of nb < n windows, each layer passing
+ * the windows through that buffer chunk by chunk (upload, layer, download). Either way every layer sees
+ * the windows in order, so the bytes are the same (tests/test_gpu_layer.c). */
+typedef struct {
+    uint16_t *dev;    /* device [nb, T, dim] (nb = n when not spilled)                          */
+    uint16_t *host;   /* host [n, T, dim], NULL when not spilled                                */
+    int       n, nb;
+    size_t    wst;    /* T * dim values per window                                              */
+} cu_hid;
+
+static int hid_alloc(ae_engine *e, int n, int T, const char *what, cu_hid *h, char *err) {
     cu_state *s = e->dev;
-    const size_t wst = (size_t)T * s->dim;
+    memset(h, 0, sizeof *h);
+    h->n = n;
+    h->wst = (size_t)T * s->dim;
+    const size_t wb = h->wst * 2, used = s->bytes + s->layer_bytes;
+    size_t fit = s->mem_limit > used ? (s->mem_limit - used) / wb : 0;
+    const char *env = getenv("APEX4_HIDDEN_WINDOWS");   /* testing: force a chunk of that many windows */
+    if (env && *env) {
+        long v;
+        if (ax_parse_long(env, 1, 1L << 30, "APEX4_HIDDEN_WINDOWS", &v, err)) return -1;
+        fit = (size_t)v;
+    }
+    h->nb = fit >= (size_t)n ? n : fit < 1 ? 1 : (int)fit;
+    char w2[192];
+    if (h->nb < n) {
+        snprintf(w2, sizeof w2, "%s: host copy (spilled, %d of %d windows on the device at a time)", what, h->nb, n);
+        h->host = malloc((size_t)n * wb);
+        if (!h->host) { SETERR("%s: out of host memory (%zu bytes)", w2, (size_t)n * wb); return -1; }
+        snprintf(w2, sizeof w2, "%s: device chunk of %d windows (spilled to host)", what, h->nb);
+    } else {
+        snprintf(w2, sizeof w2, "%s", what);
+    }
+    if (dalloc(e, s, (size_t)h->nb * wb, (void **)&h->dev, w2, err)) { free(h->host); h->host = NULL; return -1; }
+    return 0;
+}
+
+static void hid_free(ae_engine *e, cu_hid *h) {
+    cu_state *s = e->dev;
+    if (h->dev) {
+        ak_ops_sync(s->ops, NULL);
+        ak_ops_dfree(s->ops, h->dev);
+        s->bytes -= (size_t)h->nb * h->wst * 2;
+    }
+    free(h->host);
+    memset(h, 0, sizeof *h);
+}
+
+/* Window w's hidden state on the device (spilled: uploaded into the buffer's first slot). */
+static uint16_t *hid_window(ae_engine *e, cu_hid *h, int w, char *err) {
+    cu_state *s = e->dev;
+    if (!h->host) return h->dev + (size_t)w * h->wst;
+    if (ak_ops_upload(s->ops, h->dev, h->host + (size_t)w * h->wst, h->wst * 2, err)) return NULL;
+    return h->dev;
+}
+
+/* The layer-major pass shared by scoring and calibration: embed windows tokens [n, T] into the hidden
+ * states h, then per layer: load it, pass every window's hidden state through it in order (the
+ * residual added at the layer's end, as the resident order's fused add_rmsnorm does; spilled: chunk by
+ * chunk through the device buffer), check and sync, free it. Leaves s->x pointing into h->dev; 0 or
+ * -1 with err. */
+static int layer_major_pass(ae_engine *e, const int *tokens, int n, int T, cu_hid *h, char *err) {
+    cu_state *s = e->dev;
+    const size_t wst = h->wst, wb = wst * 2;
     prof_mark(s, -1);
-    for (int w = 0; w < n; w++)
-        if (ak_ops_embed(s->ops, tokens + (size_t)w * T, T, s->emb, s->V, s->dim, H + w * wst, err)) return -1;
+    for (int c0 = 0; c0 < n; c0 += h->nb) {
+        const int cnt = n - c0 < h->nb ? n - c0 : h->nb;
+        for (int w = 0; w < cnt; w++)
+            if (ak_ops_embed(s->ops, tokens + (size_t)(c0 + w) * T, T, s->emb, s->V, s->dim, h->dev + w * wst, err))
+                return -1;
+        if (h->host && ak_ops_download(s->ops, h->host + (size_t)c0 * wst, h->dev, (size_t)cnt * wb, err)) return -1;
+    }
     prof_mark(s, P_EMBED);
     for (int l = 0; l < e->m->cfg.n_layers; l++) {
         if (layer_load(e, l, err)) return -1;
-        for (int w = 0; w < n; w++) {
-            s->x = H + w * wst;
-            if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) return -1;
+        for (int c0 = 0; c0 < n; c0 += h->nb) {
+            const int cnt = n - c0 < h->nb ? n - c0 : h->nb;
+            if (h->host && ak_ops_upload(s->ops, h->dev, h->host + (size_t)c0 * wst, (size_t)cnt * wb, err)) return -1;
+            for (int w = 0; w < cnt; w++) {
+                s->x = h->dev + w * wst;
+                if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) return -1;
+            }
+            if (h->host && ak_ops_download(s->ops, h->host + (size_t)c0 * wst, h->dev, (size_t)cnt * wb, err)) return -1;
         }
         if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) return -1;
         layer_unload(e, l);
@@ -744,11 +817,11 @@ static int layer_major_pass(ae_engine *e, const int *tokens, int n, int T, uint1
     return 0;
 }
 
-/* Layer-major (streaming engines): the hidden states of all n windows [n, T, dim] fp16 stay on the
- * device; each layer is loaded once, every window passes through it (residual added at the layer's
- * end: the same fp16 add as the fused add_rmsnorm of the resident order, so the same bytes), then it
- * is freed; then the final norm, lm_head and scoring window by window. Resident engines: cu_score
- * per window. tokens [n, T]; nll, kld [n, T-1] and same [n, T-1]. */
+/* Layer-major (streaming engines): the hidden states of all n windows [n, T, dim] fp16 (on the
+ * device, or spilled to host: hid_alloc); each layer is loaded once, every window passes through it
+ * (residual added at the layer's end: the same fp16 add as the fused add_rmsnorm of the resident
+ * order, so the same bytes), then it is freed; then the final norm, lm_head and scoring window by
+ * window. Resident engines: cu_score per window. tokens [n, T]; nll, kld [n, T-1] and same [n, T-1]. */
 static int cu_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_refstore *rs, long window0, int store,
                             double *nll, double *kld, int *same, char *err) {
     cu_state *s = e->dev;
@@ -762,16 +835,16 @@ static int cu_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_re
         return 0;
     }
     if (T < 2 || T > s->max_seq) { SETERR("score windows: T %d outside [2, %d]", T, s->max_seq); return -1; }
-    uint16_t *H = NULL, *x0 = s->x;
+    uint16_t *x0 = s->x;
+    cu_hid h;
     char what[96];
     snprintf(what, sizeof what, "hidden states of %d windows x %d tokens (layer-major)", n, T);
-    if (dalloc(e, s, (size_t)n * T * s->dim * 2, (void **)&H, what, err)) return -1;
+    if (hid_alloc(e, n, T, what, &h, err)) return -1;
     int rc = -1;
-    const size_t wst = (size_t)T * s->dim;
     s->prof_fwd += n;
-    if (layer_major_pass(e, tokens, n, T, H, err)) goto out;
+    if (layer_major_pass(e, tokens, n, T, &h, err)) goto out;
     for (int w = 0; w < n; w++) {
-        s->x = H + w * wst;
+        if (!(s->x = hid_window(e, &h, w, err))) goto out;
         if (ak_ops_rmsnorm(s->ops, s->x, s->final_norm, T, s->dim, c->rms_eps, s->xb, err)) goto out;
         prof_mark(s, P_NORM);
         if (ak_ops_linear_f32(s->ops, s->xb, T, s->dim, s->lm_head, s->V, s->logits, err)) goto out;
@@ -783,11 +856,7 @@ static int cu_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_re
     rc = 0;
 out:
     s->x = x0;
-    if (H) {
-        ak_ops_sync(s->ops, NULL);
-        ak_ops_dfree(s->ops, H);
-        s->bytes -= (size_t)n * T * s->dim * 2;
-    }
+    hid_free(e, &h);
     e->pos = 0;
     return rc;
 }
@@ -921,9 +990,10 @@ static int cu_calib_sumsq(ae_engine *e, const int *tokens, int n, int T, ae_cali
     const int wd[AE_NSITES] = {s->dim, s->q_dim, s->dim, s->hid};
     if (s->route != 0) { SETERR("calibration: the cuda engine must run fp16 (mode %s)", e->o.mode.name); return -1; }
     const size_t stride = (size_t)2 * s->dim + (size_t)s->q_dim + (size_t)s->hid, nacc = (size_t)nl * stride;
-    const size_t abytes = nacc * sizeof(double), hbytes = (size_t)n * (size_t)T * (size_t)s->dim * 2;
+    const size_t abytes = nacc * sizeof(double);
     double *host = malloc(abytes), *acc = NULL;
-    uint16_t *H = NULL, *x0 = s->x;
+    uint16_t *x0 = s->x;
+    cu_hid h = {0};
     int rc = -1;
     if (!host) { SETERR("calibration: out of memory (%zu bytes of sums)", abytes); return -1; }
     for (int l = 0, i = 0; l < nl; l++)
@@ -941,8 +1011,8 @@ static int cu_calib_sumsq(ae_engine *e, const int *tokens, int n, int T, ae_cali
     } else {
         char what[128];
         snprintf(what, sizeof what, "hidden states of %d calibration windows x %d tokens (layer-major)", n, T);
-        if (dalloc(e, s, hbytes, (void **)&H, what, err)) goto out;
-        if (layer_major_pass(e, tokens, n, T, H, err)) goto out;
+        if (hid_alloc(e, n, T, what, &h, err)) goto out;
+        if (layer_major_pass(e, tokens, n, T, &h, err)) goto out;
     }
     if (ak_ops_download(s->ops, host, acc, abytes, err)) goto out;
     for (int l = 0, i = 0; l < nl; l++)
@@ -954,7 +1024,7 @@ out:
     s->cal_acc = NULL;
     s->x = x0;
     ak_ops_sync(s->ops, NULL);
-    if (H) { ak_ops_dfree(s->ops, H); s->bytes -= hbytes; }
+    hid_free(e, &h);
     if (acc) { ak_ops_dfree(s->ops, acc); s->bytes -= abytes; }
     free(host);
     e->pos = 0;

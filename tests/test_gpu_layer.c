@@ -22,8 +22,9 @@
         if (ak_device_count() < 1) cr_skip_test("skipped: no CUDA device"); \
     } while (0)
 
-/* layer_major 2: auto with a 1 MiB --gpu-mem-limit (the model streams and the reference store goes to
- * host memory) */
+/* layer_major 2: auto with a 1 MiB --gpu-mem-limit (the model streams, the reference store goes to
+ * host memory and the hidden states spill to host, one window on the device at a time); 3: layer-major
+ * with the hidden states spilled in chunks of 2 windows (APEX4_HIDDEN_WINDOWS, set by the caller) */
 static ae_engine *engine(const ae_model *m, const char *mode, int layer_major, int max_seq) {
     ae_engine_opts o;
     memset(&o, 0, sizeof o);
@@ -32,7 +33,7 @@ static ae_engine *engine(const ae_model *m, const char *mode, int layer_major, i
     cr_assert_eq(aq_mode_parse(mode, &o.mode, err), 0, "%s", err);
     o.gemm = AE_GEMM_EXACT;
     o.max_seq = max_seq;
-    o.layer_major = layer_major == 2 ? 0 : layer_major;
+    o.layer_major = layer_major == 2 ? 0 : layer_major == 3 ? 1 : layer_major;
     if (layer_major == 2) o.gpu_mem_limit = (size_t)1 << 20;
     ae_engine *e = NULL;
     cr_assert_eq(ae_engine_new(m, &o, NULL, &e, err), 0, "%s: %s", mode, err);
@@ -52,27 +53,39 @@ Test(gpu_layer, layer_major_equals_resident_bit_for_bit) {
     uint64_t rs_ = 11;
     for (int i = 0; i < NW * T; i++) tok[i] = (int)(tu_rand_u64(&rs_) % 512);
     const size_t P = (size_t)NW * (T - 1);
-    double *nll[3], *kld[3];
-    int *same[3];
-    ae_refstore *rs[3] = {NULL, NULL, NULL};
-    static const int lm_of[3] = {-1, 1, 2};   /* resident; layer-major; a 1 MiB cap (streaming, host store) */
-    for (int r = 0; r < 3; r++) {
+    enum { NV = 4 };
+    double *nll[NV], *kld[NV];
+    int *same[NV];
+    size_t peak[NV];
+    ae_refstore *rs[NV] = {NULL, NULL, NULL, NULL};
+    /* resident; layer-major; a 1 MiB cap (streaming, host store, hidden states spilled 1 window at a
+     * time); layer-major with the hidden states spilled 2 windows at a time (chunks 2 + 1) */
+    static const int lm_of[NV] = {-1, 1, 2, 3};
+    for (int r = 0; r < NV; r++) {
         nll[r] = malloc(P * sizeof(double)); kld[r] = malloc(P * sizeof(double)); same[r] = malloc(P * sizeof(int));
         ae_engine *e = engine(m, "fp16", lm_of[r], T);
         cr_assert_eq(ae_refstore_new(e, NW, T, &rs[r], err), 0, "%s", err);
+        if (lm_of[r] == 3) setenv("APEX4_HIDDEN_WINDOWS", "2", 1);
         cr_assert_eq(ae_engine_score_windows(e, tok, NW, T, rs[r], 0, 1, nll[r], NULL, NULL, err), 0, "%s", err);
+        unsetenv("APEX4_HIDDEN_WINDOWS");
+        peak[r] = ae_engine_peak_bytes(e);
         ae_engine_free(e);
     }
-    for (int r = 1; r < 3; r++)
+    /* the spilled pass holds 2 of the 3 windows' hidden states on the device: exactly one window
+     * (T x dim fp16 = 96 x 256 x 2 B) less at the peak than the unspilled layer-major pass */
+    cr_assert_eq(peak[1] - peak[3], (size_t)T * 256 * 2, "spilled peak %zu vs layer-major %zu", peak[3], peak[1]);
+    for (int r = 1; r < NV; r++)
         cr_assert_eq(memcmp(nll[0], nll[r], P * sizeof(double)), 0, "fp16 reference nll differs (variant %d)", r);
     static const char *const modes[] = {"w4a4-g128", "w4a4-mixed-g128", "w8a8"};
     for (int k = 0; k < 3; k++) {
-        for (int r = 0; r < 3; r++) {
+        for (int r = 0; r < NV; r++) {
             ae_engine *e = engine(m, modes[k], lm_of[r], T);
+            if (lm_of[r] == 3) setenv("APEX4_HIDDEN_WINDOWS", "2", 1);
             cr_assert_eq(ae_engine_score_windows(e, tok, NW, T, rs[r], 0, 0, nll[r], kld[r], same[r], err), 0, "%s", err);
+            unsetenv("APEX4_HIDDEN_WINDOWS");
             ae_engine_free(e);
         }
-        for (int r = 1; r < 3; r++) {
+        for (int r = 1; r < NV; r++) {
             cr_assert_eq(memcmp(nll[0], nll[r], P * sizeof(double)), 0, "%s: nll differs (variant %d)", modes[k], r);
             cr_assert_eq(memcmp(kld[0], kld[r], P * sizeof(double)), 0, "%s: kld differs (variant %d)", modes[k], r);
             cr_assert_eq(memcmp(same[0], same[r], P * sizeof(int)), 0, "%s: top-1 differs (variant %d)", modes[k], r);
@@ -81,7 +94,7 @@ Test(gpu_layer, layer_major_equals_resident_bit_for_bit) {
         for (size_t i = 0; i < P; i++) s += kld[0][i];
         cr_assert_gt(s, 0.0, "%s: zero KL divergence (mode did nothing?)", modes[k]);
     }
-    for (int r = 0; r < 3; r++) { ae_refstore_free(rs[r]); free(nll[r]); free(kld[r]); free(same[r]); }
+    for (int r = 0; r < NV; r++) { ae_refstore_free(rs[r]); free(nll[r]); free(kld[r]); free(same[r]); }
     free(tok);
     ae_model_free(m);
 }
