@@ -311,14 +311,17 @@ if has gemvms; then
     # check --quick (M = 1, 7), the full check of the int8 path, then the decode bench A/B against the
     # packed binary (gemv_kernel) on the LLaMA-2-70B shapes
     step gemvms
-    MS=.devbin/apex4-ms
+    MS=.devbin/apex4-ms; [ -x $P/bin/apex4-ms ] && MS=$P/bin/apex4-ms
     CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
     timeout ${SAN_TIMEOUT:-150} $CS --tool memcheck --show-backtrace device --error-exitcode 9 $MS check --device cuda \
         --quick --no-llama --inputs normal --paths ${MS_PATHS:-int8} --threads 1 >"$OUT/ms-memcheck.log" 2>&1
     echo "ms memcheck rc=$?"; grep -m12 -E "ERROR|Invalid|Illegal|illegal|at 0x|by thread|in .*\.cu:|Saved host|FAIL" "$OUT/ms-memcheck.log"; tail -3 "$OUT/ms-memcheck.log"
     if [ -n "${MS_CHECK:-}" ]; then
-        timeout 200 $MS check --device cuda --paths int8 >"$OUT/ms-check.log" 2>&1
+        timeout 300 $MS check --device cuda --paths int8,int4 --threads 6 >"$OUT/ms-check.log" 2>&1
         echo "ms check rc=$?"; tail -3 "$OUT/ms-check.log"
+        timeout ${SAN_TIMEOUT:-150} $CS --tool racecheck --error-exitcode 9 $MS check --device cuda --quick --no-llama \
+            --inputs normal --paths int8 --modes w4a4-g128,w4a4-mixed-g128,atom-g128-o128,w8a8 --threads 1 >"$OUT/ms-racecheck.log" 2>&1
+        echo "ms racecheck rc=$?: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/ms-racecheck.log" | tail -1)"
     fi
     if [ -n "${MS_BENCH:-}" ]; then
         for b in $MS $BIN; do

@@ -776,7 +776,9 @@ __global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const
 //   - MS_ST stages in the ring (classic multistage: cp.async.wait_group MS_ST - 2, one __syncthreads
 //     per stage, then the copies of stage i + MS_ST - 1 are issued into the buffer stage i - 1 used):
 //     MS_ST - 1 stages (48 KB of W at 4 stages) in flight per block, 2 blocks per SM;
-//   - W copies carry an L2 evict_first policy (streamed once; X, scales and the split partials stay);
+//   - W copies are plain cp.async.cg (an L2 evict_first cache-hint copy,
+//     `cp.async.cg.shared.global.L2::cache_hint`, raised "illegal instruction" on the H200: memcheck,
+//     2026-11-30);
 //   - rows of 256 B, chunk c of row r at c ^ 4 (r & 1): the 8 lanes of a 16-byte shared-load phase
 //     (rows g, g + 1, chunks 4u..4u+3) hit 8 distinct bank groups, and the copy phases (8 chunks of
 //     one row) too;
@@ -789,11 +791,13 @@ __global__ void __launch_bounds__(GV_WARPS * 32, INT4 ? 1 : 4) gemv_kernel(const
 //     so they add nothing; X rows >= M are zeroed once at the start; W rows >= N are never copied
 //     (their columns are not stored).
 // Split partials and the in-kernel combine: gemv_kernel's (the last block of each 64-column tile).
-// OFF (0) by default: its first device run (H200, 2026-11-30) failed: `apex4 check` stopped at the
-// first M <= 16 case with "an illegal instruction was encountered", and compute-sanitizer memcheck
-// reported 4-byte reads of scale words past the end of the W-scale allocation (cp_async_word with a
-// clipped src-size, ak_gemm.cu ms scale copies). Build with -DAK_GEMV_MS=1 to work on it; the
-// verified gemv_kernel serves M <= 16 meanwhile (kernels/NOTES.md "Decode GEMV").
+// OFF (0) by default: bit-exact but SLOWER than gemv_kernel on the H200 (2026-11-30, second run, after
+// the L2 cache-hint copy that raised "illegal instruction" in the first run was replaced: `apex4 check`
+// 535/536 bit-exact on int8 and int4, memcheck and racecheck clean; the 536th case, w4a4-g32 at
+// N = 8192, K = 28672, M = 16, is refused at launch with 102400 B of shared memory: "too many resources
+// requested"). LLaMA-2-70B, M = 16: q/o pc 22.4 us vs 18.7, gate/up pc 71.5 vs 42.4, g128 101 vs 66:
+// the consumer (8 warps per SM reading every fragment from shared memory) is the limit, not the bytes in
+// flight (kernels/NOTES.md "Decode GEMV"). Build with -DAK_GEMV_MS=1 to work on it.
 #ifndef AK_GEMV_MS
 #define AK_GEMV_MS 0           // 0: M <= 16 always runs gemv_kernel (and the planner its split policy)
 #endif
@@ -826,14 +830,6 @@ __host__ __device__ inline int ms_stage_bytes(const ak_gemm_args &a) {
 }
 DEVI int ms_swz(int r, int c) { return c ^ ((r & 1) << 2); }
 
-DEVI uint64_t ms_evict_first() {
-    uint64_t p;
-    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
-    return p;
-}
-DEVI void cp_async16_hint(uint32_t dst, const void *src, uint64_t pol) {
-    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "l"(pol));
-}
 // The aligned 4-byte word holding the element at `elem` (array ends at `end`, base 4-byte aligned):
 // src-size clipped so nothing past `end` is read (the rest of the word is zero-filled).
 DEVI void cp_async_word(uint32_t dst, const void *elem, const void *end) {
@@ -888,7 +884,6 @@ __global__ void __launch_bounds__(MS_NT) gemv_ms_kernel(const ak_gemm_args a) {
     // Copies of stage i: thread (cr, cch) = (tid / 16, tid % 16) copies chunk cch of rows cr + 8k.
     const int cr = tid / MS_SKC, cch = tid % MS_SKC;
     const int coff = cr * MS_RB + (ms_swz(cr, cch) << 4);   // rows cr + 8k: same parity, + 8k rows
-    const uint64_t pol = ms_evict_first();
     auto issue = [&](int i) {
         const bool p1 = B1 != 0 && i >= T0;
         const uint8_t *A = p1 ? a.p[1].A : a.p[0].A, *B = p1 ? a.p[1].B : a.p[0].B;
@@ -901,7 +896,7 @@ __global__ void __launch_bounds__(MS_NT) gemv_ms_kernel(const ak_gemm_args a) {
             const uint8_t *wsrc = B + (size_t)(n0 + cr) * ldb + (size_t)(c0 + cch) * 16;
 #pragma unroll
             for (int k = 0; k < MS_BC / 8; k++)
-                if (n0 + cr + 8 * k < N) cp_async16_hint(dst + k * 8 * MS_RB, wsrc + (size_t)k * 8 * ldb, pol);
+                if (n0 + cr + 8 * k < N) cp_async16(dst + k * 8 * MS_RB, wsrc + (size_t)k * 8 * ldb, 16);
             const uint8_t *xsrc = A + (size_t)cr * lda + (size_t)(c0 + cch) * 16;
 #pragma unroll
             for (int k = 0; k < 2; k++)
