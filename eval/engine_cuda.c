@@ -85,6 +85,8 @@ typedef struct {
     int       streaming;
     uint16_t *stage, *wtmp;
     size_t    stage_n;
+    int       stage_pinned;           /* stage from ak_ops_host_alloc (else malloc: copies are sync)   */
+    int       stage_slot;             /* upload_tensor: the staging half the next chunk is read into  */
     uint16_t *kc_shared, *vc_shared;
     size_t    layer_bytes;            /* device bytes of one loaded layer (estimate, for hid_alloc)   */
     size_t    mem_limit;              /* --gpu-mem-limit, else 90 % of the device's memory            */
@@ -136,11 +138,28 @@ static int dalloc(ae_engine *e, cu_state *s, size_t bytes, void **p, const char 
     return 0;
 }
 
+/* The host staging buffer of the weight reads (cu_build): pinned when the driver allows it, so that
+ * upload_tensor's copies run asynchronously. stage_free waits for the copies still reading it. */
+static void stage_free(cu_state *s) {
+    if (!s->stage) return;
+    if (s->stage_pinned) {
+        ak_ops_sync(s->ops, NULL);
+        ak_ops_host_free(s->ops, s->stage);
+    } else {
+        free(s->stage);
+    }
+    s->stage = NULL;
+    s->stage_pinned = 0;
+}
+
 /* Tensor (layer, id) of the model as fp16 into dev (device fp16 [rows*cols], allocated by the
- * caller): read with ae_model_read_f16 into the host staging buffer stage [stage_n] (at least one
- * row), as many rows at a time as fit, each chunk uploaded. */
-static int upload_tensor(cu_state *s, const ae_model *m, int layer, ae_tensor_id id, uint16_t *stage, size_t stage_n,
-                         uint16_t *dev, char *err) {
+ * caller): read with ae_model_read_f16 into the host staging buffer s->stage, as many rows at a time
+ * as fit one half of it, each chunk's copy enqueued asynchronously (ak_ops_upload_async) while the
+ * next chunk (of this tensor or the next one) is read into the other half: double-buffered, the
+ * host's reads overlap the PCIe copies. A half is written only after the copy that last read it has
+ * completed (ak_ops_slot_wait); kernels that use dev run after the copy (one stream). A staging
+ * buffer smaller than two rows falls back to one synchronous chunk at a time. */
+static int upload_tensor(cu_state *s, const ae_model *m, int layer, ae_tensor_id id, uint16_t *dev, char *err) {
     size_t rows, cols;
     if (ae_model_tensor_shape(m, layer, id, &rows, &cols, NULL, err)) return -1;
     uint64_t vseed;
@@ -152,25 +171,39 @@ static int upload_tensor(cu_state *s, const ae_model *m, int layer, ae_tensor_id
         if (vstd > 0) return ak_ops_gen_normal_f16(s->ops, vseed, vstd, 0, rows * cols, dev, err);
         return ak_ops_fill_f16(s->ops, aq_f32_to_f16(vconst), rows * cols, dev, err);
     }
-    size_t per = stage_n / cols;
+    const size_t half = s->stage_n / 2;
+    if (half / cols >= 1) {
+        const size_t per = half / cols;
+        for (size_t r0 = 0; r0 < rows; r0 += per) {
+            const size_t nr = rows - r0 < per ? rows - r0 : per;
+            const int slot = s->stage_slot;
+            uint16_t *buf = s->stage + (size_t)slot * half;
+            if (ak_ops_slot_wait(s->ops, slot, err) || ae_model_read_f16(m, layer, id, r0, nr, buf, err) ||
+                ak_ops_upload_async(s->ops, dev + r0 * cols, buf, nr * cols * 2, slot, err))
+                return -1;
+            s->stage_slot ^= 1;
+        }
+        return 0;
+    }
+    const size_t per = s->stage_n / cols;
     if (per < 1) { SETERR("cuda engine: weight staging buffer smaller than one row (%zu values)", cols); return -1; }
+    if (ak_ops_sync(s->ops, err)) return -1;   /* earlier asynchronous copies may still read the buffer */
     for (size_t r0 = 0; r0 < rows; r0 += per) {
         size_t nr = rows - r0 < per ? rows - r0 : per;
-        if (ae_model_read_f16(m, layer, id, r0, nr, stage, err) ||
-            ak_ops_upload(s->ops, dev + r0 * cols, stage, nr * cols * 2, err))
+        if (ae_model_read_f16(m, layer, id, r0, nr, s->stage, err) ||
+            ak_ops_upload(s->ops, dev + r0 * cols, s->stage, nr * cols * 2, err))
             return -1;
     }
     return 0;
 }
 
 /* Allocate *dst (device fp16, named by the tensor) and upload tensor (layer, id) into it. */
-static int upload_f16(ae_engine *e, cu_state *s, int layer, ae_tensor_id id, uint16_t *stage, size_t stage_n,
-                      uint16_t **dst, char *err) {
+static int upload_f16(ae_engine *e, cu_state *s, int layer, ae_tensor_id id, uint16_t **dst, char *err) {
     size_t rows, cols;
     char what[96];
     if (ae_model_tensor_shape(e->m, layer, id, &rows, &cols, what, err)) return -1;
     if (dalloc(e, s, rows * cols * 2, (void **)dst, what, err)) return -1;
-    return upload_tensor(s, e->m, layer, id, stage, stage_n, *dst, err);
+    return upload_tensor(s, e->m, layer, id, *dst, err);
 }
 
 static const ae_tensor_id lin_tensor[L_N] = {AE_T_WQ, AE_T_WK, AE_T_WV, AE_T_WO, AE_T_GATE, AE_T_UP, AE_T_DOWN};
@@ -213,7 +246,7 @@ static void cu_destroy(ae_engine *e) {
     ak_ops_dfree(s->ops, s->kc_shared);
     ak_ops_dfree(s->ops, s->vc_shared);
     ak_ops_dfree(s->ops, s->wtmp);
-    free(s->stage);
+    stage_free(s);
     if (s->lm_head != s->emb) ak_ops_dfree(s->ops, s->lm_head);
     ak_ops_dfree(s->ops, s->emb);
     ak_ops_dfree(s->ops, s->final_norm);
@@ -234,9 +267,8 @@ static void cu_destroy(ae_engine *e) {
 /* One fused GEMM's weights on the device for the engine's route: its projections' tensors stacked
  * by rows (upload_tensor into row offsets), then quantized / fake-quantized as one [N, K] matrix
  * (row-wise operations: the same bytes as each projection alone). wtmp: device fp16 scratch of the
- * largest fused matrix; stage [stage_n]: host fp16 staging for the upload. */
-static int build_lin(ae_engine *e, cu_state *s, int l, int f, uint16_t *stage, size_t stage_n, uint16_t *wtmp,
-                     char *err) {
+ * largest fused matrix (the uploads go through s->stage). */
+static int build_lin(ae_engine *e, cu_state *s, int l, int f, uint16_t *wtmp, char *err) {
     cu_lin *ln = &s->L[l].lin[f];
     int N = 0, K = 0;
     for (int p = 0; p < L_N; p++)
@@ -257,7 +289,7 @@ static int build_lin(ae_engine *e, cu_state *s, int l, int f, uint16_t *stage, s
         if (proj_fused[p] != f) continue;
         int r0, n, k;
         proj_rows(s, p, &r0, &n, &k);
-        if (upload_tensor(s, e->m, l, lin_tensor[p], stage, stage_n, dst + (size_t)r0 * K, err)) return -1;
+        if (upload_tensor(s, e->m, l, lin_tensor[p], dst + (size_t)r0 * K, err)) return -1;
     }
     if (s->route == 0) return 0;
     if (s->route == 1) {
@@ -278,11 +310,10 @@ static int forward_dev(ae_engine *e, const int *tokens, int T, int pos, int logi
 static int layer_load(ae_engine *e, int l, char *err) {
     cu_state *s = e->dev;
     cu_layer *L = &s->L[l];
-    if (upload_f16(e, s, l, AE_T_ATTN_NORM, s->stage, s->stage_n, &L->attn_norm, err) ||
-        upload_f16(e, s, l, AE_T_FFN_NORM, s->stage, s->stage_n, &L->ffn_norm, err))
+    if (upload_f16(e, s, l, AE_T_ATTN_NORM, &L->attn_norm, err) || upload_f16(e, s, l, AE_T_FFN_NORM, &L->ffn_norm, err))
         return -1;
     for (int i = 0; i < F_N; i++)
-        if (build_lin(e, s, l, i, s->stage, s->stage_n, s->wtmp, err)) return -1;
+        if (build_lin(e, s, l, i, s->wtmp, err)) return -1;
     return 0;
 }
 
@@ -359,9 +390,15 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     size_t lin_big = (size_t)s->hid * s->dim;
     if ((size_t)s->q_dim * s->dim > lin_big) lin_big = (size_t)s->q_dim * s->dim;
     size_t stage_n = lin_big > ((size_t)1 << 25) ? lin_big : ((size_t)1 << 25);
-    uint16_t *stage = malloc(stage_n * sizeof *stage);
-    uint16_t *wtmp = NULL;
+    uint16_t *stage = NULL, *wtmp = NULL;
     int rc2 = -1;
+    {   /* pinned for asynchronous double-buffered copies (upload_tensor); else pageable */
+        char e2[AX_ERR_LEN];
+        if (ak_ops_host_alloc(s->ops, stage_n * sizeof *stage, (void **)&stage, "weight staging buffer", e2) == 0)
+            s->stage_pinned = 1;
+        else
+            stage = malloc(stage_n * sizeof *stage);
+    }
     s->stage = stage;
     s->stage_n = stage_n;
     if (!stage) { SETERR("cuda engine: out of memory for the weight staging buffer (%zu values)", stage_n); goto out; }
@@ -382,10 +419,10 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
         s->layer_bytes = lw;
         s->mem_limit = limit;
     }
-    if (upload_f16(e, s, -1, AE_T_EMB, stage, stage_n, &s->emb, err)) goto out;
+    if (upload_f16(e, s, -1, AE_T_EMB, &s->emb, err)) goto out;
     if (c->tie_embeddings) s->lm_head = s->emb;
-    else if (upload_f16(e, s, -1, AE_T_LM_HEAD, stage, stage_n, &s->lm_head, err)) goto out;
-    if (upload_f16(e, s, -1, AE_T_FINAL_NORM, stage, stage_n, &s->final_norm, err)) goto out;
+    else if (upload_f16(e, s, -1, AE_T_LM_HEAD, &s->lm_head, err)) goto out;
+    if (upload_f16(e, s, -1, AE_T_FINAL_NORM, &s->final_norm, err)) goto out;
     s->L = calloc((size_t)c->n_layers, sizeof *s->L);
     if (!s->L) { SETERR("cuda engine: out of memory"); goto out; }
     for (int l = 0; l < c->n_layers; l++) {
@@ -455,9 +492,8 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     rc2 = 0;
 out:
     if (!s->streaming) {   /* kept for the per-layer loads otherwise */
-        free(stage);
+        stage_free(s);
         ak_ops_dfree(s->ops, wtmp);
-        s->stage = NULL;
         s->wtmp = NULL;
     }
     return rc2;

@@ -53,6 +53,7 @@ struct ak_ops {
     uint16_t *rope_cos;     // [rope_max_pos, rope_half] fp16
     uint16_t *rope_sin;
     int rope_max_pos, rope_half;
+    cudaEvent_t slot_ev[2];  // ak_ops_upload_async: completion of the last copy from each staging slot
 };
 
 static int begin(ak_ops *o, const char *op, char *err) {
@@ -206,6 +207,8 @@ extern "C" int ak_ops_new(int device, ak_ops **out, char *err) {
     e = cudaSetDevice(device);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&o->sms, cudaDevAttrMultiProcessorCount, device);
     if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&o->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&o->slot_ev[0], cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&o->slot_ev[1], cudaEventDisableTiming);
     if (e != cudaSuccess) {
         OPS_ERR("%s: device %d: %s", op, device, cudaGetErrorString(e));
         free(o);
@@ -232,6 +235,8 @@ extern "C" void ak_ops_free(ak_ops *o) {
     cudaFree(o->scratch);
     cudaFree(o->rope_cos);
     cudaFree(o->rope_sin);
+    for (int i = 0; i < 2; i++)
+        if (o->slot_ev[i]) cudaEventDestroy(o->slot_ev[i]);
     cudaStreamDestroy(o->stream);
     free(o);
 }
@@ -276,6 +281,48 @@ extern "C" int ak_ops_upload(ak_ops *o, void *dst, const void *src_host, size_t 
     if (!dst || !src_host) { OPS_ERR("%s: NULL %s", op, !dst ? "destination" : "source"); return -1; }
     OPS_CUDA(op, "cudaMemcpyAsync host->device", cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, o->stream));
     OPS_CUDA(op, "synchronizing", cudaStreamSynchronize(o->stream));
+    return 0;
+}
+
+extern "C" int ak_ops_host_alloc(ak_ops *o, size_t bytes, void **p, const char *what, char *err) {
+    const char *op = "ak_ops_host_alloc";
+    if (!p) { OPS_ERR("%s: NULL result pointer", op); return -1; }
+    *p = nullptr;
+    if (begin(o, op, err)) return -1;
+    if (bytes == 0) { OPS_ERR("%s: %s: 0 bytes", op, what ? what : "buffer"); return -1; }
+    cudaError_t e = cudaHostAlloc(p, bytes, cudaHostAllocDefault);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        *p = nullptr;
+        OPS_ERR("%s: %s: cannot pin %zu bytes of host memory (%s)", op, what ? what : "buffer", bytes,
+                cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
+
+extern "C" void ak_ops_host_free(ak_ops *o, void *p) {
+    if (!p) return;
+    if (o) cudaSetDevice(o->device);
+    cudaFreeHost(p);
+}
+
+extern "C" int ak_ops_upload_async(ak_ops *o, void *dst, const void *src_host, size_t bytes, int slot, char *err) {
+    const char *op = "ak_ops_upload_async";
+    if (begin(o, op, err)) return -1;
+    if (slot < 0 || slot > 1) { OPS_ERR("%s: staging slot %d outside [0, 1]", op, slot); return -1; }
+    if (bytes == 0) return 0;
+    if (!dst || !src_host) { OPS_ERR("%s: NULL %s", op, !dst ? "destination" : "source"); return -1; }
+    OPS_CUDA(op, "cudaMemcpyAsync host->device", cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, o->stream));
+    OPS_CUDA(op, "cudaEventRecord", cudaEventRecord(o->slot_ev[slot], o->stream));
+    return 0;
+}
+
+extern "C" int ak_ops_slot_wait(ak_ops *o, int slot, char *err) {
+    const char *op = "ak_ops_slot_wait";
+    if (begin(o, op, err)) return -1;
+    if (slot < 0 || slot > 1) { OPS_ERR("%s: staging slot %d outside [0, 1]", op, slot); return -1; }
+    OPS_CUDA(op, "cudaEventSynchronize", cudaEventSynchronize(o->slot_ev[slot]));
     return 0;
 }
 

@@ -56,6 +56,20 @@ void ak_ops_dfree(ak_ops *o, void *dptr);
 int  ak_ops_upload(ak_ops *o, void *dst, const void *src_host, size_t bytes, char *err);
 int  ak_ops_download(ak_ops *o, void *dst_host, const void *src, size_t bytes, char *err);
 int  ak_ops_zero(ak_ops *o, void *dptr, size_t bytes, char *err);
+/* Page-locked (pinned) host memory for staging uploads: cudaHostAlloc / cudaFreeHost. `what` names the
+ * buffer in the error message; fails (-1) when the driver cannot lock that much memory (callers may
+ * fall back to malloc). ak_ops_host_free(NULL) is a no-op. */
+int  ak_ops_host_alloc(ak_ops *o, size_t bytes, void **p, const char *what, char *err);
+void ak_ops_host_free(ak_ops *o, void *p);
+/* Double-buffered staging: ak_ops_upload_async enqueues the host->device copy of `bytes` on the
+ * context's stream (in order with every op before and after it) WITHOUT waiting, and marks staging
+ * slot `slot` (0 or 1) busy until the copy completes; ak_ops_slot_wait(o, slot) blocks the host until
+ * the last copy marked on that slot has completed (at once if none was). The caller must not write
+ * src_host again before waiting for its slot. src_host should be pinned (ak_ops_host_alloc) for the
+ * copy to overlap host work; pageable memory works but the copy is then synchronous. Errors: bad slot,
+ * NULL pointers, CUDA failures (named). */
+int  ak_ops_upload_async(ak_ops *o, void *dst, const void *src_host, size_t bytes, int slot, char *err);
+int  ak_ops_slot_wait(ak_ops *o, int slot, char *err);
 
 /* ---- conversion ------------------------------------------------------------------------------- */
 typedef enum { AK_OPS_F32 = 0, AK_OPS_BF16 = 1, AK_OPS_F16 = 2 } ak_ops_dtype;

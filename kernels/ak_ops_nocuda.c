@@ -37,6 +37,17 @@ int ak_ops_zero(ak_ops *o, void *dptr, size_t bytes, char *err) {
     (void)o; (void)dptr; (void)bytes;
     return nocuda("ak_ops_zero", err);
 }
+int ak_ops_host_alloc(ak_ops *o, size_t bytes, void **p, const char *what, char *err) {
+    (void)o; (void)bytes; (void)what;
+    if (p) *p = NULL;
+    return nocuda("ak_ops_host_alloc", err);
+}
+void ak_ops_host_free(ak_ops *o, void *p) { (void)o; (void)p; }
+int ak_ops_upload_async(ak_ops *o, void *dst, const void *src_host, size_t bytes, int slot, char *err) {
+    (void)o; (void)dst; (void)src_host; (void)bytes; (void)slot;
+    return nocuda("ak_ops_upload_async", err);
+}
+int ak_ops_slot_wait(ak_ops *o, int slot, char *err) { (void)o; (void)slot; return nocuda("ak_ops_slot_wait", err); }
 
 int ak_ops_to_f16(ak_ops *o, ak_ops_dtype src_type, const void *src, size_t n, uint16_t *dst,
                   const char *what, char *err) {

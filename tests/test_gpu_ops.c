@@ -91,6 +91,41 @@ Test(gpu_ops, context_and_memory_roundtrip) {
     ak_ops_free(o);
 }
 
+/* Double-buffered pinned staging (the engine's weight uploads): 64 chunks of a known pattern copied
+ * through two pinned halves with ak_ops_upload_async, each half rewritten only after
+ * ak_ops_slot_wait on its slot: the device holds every chunk's pattern (checked against the
+ * formula, not against the staging buffer); a bad slot is an error naming it. */
+Test(gpu_ops, upload_async_double_buffered_staging_roundtrip) {
+    NEED_DEVICE();
+    ak_ops *o = ctx_new();
+    char err[AX_ERR_LEN] = "";
+    enum { CH = 64, N = 4096 };
+    uint32_t *stage = NULL;
+    cr_assert_eq(ak_ops_host_alloc(o, 2 * N * sizeof(uint32_t), (void **)&stage, "test staging", err), 0, "%s", err);
+    uint32_t *d = NULL;
+    cr_assert_eq(ak_ops_alloc(o, (size_t)CH * N * sizeof(uint32_t), (void **)&d, "test dst", err), 0, "%s", err);
+    for (int c = 0; c < CH; c++) {
+        const int slot = c & 1;
+        uint32_t *buf = stage + (size_t)slot * N;
+        cr_assert_eq(ak_ops_slot_wait(o, slot, err), 0, "%s", err);
+        for (int i = 0; i < N; i++) buf[i] = (uint32_t)c * 2654435761u + (uint32_t)i;
+        cr_assert_eq(ak_ops_upload_async(o, d + (size_t)c * N, buf, N * sizeof(uint32_t), slot, err), 0, "%s", err);
+    }
+    uint32_t *back = malloc((size_t)CH * N * sizeof(uint32_t));
+    cr_assert_eq(ak_ops_download(o, back, d, (size_t)CH * N * sizeof(uint32_t), err), 0, "%s", err);
+    for (int c = 0; c < CH; c++)
+        for (int i = 0; i < N; i++)
+            cr_assert_eq(back[(size_t)c * N + i], (uint32_t)c * 2654435761u + (uint32_t)i, "chunk %d element %d", c, i);
+    cr_assert_neq(ak_ops_upload_async(o, d, stage, 4, 2, err), 0);
+    cr_assert(strstr(err, "slot 2"), "%s", err);
+    cr_assert_neq(ak_ops_slot_wait(o, -1, err), 0);
+    cr_assert(strstr(err, "slot -1"), "%s", err);
+    free(back);
+    ak_ops_dfree(o, d);
+    ak_ops_host_free(o, stage);
+    ak_ops_free(o);
+}
+
 /* bf16 -> fp16 and fp32 -> fp16 equal aq_f32_to_f16 (of the exact bf16 widening) byte for byte,
  * including fp16 subnormals, exact ties and -0; a value that overflows fp16 is an error naming the
  * tensor and its flat index. */
