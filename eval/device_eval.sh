@@ -19,7 +19,7 @@
 #     ncu       Nsight Compute sections of one GEMM per path (NCU_PATHS, NCU_MODE, NCU_M)
 #     ranks     mpirun 1 and RANKS_NP ranks (one GPU each) on random:llama2-7b: equal numbers, throughput
 #     l13       written llama2-13b checkpoint: resident vs --gpu-mem-limit 8GiB (same numbers, slowdown)
-#     qsan      compute-sanitizer memcheck/racecheck on apex4 gemm --device cuda, M beyond the quantizer's grid
+#     qsan      compute-sanitizer memcheck/racecheck on apex4 gemm --device cuda (quantizer + GEMM, M = 2304)
 #     gemvms    gemv_ms_kernel (.devbin/apex4-ms, built with -DAK_GEMV_MS=1): memcheck, MS_CHECK=1 check, MS_BENCH=1 A/B
 #     quant     bench gemm --quant-only: quantizer and fused RMSNorm + quantizer vs copy bandwidth
 #     l70       random:llama2-70b, all 166 WikiText-2 windows, layer-major (L70_RUNS: one run per mode list)
@@ -334,9 +334,9 @@ if has gemvms; then
 fi
 
 if has qsan; then
-    # compute-sanitizer memcheck + racecheck on the activation quantizer's persistent-row loop (M larger
-    # than the resident grid, so blocks take several rows) and the GEMM after it: apex4 gemm --device cuda
-    # compares every byte with the CPU reference
+    # compute-sanitizer memcheck + racecheck on the activation quantizer and the GEMM after it at M = 2304
+    # (written for the reverted persistent-row quantizer v3, kept as a sanitizer sweep): apex4 gemm
+    # --device cuda compares every byte with the CPU reference
     step qsan
     CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
     for tool in memcheck racecheck; do

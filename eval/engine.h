@@ -99,9 +99,13 @@ int ae_engine_score_window(ae_engine *e, const int *tokens, int T, ae_refstore *
 /* n windows window0 .. window0+n-1 at once: tokens [n, T] (window w at tokens + w·T), results
  * nll, kld [n, T-1] double and same [n, T-1] int as n calls of ae_engine_score_window. A layer-major
  * engine (cuda with layers streamed: ae_engine_layer_major) runs every window through a layer before
- * loading the next, keeping the n hidden states [n, T, dim] fp16 on the device; otherwise window by
- * window. The numbers are the same bit for bit either way. Errors: as ae_engine_score_window (the
- * window named), out of device memory for the hidden states (bytes named). */
+ * loading the next, keeping the n hidden states [n, T, dim] fp16 on the device, or, when they do not
+ * fit the memory limit next to one layer, in host memory, passed through a device buffer of as many
+ * windows as fit, chunk by chunk (APEX4_HIDDEN_WINDOWS=k forces chunks of k: testing); otherwise
+ * window by window. The numbers are the same bit for bit either way. Errors: as
+ * ae_engine_score_window (the window named), out of device memory for the hidden states or out of
+ * host memory for their spilled copy (bytes named), APEX4_HIDDEN_WINDOWS not an integer in
+ * [1, 2^30]. */
 int ae_engine_score_windows(ae_engine *e, const int *tokens, int n, int T, ae_refstore *rs, long window0,
                             int store, double *nll, double *kld, int *same, char *err);
 /* 1 when the engine streams its layers (layer-major), else 0. */
@@ -149,7 +153,7 @@ int ae_engine_probe_linear(ae_engine *e, int layer, int proj, const uint16_t *x,
  *         windows in order) into a device buffer [layers][4][width] float64 loaded from c->sumsq first
  *         and downloaded at the end. A layer-major engine (ae_engine_layer_major) runs every window
  *         through layer l before l + 1 is loaded, keeping the hidden states [n_windows, seqlen, dim]
- *         fp16 on the device (as ae_engine_score_windows); the sums are the same bit for bit as the
+ *         fp16 on the device or spilled to host (as ae_engine_score_windows); the sums are the same bit for bit as the
  *         resident engine's (same activations, same order per accumulator).
  * The engine must run the FP16 mode without kv4 (the channel order is a property of the FP16 model).
  * Afterwards the KV cache holds nothing (ae_engine_pos 0).

@@ -20,14 +20,18 @@
  *   w4a16 (WONLY)                      cuBLAS on ak_fakequant_w_dev weights
  * Checkpoint weights are read per tensor as fp16 from the model (ae_model_read_f16: F16 copied,
  * F32/BF16 rounded to nearest even; NaN/inf or fp16 overflow are errors naming the file, tensor and
- * index) into a host staging buffer, in row chunks, and uploaded; no fp32 copy is made.
+ * index) into a host staging buffer (pinned when cudaHostAlloc allows it; two halves: upload_tensor
+ * reads the next row chunk while the previous one is copied), in row chunks, and uploaded; no fp32
+ * copy is made.
  * The engine ends its build with one warm-up forward (one-time CUDA costs out of the timed windows).
  * APEX4_PROFILE=1 in the environment: per-op host-timed breakdown (each op synchronised) on stderr.
  * APEX4_GEMM_PATH=auto|int8|int4|wgmma|wgmma-sync: the integer GEMM kernel path of the exact route (as
  * `apex4 check --paths`; default auto = the planner's). Every path is bit-exact with the reference
  * (what `apex4 check` verifies), so only the speed depends on it; a path that cannot serve a
  * projection (a wgmma path for a mode with outliers, fewer than AK_WGMMA_MIN_M rows, another GPU)
- * leaves that one to the planner. */
+ * leaves that one to the planner.
+ * APEX4_HIDDEN_WINDOWS=k (testing): layer-major passes keep the hidden states in host memory and k
+ * windows at a time on the device (hid_alloc), as when they do not fit the memory limit. */
 #include "engine_internal.h"
 
 #include <stdint.h>
@@ -89,6 +93,7 @@ typedef struct {
     int       stage_slot;             /* upload_tensor: the staging half the next chunk is read into  */
     uint16_t *kc_shared, *vc_shared;
     size_t    layer_bytes;            /* device bytes of one loaded layer (estimate, for hid_alloc)   */
+    size_t    wtmp_bytes;             /* device bytes of wtmp (allocated outside s->bytes)            */
     size_t    mem_limit;              /* --gpu-mem-limit, else 90 % of the device's memory            */
     uint16_t *xg;                     /* packed forwards: gathered final hidden rows [max_seq, dim]  */
     size_t    bytes;                  /* device bytes allocated                                     */
@@ -161,7 +166,8 @@ static void stage_free(cu_state *s) {
  * buffer smaller than two rows falls back to one synchronous chunk at a time. */
 static int upload_tensor(cu_state *s, const ae_model *m, int layer, ae_tensor_id id, uint16_t *dev, char *err) {
     size_t rows, cols;
-    if (ae_model_tensor_shape(m, layer, id, &rows, &cols, NULL, err)) return -1;
+    char what[96], e2[AX_ERR_LEN];
+    if (ae_model_tensor_shape(m, layer, id, &rows, &cols, what, err)) return -1;
     uint64_t vseed;
     double vstd;
     float vconst;
@@ -178,21 +184,35 @@ static int upload_tensor(cu_state *s, const ae_model *m, int layer, ae_tensor_id
             const size_t nr = rows - r0 < per ? rows - r0 : per;
             const int slot = s->stage_slot;
             uint16_t *buf = s->stage + (size_t)slot * half;
-            if (ak_ops_slot_wait(s->ops, slot, err) || ae_model_read_f16(m, layer, id, r0, nr, buf, err) ||
-                ak_ops_upload_async(s->ops, dev + r0 * cols, buf, nr * cols * 2, slot, err))
+            if (ak_ops_slot_wait(s->ops, slot, e2)) {
+                SETERR("%s: rows from %zu: an earlier staged copy or kernel failed: %s", what, r0, e2);
                 return -1;
+            }
+            if (ae_model_read_f16(m, layer, id, r0, nr, buf, err)) return -1;
+            if (ak_ops_upload_async(s->ops, dev + r0 * cols, buf, nr * cols * 2, slot, e2)) {
+                SETERR("%s: rows %zu..%zu: %s", what, r0, r0 + nr - 1, e2);
+                return -1;
+            }
             s->stage_slot ^= 1;
         }
         return 0;
     }
     const size_t per = s->stage_n / cols;
-    if (per < 1) { SETERR("cuda engine: weight staging buffer smaller than one row (%zu values)", cols); return -1; }
-    if (ak_ops_sync(s->ops, err)) return -1;   /* earlier asynchronous copies may still read the buffer */
+    if (per < 1) {
+        SETERR("%s: weight staging buffer (%zu values) smaller than one row (%zu values)", what, s->stage_n, cols);
+        return -1;
+    }
+    if (ak_ops_sync(s->ops, e2)) {   /* earlier asynchronous copies may still read the buffer */
+        SETERR("%s: an earlier staged copy or kernel failed: %s", what, e2);
+        return -1;
+    }
     for (size_t r0 = 0; r0 < rows; r0 += per) {
         size_t nr = rows - r0 < per ? rows - r0 : per;
-        if (ae_model_read_f16(m, layer, id, r0, nr, s->stage, err) ||
-            ak_ops_upload(s->ops, dev + r0 * cols, s->stage, nr * cols * 2, err))
+        if (ae_model_read_f16(m, layer, id, r0, nr, s->stage, err)) return -1;
+        if (ak_ops_upload(s->ops, dev + r0 * cols, s->stage, nr * cols * 2, e2)) {
+            SETERR("%s: rows %zu..%zu: %s", what, r0, r0 + nr - 1, e2);
             return -1;
+        }
     }
     return 0;
 }
@@ -407,6 +427,7 @@ static int cu_build(ae_engine *e, const ae_calib *calib, char *err) {
     if (lin_big > fused_big) fused_big = lin_big;
     if (s->route && ak_ops_alloc(s->ops, fused_big * 2, (void **)&wtmp, "weight quantization scratch", err)) goto out;
     s->wtmp = wtmp;
+    s->wtmp_bytes = s->route ? fused_big * 2 : 0;
     {   /* resident or layer-major streaming: the model's layers against the memory limit */
         size_t per_param = s->route == 1 ? 1 : 2;   /* int4 codes + scales ~0.6 B, rounded up */
         size_t lw = ((size_t)(s->q_dim + 2 * s->kv_dim) * s->dim + (size_t)s->dim * s->q_dim +
@@ -778,26 +799,29 @@ static int hid_alloc(ae_engine *e, int n, int T, const char *what, cu_hid *h, ch
     memset(h, 0, sizeof *h);
     h->n = n;
     h->wst = (size_t)T * s->dim;
-    const size_t wb = h->wst * 2, used = s->bytes + s->layer_bytes;
+    const size_t wb = h->wst * 2, used = s->bytes + s->layer_bytes + (s->wtmp ? s->wtmp_bytes : 0);
     size_t fit = s->mem_limit > used ? (s->mem_limit - used) / wb : 0;
     const char *env = getenv("APEX4_HIDDEN_WINDOWS");   /* testing: force a chunk of that many windows */
-    if (env && *env) {
+    const int forced = env && *env;
+    if (forced) {
         long v;
         if (ax_parse_long(env, 1, 1L << 30, "APEX4_HIDDEN_WINDOWS", &v, err)) return -1;
         fit = (size_t)v;
     }
     h->nb = fit >= (size_t)n ? n : fit < 1 ? 1 : (int)fit;
-    char w2[192];
-    if (h->nb < n) {
-        snprintf(w2, sizeof w2, "%s: host copy (spilled, %d of %d windows on the device at a time)", what, h->nb, n);
-        h->host = malloc((size_t)n * wb);
-        if (!h->host) { SETERR("%s: out of host memory (%zu bytes)", w2, (size_t)n * wb); return -1; }
-        snprintf(w2, sizeof w2, "%s: device chunk of %d windows (spilled to host)", what, h->nb);
-    } else {
-        snprintf(w2, sizeof w2, "%s", what);
+    for (;;) {   /* memory held outside s->bytes (the reference store, cuBLAS) can make it fail: spill more */
+        char w2[192];
+        if (h->nb < n && !h->host) {
+            snprintf(w2, sizeof w2, "%s: host copy (spilled, %d of %d windows on the device at a time)", what, h->nb, n);
+            h->host = malloc((size_t)n * wb);
+            if (!h->host) { SETERR("%s: out of host memory (%zu bytes)", w2, (size_t)n * wb); return -1; }
+        }
+        if (h->nb < n) snprintf(w2, sizeof w2, "%s: device chunk of %d windows (spilled to host)", what, h->nb);
+        else snprintf(w2, sizeof w2, "%s", what);
+        if (!dalloc(e, s, (size_t)h->nb * wb, (void **)&h->dev, w2, err)) return 0;
+        if (h->nb == 1 || forced) { free(h->host); h->host = NULL; return -1; }
+        h->nb = (h->nb + 1) / 2;
     }
-    if (dalloc(e, s, (size_t)h->nb * wb, (void **)&h->dev, w2, err)) { free(h->host); h->host = NULL; return -1; }
-    return 0;
 }
 
 static void hid_free(ae_engine *e, cu_hid *h) {
@@ -837,18 +861,21 @@ static int layer_major_pass(ae_engine *e, const int *tokens, int n, int T, cu_hi
     }
     prof_mark(s, P_EMBED);
     for (int l = 0; l < e->m->cfg.n_layers; l++) {
-        if (layer_load(e, l, err)) return -1;
-        for (int c0 = 0; c0 < n; c0 += h->nb) {
+        int bad = layer_load(e, l, err);
+        for (int c0 = 0; c0 < n && !bad; c0 += h->nb) {
             const int cnt = n - c0 < h->nb ? n - c0 : h->nb;
-            if (h->host && ak_ops_upload(s->ops, h->dev, h->host + (size_t)c0 * wst, (size_t)cnt * wb, err)) return -1;
-            for (int w = 0; w < cnt; w++) {
+            if (h->host && ak_ops_upload(s->ops, h->dev, h->host + (size_t)c0 * wst, (size_t)cnt * wb, err)) bad = 1;
+            for (int w = 0; w < cnt && !bad; w++) {
                 s->x = h->dev + w * wst;
-                if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) return -1;
+                if (layer_dev(e, l, T, 0, NULL, 0, 1, err) || ak_ops_add(s->ops, s->x, s->t1, wst, err)) bad = 1;
             }
-            if (h->host && ak_ops_download(s->ops, h->host + (size_t)c0 * wst, h->dev, (size_t)cnt * wb, err)) return -1;
+            if (!bad && h->host && ak_ops_download(s->ops, h->host + (size_t)c0 * wst, h->dev, (size_t)cnt * wb, err))
+                bad = 1;
         }
-        if (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err)) return -1;
-        layer_unload(e, l);
+        if (!bad && (ak_ctx_check(s->ctx, err) || ak_ops_sync(s->ops, err))) bad = 1;
+        if (bad) ak_ops_sync(s->ops, NULL);   /* the layer's buffers may still be in use */
+        layer_unload(e, l);                     /* also after a failure: no stale pointers for the next load */
+        if (bad) return -1;
     }
     return 0;
 }
@@ -1017,7 +1044,7 @@ out:
  * float64 loaded from c->sumsq, every window's FP16 forward (no logits) with layer_dev's hook adding
  * each site input's column Σx² (ak_ops_colsumsq), then downloaded into c->sumsq. Resident engines run
  * window by window (forward_dev); layer-major engines as cu_score_windows: the hidden states of all
- * windows [n, T, dim] fp16 on the device, each layer loaded once and every window passed through it in
+ * windows [n, T, dim] fp16 (on the device, or spilled to host: hid_alloc), each layer loaded once and every window passed through it in
  * order. Either way each accumulator sees windows in order, rows in order: the same sums bit for bit. */
 static int cu_calib_sumsq(ae_engine *e, const int *tokens, int n, int T, ae_calib *c, char *err) {
     cu_state *s = e->dev;

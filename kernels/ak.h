@@ -254,9 +254,10 @@ int  ak_gemm_plan(const aq_mode *m, int M, int N, int K, int sms, int k_splits, 
 int  ak_gemm_plan_ex(const aq_mode *m, int M, int N, int K, int sms, int cc, int path, int k_splits, ak_plan *out);
 #define AK_WGMMA_MIN_M 64
 /* 1: AK_PATH_AUTO may choose the wgmma path (cc 9.x, M >= AK_WGMMA_MIN_M, modes it serves). 0 (now): the
- * path is written and compiles for sm_90a but has not yet run on a device, so the planner (and the
- * engine) stay on the verified mma.sync paths; check, bench and tests reach it by name. Build with
- * -DAK_WGMMA_AUTO=1 (nvcc and cc) once `apex4 check --device cuda --paths wgmma,wgmma-sync` passes. */
+ * path is bit-exact on an H200 (`apex4 check --device cuda --paths wgmma,wgmma-sync` 560/560) but
+ * slower than mma.sync for every mode except w4a4-g32 (README "Benchmarks", kernels/NOTES.md "wgmma
+ * path"), so the planner (and the engine) stay on mma.sync; check, bench, tests and APEX4_GEMM_PATH
+ * reach it by name. Build with -DAK_WGMMA_AUTO=1 (nvcc and cc) to let the planner choose it. */
 #ifndef AK_WGMMA_AUTO
 #define AK_WGMMA_AUTO 0
 #endif

@@ -210,7 +210,10 @@ extern "C" int ak_ops_new(int device, ak_ops **out, char *err) {
     if (e == cudaSuccess) e = cudaEventCreateWithFlags(&o->slot_ev[0], cudaEventDisableTiming);
     if (e == cudaSuccess) e = cudaEventCreateWithFlags(&o->slot_ev[1], cudaEventDisableTiming);
     if (e != cudaSuccess) {
-        OPS_ERR("%s: device %d: %s", op, device, cudaGetErrorString(e));
+        OPS_ERR("%s: device %d (stream / event creation): %s", op, device, cudaGetErrorString(e));
+        for (int i = 0; i < 2; i++)
+            if (o->slot_ev[i]) cudaEventDestroy(o->slot_ev[i]);
+        if (o->stream) cudaStreamDestroy(o->stream);
         free(o);
         return -1;
     }
@@ -219,6 +222,7 @@ extern "C" int ak_ops_new(int device, ak_ops **out, char *err) {
     if (bs != CUBLAS_STATUS_SUCCESS) {
         OPS_ERR("%s: cuBLAS initialisation failed: %s", op, cublasGetStatusString(bs));
         if (o->blas) cublasDestroy(o->blas);
+        for (int i = 0; i < 2; i++) cudaEventDestroy(o->slot_ev[i]);
         cudaStreamDestroy(o->stream);
         free(o);
         return -1;

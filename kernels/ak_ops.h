@@ -30,12 +30,12 @@
 
 /* ---- context ---------------------------------------------------------------------------------- */
 /* Opaque: device id, a non-blocking CUDA stream, a cuBLAS handle bound to it, a scratch buffer that
- * grows on demand (host->device copies of token ids, per-row results) and the RoPE cos/sin table.
- * Owners in pairs: ak_ops_new / ak_ops_free. */
+ * grows on demand (host->device copies of token ids, per-row results), the RoPE cos/sin table and two
+ * events marking the staging slots of ak_ops_upload_async. Owners in pairs: ak_ops_new / ak_ops_free. */
 typedef struct ak_ops ak_ops;
 
-/* Create a context on CUDA device `device` (0-based). Errors: no such device / no driver, stream or
- * cuBLAS creation failure. */
+/* Create a context on CUDA device `device` (0-based). Errors: no such device / no driver, stream,
+ * event or cuBLAS creation failure. */
 int  ak_ops_new(int device, ak_ops **out, char *err);
 /* Waits for the stream, then frees everything the context owns (not the caller's ak_ops_alloc blocks). */
 void ak_ops_free(ak_ops *o);

@@ -32,7 +32,7 @@ static void usage(FILE *f) {
             "  Compares the CUDA kernels (activation quantization codes/scales, GEMM Y on each path) with the\n"
             "  CPU reference byte for byte over modes x shapes x inputs; one line per case, then a summary.\n"
             "  --paths    default int8,int4 (the paths the planner uses); wgmma / wgmma-sync (the Hopper wgmma\n"
-            "             kernel, overlapped / synchronous epilogue; bit-exact on an H200 but slower, so asked by name)\n"
+            "             kernel, overlapped / synchronous epilogue; bit-exact on an H200, slower except w4a4-g32: by name)\n"
             "             run where they serve: compute capability 9.x, no outlier part,\n"
             "             groups of 32, 64, a multiple of 128 or the whole row (the line lists the paths run);\n"
             "             with a wgmma path, each mode also gets 3 multi-tile, multi-stage shapes (M >= 64)\n"

@@ -91,15 +91,16 @@ Test(gpu_ops, context_and_memory_roundtrip) {
     ak_ops_free(o);
 }
 
-/* Double-buffered pinned staging (the engine's weight uploads): 64 chunks of a known pattern copied
- * through two pinned halves with ak_ops_upload_async, each half rewritten only after
+/* Double-buffered pinned staging (the engine's weight uploads): 16 chunks of 4 MiB of a known pattern
+ * (large enough that a missing wait would rewrite a half while its copy is in flight) copied through
+ * two pinned halves with ak_ops_upload_async, each half rewritten only after
  * ak_ops_slot_wait on its slot: the device holds every chunk's pattern (checked against the
  * formula, not against the staging buffer); a bad slot is an error naming it. */
 Test(gpu_ops, upload_async_double_buffered_staging_roundtrip) {
     NEED_DEVICE();
     ak_ops *o = ctx_new();
     char err[AX_ERR_LEN] = "";
-    enum { CH = 64, N = 4096 };
+    enum { CH = 16, N = 1 << 20 };
     uint32_t *stage = NULL;
     cr_assert_eq(ak_ops_host_alloc(o, 2 * N * sizeof(uint32_t), (void **)&stage, "test staging", err), 0, "%s", err);
     uint32_t *d = NULL;
@@ -112,6 +113,7 @@ Test(gpu_ops, upload_async_double_buffered_staging_roundtrip) {
         cr_assert_eq(ak_ops_upload_async(o, d + (size_t)c * N, buf, N * sizeof(uint32_t), slot, err), 0, "%s", err);
     }
     uint32_t *back = malloc((size_t)CH * N * sizeof(uint32_t));
+    cr_assert_not_null(back);
     cr_assert_eq(ak_ops_download(o, back, d, (size_t)CH * N * sizeof(uint32_t), err), 0, "%s", err);
     for (int c = 0; c < CH; c++)
         for (int i = 0; i < N; i++)
